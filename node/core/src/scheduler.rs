@@ -1,0 +1,422 @@
+//! The admission scheduler: who gets the next grant, and when to look again.
+//!
+//! Pure and single-threaded, used only by the leader. It owns the waiting queue (lanes,
+//! priorities, deadlines, request ids) and decides grants against the leader's
+//! *speculative* `State` (the state after every proposed entry), applying each grant
+//! to it at once. Every command the leader puts into a batch goes through `propose`, so
+//! that the speculative state and the replicated log see the same commands in the same
+//! order. It never sends, sleeps or reads a clock: the shell drains `events()` and
+//! sleeps until `next_wakeup()`.
+//!
+//! Order of service within a resource (DESIGN.md §2): the lane with the smallest stride
+//! pass among backlogged lanes (ties by name), then the highest priority in that lane,
+//! then arrival. The head of that order blocks everything behind it until it fits.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::state::{Command, Fit, Grant, Outcome, State};
+use crate::{LANES_QUEUED_MAX, WAITERS_MAX};
+
+/// Stride numerator: a lane of weight w advances its pass by `STRIDE / w` per grant.
+const STRIDE: u128 = 1 << 40;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WaiterId(pub u64);
+
+/// An acquire as the scheduler sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub resource: String,
+    pub lane: String,
+    pub priority: i32,
+    pub load: u64,
+    pub ttl_ms: u64,
+    pub request_id: Option<String>,
+    /// Random lease nonce chosen by the shell (the core has no randomness).
+    pub nonce: u64,
+    /// Try once: grant now or answer `WouldBlock`, never queue.
+    pub try_once: bool,
+    /// Cluster time after which the waiter gives up with `WaitTimeout`.
+    pub deadline_ms: u64,
+}
+
+/// What became of an `enqueue`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Queued (or granted at once: watch `events()` for this id).
+    Waiting(WaiterId),
+    /// The same `request_id` is already waiting: attach to that waiter.
+    Attached(WaiterId),
+    Rejected(Refusal),
+}
+
+/// Why a request is turned away without (or after) waiting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    ResourceNotFound,
+    LoadExceedsLimit { load_max: u64 },
+    QueueFull { retry_after_ms: u64 },
+    WouldBlock { retry_after_ms: u64 },
+    WaitTimeout { retry_after_ms: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Put `command` into the batch being built; its applied outcome answers `waiter`.
+    Grant { waiter: WaiterId, command: Command },
+    /// Answer `waiter` with this refusal; it has left the queue.
+    Refused { waiter: WaiterId, refusal: Refusal },
+}
+
+#[derive(Debug)]
+struct Waiter {
+    req: Request,
+    /// Position in its lane: `(Reverse(priority), arrival)`.
+    key: (Reverse<i32>, u64),
+}
+
+#[derive(Debug, Default)]
+struct Lane {
+    pass: u128,
+    queue: BTreeMap<(Reverse<i32>, u64), WaiterId>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    lanes: BTreeMap<String, Lane>,
+    len: usize,
+    /// Pass of the lane served last: a lane that becomes backlogged starts here, so
+    /// idle time banks no credit.
+    vtime: u128,
+    /// Cluster time at which the blocked head may fit, if any.
+    wake_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct Scheduler {
+    queues: BTreeMap<String, Queue>,
+    waiters: BTreeMap<WaiterId, Waiter>,
+    by_request: BTreeMap<String, WaiterId>,
+    deadlines: BTreeSet<(u64, WaiterId)>,
+    wakeups: BTreeSet<(u64, String)>,
+    /// Resources whose head may fit now (something freed capacity or changed the order).
+    dirty: BTreeSet<String>,
+    events: VecDeque<Event>,
+    next_id: u64,
+}
+
+fn retry_after(state: &State, resource: &str, load: u64) -> u64 {
+    match state.fit(resource, load) {
+        Fit::Wait { ms, .. } => ms,
+        _ => 1,
+    }
+}
+
+impl Scheduler {
+    pub fn new() -> Self {
+        Scheduler::default()
+    }
+
+    /// Number of waiters in all queues.
+    pub fn len(&self) -> usize {
+        self.waiters.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.waiters.is_empty()
+    }
+
+    /// Waiters queued per lane of `resource`.
+    pub fn queued(&self, resource: &str) -> Vec<(String, usize)> {
+        self.queues.get(resource).map_or_else(Vec::new, |q| {
+            q.lanes
+                .iter()
+                .map(|(name, l)| (name.clone(), l.queue.len()))
+                .collect()
+        })
+    }
+
+    /// Resources that have waiters.
+    pub fn resources(&self) -> impl Iterator<Item = &str> {
+        self.queues.keys().map(String::as_str)
+    }
+
+    /// Admits a new acquire. Grants that fit at once appear in `events()` right away.
+    pub fn enqueue(&mut self, state: &mut State, req: Request) -> Admit {
+        if let Some(id) = &req.request_id {
+            if let Some(&w) = self.by_request.get(id) {
+                return Admit::Attached(w);
+            }
+        }
+        let id = WaiterId(self.next_id);
+        self.next_id += 1;
+        if req
+            .request_id
+            .as_deref()
+            .is_some_and(|r| state.granted_request(r).is_some())
+        {
+            // Already granted: the log answers it with the same lease, in log order.
+            self.grant_command(state, id, &req);
+            return Admit::Waiting(id);
+        }
+        let queued = self.queues.get(&req.resource).map_or(0, |q| q.len);
+        match state.fit(&req.resource, req.load) {
+            Fit::NoResource => return Admit::Rejected(Refusal::ResourceNotFound),
+            Fit::Never { load_max } => {
+                return Admit::Rejected(Refusal::LoadExceedsLimit { load_max })
+            }
+            Fit::Now if queued == 0 => {
+                self.grant_command(state, id, &req);
+                return Admit::Waiting(id);
+            }
+            Fit::Now | Fit::Wait { .. } if req.try_once => {
+                let retry_after_ms = retry_after(state, &req.resource, req.load);
+                return Admit::Rejected(Refusal::WouldBlock { retry_after_ms });
+            }
+            Fit::Now | Fit::Wait { .. } => {}
+        }
+        let max_queue = state
+            .resource(&req.resource)
+            .map_or(0, |c| c.max_queue as usize);
+        let lanes = self.queues.get(&req.resource).map_or(0, |q| q.lanes.len());
+        if queued >= max_queue || self.waiters.len() >= WAITERS_MAX || lanes >= LANES_QUEUED_MAX {
+            let retry_after_ms = retry_after(state, &req.resource, req.load);
+            return Admit::Rejected(Refusal::QueueFull { retry_after_ms });
+        }
+        let q = self.queues.entry(req.resource.clone()).or_default();
+        let vtime = q.vtime;
+        let lane = q.lanes.entry(req.lane.clone()).or_default();
+        if lane.queue.is_empty() {
+            lane.pass = lane.pass.max(vtime);
+        }
+        let key = (Reverse(req.priority), id.0);
+        lane.queue.insert(key, id);
+        q.len += 1;
+        self.deadlines.insert((req.deadline_ms, id));
+        if let Some(r) = &req.request_id {
+            self.by_request.insert(r.clone(), id);
+        }
+        self.dirty.insert(req.resource.clone());
+        self.waiters.insert(id, Waiter { req, key });
+        self.dispatch(state);
+        Admit::Waiting(id)
+    }
+
+    /// Removes a waiter (its client went away). Returns whether it was still waiting.
+    pub fn cancel(&mut self, id: WaiterId) -> bool {
+        let Some(w) = self.remove(id) else {
+            return false;
+        };
+        self.dirty.insert(w.req.resource);
+        true
+    }
+
+    /// Applies a command that is not a grant (release, renew, resource change) to the
+    /// speculative state, marking what it may unblock. The shell puts the same command
+    /// into the same batch, in the same order.
+    pub fn propose(&mut self, state: &mut State, command: &Command) -> Outcome {
+        let touched = match command {
+            Command::Release { lease, .. } => state.lease_resource(*lease).map(str::to_owned),
+            Command::PutResource { name, .. } | Command::DeleteResource { name } => {
+                Some(name.clone())
+            }
+            _ => None,
+        };
+        let outcome = state.apply_command(command);
+        if let Some(r) = touched {
+            if self.queues.contains_key(&r) {
+                self.dirty.insert(r);
+            }
+        }
+        outcome
+    }
+
+    /// Times out waiters whose deadline is `<= clock_ms`, then grants whatever fits at
+    /// the speculative state's cluster time. Results go to `events()`.
+    pub fn poll(&mut self, state: &mut State, clock_ms: u64) {
+        while let Some(&(at, id)) = self.deadlines.first() {
+            if at > clock_ms {
+                break;
+            }
+            if let Some(w) = self.remove(id) {
+                let retry_after_ms = retry_after(state, &w.req.resource, w.req.load);
+                self.dirty.insert(w.req.resource);
+                let refusal = Refusal::WaitTimeout { retry_after_ms };
+                self.events.push_back(Event::Refused {
+                    waiter: id,
+                    refusal,
+                });
+            }
+        }
+        let now = state.now_ms();
+        while let Some((at, _)) = self.wakeups.first() {
+            if *at > now {
+                break;
+            }
+            if let Some((_, r)) = self.wakeups.pop_first() {
+                if let Some(q) = self.queues.get_mut(&r) {
+                    q.wake_at_ms = None;
+                }
+                self.dirty.insert(r);
+            }
+        }
+        self.dispatch(state);
+    }
+
+    /// The earliest cluster time at which `poll` has something to do: a deadline or a
+    /// blocked head that will fit by then. `None`: nothing until the next event.
+    pub fn next_wakeup(&self) -> Option<u64> {
+        let deadline = self.deadlines.first().map(|&(at, _)| at);
+        let wake = self.wakeups.first().map(|(at, _)| *at);
+        match (deadline, wake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether some resource is waiting for `poll` right now (not for time to pass).
+    pub fn has_work(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    pub fn events(&mut self) -> impl Iterator<Item = Event> + '_ {
+        self.events.drain(..)
+    }
+
+    fn dispatch(&mut self, state: &mut State) {
+        while let Some(resource) = self.dirty.pop_first() {
+            self.dispatch_resource(state, &resource);
+        }
+    }
+
+    fn dispatch_resource(&mut self, state: &mut State, resource: &str) {
+        if let Some(q) = self.queues.get_mut(resource) {
+            if let Some(at) = q.wake_at_ms.take() {
+                self.wakeups.remove(&(at, resource.to_owned()));
+            }
+        }
+        while let Some(id) = self.head(resource) {
+            let Some(w) = self.waiters.get(&id) else {
+                break;
+            };
+            match state.fit(resource, w.req.load) {
+                Fit::Now => {
+                    let Some(w) = self.remove_served(state, id) else {
+                        break;
+                    };
+                    self.grant_command(state, id, &w.req);
+                }
+                Fit::Wait { ms, .. } => {
+                    let at = state.now_ms().saturating_add(ms);
+                    if let Some(q) = self.queues.get_mut(resource) {
+                        q.wake_at_ms = Some(at);
+                    }
+                    self.wakeups.insert((at, resource.to_owned()));
+                    break;
+                }
+                Fit::NoResource => {
+                    for id in self.waiting_on(resource) {
+                        self.refuse(id, Refusal::ResourceNotFound);
+                    }
+                    break;
+                }
+                Fit::Never { load_max } => {
+                    self.refuse(id, Refusal::LoadExceedsLimit { load_max });
+                }
+            }
+        }
+    }
+
+    /// The next candidate of `resource`: smallest lane pass, then its first waiter.
+    fn head(&self, resource: &str) -> Option<WaiterId> {
+        let q = self.queues.get(resource)?;
+        let (_, lane) = q
+            .lanes
+            .iter()
+            .filter(|(_, l)| !l.queue.is_empty())
+            .min_by(|(an, a), (bn, b)| a.pass.cmp(&b.pass).then_with(|| an.cmp(bn)))?;
+        lane.queue.values().next().copied()
+    }
+
+    fn waiting_on(&self, resource: &str) -> Vec<WaiterId> {
+        self.queues
+            .get(resource)
+            .map(|q| {
+                q.lanes
+                    .values()
+                    .flat_map(|l| l.queue.values().copied())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn refuse(&mut self, id: WaiterId, refusal: Refusal) {
+        if self.remove(id).is_some() {
+            self.events.push_back(Event::Refused {
+                waiter: id,
+                refusal,
+            });
+        }
+    }
+
+    /// Removes the head that is being granted. Its lane's pass advances by the lane's
+    /// stride first, so a lane that empties keeps its debt.
+    fn remove_served(&mut self, state: &State, id: WaiterId) -> Option<Waiter> {
+        let w = self.waiters.get(&id)?;
+        let weight = state
+            .resource(&w.req.resource)
+            .map_or(1, |c| c.lane_weight(&w.req.lane));
+        if let Some(q) = self.queues.get_mut(&w.req.resource) {
+            if let Some(l) = q.lanes.get_mut(&w.req.lane) {
+                q.vtime = q.vtime.max(l.pass);
+                l.pass += STRIDE / u128::from(weight.max(1));
+            }
+        }
+        self.remove(id)
+    }
+
+    fn grant_command(&mut self, state: &mut State, id: WaiterId, req: &Request) {
+        let command = Command::Grant(Grant {
+            resource: req.resource.clone(),
+            lane: req.lane.clone(),
+            load: req.load,
+            ttl_ms: req.ttl_ms,
+            request_id: req.request_id.clone(),
+            nonce: req.nonce,
+        });
+        let outcome = state.apply_command(&command);
+        debug_assert!(
+            matches!(outcome, Outcome::Granted { .. }),
+            "a grant decided by the scheduler must apply: {outcome:?}"
+        );
+        self.events.push_back(Event::Grant {
+            waiter: id,
+            command,
+        });
+    }
+
+    fn remove(&mut self, id: WaiterId) -> Option<Waiter> {
+        let w = self.waiters.remove(&id)?;
+        self.deadlines.remove(&(w.req.deadline_ms, id));
+        if let Some(r) = &w.req.request_id {
+            self.by_request.remove(r);
+        }
+        if let Some(q) = self.queues.get_mut(&w.req.resource) {
+            if let Some(l) = q.lanes.get_mut(&w.req.lane) {
+                l.queue.remove(&w.key);
+                if l.queue.is_empty() && l.pass <= q.vtime {
+                    q.lanes.remove(&w.req.lane);
+                }
+            }
+            q.len -= 1;
+            if q.len == 0 {
+                if let Some(at) = q.wake_at_ms {
+                    self.wakeups.remove(&(at, w.req.resource.clone()));
+                }
+                self.queues.remove(&w.req.resource);
+            }
+        }
+        Some(w)
+    }
+}
