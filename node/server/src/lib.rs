@@ -1,0 +1,3 @@
+//! ratequeue-node: the server shell around `ratequeue-core`.
+
+pub mod raft;

@@ -1,0 +1,185 @@
+//! The Raft state machine: `ratequeue-core`'s `State` in memory, snapshots persisted.
+//!
+//! Applying an entry calls `State::apply_entry(batch.now_ms, commands)`; nothing here
+//! reads a clock. The applied state is shared (behind a lock) with the HTTP layer for
+//! authentication lookups and stale reads. Durability comes from the Raft log plus the
+//! persisted snapshot: on start the state is restored from the snapshot and openraft
+//! re-applies committed entries after it (`save_committed` is implemented by the log
+//! store).
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
+use parking_lot::RwLock;
+use ratequeue_core::State;
+
+use super::types::{
+    BatchOutcome, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+
+/// Where snapshots are kept durably (the log store's backend implements it).
+pub trait SnapshotStore: Send + Sync + 'static {
+    fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError>;
+    fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError>;
+}
+
+/// The applied state, shared with readers.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub state: State,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+pub type SharedApplied = Arc<RwLock<Applied>>;
+
+pub struct StateMachineStore {
+    applied: SharedApplied,
+    snapshots: Arc<dyn SnapshotStore>,
+    /// The last snapshot built or installed, served to lagging followers.
+    current: Arc<RwLock<Option<(SnapshotMeta, Arc<Vec<u8>>)>>>,
+}
+
+fn sm_error(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::read_state_machine(&e).into()
+}
+
+impl StateMachineStore {
+    /// Restores the state from the persisted snapshot, if any.
+    pub fn open(snapshots: Arc<dyn SnapshotStore>) -> Result<Self, StorageError> {
+        let mut applied = Applied { state: State::new(), ..Applied::default() };
+        let mut current = None;
+        if let Some((meta, data)) = snapshots.load_snapshot()? {
+            applied.state = State::restore(&data).map_err(sm_error)?;
+            applied.last_applied = meta.last_log_id;
+            applied.membership = meta.last_membership.clone();
+            current = Some((meta, Arc::new(data)));
+        }
+        Ok(StateMachineStore {
+            applied: Arc::new(RwLock::new(applied)),
+            snapshots,
+            current: Arc::new(RwLock::new(current)),
+        })
+    }
+
+    pub fn applied(&self) -> SharedApplied {
+        self.applied.clone()
+    }
+
+    /// Metadata of the current snapshot, for status reports.
+    pub fn snapshot_handle(&self) -> SnapshotHandle {
+        SnapshotHandle(self.current.clone())
+    }
+}
+
+/// Read access to the current snapshot's metadata.
+#[derive(Clone)]
+pub struct SnapshotHandle(Arc<RwLock<Option<(SnapshotMeta, Arc<Vec<u8>>)>>>);
+
+impl SnapshotHandle {
+    pub fn meta(&self) -> Option<SnapshotMeta> {
+        self.0.read().as_ref().map(|(m, _)| m.clone())
+    }
+}
+
+pub struct SnapshotBuilder {
+    applied: SharedApplied,
+    snapshots: Arc<dyn SnapshotStore>,
+    current: Arc<RwLock<Option<(SnapshotMeta, Arc<Vec<u8>>)>>>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        // Serialise under the read lock: a consistent cut that apply cannot tear.
+        let (data, last_log_id, membership) = {
+            let a = self.applied.read();
+            (a.state.snapshot(), a.last_applied, a.membership.clone())
+        };
+        let snapshot_id = match last_log_id {
+            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, data.len()),
+            None => format!("0-0-{}", data.len()),
+        };
+        let meta = SnapshotMeta { last_log_id, last_membership: membership, snapshot_id };
+        let snapshots = self.snapshots.clone();
+        let data = Arc::new(data);
+        let (m, d) = (meta.clone(), data.clone());
+        tokio::task::spawn_blocking(move || snapshots.save_snapshot(&m, &d))
+            .await
+            .map_err(sm_error)??;
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot built");
+        *self.current.write() = Some((meta.clone(), data.clone()));
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data.to_vec())) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let a = self.applied.read();
+        Ok((a.last_applied, a.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchOutcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut a = self.applied.write();
+        let mut out = Vec::new();
+        for entry in entries {
+            a.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => out.push(BatchOutcome::default()),
+                EntryPayload::Normal(batch) => {
+                    out.push(BatchOutcome(a.state.apply_entry(batch.now_ms, &batch.commands)));
+                }
+                EntryPayload::Membership(m) => {
+                    a.membership = StoredMembership::new(Some(entry.log_id), m);
+                    out.push(BatchOutcome::default());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            applied: self.applied.clone(),
+            snapshots: self.snapshots.clone(),
+            current: self.current.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let state = State::restore(&data).map_err(sm_error)?;
+        self.snapshots.save_snapshot(meta, &data)?;
+        {
+            let mut a = self.applied.write();
+            a.state = state;
+            a.last_applied = meta.last_log_id;
+            a.membership = meta.last_membership.clone();
+        }
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot installed");
+        *self.current.write() = Some((meta.clone(), Arc::new(data)));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        Ok(self.current.read().as_ref().map(|(meta, data)| Snapshot {
+            meta: meta.clone(),
+            snapshot: Box::new(Cursor::new(data.to_vec())),
+        }))
+    }
+}
