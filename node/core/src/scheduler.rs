@@ -275,6 +275,12 @@ impl Scheduler {
         }
     }
 
+    /// The earliest waiter deadline. While the speculative state's time is frozen (a
+    /// batch is being built), only deadlines can make `poll` do something.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.deadlines.first().map(|&(at, _)| at)
+    }
+
     /// Whether some resource is waiting for `poll` right now (not for time to pass).
     pub fn has_work(&self) -> bool {
         !self.dirty.is_empty()

@@ -1,0 +1,673 @@
+//! The leader's admission loop: the queue, group commit, and the speculative state.
+//!
+//! One task per leadership term owns a `Scheduler` and a speculative copy of the state
+//! (the applied state plus every proposed command). HTTP handlers talk to it through
+//! `Admission` only. Every command — grants decided by the scheduler, releases, renews,
+//! resource and key changes — enters a batch; while one Raft write is in flight the
+//! next batch fills up (group commit), so there is one entry and one fsync per batch,
+//! never one per request. A caller is answered only with the *applied* outcome of its
+//! command, after commit.
+//!
+//! Cluster time (DESIGN.md §3) is read here and nowhere else: a batch is stamped when
+//! it is opened, the speculative state is ticked to that stamp, and it stays frozen
+//! while batches are pending so that the speculative and the replicated apply see the
+//! same commands at the same time and reach the same outcomes.
+//!
+//! This module never answers HTTP and never touches storage directly.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::ServerState;
+use parking_lot::RwLock;
+use ratequeue_core::{
+    Admit, Command, Event, LeaderClock, LeaseView, LimitView, Outcome, Refusal, Rejection,
+    Request, Scheduler, State, WaiterId,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+use crate::raft::state_machine::SharedApplied;
+use crate::raft::types::{Batch, BatchOutcome, NodeId, Raft};
+
+/// Commands in one Raft entry.
+pub const BATCH_COMMANDS_MAX: usize = 4_096;
+/// Commands waiting in batches not yet submitted; past it the loop stops reading
+/// requests (handlers then wait on the bounded channel: backpressure, not growth).
+pub const PENDING_COMMANDS_MAX: usize = 65_536;
+/// Requests queued between the HTTP handlers and the loop.
+pub const CHANNEL_LEN_MAX: usize = 16_384;
+/// A replicated write that takes longer is answered `commit_timeout` (ambiguous).
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new leader waits to apply its log before it starts admitting.
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a caller asked to acquire.
+#[derive(Clone, Debug)]
+pub struct AcquireParams {
+    pub resource: String,
+    pub lane: String,
+    pub priority: i32,
+    pub load: u64,
+    pub ttl_ms: u64,
+    pub wait_ms: u64,
+    pub request_id: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Granted {
+    pub lease: LeaseView,
+    pub limits: Vec<LimitView>,
+    pub queued_ms: u64,
+}
+
+/// Why the loop could not give an applied outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Refused by the scheduler before anything was proposed.
+    Refused(Refusal),
+    /// Proposed and applied, but the state machine said no.
+    Rejected(Rejection),
+    /// Not leader (or not yet serving): nothing was proposed; safe to retry elsewhere.
+    NotLeader,
+    /// Proposed, but leadership was lost or the write timed out before an answer:
+    /// it may or may not have been applied.
+    Ambiguous,
+}
+
+type AcquireReply = oneshot::Sender<Result<Granted, Failure>>;
+type WriteReply = oneshot::Sender<Result<Outcome, Failure>>;
+
+enum Msg {
+    Acquire { ticket: u64, params: AcquireParams, reply: AcquireReply },
+    Cancel { ticket: u64 },
+    Write { command: Command, reply: WriteReply },
+    Queued { resource: String, reply: oneshot::Sender<Vec<(String, usize)>> },
+}
+
+/// The handle HTTP handlers use. Cheap to clone.
+#[derive(Clone)]
+pub struct Admission {
+    slot: Arc<RwLock<Option<mpsc::Sender<Msg>>>>,
+    tickets: Arc<AtomicU64>,
+    waiters: Arc<AtomicU64>,
+}
+
+/// Sends `Cancel` when an acquire's HTTP request goes away before its answer.
+struct CancelOnDrop {
+    tx: mpsc::Sender<Msg>,
+    ticket: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            let tx = self.tx.clone();
+            let ticket = self.ticket;
+            if tx.try_send(Msg::Cancel { ticket }).is_err() {
+                tokio::spawn(async move {
+                    let _ = tx.send(Msg::Cancel { ticket }).await;
+                });
+            }
+        }
+    }
+}
+
+impl Admission {
+    fn sender(&self) -> Result<mpsc::Sender<Msg>, Failure> {
+        self.slot.read().clone().ok_or(Failure::NotLeader)
+    }
+
+    /// Whether this node's admission loop is serving.
+    pub fn is_serving(&self) -> bool {
+        self.slot.read().is_some()
+    }
+
+    /// Waiters queued on this leader (0 on followers).
+    pub fn waiters(&self) -> u64 {
+        self.waiters.load(Ordering::Relaxed)
+    }
+
+    /// Waits in the queue and returns the applied grant. Dropping the future (client
+    /// disconnect) cancels the waiter; a grant already proposed is then released.
+    pub async fn acquire(&self, params: AcquireParams) -> Result<Granted, Failure> {
+        let tx = self.sender()?;
+        let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+        let (reply, rx) = oneshot::channel();
+        tx.send(Msg::Acquire { ticket, params, reply }).await.map_err(|_| Failure::NotLeader)?;
+        let mut guard = CancelOnDrop { tx, ticket, armed: true };
+        let res = rx.await.unwrap_or(Err(Failure::Ambiguous));
+        guard.armed = false;
+        res
+    }
+
+    /// Proposes a non-grant command and returns its applied outcome.
+    pub async fn write(&self, command: Command) -> Result<Outcome, Failure> {
+        let tx = self.sender()?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(Msg::Write { command, reply }).await.map_err(|_| Failure::NotLeader)?;
+        rx.await.unwrap_or(Err(Failure::Ambiguous))
+    }
+
+    /// Waiters per lane of `resource` (leader only; empty elsewhere).
+    pub async fn queued(&self, resource: &str) -> Vec<(String, usize)> {
+        let Ok(tx) = self.sender() else {
+            return Vec::new();
+        };
+        let (reply, rx) = oneshot::channel();
+        if tx.send(Msg::Queued { resource: resource.to_owned(), reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+/// Starts the supervisor that runs one admission loop per leadership term of `id`.
+pub fn spawn(raft: Raft, id: NodeId, applied: SharedApplied, metrics: Arc<Metrics>) -> Admission {
+    let admission = Admission {
+        slot: Arc::new(RwLock::new(None)),
+        tickets: Arc::new(AtomicU64::new(0)),
+        waiters: Arc::new(AtomicU64::new(0)),
+    };
+    let handle = admission.clone();
+    tokio::spawn(async move {
+        let mut metrics_rx = raft.metrics();
+        loop {
+            let term = {
+                let m = metrics_rx.borrow_and_update();
+                (m.state == ServerState::Leader && m.current_leader == Some(id))
+                    .then_some(m.current_term)
+            };
+            if let Some(term) = term {
+                let (tx, rx) = mpsc::channel(CHANNEL_LEN_MAX);
+                let run = LeaderLoop::start(
+                    raft.clone(),
+                    term,
+                    applied.clone(),
+                    metrics.clone(),
+                    handle.waiters.clone(),
+                    rx,
+                );
+                match run.await {
+                    Ok(mut l) => {
+                        *handle.slot.write() = Some(tx);
+                        tracing::info!(term, "admission loop serving");
+                        l.run().await;
+                        *handle.slot.write() = None;
+                        tracing::info!(term, "admission loop stopped");
+                        l.fail_all();
+                        continue;
+                    }
+                    Err(e) => tracing::warn!(term, error = %e, "leader could not catch up"),
+                }
+            }
+            if metrics_rx.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    admission
+}
+
+enum Reply {
+    Waiter(WaiterId),
+    Write(WriteReply),
+    /// A release of a grant whose client went away; nobody to answer.
+    Orphan,
+}
+
+struct Pending {
+    req: Request,
+    senders: Vec<(u64, AcquireReply)>,
+    enqueued: Instant,
+}
+
+#[derive(Default)]
+struct OpenBatch {
+    now_ms: u64,
+    commands: Vec<Command>,
+    replies: Vec<Reply>,
+}
+
+type WriteResult = Result<BatchOutcome, WriteError>;
+type WriteFuture = Pin<Box<dyn Future<Output = WriteResult> + Send>>;
+
+#[derive(Debug)]
+enum WriteError {
+    NotLeader,
+    Timeout,
+}
+
+struct LeaderLoop {
+    raft: Raft,
+    term: u64,
+    applied: SharedApplied,
+    metrics: Arc<Metrics>,
+    waiters_gauge: Arc<AtomicU64>,
+    rx: mpsc::Receiver<Msg>,
+    spec: State,
+    sched: Scheduler,
+    clock: LeaderClock,
+    started: Instant,
+    /// Batches not yet submitted; the back one accepts commands until it is full.
+    batches: VecDeque<OpenBatch>,
+    pending_commands: usize,
+    in_flight: Option<(WriteFuture, Vec<Reply>)>,
+    tickets: HashMap<u64, WaiterId>,
+    pending: HashMap<WaiterId, Pending>,
+    /// Set when an applied outcome differed from the speculative one: rebuild the
+    /// speculative state from the applied one as soon as nothing is pending.
+    resync: bool,
+}
+
+impl LeaderLoop {
+    /// Waits until everything in the new leader's log is applied, then takes cluster
+    /// time from the applied state (DESIGN.md §3: `base` = last entry's `now_ms`).
+    async fn start(
+        raft: Raft,
+        term: u64,
+        applied: SharedApplied,
+        metrics: Arc<Metrics>,
+        waiters_gauge: Arc<AtomicU64>,
+        rx: mpsc::Receiver<Msg>,
+    ) -> Result<LeaderLoop, String> {
+        let last = raft.metrics().borrow().last_log_index;
+        if let Some(last) = last {
+            raft.wait(Some(CATCH_UP_TIMEOUT))
+                .applied_index_at_least(Some(last), "leader catch-up")
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let spec = applied.read().state.clone();
+        let clock = LeaderClock::new(spec.now_ms());
+        Ok(LeaderLoop {
+            raft,
+            term,
+            applied,
+            metrics,
+            waiters_gauge,
+            rx,
+            spec,
+            sched: Scheduler::new(),
+            clock,
+            started: Instant::now(),
+            batches: VecDeque::new(),
+            pending_commands: 0,
+            in_flight: None,
+            tickets: HashMap::new(),
+            pending: HashMap::new(),
+            resync: false,
+        })
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Cluster time now, without issuing a stamp.
+    fn clock_ms(&self) -> u64 {
+        self.clock.peek(self.elapsed_ms())
+    }
+
+    /// Makes sure there is a batch to add commands to. A new stamp is taken only when
+    /// no batch is pending; otherwise the speculative state's time stays frozen.
+    fn ensure_batch(&mut self) {
+        match self.batches.back() {
+            Some(b) if b.commands.len() < BATCH_COMMANDS_MAX => {}
+            Some(b) => {
+                let now_ms = b.now_ms;
+                self.batches.push_back(OpenBatch { now_ms, ..OpenBatch::default() });
+            }
+            None => {
+                let now_ms = self.clock.stamp(self.elapsed_ms());
+                self.spec.tick(now_ms);
+                self.batches.push_back(OpenBatch { now_ms, ..OpenBatch::default() });
+            }
+        }
+    }
+
+    fn push(&mut self, command: Command, reply: Reply) {
+        self.ensure_batch();
+        if let Some(b) = self.batches.back_mut() {
+            b.commands.push(command);
+            b.replies.push(reply);
+            self.pending_commands += 1;
+        }
+    }
+
+    async fn run(&mut self) {
+        let mut metrics_rx = self.raft.metrics();
+        loop {
+            self.submit();
+            let frozen = !self.batches.is_empty() || self.in_flight.is_some();
+            let wake_ms = if frozen { self.sched.next_deadline() } else { self.sched.next_wakeup() };
+            let sleep_for = wake_ms.map(|at| at.saturating_sub(self.clock_ms()));
+            let accepting = self.pending_commands < PENDING_COMMANDS_MAX;
+            let woke = {
+                let in_flight = &mut self.in_flight;
+                let rx = &mut self.rx;
+                tokio::select! {
+                    biased;
+                    changed = metrics_rx.changed() => {
+                        let m = metrics_rx.borrow_and_update();
+                        if changed.is_err() || m.state != ServerState::Leader || m.current_term != self.term {
+                            return;
+                        }
+                        Woke::Tick
+                    }
+                    done = async {
+                        match in_flight.as_mut() {
+                            Some((fut, _)) => fut.await,
+                            None => std::future::pending().await,
+                        }
+                    } => Woke::Written(done),
+                    msg = rx.recv(), if accepting => match msg {
+                        Some(msg) => Woke::Msg(msg),
+                        None => return,
+                    },
+                    () = sleep_ms(sleep_for) => Woke::Tick,
+                }
+            };
+            match woke {
+                Woke::Tick => {}
+                Woke::Written(done) => {
+                    let replies = self.in_flight.take().map(|(_, r)| r).unwrap_or_default();
+                    if !self.write_done(done, replies) {
+                        return;
+                    }
+                }
+                Woke::Msg(msg) => self.handle(msg),
+            }
+            self.pump();
+        }
+    }
+
+    /// Times out waiters, grants what fits, and queues the resulting commands.
+    fn pump(&mut self) {
+        if self.batches.is_empty() && self.in_flight.is_none() && self.resync {
+            self.spec = self.applied.read().state.clone();
+            self.resync = false;
+            tracing::warn!("speculative state rebuilt from the applied state");
+        }
+        let clock_ms = self.clock_ms();
+        if self.batches.is_empty() {
+            self.ensure_batch();
+        }
+        self.sched.poll(&mut self.spec, clock_ms);
+        self.drain_events();
+        // An empty batch holds no commitment: drop it so time can move on.
+        if self.batches.len() == 1 && self.batches.front().is_some_and(|b| b.commands.is_empty()) {
+            self.batches.clear();
+        }
+        self.waiters_gauge.store(self.sched.len() as u64, Ordering::Relaxed);
+    }
+
+    fn drain_events(&mut self) {
+        let events: Vec<Event> = self.sched.events().collect();
+        for e in events {
+            match e {
+                Event::Grant { waiter, command } => self.push(command, Reply::Waiter(waiter)),
+                Event::Refused { waiter, refusal } => {
+                    if let Some(p) = self.pending.remove(&waiter) {
+                        self.metrics.refused(&p.req.resource, &refusal);
+                        for (ticket, tx) in p.senders {
+                            self.tickets.remove(&ticket);
+                            let _ = tx.send(Err(Failure::Refused(refusal.clone())));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Acquire { ticket, params, reply } => {
+                self.ensure_batch();
+                let req = Request {
+                    deadline_ms: self.clock_ms().saturating_add(params.wait_ms),
+                    try_once: params.wait_ms == 0,
+                    nonce: rand::random(),
+                    resource: params.resource,
+                    lane: params.lane,
+                    priority: params.priority,
+                    load: params.load,
+                    ttl_ms: params.ttl_ms,
+                    request_id: params.request_id,
+                };
+                match self.sched.enqueue(&mut self.spec, req.clone()) {
+                    Admit::Waiting(id) => {
+                        let enqueued = Instant::now();
+                        let p = self.pending.entry(id).or_insert(Pending {
+                            req,
+                            senders: Vec::new(),
+                            enqueued,
+                        });
+                        p.senders.push((ticket, reply));
+                        self.tickets.insert(ticket, id);
+                    }
+                    Admit::Attached(id) => match self.pending.get_mut(&id) {
+                        Some(p) => {
+                            p.senders.push((ticket, reply));
+                            self.tickets.insert(ticket, id);
+                        }
+                        None => {
+                            let _ = reply.send(Err(Failure::NotLeader));
+                        }
+                    },
+                    Admit::Rejected(refusal) => {
+                        self.metrics.refused(&req.resource, &refusal);
+                        let _ = reply.send(Err(Failure::Refused(refusal)));
+                    }
+                }
+                self.drain_events();
+            }
+            Msg::Cancel { ticket } => {
+                let Some(id) = self.tickets.remove(&ticket) else {
+                    return;
+                };
+                let Some(p) = self.pending.get_mut(&id) else {
+                    return;
+                };
+                p.senders.retain(|(t, _)| *t != ticket);
+                if p.senders.is_empty() && self.sched.cancel(id) {
+                    self.pending.remove(&id);
+                }
+                // Otherwise its grant is in a batch: `write_done` releases it.
+            }
+            Msg::Write { command, reply } => {
+                self.ensure_batch();
+                self.sched.propose(&mut self.spec, &command);
+                self.push(command, Reply::Write(reply));
+            }
+            Msg::Queued { resource, reply } => {
+                let _ = reply.send(self.sched.queued(&resource));
+            }
+        }
+    }
+
+    /// Submits the oldest pending batch if no write is in flight.
+    fn submit(&mut self) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        let Some(batch) = self.batches.pop_front() else {
+            return;
+        };
+        if batch.commands.is_empty() {
+            return;
+        }
+        self.pending_commands -= batch.commands.len();
+        self.metrics.batch(batch.commands.len());
+        let raft = self.raft.clone();
+        let payload = Batch { now_ms: batch.now_ms, commands: batch.commands };
+        let fut = async move {
+            match tokio::time::timeout(COMMIT_TIMEOUT, raft.client_write(payload)).await {
+                Ok(Ok(resp)) => Ok(resp.data),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                    Err(WriteError::NotLeader)
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "replicated write failed");
+                    Err(WriteError::NotLeader)
+                }
+                Err(_) => Err(WriteError::Timeout),
+            }
+        };
+        self.in_flight = Some((Box::pin(fut), batch.replies));
+    }
+
+    /// Answers everyone in a committed batch. Returns false if the loop must stop.
+    fn write_done(&mut self, res: WriteResult, replies: Vec<Reply>) -> bool {
+        let outcomes = match res {
+            Ok(o) => o.0,
+            Err(e) => {
+                tracing::warn!(error = ?e, "write not confirmed; leaving the leader loop");
+                self.fail_replies(replies, Failure::Ambiguous);
+                return false;
+            }
+        };
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            match reply {
+                Reply::Write(tx) => {
+                    let _ = tx.send(Ok(outcome));
+                }
+                Reply::Orphan => {}
+                Reply::Waiter(id) => self.answer_waiter(id, outcome),
+            }
+        }
+        true
+    }
+
+    fn answer_waiter(&mut self, id: WaiterId, outcome: Outcome) {
+        let Some(p) = self.pending.remove(&id) else {
+            return;
+        };
+        match outcome {
+            Outcome::Granted { lease, limits, duplicate: _ } => {
+                if p.senders.is_empty() {
+                    // The client left while its grant was being committed: give it back.
+                    let release = Command::Release { lease: lease.id, actual_load: None };
+                    self.sched.propose(&mut self.spec, &release);
+                    self.push(release, Reply::Orphan);
+                    return;
+                }
+                let queued_ms = u64::try_from(p.enqueued.elapsed().as_millis()).unwrap_or(0);
+                self.metrics.granted(&lease.resource, &lease.lane, queued_ms);
+                for (ticket, tx) in p.senders {
+                    self.tickets.remove(&ticket);
+                    let g = Granted { lease: lease.clone(), limits: limits.clone(), queued_ms };
+                    let _ = tx.send(Ok(g));
+                }
+            }
+            Outcome::Rejected(Rejection::NoRoom { .. }) => {
+                // The speculative state said it fits; the log disagrees. Should never
+                // happen: count it, requeue the waiter, and resync.
+                self.metrics.apply_rejection();
+                tracing::error!(resource = %p.req.resource, "grant rejected at apply; requeued");
+                self.resync = true;
+                let mut req = p.req.clone();
+                req.nonce = rand::random();
+                match self.sched.enqueue(&mut self.spec, req) {
+                    Admit::Waiting(nid) | Admit::Attached(nid) => {
+                        for (ticket, _) in &p.senders {
+                            self.tickets.insert(*ticket, nid);
+                        }
+                        self.pending.insert(nid, p);
+                    }
+                    Admit::Rejected(refusal) => {
+                        for (ticket, tx) in p.senders {
+                            self.tickets.remove(&ticket);
+                            let _ = tx.send(Err(Failure::Refused(refusal.clone())));
+                        }
+                    }
+                }
+                self.drain_events();
+            }
+            Outcome::Rejected(r) => {
+                if !matches!(r, Rejection::ResourceNotFound | Rejection::LoadExceedsLimit { .. }) {
+                    self.metrics.apply_rejection();
+                }
+                for (ticket, tx) in p.senders {
+                    self.tickets.remove(&ticket);
+                    let _ = tx.send(Err(Failure::Rejected(r.clone())));
+                }
+            }
+            other => {
+                tracing::error!(outcome = ?other, "unexpected outcome for a grant");
+                for (ticket, tx) in p.senders {
+                    self.tickets.remove(&ticket);
+                    let _ = tx.send(Err(Failure::Ambiguous));
+                }
+            }
+        }
+    }
+
+    fn fail_replies(&mut self, replies: Vec<Reply>, failure: Failure) {
+        for reply in replies {
+            match reply {
+                Reply::Write(tx) => {
+                    let _ = tx.send(Err(failure.clone()));
+                }
+                Reply::Orphan => {}
+                Reply::Waiter(id) => {
+                    if let Some(p) = self.pending.remove(&id) {
+                        for (_, tx) in p.senders {
+                            let _ = tx.send(Err(failure.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// On leaving office: everything in flight is ambiguous, everything else certainly
+    /// did not happen and may be retried against the new leader.
+    fn fail_all(&mut self) {
+        if let Some((_, replies)) = self.in_flight.take() {
+            self.fail_replies(replies, Failure::Ambiguous);
+        }
+        let batches: Vec<OpenBatch> = self.batches.drain(..).collect();
+        for b in batches {
+            self.fail_replies(b.replies, Failure::NotLeader);
+        }
+        for (_, p) in self.pending.drain() {
+            for (_, tx) in p.senders {
+                let _ = tx.send(Err(Failure::NotLeader));
+            }
+        }
+        self.rx.close();
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                Msg::Acquire { reply, .. } => {
+                    let _ = reply.send(Err(Failure::NotLeader));
+                }
+                Msg::Write { reply, .. } => {
+                    let _ = reply.send(Err(Failure::NotLeader));
+                }
+                Msg::Cancel { .. } | Msg::Queued { .. } => {}
+            }
+        }
+        self.waiters_gauge.store(0, Ordering::Relaxed);
+    }
+}
+
+enum Woke {
+    Tick,
+    Written(WriteResult),
+    Msg(Msg),
+}
+
+async fn sleep_ms(ms: Option<u64>) {
+    match ms {
+        Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        None => std::future::pending().await,
+    }
+}
