@@ -3,3 +3,4 @@
 pub mod admission;
 pub mod metrics;
 pub mod raft;
+pub mod storage;
