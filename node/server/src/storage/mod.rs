@@ -8,15 +8,13 @@
 //!   backend, and the snapshot slot the state-machine store writes into.
 //!
 //! This module owns durability and corruption detection. It knows nothing about the state
-//! machine's contents, HTTP, or the network; openraft types appear only in `log_store` (and
-//! the one-impl adapter `raft_glue`, which lets the state-machine store keep its snapshots here).
+//! machine's contents, HTTP, or the network; openraft types appear only in `log_store`.
 
 mod backend;
 mod error;
 mod flusher;
 mod log_store;
 mod mem_backend;
-mod raft_glue;
 pub mod record;
 mod sled_backend;
 
