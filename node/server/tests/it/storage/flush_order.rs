@@ -1,0 +1,185 @@
+//! An append's callback, and `save_vote`'s return, come only after a flush (fsync).
+//!
+//! `GatedBackend` blocks inside `flush` until the test releases it. The tests run on
+//! tokio's current-thread runtime, so when the test resumes after "flush entered", the
+//! appending task has run as far as it can: if the callback had been completed before the
+//! flush, that task would already have finished.
+
+use std::ops::Range;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+use openraft::{RaftLogReader, Vote};
+use ratequeue_node::storage::{LogBackend, LogVisitor, MemBackend, MetaKey, StoreError};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use super::support::{normal, Store};
+
+type Events = Arc<Mutex<Vec<&'static str>>>;
+
+struct GatedBackend {
+    inner: MemBackend,
+    entered: UnboundedSender<()>,
+    release: Mutex<mpsc::Receiver<()>>,
+    events: Events,
+}
+
+impl LogBackend for GatedBackend {
+    fn append(&self, records: Vec<(u64, Vec<u8>)>) -> Result<(), StoreError> {
+        self.inner.append(records)
+    }
+    fn scan(&self, range: Range<u64>, visit: LogVisitor<'_>) -> Result<(), StoreError> {
+        self.inner.scan(range, visit)
+    }
+    fn first(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        self.inner.first()
+    }
+    fn last(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        self.inner.last()
+    }
+    fn truncate_from(&self, index: u64) -> Result<(), StoreError> {
+        self.inner.truncate_from(index)
+    }
+    fn purge(&self, upto: u64, last_purged: Vec<u8>) -> Result<(), StoreError> {
+        self.inner.purge(upto, last_purged)
+    }
+    fn put_meta(&self, key: MetaKey, record: Vec<u8>) -> Result<(), StoreError> {
+        self.inner.put_meta(key, record)
+    }
+    fn get_meta(&self, key: MetaKey) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get_meta(key)
+    }
+    fn save_snapshot(&self, meta: Vec<u8>, data: Vec<u8>) -> Result<(), StoreError> {
+        self.inner.save_snapshot(meta, data)
+    }
+    fn load_snapshot(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.inner.load_snapshot()
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        let _ = self.entered.send(());
+        self.release.lock().unwrap().recv().unwrap();
+        self.inner.flush()?;
+        self.events.lock().unwrap().push("flushed");
+        Ok(())
+    }
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.inner.size_on_disk()
+    }
+}
+
+fn gated() -> (Arc<GatedBackend>, UnboundedReceiver<()>, mpsc::Sender<()>, Events) {
+    let (entered, entered_rx) = unbounded_channel();
+    let (release_tx, release) = mpsc::channel();
+    let events = Events::default();
+    let backend = Arc::new(GatedBackend {
+        inner: MemBackend::new(),
+        entered,
+        release: Mutex::new(release),
+        events: events.clone(),
+    });
+    (backend, entered_rx, release_tx, events)
+}
+
+/// Guard against a hang if the store never flushes; not a synchronisation device.
+const NEVER: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn append_callback_is_completed_only_after_the_flush() {
+    let (backend, mut entered, release, events) = gated();
+    let store = Store::new(backend.clone()).unwrap();
+
+    let mut appender = store.clone();
+    let task_events = events.clone();
+    let task = tokio::spawn(async move {
+        appender
+            .blocking_append([normal(1, 0, "a"), normal(1, 1, "b")])
+            .await
+            .unwrap();
+        task_events.lock().unwrap().push("acked");
+    });
+
+    tokio::time::timeout(NEVER, entered.recv())
+        .await
+        .expect("append never asked for a flush")
+        .unwrap();
+    // `append` has returned: the entries are readable, but not yet acknowledged.
+    let readable = store.clone().try_get_log_entries(..).await.unwrap();
+    assert_eq!(readable.len(), 2);
+    assert!(events.lock().unwrap().is_empty(), "acknowledged before the flush");
+    assert!(!task.is_finished());
+
+    release.send(()).unwrap();
+    tokio::time::timeout(NEVER, task).await.unwrap().unwrap();
+    assert_eq!(*events.lock().unwrap(), ["flushed", "acked"]);
+    assert_eq!(backend.inner.flush_count(), 1);
+}
+
+#[tokio::test]
+async fn save_vote_returns_only_after_the_flush() {
+    let (backend, mut entered, release, events) = gated();
+    let store = Store::new(backend.clone()).unwrap();
+
+    let mut voter = store.clone();
+    let task_events = events.clone();
+    let task = tokio::spawn(async move {
+        voter.save_vote(&Vote::new(7, 3)).await.unwrap();
+        task_events.lock().unwrap().push("voted");
+    });
+
+    tokio::time::timeout(NEVER, entered.recv())
+        .await
+        .expect("save_vote never asked for a flush")
+        .unwrap();
+    assert!(events.lock().unwrap().is_empty(), "vote returned before the flush");
+    assert!(!task.is_finished());
+
+    release.send(()).unwrap();
+    tokio::time::timeout(NEVER, task).await.unwrap().unwrap();
+    assert_eq!(*events.lock().unwrap(), ["flushed", "voted"]);
+    assert_eq!(store.clone().read_vote().await.unwrap(), Some(Vote::new(7, 3)));
+}
+
+/// Appends queued while a flush is running are covered by one following flush (group
+/// commit), and every callback is still completed after a flush that covers it.
+#[tokio::test]
+async fn appends_queued_during_a_flush_share_the_next_flush() {
+    let (backend, mut entered, release, events) = gated();
+    let store = Store::new(backend.clone()).unwrap();
+
+    let mut first = store.clone();
+    let first_events = events.clone();
+    let first_task = tokio::spawn(async move {
+        first.blocking_append([normal(1, 0, "a")]).await.unwrap();
+        first_events.lock().unwrap().push("acked");
+    });
+    tokio::time::timeout(NEVER, entered.recv()).await.unwrap().unwrap();
+
+    let mut tasks = Vec::new();
+    for i in 1..=3u64 {
+        let mut s = store.clone();
+        let ev = events.clone();
+        tasks.push(tokio::spawn(async move {
+            s.blocking_append([normal(1, i, "b")]).await.unwrap();
+            ev.lock().unwrap().push("acked");
+        }));
+    }
+    // An append queues its flush job before it returns (no await in between), so once all
+    // three entries are readable, all three jobs wait behind the running flush.
+    let mut reader = store.clone();
+    while reader.try_get_log_entries(1..4).await.unwrap().len() < 3 {
+        tokio::task::yield_now().await;
+    }
+    release.send(()).unwrap();
+    tokio::time::timeout(NEVER, first_task).await.unwrap().unwrap();
+    tokio::time::timeout(NEVER, entered.recv()).await.unwrap().unwrap();
+    release.send(()).unwrap();
+    for t in tasks {
+        tokio::time::timeout(NEVER, t).await.unwrap().unwrap();
+    }
+    assert_eq!(backend.inner.flush_count(), 2);
+    assert_eq!(
+        *events.lock().unwrap(),
+        ["flushed", "acked", "flushed", "acked", "acked", "acked"]
+    );
+}
