@@ -1,0 +1,58 @@
+//! Framing of peer bodies: a format-version byte, then bincode 2 (serde, standard config).
+//!
+//! bincode is not self-describing, so the version byte is what lets a future format be
+//! rejected cleanly (400 / `RPCError::Network`) instead of decoding garbage.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Version of the peer body format; bump on any incompatible change of the encoded types.
+pub(super) const WIRE_VERSION: u8 = 1;
+
+pub(super) const PATH_APPEND_ENTRIES: &str = "/raft/append-entries";
+pub(super) const PATH_VOTE: &str = "/raft/vote";
+pub(super) const PATH_INSTALL_SNAPSHOT: &str = "/raft/install-snapshot";
+pub(super) const PATH_TRIGGER_ELECT: &str = "/raft/trigger-elect";
+
+/// The node id a request is meant for; a node answers 421 when it is not that node.
+pub(super) const HEADER_TARGET_ID: &str = "x-ratequeue-target-id";
+pub(super) const CONTENT_TYPE_BINCODE: &str = "application/octet-stream";
+
+/// Largest peer request body accepted (and the AppendEntries size above which the client
+/// asks openraft to split the batch). A node raises its own limit to its configured
+/// snapshot chunk size plus [`BODY_MARGIN_BYTES`] when that is larger.
+pub const PEER_BODY_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Room for the snapshot metadata and framing around one snapshot chunk.
+pub(super) const BODY_MARGIN_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("empty body")]
+    Empty,
+    #[error("unsupported peer wire format version {0} (this node speaks {WIRE_VERSION})")]
+    Version(u8),
+    #[error("encoding: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+    #[error("decoding: {0}")]
+    Decode(#[from] bincode::error::DecodeError),
+    #[error("{0} trailing bytes after the message")]
+    Trailing(usize),
+}
+
+pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
+    let mut out = vec![WIRE_VERSION];
+    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())?;
+    Ok(out)
+}
+
+pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    let (&version, rest) = bytes.split_first().ok_or(WireError::Empty)?;
+    if version != WIRE_VERSION {
+        return Err(WireError::Version(version));
+    }
+    let (value, read) = bincode::serde::decode_from_slice(rest, bincode::config::standard())?;
+    if read != rest.len() {
+        return Err(WireError::Trailing(rest.len() - read));
+    }
+    Ok(value)
+}
