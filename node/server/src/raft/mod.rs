@@ -2,3 +2,4 @@
 
 pub mod types;
 pub mod state_machine;
+pub mod network;
