@@ -1,0 +1,136 @@
+"""Configuration shared by the sync and async clients: timing knobs, node URLs and API key
+from arguments or the environment, and client-side validation of names and numbers.
+
+Owns: `Timing`, `resolve_urls`, `resolve_api_key`, the validators. Must never do I/O
+beyond reading environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Union
+
+__all__ = ["Timing", "resolve_urls", "resolve_api_key", "DEFAULT_URL"]
+
+#: Where `ratequeue dev` listens: used when neither `url` nor RATEQUEUE_URL is given.
+DEFAULT_URL = "http://127.0.0.1:7700"
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+#: The server's bounds (ratequeue-core): checked here so a bad value fails before any I/O.
+LOAD_MAX = 1_000_000_000_000
+WAIT_MS_MAX = 3_600_000
+TTL_MS_MIN = 100
+TTL_MS_MAX = 24 * 3_600_000
+REQUEST_ID_LEN_MAX = 128
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Every delay and bound the SDK uses, in seconds unless named otherwise.
+
+    The defaults suit production; tests pass smaller values. All are per call.
+    """
+
+    #: How long an acquire waits in the cluster's queue when `timeout` is not given.
+    wait_default_s: float = 30.0
+    #: TCP connect timeout per attempt.
+    connect_timeout_s: float = 5.0
+    #: Read timeout of release, renew and other short calls.
+    request_timeout_s: float = 10.0
+    #: An acquire's read timeout is its wait plus this margin, so a long poll is never cut
+    #: short by the client.
+    acquire_read_margin_s: float = 10.0
+    #: How long transient failures (no leader, unreachable node, ambiguous timeouts) are
+    #: retried, on top of an acquire's own wait.
+    retry_budget_s: float = 30.0
+    #: How long a release is retried before it is given up (the lease then lapses at its TTL).
+    release_budget_s: float = 10.0
+    #: At most this many attempts per call, whatever the budget.
+    attempts_max: int = 50
+    #: At most this many redirects followed within one attempt.
+    redirects_max: int = 5
+    #: Exponential backoff with full jitter: attempt n sleeps uniform(0, min(max, initial*2^n)).
+    backoff_initial_s: float = 0.05
+    backoff_max_s: float = 2.0
+    #: Renew when this fraction of the TTL has passed since the last successful renewal.
+    renew_fraction: float = 1.0 / 3.0
+    #: Never renew more often than this.
+    renew_interval_min_s: float = 0.02
+    #: Connection pool bound per client (each waiting acquire holds one connection).
+    connections_max: int = 1000
+    keepalive_max: int = 100
+
+    def __post_init__(self) -> None:
+        for name in (
+            "wait_default_s",
+            "connect_timeout_s",
+            "request_timeout_s",
+            "acquire_read_margin_s",
+            "retry_budget_s",
+            "release_budget_s",
+            "backoff_initial_s",
+            "backoff_max_s",
+            "renew_interval_min_s",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"Timing.{name} must be >= 0")
+        if not 0 < self.renew_fraction < 1:
+            raise ValueError("Timing.renew_fraction must be in (0, 1)")
+        if self.attempts_max < 1 or self.redirects_max < 0:
+            raise ValueError("Timing.attempts_max must be >= 1 and redirects_max >= 0")
+        if self.connections_max < 1 or self.keepalive_max < 0:
+            raise ValueError("Timing.connections_max must be >= 1")
+
+
+def resolve_urls(urls: Union[str, Sequence[str], None]) -> List[str]:
+    """Node base URLs from the argument, else RATEQUEUE_URL (comma-separated), else the
+    dev default. Trailing slashes are dropped; duplicates removed, order kept."""
+    if urls is None:
+        urls = os.environ.get("RATEQUEUE_URL") or DEFAULT_URL
+    parts = urls.split(",") if isinstance(urls, str) else list(urls)
+    out: List[str] = []
+    for part in parts:
+        u = part.strip().rstrip("/")
+        if not u:
+            continue
+        if not (u.startswith("http://") or u.startswith("https://")):
+            raise ValueError(f"ratequeue node URL {u!r} must start with http:// or https://")
+        if u not in out:
+            out.append(u)
+    if not out:
+        raise ValueError("no ratequeue node URL given")
+    return out
+
+
+def resolve_api_key(api_key: Optional[str]) -> Optional[str]:
+    """The API key from the argument, else RATEQUEUE_API_KEY, else None (requests are then
+    sent without credentials and the server answers `unauthorized`)."""
+    if api_key is None:
+        api_key = os.environ.get("RATEQUEUE_API_KEY") or None
+    return api_key
+
+
+def check_name(what: str, name: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(f"{what} name must be 1-128 characters of [A-Za-z0-9._:-], got {name!r}")
+    return name
+
+
+def check_load(what: str, load: int) -> int:
+    if isinstance(load, bool) or not isinstance(load, int):
+        raise TypeError(f"{what} must be an int, got {type(load).__name__}")
+    if not 0 <= load <= LOAD_MAX:
+        raise ValueError(f"{what} must be in 0..={LOAD_MAX}, got {load}")
+    return load
+
+
+def seconds_to_ms(what: str, seconds: float, lo: int, hi: int) -> int:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds")
+    ms = int(round(seconds * 1000))
+    if not lo <= ms <= hi:
+        raise ValueError(f"{what} must be between {lo / 1000:g} and {hi / 1000:g} seconds")
+    return ms

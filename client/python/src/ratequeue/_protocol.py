@@ -1,0 +1,449 @@
+"""The sans-IO heart of both clients: which node to ask, how to follow a redirect, when to
+retry and how long to back off, and how to read the API's JSON.
+
+A call is a generator (`plan`) that yields actions (`Send` a request, `Sleep`) and is sent
+back what happened (an `httpx.Response` or the `httpx.TransportError` raised). The sync and
+async clients are thin drivers that execute those actions, so the retry and redirect logic
+exists once and is tested without sockets. Must never do I/O, sleep or read a clock except
+through the `clock` it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Generator, List, Optional, Sequence, Set, Tuple, Union
+from urllib.parse import quote
+
+import httpx
+
+from ._config import (
+    REQUEST_ID_LEN_MAX,
+    TTL_MS_MAX,
+    TTL_MS_MIN,
+    WAIT_MS_MAX,
+    Timing,
+    check_load,
+    check_name,
+    seconds_to_ms,
+)
+from ._errors import (
+    LeaseLost,
+    RatequeueError,
+    Unavailable,
+    WaitTimeout,
+    WouldBlock,
+    error_from_response,
+    is_retryable,
+)
+
+Json = Dict[str, Any]
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send this request and report the response or the transport error."""
+
+    method: str
+    url: str
+    body: Optional[Json]
+    timeout: httpx.Timeout
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Wait this long, then report None."""
+
+    seconds: float
+
+
+Action = Union[Send, Sleep]
+Feedback = Union[httpx.Response, httpx.TransportError, None]
+Plan = Generator[Action, Feedback, Json]
+
+
+class Nodes:
+    """The cluster's node URLs and the cached leader.
+
+    Shared by every call of one client, possibly from several threads: each update is a
+    single attribute assignment, and a lost race only costs one redirect.
+    """
+
+    def __init__(self, urls: Sequence[str], rng: random.Random) -> None:
+        if not urls:
+            raise ValueError("no node URL")
+        self.urls: Tuple[str, ...] = tuple(urls)
+        # Start at a random node so many clients do not all hit the first URL.
+        self._cursor = rng.randrange(len(self.urls))
+        self.leader: Optional[str] = None
+
+    def pick(self, exclude: Set[str]) -> str:
+        """The leader if known and not excluded, else the next node not excluded."""
+        if self.leader is not None and self.leader not in exclude:
+            return self.leader
+        n = len(self.urls)
+        for i in range(n):
+            url = self.urls[(self._cursor + i) % n]
+            if url not in exclude:
+                return url
+        return self.urls[self._cursor % n]
+
+    def has_untried(self, exclude: Set[str]) -> bool:
+        return any(u not in exclude for u in self.urls) or (
+            self.leader is not None and self.leader not in exclude
+        )
+
+    def set_leader(self, base: str) -> None:
+        self.leader = base
+
+    def unreachable(self, base: str) -> None:
+        """`base` refused a connection: forget it as leader, move the rotation past it."""
+        if self.leader == base:
+            self.leader = None
+        if base in self.urls and self.urls[self._cursor % len(self.urls)] == base:
+            self._cursor = (self._cursor + 1) % len(self.urls)
+
+    def leaderless(self, base: str) -> None:
+        """`base` knows no leader (503): forget the cached one, ask another node next."""
+        self.leader = None
+        if base in self.urls and self.urls[self._cursor % len(self.urls)] == base:
+            self._cursor = (self._cursor + 1) % len(self.urls)
+
+
+def base_of(url: str, path: str) -> str:
+    """The node base URL of `url`, a request for `path` (so a base with a path prefix,
+    `http://lb/rq`, survives): what precedes `path`, else scheme://host:port."""
+    u = httpx.URL(url)
+    full = str(u.copy_with(query=None, fragment=None))
+    if path and full.endswith(path):
+        return full[: -len(path)].rstrip("/")
+    return str(u.copy_with(path="/", query=None, fragment=None)).rstrip("/")
+
+
+def backoff(timing: Timing, attempt: int, retry_after: Optional[float], rng: random.Random) -> float:
+    """Full-jitter exponential backoff; never less than the server's `retry_after`."""
+    cap = min(timing.backoff_max_s, timing.backoff_initial_s * (2 ** min(attempt, 30)))
+    delay = rng.uniform(0, cap)
+    if retry_after is not None:
+        delay = max(delay, retry_after + rng.uniform(0, timing.backoff_initial_s))
+    return delay
+
+
+def _connect_failure(exc: httpx.TransportError) -> bool:
+    """True when the request certainly never reached the server."""
+    return isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+
+
+def _ambiguous_failure(exc: httpx.TransportError) -> bool:
+    """True when the request may have reached the server: retry only idempotently."""
+    return isinstance(
+        exc,
+        (
+            httpx.ReadTimeout,
+            httpx.WriteTimeout,
+            httpx.ReadError,
+            httpx.WriteError,
+            httpx.RemoteProtocolError,
+            httpx.CloseError,
+        ),
+    )
+
+
+@dataclass
+class CallSpec:
+    """One logical API call. Every call the SDK makes is idempotent: acquire carries a
+    request_id the server deduplicates, release and renew are idempotent by lease id."""
+
+    method: str
+    path: str
+    #: The body for an attempt started at time `now` (an acquire shortens its wait).
+    body: Callable[[float], Optional[Json]]
+    #: The read timeout for a body.
+    read_timeout: Callable[[Optional[Json]], float]
+    #: Give up retrying transient failures at this clock time.
+    deadline: float
+    #: Turn the final error before it is raised (acquire maps a late would_block).
+    convert: Callable[[RatequeueError], RatequeueError] = field(default=lambda e: e)
+
+
+def plan(spec: CallSpec, nodes: Nodes, timing: Timing, rng: random.Random, clock: Clock) -> Plan:
+    """Drive one call: pick a node, follow redirects keeping method and body, retry
+    transient failures with backoff until `spec.deadline` or `timing.attempts_max`.
+    Returns the 2xx JSON body; raises a `RatequeueError`."""
+    attempt = 0
+    unreachable: Set[str] = set()
+    while True:
+        base = nodes.pick(unreachable)
+        body = spec.body(clock())
+        timeout = httpx.Timeout(
+            connect=timing.connect_timeout_s,
+            read=spec.read_timeout(body),
+            write=timing.request_timeout_s,
+            pool=timing.connect_timeout_s,
+        )
+        url = base + spec.path
+        redirects = 0
+        error: RatequeueError
+        while True:
+            feedback = yield Send(spec.method, url, body, timeout)
+            if isinstance(feedback, httpx.Response) and feedback.status_code in (301, 302, 303, 307, 308):
+                location = feedback.headers.get("location")
+                if not location or redirects >= timing.redirects_max:
+                    feedback = None  # handled below as a transient failure
+                    break
+                url = str(httpx.URL(url).join(location))
+                if not url.startswith(("http://", "https://")):
+                    raise RatequeueError(f"redirect to unsupported URL {url!r}", code="bad_redirect")
+                base = base_of(url, spec.path)
+                nodes.set_leader(base)
+                redirects += 1
+                continue
+            break
+
+        retry_after: Optional[float] = None
+        if isinstance(feedback, httpx.Response):
+            if 200 <= feedback.status_code < 300:
+                return _json_body(feedback)
+            error = error_from_response(feedback)
+            if not is_retryable(error):
+                raise spec.convert(error)
+            if error.code in ("no_leader", "shutting_down"):
+                nodes.leaderless(base)
+            retry_after = error.retry_after
+        elif feedback is None:
+            nodes.leaderless(base)
+            error = Unavailable(
+                f"more than {timing.redirects_max} redirects (or one without Location)",
+                code="redirect_loop",
+            )
+        elif _connect_failure(feedback):
+            if not isinstance(feedback, httpx.PoolTimeout):
+                unreachable.add(base)
+                nodes.unreachable(base)
+            error = Unavailable(f"cannot reach {base}: {feedback!r}", code="unreachable")
+            error.__cause__ = feedback
+        elif _ambiguous_failure(feedback):
+            error = Unavailable(f"no answer from {base}: {feedback!r}", code="no_answer")
+            error.__cause__ = feedback
+        else:
+            error = RatequeueError(f"transport failure: {feedback!r}", code="transport_error")
+            error.__cause__ = feedback
+            raise error
+
+        attempt += 1
+        if attempt >= timing.attempts_max:
+            raise spec.convert(error)
+        if error.code == "unreachable" and nodes.has_untried(unreachable):
+            delay = 0.0  # another node may answer at once
+        else:
+            delay = backoff(timing, attempt, retry_after, rng)
+            unreachable.clear()
+        if clock() + delay > spec.deadline:
+            raise spec.convert(error)
+        if delay > 0:
+            yield Sleep(delay)
+
+
+def _json_body(response: httpx.Response) -> Json:
+    try:
+        data = json.loads(response.content) if response.content else {}
+    except ValueError as e:
+        raise RatequeueError(
+            f"invalid JSON in a {response.status_code} response", code="invalid_response"
+        ) from e
+    if not isinstance(data, dict):
+        raise RatequeueError("expected a JSON object", code="invalid_response")
+    return data
+
+
+# ---------------------------------------------------------------------------------------
+# The three lease calls.
+
+
+@dataclass(frozen=True)
+class AcquireArgs:
+    resource: str
+    load: int
+    priority: int
+    lane: Optional[str]
+    ttl_ms: Optional[int]
+    wait_ms: int
+    request_id: str
+
+    @staticmethod
+    def build(
+        resource: str,
+        *,
+        load: int,
+        priority: int,
+        lane: Optional[str],
+        ttl: Optional[float],
+        timeout: Optional[float],
+        request_id: Optional[str],
+        timing: Timing,
+    ) -> "AcquireArgs":
+        check_name("resource", resource)
+        check_load("load", load)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise TypeError("priority must be an int")
+        if not -(2**31) <= priority < 2**31:
+            raise ValueError("priority must fit in 32 bits")
+        if lane is not None:
+            check_name("lane", lane)
+        ttl_ms = None if ttl is None else seconds_to_ms("ttl", ttl, TTL_MS_MIN, TTL_MS_MAX)
+        wait = timing.wait_default_s if timeout is None else timeout
+        wait_ms = seconds_to_ms("timeout", wait, 0, WAIT_MS_MAX)
+        if request_id is None:
+            request_id = uuid.uuid4().hex
+        if not 1 <= len(request_id.encode()) <= REQUEST_ID_LEN_MAX:
+            raise ValueError(f"request_id must be 1..={REQUEST_ID_LEN_MAX} bytes")
+        return AcquireArgs(resource, load, priority, lane, ttl_ms, wait_ms, request_id)
+
+
+def acquire_spec(args: AcquireArgs, timing: Timing, clock: Clock) -> CallSpec:
+    """Retries resend the same request_id, so the server returns the lease it may already
+    have granted, or attaches to the waiter still queued. Each retry asks only for the
+    wait that remains of the caller's timeout."""
+    start = clock()
+    wait_until = start + args.wait_ms / 1000.0
+
+    def body(now: float) -> Json:
+        wait_ms = args.wait_ms
+        if wait_ms > 0:
+            wait_ms = max(0, min(wait_ms, int((wait_until - now) * 1000)))
+        b: Json = {
+            "load": args.load,
+            "priority": args.priority,
+            "wait_ms": wait_ms,
+            "request_id": args.request_id,
+        }
+        if args.lane is not None:
+            b["lane"] = args.lane
+        if args.ttl_ms is not None:
+            b["ttl_ms"] = args.ttl_ms
+        return b
+
+    def read_timeout(b: Optional[Json]) -> float:
+        wait_ms = b["wait_ms"] if b else args.wait_ms
+        return float(wait_ms) / 1000.0 + timing.acquire_read_margin_s
+
+    def convert(e: RatequeueError) -> RatequeueError:
+        # The caller asked to wait; retries used the wait up and the last try found no
+        # room: to the caller that is a wait timeout.
+        if isinstance(e, WouldBlock) and args.wait_ms > 0:
+            out = WaitTimeout(e.message, status=e.status, retry_after=e.retry_after)
+            out.__cause__ = e
+            return out
+        return e
+
+    return CallSpec(
+        method="POST",
+        path=f"/v1/resources/{quote(args.resource, safe='')}/acquire",
+        body=body,
+        read_timeout=read_timeout,
+        deadline=wait_until + timing.retry_budget_s,
+        convert=convert,
+    )
+
+
+def _lease_error(lease_id: str) -> Callable[[RatequeueError], RatequeueError]:
+    def convert(e: RatequeueError) -> RatequeueError:
+        if isinstance(e, LeaseLost) and e.lease_id is None:
+            e.lease_id = lease_id
+        return e
+
+    return convert
+
+
+def release_spec(
+    lease_id: str, actual_load: Optional[int], timing: Timing, deadline: float
+) -> CallSpec:
+    body: Json = {} if actual_load is None else {"actual_load": actual_load}
+    return CallSpec(
+        method="POST",
+        path=f"/v1/leases/{quote(lease_id, safe='')}/release",
+        body=lambda _now: body,
+        read_timeout=lambda _b: timing.request_timeout_s,
+        deadline=deadline,
+        convert=_lease_error(lease_id),
+    )
+
+
+def renew_spec(lease_id: str, ttl_ms: Optional[int], timing: Timing, deadline: float) -> CallSpec:
+    body: Json = {} if ttl_ms is None else {"ttl_ms": ttl_ms}
+    return CallSpec(
+        method="POST",
+        path=f"/v1/leases/{quote(lease_id, safe='')}/renew",
+        body=lambda _now: body,
+        read_timeout=lambda _b: timing.request_timeout_s,
+        deadline=deadline,
+        convert=_lease_error(lease_id),
+    )
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One limit of the resource as seen at grant time: `kind` is `concurrency`, `request`
+    or `load`; `remaining` may be negative after a settle that overdrew a load bucket."""
+
+    kind: str
+    limit: int
+    remaining: int
+
+
+@dataclass(frozen=True)
+class Grant:
+    """The parsed 200 body of an acquire."""
+
+    lease_id: str
+    resource: str
+    lane: str
+    load: int
+    fencing_token: int
+    ttl_ms: int
+    queued_ms: int
+    limits: Tuple[Limit, ...]
+
+
+def _int(data: Json, key: str) -> int:
+    v = data.get(key)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise RatequeueError(f"response field {key!r} is not an integer", code="invalid_response")
+    return v
+
+
+def _str(data: Json, key: str) -> str:
+    v = data.get(key)
+    if not isinstance(v, str):
+        raise RatequeueError(f"response field {key!r} is not a string", code="invalid_response")
+    return v
+
+
+def parse_grant(data: Json) -> Grant:
+    limits: List[Limit] = []
+    for item in data.get("limits") or []:
+        if isinstance(item, dict):
+            limits.append(Limit(kind=_str(item, "kind"), limit=_int(item, "limit"), remaining=_int(item, "remaining")))
+    return Grant(
+        lease_id=_str(data, "lease_id"),
+        resource=_str(data, "resource"),
+        lane=_str(data, "lane"),
+        load=_int(data, "load"),
+        fencing_token=_int(data, "fencing_token"),
+        ttl_ms=_int(data, "ttl_ms"),
+        queued_ms=_int(data, "queued_ms") if "queued_ms" in data else 0,
+        limits=tuple(limits),
+    )
+
+
+def parse_renewal(data: Json) -> Tuple[int, int]:
+    """(ttl_ms, fencing_token) of a renew response."""
+    return _int(data, "ttl_ms"), _int(data, "fencing_token")
+
+
+def parse_release(data: Json) -> str:
+    """`released` or `already_released`."""
+    return _str(data, "state")
