@@ -15,7 +15,7 @@ import random
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Generator, List, Optional, Sequence, Set, Tuple, Union
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -115,12 +115,13 @@ class Nodes:
 
 def base_of(url: str, path: str) -> str:
     """The node base URL of `url`, a request for `path` (so a base with a path prefix,
-    `http://lb/rq`, survives): what precedes `path`, else scheme://host:port."""
-    u = httpx.URL(url)
-    full = str(u.copy_with(query=None, fragment=None))
+    `http://lb/rq`, survives): what precedes `path`, else scheme://host:port. Works on
+    the string as given, so it compares equal to a configured URL."""
+    full = urlsplit(url)._replace(query="", fragment="").geturl()
     if path and full.endswith(path):
         return full[: -len(path)].rstrip("/")
-    return str(u.copy_with(path="/", query=None, fragment=None)).rstrip("/")
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def backoff(timing: Timing, attempt: int, retry_after: Optional[float], rng: random.Random) -> float:
@@ -194,7 +195,10 @@ def plan(spec: CallSpec, nodes: Nodes, timing: Timing, rng: random.Random, clock
                 if not location or redirects >= timing.redirects_max:
                     feedback = None  # handled below as a transient failure
                     break
-                url = str(httpx.URL(url).join(location))
+                if location.startswith(("http://", "https://")):
+                    url = location
+                else:
+                    url = str(httpx.URL(url).join(location))
                 if not url.startswith(("http://", "https://")):
                     raise RatequeueError(f"redirect to unsupported URL {url!r}", code="bad_redirect")
                 base = base_of(url, spec.path)
@@ -206,6 +210,8 @@ def plan(spec: CallSpec, nodes: Nodes, timing: Timing, rng: random.Random, clock
         retry_after: Optional[float] = None
         if isinstance(feedback, httpx.Response):
             if 200 <= feedback.status_code < 300:
+                # Only the leader serves lease calls: whoever answered is the leader.
+                nodes.set_leader(base)
                 return _json_body(feedback)
             error = error_from_response(feedback)
             if not is_retryable(error):
@@ -309,11 +315,13 @@ def acquire_spec(args: AcquireArgs, timing: Timing, clock: Clock) -> CallSpec:
     wait that remains of the caller's timeout."""
     start = clock()
     wait_until = start + args.wait_ms / 1000.0
+    sent_wait_ms = [args.wait_ms]
 
     def body(now: float) -> Json:
         wait_ms = args.wait_ms
         if wait_ms > 0:
             wait_ms = max(0, min(wait_ms, int((wait_until - now) * 1000)))
+        sent_wait_ms[0] = wait_ms
         b: Json = {
             "load": args.load,
             "priority": args.priority,
@@ -331,9 +339,9 @@ def acquire_spec(args: AcquireArgs, timing: Timing, clock: Clock) -> CallSpec:
         return float(wait_ms) / 1000.0 + timing.acquire_read_margin_s
 
     def convert(e: RatequeueError) -> RatequeueError:
-        # The caller asked to wait; retries used the wait up and the last try found no
-        # room: to the caller that is a wait timeout.
-        if isinstance(e, WouldBlock) and args.wait_ms > 0:
+        # The caller asked to wait; retries used the wait up and the last try (sent with
+        # no wait left) found no room: to the caller that is a wait timeout.
+        if isinstance(e, WouldBlock) and args.wait_ms > 0 and sent_wait_ms[0] == 0:
             out = WaitTimeout(e.message, status=e.status, retry_after=e.retry_after)
             out.__cause__ = e
             return out
