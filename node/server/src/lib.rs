@@ -1,6 +1,19 @@
 //! ratequeue-node: the server shell around `ratequeue-core`.
+//!
+//! - `node`: start-up, bootstrap, membership, status, shutdown.
+//! - `http`: the client API (DESIGN.md §5).
+//! - `admission`: the leader's queue and group commit.
+//! - `raft`: openraft types, the state-machine store, the peer network.
+//! - `storage`: the sled-backed log store behind the project's storage trait.
+//! - `dev`: the local 3-node cluster.
+
+// openraft's `StorageError` is large and is the error type its traits demand.
+#![allow(clippy::result_large_err)]
 
 pub mod admission;
+pub mod dev;
+pub mod http;
 pub mod metrics;
+pub mod node;
 pub mod raft;
 pub mod storage;

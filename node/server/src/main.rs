@@ -1,1 +1,173 @@
-fn main() {}
+//! `ratequeue`: `serve` runs one node; `dev` runs a local 3-node cluster in one process.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand, ValueEnum};
+use ratequeue_node::node::{self, Config, RaftTuning};
+use ratequeue_node::raft::types::NodeId;
+
+#[derive(Parser)]
+#[command(name = "ratequeue", version, about = "Highly available admission controller for rate-limited resources")]
+struct Cli {
+    /// Log filter, RUST_LOG syntax (e.g. `info,openraft=warn`).
+    #[arg(long, env = "RATEQUEUE_LOG", default_value = "info,openraft=warn", global = true)]
+    log: String,
+    #[arg(long, env = "RATEQUEUE_LOG_FORMAT", value_enum, default_value = "human", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one node of a cluster.
+    Serve(ServeArgs),
+    /// Run a local 3-node cluster in this process, with data under ./.ratequeue-dev.
+    Dev(DevArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Node id (>= 1). Default: from $HOSTNAME's trailing ordinal `-N`, as N+1.
+    #[arg(long, env = "RATEQUEUE_ID")]
+    id: Option<NodeId>,
+    #[arg(long, env = "RATEQUEUE_API_ADDR", default_value = "0.0.0.0:7700")]
+    api_addr: SocketAddr,
+    #[arg(long, env = "RATEQUEUE_PEER_ADDR", default_value = "0.0.0.0:7701")]
+    peer_addr: SocketAddr,
+    /// Base URL clients are redirected to. Default: http://<api-addr>.
+    #[arg(long, env = "RATEQUEUE_ADVERTISE_API_URL")]
+    advertise_api_url: Option<String>,
+    /// host:port other nodes use for this node's peer listener. Default: this node's
+    /// entry in --peers, else --peer-addr.
+    #[arg(long, env = "RATEQUEUE_ADVERTISE_PEER_ADDR")]
+    advertise_peer_addr: Option<String>,
+    /// Initial voters: `1=host:7701,2=host:7701,3=host:7701`.
+    #[arg(long, env = "RATEQUEUE_PEERS", default_value = "")]
+    peers: String,
+    #[arg(long, env = "RATEQUEUE_DATA_DIR", default_value = "./ratequeue-data")]
+    data_dir: PathBuf,
+    /// File holding the admin token (else env RATEQUEUE_ADMIN_TOKEN).
+    #[arg(long, env = "RATEQUEUE_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// File holding the cluster secret (else env RATEQUEUE_CLUSTER_SECRET).
+    #[arg(long, env = "RATEQUEUE_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    #[arg(long, env = "RATEQUEUE_HEARTBEAT_MS", default_value_t = 150)]
+    heartbeat_ms: u64,
+    #[arg(long, env = "RATEQUEUE_ELECTION_TIMEOUT_MS", default_value_t = 1000)]
+    election_timeout_ms: u64,
+    #[arg(long, env = "RATEQUEUE_SNAPSHOT_EVERY", default_value_t = 10_000)]
+    snapshot_every: u64,
+    #[arg(long, env = "RATEQUEUE_CACHE_MB", default_value_t = 64)]
+    cache_mb: u64,
+}
+
+#[derive(clap::Args)]
+struct DevArgs {
+    #[arg(long, default_value = ".ratequeue-dev")]
+    dir: PathBuf,
+    /// First API port; node N uses port + 10*(N-1) for its API and +1 for peers.
+    #[arg(long, default_value_t = 7700)]
+    port: u16,
+}
+
+fn init_logging(filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn parse_peers(s: &str) -> anyhow::Result<BTreeMap<NodeId, String>> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').with_context(|| format!("peer {part:?}: want ID=HOST:PORT"))?;
+        let id: NodeId = id.trim().parse().with_context(|| format!("peer id {id:?}"))?;
+        if id == 0 {
+            bail!("peer ids start at 1");
+        }
+        if out.insert(id, addr.trim().to_owned()).is_some() {
+            bail!("peer id {id} given twice");
+        }
+    }
+    Ok(out)
+}
+
+/// `ratequeue-2` -> 3 (StatefulSet ordinal + 1).
+fn id_from_hostname() -> Option<NodeId> {
+    let host = std::env::var("HOSTNAME").ok()?;
+    let ordinal: NodeId = host.rsplit_once('-')?.1.parse().ok()?;
+    Some(ordinal + 1)
+}
+
+fn secret(file: Option<&Path>, env: &str, what: &str) -> anyhow::Result<String> {
+    let value = match file {
+        Some(f) => std::fs::read_to_string(f).with_context(|| format!("reading {what} file {}", f.display()))?,
+        None => std::env::var(env).with_context(|| format!("{what} missing: set {env} or pass the --…-file flag"))?,
+    };
+    let value = value.trim().to_owned();
+    if value.len() < 8 {
+        bail!("{what} must be at least 8 characters");
+    }
+    Ok(value)
+}
+
+fn serve_config(a: ServeArgs) -> anyhow::Result<Config> {
+    let id = a.id.or_else(id_from_hostname).context("--id missing and $HOSTNAME has no ordinal")?;
+    if id == 0 {
+        bail!("node ids start at 1");
+    }
+    let peers = parse_peers(&a.peers)?;
+    let advertise_peer_addr = a
+        .advertise_peer_addr
+        .or_else(|| peers.get(&id).cloned())
+        .unwrap_or_else(|| a.peer_addr.to_string());
+    Ok(Config {
+        id,
+        api_addr: a.api_addr,
+        peer_addr: a.peer_addr,
+        advertise_api_url: a.advertise_api_url.unwrap_or_else(|| format!("http://{}", a.api_addr)),
+        advertise_peer_addr,
+        peers,
+        data_dir: a.data_dir,
+        admin_token: secret(a.admin_token_file.as_deref(), "RATEQUEUE_ADMIN_TOKEN", "admin token")?,
+        cluster_secret: secret(
+            a.cluster_secret_file.as_deref(),
+            "RATEQUEUE_CLUSTER_SECRET",
+            "cluster secret",
+        )?,
+        raft: RaftTuning {
+            heartbeat_ms: a.heartbeat_ms,
+            election_min_ms: a.election_timeout_ms,
+            election_max_ms: a.election_timeout_ms * 2,
+            snapshot_every: a.snapshot_every,
+        },
+        cache_bytes: a.cache_mb * 1024 * 1024,
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log, cli.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Cmd::Serve(a) => {
+            let config = serve_config(a)?;
+            rt.block_on(node::serve(config, node::shutdown_signal()))
+        }
+        Cmd::Dev(a) => rt.block_on(ratequeue_node::dev::run(&a.dir, a.port)),
+    }
+}

@@ -35,11 +35,13 @@ pub struct Applied {
 
 pub type SharedApplied = Arc<RwLock<Applied>>;
 
+/// The last snapshot built or installed, served to lagging followers.
+type CurrentSnapshot = Arc<RwLock<Option<(SnapshotMeta, Arc<Vec<u8>>)>>>;
+
 pub struct StateMachineStore {
     applied: SharedApplied,
     snapshots: Arc<dyn SnapshotStore>,
-    /// The last snapshot built or installed, served to lagging followers.
-    current: Arc<RwLock<Option<(SnapshotMeta, Arc<Vec<u8>>)>>>,
+    current: CurrentSnapshot,
 }
 
 fn sm_error(e: impl std::error::Error + 'static) -> StorageError {
@@ -76,7 +78,7 @@ impl StateMachineStore {
 
 /// Read access to the current snapshot's metadata.
 #[derive(Clone)]
-pub struct SnapshotHandle(Arc<RwLock<Option<(SnapshotMeta, Arc<Vec<u8>>)>>>);
+pub struct SnapshotHandle(CurrentSnapshot);
 
 impl SnapshotHandle {
     pub fn meta(&self) -> Option<SnapshotMeta> {
@@ -87,7 +89,7 @@ impl SnapshotHandle {
 pub struct SnapshotBuilder {
     applied: SharedApplied,
     snapshots: Arc<dyn SnapshotStore>,
-    current: Arc<RwLock<Option<(SnapshotMeta, Arc<Vec<u8>>)>>>,
+    current: CurrentSnapshot,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {

@@ -1,0 +1,127 @@
+//! `ratequeue dev`: a local 3-node cluster in one process, for a first look.
+//!
+//! Data lives under `<dir>/node-N`; the admin token and cluster secret are generated
+//! once into `<dir>` (or taken from RATEQUEUE_ADMIN_TOKEN) so restarts keep working.
+//! Creates a `demo` resource and prints how to use it. Never for production: all three
+//! replicas share one machine and one process.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::node::{self, Config, RaftTuning};
+
+const NODES: u64 = 3;
+
+fn token_file(path: &Path, env: &str) -> anyhow::Result<String> {
+    if let Ok(v) = std::env::var(env) {
+        if !v.trim().is_empty() {
+            return Ok(v.trim().to_owned());
+        }
+    }
+    if let Ok(v) = std::fs::read_to_string(path) {
+        return Ok(v.trim().to_owned());
+    }
+    let v = hex::encode(rand::random::<[u8; 16]>());
+    std::fs::write(path, &v).with_context(|| format!("writing {}", path.display()))?;
+    Ok(v)
+}
+
+pub async fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let admin_token = token_file(&dir.join("admin-token"), "RATEQUEUE_ADMIN_TOKEN")?;
+    let cluster_secret = token_file(&dir.join("cluster-secret"), "RATEQUEUE_CLUSTER_SECRET")?;
+    let addr = |id: u64, off: u16| {
+        let p = port + 10 * u16::try_from(id - 1).unwrap_or(0) + off;
+        SocketAddr::from((Ipv4Addr::LOCALHOST, p))
+    };
+    let peers: BTreeMap<u64, String> = (1..=NODES).map(|id| (id, addr(id, 1).to_string())).collect();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut nodes = Vec::new();
+    for id in 1..=NODES {
+        let config = Config {
+            id,
+            api_addr: addr(id, 0),
+            peer_addr: addr(id, 1),
+            advertise_api_url: format!("http://{}", addr(id, 0)),
+            advertise_peer_addr: addr(id, 1).to_string(),
+            peers: peers.clone(),
+            data_dir: dir.join(format!("node-{id}")),
+            admin_token: admin_token.clone(),
+            cluster_secret: cluster_secret.clone(),
+            raft: RaftTuning::default(),
+            cache_bytes: 32 * 1024 * 1024,
+        };
+        let mut stop = stop_rx.clone();
+        nodes.push(tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            node::serve(config, stopped).await
+        }));
+    }
+    let urls: Vec<String> = (1..=NODES).map(|id| format!("http://{}", addr(id, 0))).collect();
+    create_demo(&urls[0], &admin_token).await?;
+    println!("ratequeue dev cluster is up ({NODES} nodes, data in {})", dir.display());
+    println!("  RATEQUEUE_URL={}", urls.join(","));
+    println!("  RATEQUEUE_API_KEY={admin_token}   (admin token)");
+    println!("  demo resource: concurrency 4, 60 requests/min, 100000 load/min");
+    println!("try:");
+    println!(
+        "  curl -s --location-trusted -XPOST -H 'Authorization: Bearer {admin_token}' {}/v1/resources/demo/acquire -d '{{\"load\": 500}}'",
+        urls[0]
+    );
+    println!("  curl -s -H 'Authorization: Bearer {admin_token}' {}/v1/cluster/status", urls[0]);
+    println!("Ctrl-C stops the cluster.");
+    node::shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    for n in nodes {
+        match n.await {
+            Ok(Err(e)) => eprintln!("node stopped with error: {e:#}"),
+            Err(e) => eprintln!("node task failed: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Creates the demo resource through the public API, following redirects by hand (an
+/// HTTP client drops the Authorization header on a cross-origin redirect), retrying
+/// while the cluster elects its first leader (bounded).
+async fn create_demo(url: &str, token: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let body = serde_json::json!({
+        "concurrency": 4,
+        "rate": [
+            {"per": "request", "limit": 60, "window_ms": 60_000},
+            {"per": "load", "limit": 100_000, "window_ms": 60_000}
+        ]
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut target = format!("{url}/v1/resources/demo");
+    loop {
+        let res = client.put(&target).bearer_auth(token).json(&body).send().await;
+        let why = match res {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) if r.status() == reqwest::StatusCode::TEMPORARY_REDIRECT => {
+                if let Some(loc) = r.headers().get("location").and_then(|l| l.to_str().ok()) {
+                    target = loc.to_owned();
+                    continue;
+                }
+                "redirect without location".to_owned()
+            }
+            Ok(r) => r.status().to_string(),
+            Err(e) => e.to_string(),
+        };
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("creating the demo resource: {why}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

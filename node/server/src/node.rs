@@ -1,0 +1,521 @@
+//! One ratequeue node: storage, Raft, admission and the two listeners, wired together.
+//!
+//! Owns start-up (open and validate storage, restore the state from the snapshot,
+//! bootstrap an empty initial member, publish the advertised URL), the views served by
+//! the ops endpoints (status, readiness, metrics), membership changes, and graceful
+//! shutdown (hand leadership to a caught-up follower, flush, exit).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
+use ratequeue_api as api;
+use ratequeue_api::ErrorCode;
+
+use crate::admission::{self, Admission};
+use crate::http::ApiError;
+use crate::metrics::Metrics;
+use crate::raft::network::{self, ClusterSecret, PeerNetwork};
+use crate::raft::state_machine::{SharedApplied, SnapshotHandle, SnapshotStore, StateMachineStore};
+use crate::raft::types::{NodeId, NodeInfo, Raft, SnapshotMeta, StorageError, TypeConfig};
+use crate::storage::{self, LogStore, SledConfig};
+
+/// How long membership calls wait for a learner to catch up or a change to commit.
+pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stepping-down leader waits for a successor.
+pub const HANDOFF_TIMEOUT: Duration = Duration::from_secs(10);
+/// A learner within this many entries of the leader counts as caught up.
+const CAUGHT_UP_LAG_MAX: u64 = 64;
+
+/// Everything `ratequeue serve` needs (DESIGN.md §6).
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub id: NodeId,
+    pub api_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    pub advertise_api_url: String,
+    /// How other nodes reach this node's peer listener (may be a DNS name).
+    pub advertise_peer_addr: String,
+    /// Initial voters: id -> peer address. Bootstrap happens only if this node is one
+    /// of them and its data directory was empty.
+    pub peers: BTreeMap<NodeId, String>,
+    pub data_dir: PathBuf,
+    pub admin_token: String,
+    pub cluster_secret: String,
+    pub raft: RaftTuning,
+    /// sled page cache; several nodes may share a machine.
+    pub cache_bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct RaftTuning {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    /// Entries between snapshots.
+    pub snapshot_every: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            heartbeat_ms: 150,
+            election_min_ms: 1_000,
+            election_max_ms: 2_000,
+            snapshot_every: 10_000,
+        }
+    }
+}
+
+pub struct Node {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub applied: SharedApplied,
+    pub admission: Admission,
+    pub metrics: Arc<Metrics>,
+    pub admin_token: String,
+    advertise_api_url: String,
+    store: LogStore<TypeConfig>,
+    snapshot: SnapshotHandle,
+    shutting_down: AtomicBool,
+}
+
+impl SnapshotStore for LogStore<TypeConfig> {
+    fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        LogStore::save_snapshot(self, meta, data)
+    }
+
+    fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+        LogStore::load_snapshot(self)
+    }
+}
+
+fn raft_config(t: RaftTuning) -> anyhow::Result<openraft::Config> {
+    let c = openraft::Config {
+        cluster_name: "ratequeue".into(),
+        heartbeat_interval: t.heartbeat_ms,
+        election_timeout_min: t.election_min_ms,
+        election_timeout_max: t.election_max_ms,
+        install_snapshot_timeout: 10_000,
+        max_payload_entries: 256,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every),
+        max_in_snapshot_log_to_keep: 1_000,
+        purge_batch_size: 256,
+        snapshot_max_chunk_size: 4 * 1024 * 1024,
+        ..Default::default()
+    };
+    Ok(c.validate()?)
+}
+
+fn dir_is_empty(dir: &std::path::Path) -> std::io::Result<bool> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+impl Node {
+    /// Opens storage, starts Raft and admission, bootstraps if this is a fresh initial
+    /// member. Does not bind the listeners (see `serve`).
+    pub async fn start(config: &Config) -> anyhow::Result<Arc<Node>> {
+        let fresh = dir_is_empty(&config.data_dir)
+            .with_context(|| format!("reading data dir {}", config.data_dir.display()))?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        let sled = SledConfig { cache_capacity_bytes: config.cache_bytes, ..SledConfig::default() };
+        let store: LogStore<TypeConfig> = storage::open_with(config.data_dir.join("raft"), &sled)
+            .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
+        let sm = StateMachineStore::open(Arc::new(store.clone()))
+            .context("restoring the state machine from its snapshot")?;
+        let applied = sm.applied();
+        let snapshot = sm.snapshot_handle();
+        let bind_ip: Option<IpAddr> =
+            (!config.peer_addr.ip().is_unspecified()).then_some(config.peer_addr.ip());
+        let secret = ClusterSecret::new(config.cluster_secret.clone());
+        let net = PeerNetwork::new(secret, bind_ip).context("building the peer client")?;
+        let raft_cfg = Arc::new(raft_config(config.raft)?);
+        let raft = Raft::new(config.id, raft_cfg, net, store.clone(), sm)
+            .await
+            .context("starting raft")?;
+        let metrics = Arc::new(Metrics::default());
+        let admission = admission::spawn(raft.clone(), config.id, applied.clone(), metrics.clone());
+
+        let is_initial = config.peers.contains_key(&config.id);
+        if fresh && is_initial && !raft.is_initialized().await? {
+            let members: BTreeMap<NodeId, NodeInfo> = config
+                .peers
+                .iter()
+                .map(|(id, addr)| (*id, NodeInfo { peer_addr: addr.clone(), api_url: String::new() }))
+                .collect();
+            tracing::info!(?members, "empty data dir: bootstrapping the initial membership");
+            if let Err(e) = raft.initialize(members).await {
+                // Another initial member may have been faster; identical maps are safe.
+                tracing::info!(error = %e, "initialize declined");
+            }
+        } else if fresh && !is_initial {
+            tracing::info!("not an initial member: waiting to be added with the members API");
+        }
+
+        let node = Arc::new(Node {
+            id: config.id,
+            raft,
+            applied,
+            admission,
+            metrics,
+            admin_token: config.admin_token.clone(),
+            advertise_api_url: config.advertise_api_url.clone(),
+            store,
+            snapshot,
+            shutting_down: AtomicBool::new(false),
+        });
+        tokio::spawn(publish_api_url(node.clone()));
+        Ok(node)
+    }
+
+    /// The leader's id and advertised API URL, when both are known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        if id == self.id {
+            return Some((id, self.advertise_api_url.clone()));
+        }
+        let url = m.membership_config.membership().get_node(&id)?.api_url.clone();
+        (!url.is_empty()).then_some((id, url))
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    pub fn status(&self) -> api::ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let last = m.last_log_index.unwrap_or(0);
+        let members = membership
+            .nodes()
+            .map(|(id, n)| {
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id))
+                    .map(|l| l.map_or(0, |l| l.index));
+                let matched = if *id == self.id && m.state == ServerState::Leader {
+                    m.last_log_index
+                } else {
+                    matched
+                };
+                api::Member {
+                    id: *id,
+                    peer_addr: n.peer_addr.clone(),
+                    api_url: if *id == self.id {
+                        self.advertise_api_url.clone()
+                    } else {
+                        n.api_url.clone()
+                    },
+                    voter: voters.contains(id),
+                    matched_index: matched,
+                    lag: matched.map(|i| last.saturating_sub(i)),
+                }
+            })
+            .collect();
+        let role = match m.state {
+            ServerState::Leader => api::NodeRole::Leader,
+            ServerState::Follower => api::NodeRole::Follower,
+            ServerState::Candidate => api::NodeRole::Candidate,
+            ServerState::Learner => api::NodeRole::Learner,
+            ServerState::Shutdown => api::NodeRole::Shutdown,
+        };
+        let (cluster_time_ms, leases) = {
+            let a = self.applied.read();
+            (a.state.now_ms(), a.state.lease_count() as u64)
+        };
+        api::ClusterStatus {
+            id: self.id,
+            role,
+            term: m.current_term,
+            leader_id: m.current_leader,
+            leader_url: self.leader().map(|(_, u)| u),
+            members,
+            last_log_index: m.last_log_index,
+            committed_index: m.last_applied.map(|l| l.index),
+            applied_index: m.last_applied.map(|l| l.index),
+            snapshot: self.snapshot.meta().and_then(|s| {
+                s.last_log_id.map(|l| api::SnapshotInfo { index: l.index, term: l.leader_id.term })
+            }),
+            storage_bytes: self.store.size_on_disk().unwrap_or(0),
+            cluster_time_ms,
+            leases,
+            waiters: self.admission.waiters(),
+        }
+    }
+
+    /// `/readyz`: serving and knows a leader; never "is leader".
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.is_shutting_down() {
+            return Err("shutting down".into());
+        }
+        let m = self.raft.metrics().borrow().clone();
+        if let Err(e) = &m.running_state {
+            return Err(format!("raft stopped: {e}"));
+        }
+        if self.leader().is_none() {
+            return Err("no known leader".into());
+        }
+        Ok(())
+    }
+
+    pub fn render_metrics(&self) -> String {
+        let m = self.raft.metrics().borrow().clone();
+        let is_leader = if m.state == ServerState::Leader { 1.0 } else { 0.0 };
+        let (leases, now) = {
+            let a = self.applied.read();
+            (a.state.lease_count() as f64, a.state.now_ms() as f64)
+        };
+        let gauges = [
+            ("ratequeue_raft_term", "Current Raft term.", m.current_term as f64),
+            ("ratequeue_raft_is_leader", "1 on the leader.", is_leader),
+            (
+                "ratequeue_raft_last_log_index",
+                "Last log index.",
+                m.last_log_index.unwrap_or(0) as f64,
+            ),
+            (
+                "ratequeue_raft_applied_index",
+                "Last applied index.",
+                m.last_applied.map_or(0, |l| l.index) as f64,
+            ),
+            ("ratequeue_leases_held", "Live leases in the applied state.", leases),
+            ("ratequeue_waiters", "Waiters in the admission queue.", self.admission.waiters() as f64),
+            ("ratequeue_cluster_time_ms", "Cluster time of the last applied entry.", now),
+            (
+                "ratequeue_storage_bytes",
+                "Bytes used by the log store.",
+                self.store.size_on_disk().unwrap_or(0) as f64,
+            ),
+        ];
+        self.metrics.render(&gauges)
+    }
+
+    /// Adds a node as a learner, waits for it to catch up, then (by default) promotes it.
+    pub async fn add_member(&self, req: api::AddMember) -> Result<api::ClusterStatus, ApiError> {
+        let node = NodeInfo { peer_addr: req.peer_addr, api_url: req.api_url };
+        if node.peer_addr.is_empty() || node.api_url.is_empty() {
+            return Err(ApiError::new(ErrorCode::InvalidRequest, "peer_addr and api_url are required"));
+        }
+        tokio::time::timeout(MEMBERSHIP_TIMEOUT, self.raft.add_learner(req.id, node, false))
+            .await
+            .map_err(|_| timeout_error("adding the learner"))?
+            .map_err(raft_error)?;
+        let deadline = tokio::time::Instant::now() + MEMBERSHIP_TIMEOUT;
+        let mut rx = self.raft.metrics();
+        loop {
+            let caught_up = {
+                let m = rx.borrow_and_update();
+                let last = m.last_log_index.unwrap_or(0);
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&req.id).copied())
+                    .flatten()
+                    .is_some_and(|l| last.saturating_sub(l.index) <= CAUGHT_UP_LAG_MAX)
+            };
+            if caught_up {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                return Err(timeout_error("waiting for the learner to catch up"));
+            }
+        }
+        if req.voter {
+            let change = ChangeMembers::AddVoterIds(BTreeSet::from([req.id]));
+            tokio::time::timeout(MEMBERSHIP_TIMEOUT, self.raft.change_membership(change, false))
+                .await
+                .map_err(|_| timeout_error("promoting the learner"))?
+                .map_err(raft_error)?;
+        }
+        Ok(self.status())
+    }
+
+    /// Removes a member (voter or learner) from the cluster.
+    pub async fn remove_member(&self, id: NodeId) -> Result<api::ClusterStatus, ApiError> {
+        let membership = self.raft.metrics().borrow().membership_config.membership().clone();
+        if membership.get_node(&id).is_none() {
+            return Err(ApiError::new(ErrorCode::MemberNotFound, format!("no member {id}")));
+        }
+        let is_voter = membership.voter_ids().any(|v| v == id);
+        if is_voter {
+            let change = ChangeMembers::RemoveVoters(BTreeSet::from([id]));
+            tokio::time::timeout(MEMBERSHIP_TIMEOUT, self.raft.change_membership(change, false))
+                .await
+                .map_err(|_| timeout_error("removing the voter"))?
+                .map_err(raft_error)?;
+        }
+        let change = ChangeMembers::RemoveNodes(BTreeSet::from([id]));
+        tokio::time::timeout(MEMBERSHIP_TIMEOUT, self.raft.change_membership(change, false))
+            .await
+            .map_err(|_| timeout_error("removing the node"))?
+            .map_err(raft_error)?;
+        Ok(self.status())
+    }
+
+    /// SIGTERM: refuse new requests, hand leadership to a caught-up follower, flush.
+    pub async fn shutdown(&self, peer_client: &PeerNetwork) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+        let m = self.raft.metrics().borrow().clone();
+        if m.state == ServerState::Leader {
+            let last = m.last_log_index.unwrap_or(0);
+            let membership = m.membership_config.membership().clone();
+            let successor = membership
+                .voter_ids()
+                .filter(|id| *id != self.id)
+                .filter_map(|id| {
+                    let matched = m.replication.as_ref()?.get(&id).copied().flatten()?.index;
+                    Some((last.saturating_sub(matched), id))
+                })
+                .min();
+            if let Some((_, id)) = successor {
+                if let Some(n) = membership.get_node(&id) {
+                    tracing::info!(successor = id, "handing leadership over");
+                    if let Err(e) = peer_client.trigger_election(&n.peer_addr).await {
+                        tracing::warn!(error = %e, "successor did not start an election");
+                    }
+                    let _ = self
+                        .raft
+                        .wait(Some(HANDOFF_TIMEOUT))
+                        .metrics(|m| m.current_leader.is_some_and(|l| l != self.id), "handoff")
+                        .await;
+                }
+            }
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "final flush failed");
+        }
+        tracing::info!("stopped");
+    }
+}
+
+fn timeout_error(what: &str) -> ApiError {
+    ApiError::new(ErrorCode::CommitTimeout, format!("timed out {what}; check cluster status"))
+}
+
+fn raft_error<E: std::fmt::Display>(e: E) -> ApiError {
+    let msg = e.to_string();
+    if msg.contains("forward") || msg.contains("ForwardToLeader") {
+        return ApiError::new(ErrorCode::NoLeader, msg);
+    }
+    ApiError::new(ErrorCode::InvalidRequest, msg)
+}
+
+/// Bootstrap members start with an empty `api_url` (the initial maps must be identical
+/// on every node). Whenever this node leads and its entry lacks its advertised URL, it
+/// sets it, so followers can redirect clients here.
+async fn publish_api_url(node: Arc<Node>) {
+    let mut rx = node.raft.metrics();
+    loop {
+        let needs = {
+            let m = rx.borrow_and_update();
+            let own = m.membership_config.membership().get_node(&node.id).cloned();
+            // Only once the current membership is applied (committed): openraft refuses
+            // a change while another is in progress.
+            let settled = m.last_applied >= *m.membership_config.log_id();
+            (m.state == ServerState::Leader && settled)
+                .then_some(own)
+                .flatten()
+                .filter(|n| n.api_url != node.advertise_api_url)
+        };
+        if let Some(mut info) = needs {
+            info.api_url = node.advertise_api_url.clone();
+            let change = ChangeMembers::SetNodes(BTreeMap::from([(node.id, info)]));
+            let res =
+                tokio::time::timeout(MEMBERSHIP_TIMEOUT, node.raft.change_membership(change, false))
+                    .await;
+            match res {
+                Ok(Ok(_)) => {
+                    tracing::info!(url = %node.advertise_api_url, "advertised API URL published");
+                    continue;
+                }
+                // Typically a membership change still in progress: retry on the next
+                // metrics change (its commit), not in a tight loop.
+                Ok(Err(e)) => tracing::debug!(error = %e, "API URL not published yet"),
+                Err(_) => tracing::warn!("publishing API URL timed out"),
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs a node until `stop` resolves: API and peer listeners, then graceful shutdown.
+pub async fn serve(config: Config, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    // Bind first: peers can reach this node as soon as its Raft starts.
+    let api_listener = tokio::net::TcpListener::bind(config.api_addr)
+        .await
+        .with_context(|| format!("binding API address {}", config.api_addr))?;
+    let peer_listener = tokio::net::TcpListener::bind(config.peer_addr)
+        .await
+        .with_context(|| format!("binding peer address {}", config.peer_addr))?;
+    let node = Node::start(&config).await?;
+    let secret = ClusterSecret::new(config.cluster_secret.clone());
+    let peer_app = network::peer_router(node.raft.clone(), secret.clone());
+    let api_app = crate::http::app(node.clone());
+    tracing::info!(id = node.id, api = %config.api_addr, peer = %config.peer_addr, "serving");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut api_stop = stop_rx.clone();
+    let api = tokio::spawn(async move {
+        axum::serve(api_listener, api_app)
+            .with_graceful_shutdown(async move {
+                let _ = api_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let mut peer_stop = stop_rx.clone();
+    let peer = tokio::spawn(async move {
+        axum::serve(peer_listener, peer_app)
+            .with_graceful_shutdown(async move {
+                let _ = peer_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    stop.await;
+    tracing::info!(id = node.id, "shutting down");
+    let bind_ip = (!config.peer_addr.ip().is_unspecified()).then_some(config.peer_addr.ip());
+    let client = PeerNetwork::new(secret, bind_ip)?;
+    node.shutdown(&client).await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), peer).await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
