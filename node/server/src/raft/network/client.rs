@@ -228,7 +228,7 @@ fn sender_of(vote: &Vote<NodeId>) -> NodeId {
 }
 
 /// How many entries to send instead, so that the body fits `PEER_BODY_BYTES_MAX`.
-fn split_hint(entries: usize, body_bytes: usize) -> u64 {
+pub(super) fn split_hint(entries: usize, body_bytes: usize) -> u64 {
     let fitting =
         (entries as u128 * PEER_BODY_BYTES_MAX as u128 / body_bytes.max(1) as u128) as u64;
     fitting.clamp(1, (entries as u64).saturating_sub(1).max(1))

@@ -1,1 +1,448 @@
-//! Tests of the peer transport.
+//! Tests of the peer transport over real sockets on 127.0.0.1 (ephemeral ports), with
+//! real openraft instances on the in-memory stores of `mem`. No sleeps: every wait polls
+//! Raft metrics with a deadline.
+
+mod mem;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::header::AUTHORIZATION;
+use axum::http::StatusCode;
+use openraft::error::{Fatal, RPCError, RaftError};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::VoteRequest;
+use openraft::{Config, LogId, SnapshotPolicy, Vote};
+use ratequeue_core::Command;
+use tokio::net::TcpListener;
+
+use self::mem::{MemLog, MemSm};
+use super::client::split_hint;
+use super::{peer_router, wire, ClusterSecret, PeerNetwork, PEER_BODY_BYTES_MAX};
+use crate::raft::types::{Batch, NodeId, NodeInfo, Raft};
+
+const SECRET: &str = "correct horse battery staple";
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Deadline of every wait on Raft metrics (generous: CI machines are slow and shared).
+const WAIT: Duration = Duration::from_secs(20);
+const RPC_TTL: Duration = Duration::from_secs(2);
+
+struct TestNode {
+    id: NodeId,
+    raft: Raft,
+    sm: MemSm,
+    addr: SocketAddr,
+}
+
+impl TestNode {
+    fn info(&self) -> NodeInfo {
+        NodeInfo {
+            peer_addr: self.addr.to_string(),
+            api_url: format!("http://{}", self.addr),
+        }
+    }
+}
+
+fn config() -> Arc<Config> {
+    let config = Config {
+        heartbeat_interval: 50,
+        election_timeout_min: 300,
+        election_timeout_max: 600,
+        install_snapshot_timeout: 5_000,
+        ..Config::default()
+    };
+    Arc::new(config.validate().unwrap())
+}
+
+/// A Raft node on in-memory stores, serving `peer_router` on its own listener.
+async fn start_node(id: NodeId, config: Arc<Config>) -> TestNode {
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let net = PeerNetwork::new(ClusterSecret::new(SECRET), Some(LOCALHOST)).unwrap();
+    let sm = MemSm::default();
+    let raft = Raft::new(id, config, net, MemLog::default(), sm.clone())
+        .await
+        .unwrap();
+    let app = peer_router(raft.clone(), ClusterSecret::new(SECRET));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    TestNode { id, raft, sm, addr }
+}
+
+async fn start_cluster(n: NodeId, config: Arc<Config>) -> Vec<TestNode> {
+    let mut nodes = Vec::new();
+    for id in 1..=n {
+        nodes.push(start_node(id, config.clone()).await);
+    }
+    let members: BTreeMap<NodeId, NodeInfo> = nodes.iter().map(|n| (n.id, n.info())).collect();
+    nodes[0].raft.initialize(members).await.unwrap();
+    nodes
+}
+
+/// Waits until every node names the same leader; returns its index in `nodes`.
+async fn wait_for_leader(nodes: &[TestNode]) -> usize {
+    let first = nodes[0]
+        .raft
+        .wait(Some(WAIT))
+        .metrics(|m| m.current_leader.is_some(), "a leader")
+        .await
+        .unwrap();
+    let leader = first.current_leader.unwrap();
+    for n in nodes {
+        n.raft
+            .wait(Some(WAIT))
+            .current_leader(leader, "the same leader everywhere")
+            .await
+            .unwrap();
+    }
+    nodes.iter().position(|n| n.id == leader).unwrap()
+}
+
+fn batch(now_ms: u64, names: &[&str]) -> Batch {
+    Batch {
+        now_ms,
+        commands: names
+            .iter()
+            .map(|n| Command::DeleteResource {
+                name: (*n).to_owned(),
+            })
+            .collect(),
+    }
+}
+
+fn vote_request(term: u64, candidate: NodeId) -> VoteRequest<NodeId> {
+    VoteRequest::new(Vote::new(term, candidate), None)
+}
+
+fn node_at(peer_addr: String) -> NodeInfo {
+    NodeInfo {
+        api_url: format!("http://{peer_addr}"),
+        peer_addr,
+    }
+}
+
+async fn connect(target: NodeId, peer_addr: String, secret: &str) -> super::PeerConnection {
+    let mut net = PeerNetwork::new(ClusterSecret::new(secret), Some(LOCALHOST)).unwrap();
+    net.new_client(target, &node_at(peer_addr)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_a_leader_and_replicate_a_batch() {
+    let nodes = start_cluster(3, config()).await;
+    let leader = wait_for_leader(&nodes).await;
+
+    let written = batch(1_234, &["alpha", "beta"]);
+    let response = nodes[leader]
+        .raft
+        .client_write(written.clone())
+        .await
+        .unwrap();
+    let index = response.log_id.index;
+    for n in &nodes {
+        n.raft
+            .wait(Some(WAIT))
+            .applied_index_at_least(Some(index), "batch applied")
+            .await
+            .unwrap();
+        assert_eq!(n.sm.batches(), vec![written.clone()], "node {}", n.id);
+    }
+
+    // The leadership hand-off request reaches a follower's Raft.
+    let follower = &nodes[(leader + 1) % nodes.len()];
+    let net = PeerNetwork::new(ClusterSecret::new(SECRET), Some(LOCALHOST)).unwrap();
+    net.trigger_election(&follower.addr.to_string())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_the_secret_get_401_and_do_not_reach_raft() {
+    let node = start_node(1, config()).await;
+    let url = format!("http://{}/raft/vote", node.addr);
+    let body = wire::encode(&vote_request(7, 2)).unwrap();
+    let http = reqwest::Client::new();
+    let wrong_auth = [
+        None,
+        Some("Bearer wrong".to_owned()),
+        Some(format!("Bearer {SECRET}x")),
+        Some(format!("Basic {SECRET}")),
+        Some(SECRET.to_owned()),
+    ];
+    for auth in wrong_auth {
+        let mut request = http.post(&url).body(body.clone());
+        if let Some(auth) = &auth {
+            request = request.header(AUTHORIZATION, auth);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+        let text = response.text().await.unwrap();
+        assert!(!text.contains(SECRET), "{text}");
+    }
+    let m = node.raft.metrics().borrow().clone();
+    assert_eq!(
+        m.vote.leader_id().term,
+        0,
+        "a rejected request changed the vote"
+    );
+
+    // The same request with the secret reaches Raft: the node adopts term 7.
+    let response = http
+        .post(&url)
+        .header(AUTHORIZATION, format!("Bearer {SECRET}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    node.raft
+        .wait(Some(WAIT))
+        .metrics(|m| m.vote.leader_id().term == 7, "term 7")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_secret_is_unreachable_for_the_client() {
+    let node = start_node(1, config()).await;
+    let mut conn = connect(1, node.addr.to_string(), "not the secret").await;
+    let err = conn
+        .vote(vote_request(3, 2), RPCOption::new(RPC_TTL))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
+    assert_eq!(node.raft.metrics().borrow().vote.leader_id().term, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_bodies_get_400() {
+    let node = start_node(1, config()).await;
+    let url = format!("http://{}/raft/vote", node.addr);
+    let mut wrong_version = wire::encode(&vote_request(7, 2)).unwrap();
+    wrong_version[0] = wire::WIRE_VERSION + 1;
+    let mut trailing = wire::encode(&vote_request(7, 2)).unwrap();
+    trailing.push(0);
+    for body in [
+        vec![],
+        wrong_version,
+        trailing,
+        vec![wire::WIRE_VERSION, 0xff, 0xff],
+    ] {
+        let response = reqwest::Client::new()
+            .post(&url)
+            .header(AUTHORIZATION, format!("Bearer {SECRET}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
+    assert_eq!(node.raft.metrics().borrow().vote.leader_id().term, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_port_or_a_bad_address_is_unreachable() {
+    let closed = {
+        let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    for addr in [
+        closed.to_string(),
+        "no port".to_owned(),
+        "127.0.0.1:1/path".to_owned(),
+    ] {
+        let mut conn = connect(2, addr.clone(), SECRET).await;
+        let err = conn
+            .vote(vote_request(1, 1), RPCOption::new(RPC_TTL))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RPCError::Unreachable(_)), "{addr}: {err:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_times_out() {
+    // Accepts connections and never answers.
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let mut conn = connect(2, addr.to_string(), SECRET).await;
+    let ttl = Duration::from_millis(200);
+    let err = conn
+        .vote(vote_request(1, 1), RPCOption::new(ttl))
+        .await
+        .unwrap_err();
+    match err {
+        RPCError::Timeout(t) => {
+            assert_eq!((t.id, t.target, t.timeout), (1, 2, ttl));
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_another_node_id_is_refused() {
+    let node = start_node(1, config()).await;
+    let mut conn = connect(2, node.addr.to_string(), SECRET).await;
+    let err = conn
+        .vote(vote_request(3, 3), RPCOption::new(RPC_TTL))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
+    assert!(err.to_string().contains("serves node 1"), "{err}");
+    assert_eq!(node.raft.metrics().borrow().vote.leader_id().term, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_name_is_resolved_at_connect_time() {
+    let node = start_node(1, config()).await;
+    let mut net = PeerNetwork::new(ClusterSecret::new(SECRET), None).unwrap();
+    let mut conn = net
+        .new_client(1, &node_at(format!("localhost:{}", node.addr.port())))
+        .await;
+    let response = conn
+        .vote(vote_request(4, 2), RPCOption::new(RPC_TTL))
+        .await
+        .unwrap();
+    assert!(response.vote_granted, "{response:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_errors_come_back_as_remote_errors() {
+    let node = start_node(1, config()).await;
+    node.raft.shutdown().await.unwrap();
+    let mut conn = connect(1, node.addr.to_string(), SECRET).await;
+    let err = conn
+        .vote(vote_request(2, 2), RPCOption::new(RPC_TTL))
+        .await
+        .unwrap_err();
+    match err {
+        RPCError::RemoteError(remote) => {
+            assert_eq!(remote.target, 1);
+            assert_eq!(remote.target_node, Some(node.info()));
+            assert!(
+                matches!(remote.source, RaftError::Fatal(Fatal::Stopped)),
+                "{:?}",
+                remote.source
+            );
+        }
+        other => panic!("expected a remote error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_learner_catches_up_through_a_chunked_snapshot() {
+    let config = Arc::new(
+        Config {
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(10),
+            max_in_snapshot_log_to_keep: 0,
+            purge_batch_size: 1,
+            // Tiny chunks: the snapshot crosses the wire in many install-snapshot requests.
+            snapshot_max_chunk_size: 256,
+            ..(*config()).clone()
+        }
+        .validate()
+        .unwrap(),
+    );
+    let nodes = start_cluster(1, config.clone()).await;
+    wait_for_leader(&nodes).await;
+    let leader = &nodes[0];
+    let mut written = Vec::new();
+    let mut last = None;
+    for i in 0..30u64 {
+        let b = batch(
+            i,
+            &["a-resource-name", "another-resource-name", "a-third-one"],
+        );
+        last = Some(leader.raft.client_write(b.clone()).await.unwrap().log_id);
+        written.push(b);
+    }
+    let last = last.unwrap();
+    leader.raft.trigger().snapshot().await.unwrap();
+    // The whole log is purged: only a snapshot can bring a new member up to date.
+    leader
+        .raft
+        .wait(Some(WAIT))
+        .metrics(
+            |m| m.snapshot == Some(last) && m.purged == Some(last),
+            "snapshot and purge",
+        )
+        .await
+        .unwrap();
+
+    let learner = start_node(2, config).await;
+    leader
+        .raft
+        .add_learner(2, learner.info(), false)
+        .await
+        .unwrap();
+    learner
+        .raft
+        .wait(Some(WAIT))
+        .metrics(
+            |m| {
+                m.snapshot
+                    .is_some_and(|s: LogId<NodeId>| s.index >= last.index)
+            },
+            "snapshot installed on the learner",
+        )
+        .await
+        .unwrap();
+    assert!(learner.sm.snapshots_installed() >= 1);
+    assert_eq!(learner.sm.batches(), written);
+
+    // And it keeps replicating after the snapshot.
+    let after = batch(99, &["after-the-snapshot"]);
+    let index = leader
+        .raft
+        .client_write(after.clone())
+        .await
+        .unwrap()
+        .log_id
+        .index;
+    learner
+        .raft
+        .wait(Some(WAIT))
+        .applied_index_at_least(Some(index), "later entry")
+        .await
+        .unwrap();
+    written.push(after);
+    assert_eq!(learner.sm.batches(), written);
+    let voters: BTreeSet<NodeId> = learner
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .voter_ids()
+        .collect();
+    assert_eq!(voters, BTreeSet::from([1]));
+}
+
+#[test]
+fn the_secret_never_prints() {
+    let secret = ClusterSecret::new(SECRET);
+    assert_eq!(format!("{secret:?}"), "ClusterSecret(***)");
+    let net = PeerNetwork::new(secret.clone(), None).unwrap();
+    assert!(!format!("{net:?}").contains(SECRET));
+    assert!(secret.matches(SECRET.as_bytes()));
+    assert!(!secret.matches(b""));
+    assert!(!secret.matches(format!("{SECRET} ").as_bytes()));
+}
+
+#[test]
+fn a_secret_that_cannot_be_a_header_is_refused() {
+    assert!(PeerNetwork::new(ClusterSecret::new("line\nbreak"), None).is_err());
+}
+
+#[test]
+fn oversized_append_entries_are_split() {
+    assert_eq!(split_hint(100, PEER_BODY_BYTES_MAX * 2), 50);
+    assert_eq!(split_hint(100, PEER_BODY_BYTES_MAX + 1), 99);
+    assert_eq!(split_hint(2, PEER_BODY_BYTES_MAX * 10), 1);
+    assert_eq!(split_hint(1_000, usize::MAX), 1);
+}
