@@ -13,6 +13,7 @@ import asyncio
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
@@ -86,6 +87,7 @@ class FakeCluster:
         self.hooks: List[Hook] = []
         self.token = 100
         self.closed = False
+        self.executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="fakecluster")
 
     # --- helpers for tests ---------------------------------------------------------
 
@@ -94,7 +96,9 @@ class FakeCluster:
 
     def async_transport(self) -> httpx.MockTransport:
         async def handle(request: httpx.Request) -> httpx.Response:
-            return await asyncio.to_thread(self.handle, request)
+            # Long polls block a thread each: use a pool big enough for every waiter.
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.executor, self.handle, request)
 
         return httpx.MockTransport(handle)
 
@@ -125,6 +129,7 @@ class FakeCluster:
         with self.cond:
             self.closed = True
             self.cond.notify_all()
+        self.executor.shutdown(wait=False)
 
     def notify(self) -> None:
         with self.cond:

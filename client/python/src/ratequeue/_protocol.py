@@ -315,13 +315,15 @@ def acquire_spec(args: AcquireArgs, timing: Timing, clock: Clock) -> CallSpec:
     wait that remains of the caller's timeout."""
     start = clock()
     wait_until = start + args.wait_ms / 1000.0
-    sent_wait_ms = [args.wait_ms]
+    # [attempts so far, wait_ms of the last attempt]
+    sent = [0, args.wait_ms]
 
     def body(now: float) -> Json:
         wait_ms = args.wait_ms
-        if wait_ms > 0:
+        if wait_ms > 0 and sent[0] > 0:
             wait_ms = max(0, min(wait_ms, int((wait_until - now) * 1000)))
-        sent_wait_ms[0] = wait_ms
+        sent[0] += 1
+        sent[1] = wait_ms
         b: Json = {
             "load": args.load,
             "priority": args.priority,
@@ -341,7 +343,7 @@ def acquire_spec(args: AcquireArgs, timing: Timing, clock: Clock) -> CallSpec:
     def convert(e: RatequeueError) -> RatequeueError:
         # The caller asked to wait; retries used the wait up and the last try (sent with
         # no wait left) found no room: to the caller that is a wait timeout.
-        if isinstance(e, WouldBlock) and args.wait_ms > 0 and sent_wait_ms[0] == 0:
+        if isinstance(e, WouldBlock) and args.wait_ms > 0 and sent[1] == 0:
             out = WaitTimeout(e.message, status=e.status, retry_after=e.retry_after)
             out.__cause__ = e
             return out
