@@ -2,8 +2,10 @@
 //!
 //! Error mapping (what openraft does next depends on it):
 //! - cannot connect (refused, no route, DNS failure, connect timeout), a bad peer
-//!   address, a peer that rejects our secret (401) or is another node (421)
-//!   -> `RPCError::Unreachable`: openraft backs off per [`PeerConnection::backoff`];
+//!   address, a peer that rejects our secret (401), is another node (421) or speaks
+//!   another wire format (400, or an answer we cannot decode) -> `RPCError::Unreachable`:
+//!   openraft backs off per `PeerConnection::backoff` instead of retrying at every
+//!   heartbeat, since none of these clears up by itself within milliseconds;
 //! - no answer within the RPC's time budget -> `RPCError::Timeout`;
 //! - an AppendEntries body above [`PEER_BODY_BYTES_MAX`] (or a 413) ->
 //!   `RPCError::PayloadTooLarge`, so openraft resends fewer entries;
@@ -182,7 +184,7 @@ impl PeerConnection {
         .await
         .map_err(|f| self.rpc_error(f, &rpc))?;
         let result: Result<T, RaftError<NodeId, E>> = wire::decode(&answer).map_err(|e| {
-            RPCError::Network(NetworkError::from(AnyError::error(format!(
+            RPCError::Unreachable(Unreachable::from(AnyError::error(format!(
                 "undecodable answer from node {}: {e}",
                 self.target
             ))))
@@ -383,6 +385,9 @@ async fn post(
         StatusCode::MISDIRECTED_REQUEST => {
             Failure::Unreachable(AnyError::error(format!("wrong node at this address (421): {text}")))
         }
+        StatusCode::BAD_REQUEST => Failure::Unreachable(AnyError::error(format!(
+            "the peer cannot decode our requests (400, another version?): {text}"
+        ))),
         StatusCode::PAYLOAD_TOO_LARGE => Failure::TooLarge,
         _ => Failure::Other(AnyError::error(format!("HTTP {status}: {text}"))),
     })

@@ -285,6 +285,47 @@ async fn a_silent_peer_times_out() {
     }
 }
 
+/// Serves `answer` to every request, like a peer of another version or a broken proxy.
+async fn fake_peer(answer: (StatusCode, Vec<u8>)) -> SocketAddr {
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(move || async move { answer });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incompatible_peer_is_unreachable_and_a_failing_one_a_network_error() {
+    let incompatible = [
+        (StatusCode::OK, vec![wire::WIRE_VERSION + 1, 0]),
+        (StatusCode::OK, vec![wire::WIRE_VERSION, 0xff, 0xff, 0xff]),
+        (
+            StatusCode::BAD_REQUEST,
+            b"unsupported peer wire format version".to_vec(),
+        ),
+    ];
+    for answer in incompatible {
+        let addr = fake_peer(answer.clone()).await;
+        let mut conn = connect(2, addr.to_string(), SECRET).await;
+        let err = conn
+            .vote(vote_request(1, 1), RPCOption::new(RPC_TTL))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, RPCError::Unreachable(_)),
+            "{answer:?}: {err:?}"
+        );
+    }
+    let addr = fake_peer((StatusCode::BAD_GATEWAY, b"upstream gone".to_vec())).await;
+    let mut conn = connect(2, addr.to_string(), SECRET).await;
+    let err = conn
+        .vote(vote_request(1, 1), RPCOption::new(RPC_TTL))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RPCError::Network(_)), "{err:?}");
+    assert!(err.to_string().contains("upstream gone"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_for_another_node_id_is_refused() {
     let node = start_node(1, config()).await;
