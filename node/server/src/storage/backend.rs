@@ -45,6 +45,12 @@ impl MetaKey {
     }
 }
 
+/// One log record: `(index, framed record)`.
+pub type LogRecord = (u64, Vec<u8>);
+
+/// The snapshot's two records: `(framed meta, framed data)`.
+pub type SnapshotRecords = (Vec<u8>, Vec<u8>);
+
 /// A visitor over log records, in index order: `(index, framed record)`.
 pub type LogVisitor<'a> = &'a mut dyn FnMut(u64, &[u8]) -> Result<(), StoreError>;
 
@@ -55,16 +61,16 @@ pub type LogVisitor<'a> = &'a mut dyn FnMut(u64, &[u8]) -> Result<(), StoreError
 /// durable only after a later [`LogBackend::flush`] (unless documented otherwise).
 pub trait LogBackend: Send + Sync + 'static {
     /// Insert (or overwrite) log records keyed by index, atomically if the engine allows.
-    fn append(&self, records: Vec<(u64, Vec<u8>)>) -> Result<(), StoreError>;
+    fn append(&self, records: Vec<LogRecord>) -> Result<(), StoreError>;
 
     /// Visit the log records whose index is in `range`, in ascending order.
     fn scan(&self, range: Range<u64>, visit: LogVisitor<'_>) -> Result<(), StoreError>;
 
     /// The record with the lowest index, if any.
-    fn first(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+    fn first(&self) -> Result<Option<LogRecord>, StoreError>;
 
     /// The record with the highest index, if any.
-    fn last(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+    fn last(&self) -> Result<Option<LogRecord>, StoreError>;
 
     /// Delete every log record with index `>= index` (conflicting entries).
     fn truncate_from(&self, index: u64) -> Result<(), StoreError>;
@@ -84,7 +90,7 @@ pub trait LogBackend: Send + Sync + 'static {
     fn save_snapshot(&self, meta: Vec<u8>, data: Vec<u8>) -> Result<(), StoreError>;
 
     /// The current snapshot as `(meta record, data record)`.
-    fn load_snapshot(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn load_snapshot(&self) -> Result<Option<SnapshotRecords>, StoreError>;
 
     /// Make every write issued before this call durable (fsync).
     fn flush(&self) -> Result<(), StoreError>;
@@ -93,7 +99,7 @@ pub trait LogBackend: Send + Sync + 'static {
     fn size_on_disk(&self) -> Result<u64, StoreError>;
 
     /// Read the log records in `range` into a vector (convenience over [`LogBackend::scan`]).
-    fn read_range(&self, range: Range<u64>) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    fn read_range(&self, range: Range<u64>) -> Result<Vec<LogRecord>, StoreError> {
         let mut out = Vec::new();
         self.scan(range, &mut |index, record| {
             out.push((index, record.to_vec()));

@@ -53,7 +53,11 @@ impl<C: RaftTypeConfig> Flusher<C> {
         let gone = || StoreError::Flush {
             reason: "the flush thread has stopped".to_string(),
         };
-        self.tx.as_ref().ok_or_else(gone)?.send(job).map_err(|_| gone())
+        self.tx
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(job)
+            .map_err(|_| gone())
     }
 
     /// Queue an append callback: it is completed after the next flush.

@@ -119,6 +119,7 @@ impl<C: RaftTypeConfig> LogStore<C> {
     ///
     /// Blocking (it fsyncs, and a snapshot may be large): call it from `spawn_blocking` or at
     /// startup, not on an async worker in a hot path.
+    #[allow(clippy::result_large_err)] // openraft's StorageError, what the SM store returns
     pub fn save_snapshot(
         &self,
         meta: &SnapshotMeta<C::NodeId, C::Node>,
@@ -140,7 +141,7 @@ impl<C: RaftTypeConfig> LogStore<C> {
     }
 
     /// The stored snapshot, checked against its checksums. Blocking, like `save_snapshot`.
-    #[allow(clippy::type_complexity)]
+    #[allow(clippy::type_complexity, clippy::result_large_err)]
     pub fn load_snapshot(
         &self,
     ) -> Result<Option<(SnapshotMeta<C::NodeId, C::Node>, Vec<u8>)>, StorageError<C::NodeId>> {
@@ -205,7 +206,11 @@ fn validate<C: RaftTypeConfig>(
     if let Some(purged) = &last_purged {
         if let Some((first, _)) = backend.first()? {
             if first <= purged.index {
-                tracing::info!(first, upto = purged.index, "finishing an interrupted log purge");
+                tracing::info!(
+                    first,
+                    upto = purged.index,
+                    "finishing an interrupted log purge"
+                );
                 let record = record::encode(RecordKey::LastPurged, purged)?;
                 backend.purge(purged.index, record)?;
             }

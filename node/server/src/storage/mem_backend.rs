@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::{Mutex, MutexGuard};
 
-use super::backend::{LogBackend, LogVisitor, MetaKey};
+use super::backend::{LogBackend, LogRecord, LogVisitor, MetaKey, SnapshotRecords};
 use super::error::StoreError;
 
 #[derive(Debug, Clone, Default)]
@@ -91,7 +91,7 @@ impl MemBackend {
 }
 
 impl LogBackend for MemBackend {
-    fn append(&self, records: Vec<(u64, Vec<u8>)>) -> Result<(), StoreError> {
+    fn append(&self, records: Vec<LogRecord>) -> Result<(), StoreError> {
         let mut inner = self.lock();
         inner.live.log.extend(records);
         Ok(())
@@ -108,14 +108,22 @@ impl LogBackend for MemBackend {
         Ok(())
     }
 
-    fn first(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    fn first(&self) -> Result<Option<LogRecord>, StoreError> {
         let inner = self.lock();
-        Ok(inner.live.log.first_key_value().map(|(k, v)| (*k, v.clone())))
+        Ok(inner
+            .live
+            .log
+            .first_key_value()
+            .map(|(k, v)| (*k, v.clone())))
     }
 
-    fn last(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    fn last(&self) -> Result<Option<LogRecord>, StoreError> {
         let inner = self.lock();
-        Ok(inner.live.log.last_key_value().map(|(k, v)| (*k, v.clone())))
+        Ok(inner
+            .live
+            .log
+            .last_key_value()
+            .map(|(k, v)| (*k, v.clone())))
     }
 
     fn truncate_from(&self, index: u64) -> Result<(), StoreError> {
@@ -152,7 +160,7 @@ impl LogBackend for MemBackend {
         Ok(())
     }
 
-    fn load_snapshot(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn load_snapshot(&self) -> Result<Option<SnapshotRecords>, StoreError> {
         Ok(self.lock().live.snapshot.clone())
     }
 

@@ -21,7 +21,7 @@ mod sled_backend;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use backend::{LogBackend, LogVisitor, MetaKey};
+pub use backend::{LogBackend, LogRecord, LogVisitor, MetaKey, SnapshotRecords};
 pub use error::{RecordKey, StoreError};
 pub use log_store::{to_storage_error, LogStore, OpenSummary};
 pub use mem_backend::MemBackend;

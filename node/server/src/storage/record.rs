@@ -101,7 +101,10 @@ mod tests {
     fn roundtrip_and_every_single_byte_flip_is_detected() {
         let value: (u64, String) = (42, "hello".to_string());
         let record = encode(RecordKey::Vote, &value).unwrap();
-        assert_eq!(decode::<(u64, String)>(RecordKey::Vote, &record).unwrap(), value);
+        assert_eq!(
+            decode::<(u64, String)>(RecordKey::Vote, &record).unwrap(),
+            value
+        );
         for i in 0..record.len() {
             let mut bad = record.clone();
             bad[i] ^= 0x40;

@@ -11,7 +11,7 @@
 use std::ops::Range;
 use std::path::Path;
 
-use super::backend::{LogBackend, LogVisitor, MetaKey};
+use super::backend::{LogBackend, LogRecord, LogVisitor, MetaKey, SnapshotRecords};
 use super::error::StoreError;
 
 /// Tuning for [`SledBackend`].
@@ -90,9 +90,7 @@ impl SledBackend {
         Ok(u64::from_be_bytes(bytes))
     }
 
-    fn entry(
-        kv: Option<(sled::IVec, sled::IVec)>,
-    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    fn entry(kv: Option<(sled::IVec, sled::IVec)>) -> Result<Option<LogRecord>, StoreError> {
         match kv {
             None => Ok(None),
             Some((k, v)) => Ok(Some((Self::decode_key(&k)?, v.to_vec()))),
@@ -119,7 +117,7 @@ impl SledBackend {
 }
 
 impl LogBackend for SledBackend {
-    fn append(&self, records: Vec<(u64, Vec<u8>)>) -> Result<(), StoreError> {
+    fn append(&self, records: Vec<LogRecord>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (index, record) in records {
             batch.insert(&Self::log_key(index), record);
@@ -143,11 +141,15 @@ impl LogBackend for SledBackend {
         Ok(())
     }
 
-    fn first(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-        Self::entry(self.log.first().map_err(StoreError::sled("read first log"))?)
+    fn first(&self) -> Result<Option<LogRecord>, StoreError> {
+        Self::entry(
+            self.log
+                .first()
+                .map_err(StoreError::sled("read first log"))?,
+        )
     }
 
-    fn last(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    fn last(&self) -> Result<Option<LogRecord>, StoreError> {
         Self::entry(self.log.last().map_err(StoreError::sled("read last log"))?)
     }
 
@@ -187,7 +189,7 @@ impl LogBackend for SledBackend {
         self.flush()
     }
 
-    fn load_snapshot(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn load_snapshot(&self) -> Result<Option<SnapshotRecords>, StoreError> {
         let meta = self
             .snapshot
             .get(Self::SNAPSHOT_META_KEY)

@@ -77,7 +77,14 @@ async fn unknown_format_version_of_the_vote_is_reported() {
     });
     let err = open_err(dir.path());
     assert!(
-        matches!(err, StoreError::Version { found: 9, expected: 1, .. }),
+        matches!(
+            err,
+            StoreError::Version {
+                found: 9,
+                expected: 1,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert_eq!(
@@ -106,7 +113,10 @@ async fn damaged_snapshot_data_and_short_committed_record_are_reported() {
         t.insert("committed", &[1u8, 2][..]).unwrap();
     });
     let err = open_err(dir.path());
-    assert!(matches!(err, StoreError::Truncated { len: 2, .. }), "{err:?}");
+    assert!(
+        matches!(err, StoreError::Truncated { len: 2, .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("committed"), "{err}");
 }
 

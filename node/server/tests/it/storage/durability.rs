@@ -17,7 +17,12 @@ async fn acknowledged_writes_survive_losing_unflushed_writes() {
 
     // Nothing acknowledged yet: a crash leaves nothing.
     let crashed = Store::new(Arc::new(backend.crash_copy())).unwrap();
-    assert!(crashed.clone().try_get_log_entries(..).await.unwrap().is_empty());
+    assert!(crashed
+        .clone()
+        .try_get_log_entries(..)
+        .await
+        .unwrap()
+        .is_empty());
 
     store
         .blocking_append([blank(1, 0), normal(1, 1, "a"), normal(1, 2, "b")])
@@ -38,7 +43,10 @@ async fn acknowledged_writes_survive_losing_unflushed_writes() {
     };
     store.save_snapshot(&meta, b"snap").unwrap();
     let crashed = Store::new(Arc::new(backend.crash_copy())).unwrap();
-    assert_eq!(crashed.load_snapshot().unwrap(), Some((meta, b"snap".to_vec())));
+    assert_eq!(
+        crashed.load_snapshot().unwrap(),
+        Some((meta, b"snap".to_vec()))
+    );
 
     store.purge(log_id(1, 1, 1)).await.unwrap();
     let mut crashed = Store::new(Arc::new(backend.crash_copy())).unwrap();

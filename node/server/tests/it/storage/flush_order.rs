@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::{RaftLogReader, Vote};
-use ratequeue_node::storage::{LogBackend, LogVisitor, MemBackend, MetaKey, StoreError};
+use ratequeue_node::storage::{
+    LogBackend, LogRecord, LogVisitor, MemBackend, MetaKey, SnapshotRecords, StoreError,
+};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::support::{normal, Store};
@@ -26,16 +28,16 @@ struct GatedBackend {
 }
 
 impl LogBackend for GatedBackend {
-    fn append(&self, records: Vec<(u64, Vec<u8>)>) -> Result<(), StoreError> {
+    fn append(&self, records: Vec<LogRecord>) -> Result<(), StoreError> {
         self.inner.append(records)
     }
     fn scan(&self, range: Range<u64>, visit: LogVisitor<'_>) -> Result<(), StoreError> {
         self.inner.scan(range, visit)
     }
-    fn first(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    fn first(&self) -> Result<Option<LogRecord>, StoreError> {
         self.inner.first()
     }
-    fn last(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    fn last(&self) -> Result<Option<LogRecord>, StoreError> {
         self.inner.last()
     }
     fn truncate_from(&self, index: u64) -> Result<(), StoreError> {
@@ -53,7 +55,7 @@ impl LogBackend for GatedBackend {
     fn save_snapshot(&self, meta: Vec<u8>, data: Vec<u8>) -> Result<(), StoreError> {
         self.inner.save_snapshot(meta, data)
     }
-    fn load_snapshot(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn load_snapshot(&self) -> Result<Option<SnapshotRecords>, StoreError> {
         self.inner.load_snapshot()
     }
     fn flush(&self) -> Result<(), StoreError> {
@@ -68,7 +70,12 @@ impl LogBackend for GatedBackend {
     }
 }
 
-fn gated() -> (Arc<GatedBackend>, UnboundedReceiver<()>, mpsc::Sender<()>, Events) {
+fn gated() -> (
+    Arc<GatedBackend>,
+    UnboundedReceiver<()>,
+    mpsc::Sender<()>,
+    Events,
+) {
     let (entered, entered_rx) = unbounded_channel();
     let (release_tx, release) = mpsc::channel();
     let events = Events::default();
@@ -106,7 +113,10 @@ async fn append_callback_is_completed_only_after_the_flush() {
     // `append` has returned: the entries are readable, but not yet acknowledged.
     let readable = store.clone().try_get_log_entries(..).await.unwrap();
     assert_eq!(readable.len(), 2);
-    assert!(events.lock().unwrap().is_empty(), "acknowledged before the flush");
+    assert!(
+        events.lock().unwrap().is_empty(),
+        "acknowledged before the flush"
+    );
     assert!(!task.is_finished());
 
     release.send(()).unwrap();
@@ -131,13 +141,19 @@ async fn save_vote_returns_only_after_the_flush() {
         .await
         .expect("save_vote never asked for a flush")
         .unwrap();
-    assert!(events.lock().unwrap().is_empty(), "vote returned before the flush");
+    assert!(
+        events.lock().unwrap().is_empty(),
+        "vote returned before the flush"
+    );
     assert!(!task.is_finished());
 
     release.send(()).unwrap();
     tokio::time::timeout(NEVER, task).await.unwrap().unwrap();
     assert_eq!(*events.lock().unwrap(), ["flushed", "voted"]);
-    assert_eq!(store.clone().read_vote().await.unwrap(), Some(Vote::new(7, 3)));
+    assert_eq!(
+        store.clone().read_vote().await.unwrap(),
+        Some(Vote::new(7, 3))
+    );
 }
 
 /// Appends queued while a flush is running are covered by one following flush (group
@@ -153,7 +169,10 @@ async fn appends_queued_during_a_flush_share_the_next_flush() {
         first.blocking_append([normal(1, 0, "a")]).await.unwrap();
         first_events.lock().unwrap().push("acked");
     });
-    tokio::time::timeout(NEVER, entered.recv()).await.unwrap().unwrap();
+    tokio::time::timeout(NEVER, entered.recv())
+        .await
+        .unwrap()
+        .unwrap();
 
     let mut tasks = Vec::new();
     for i in 1..=3u64 {
@@ -171,8 +190,14 @@ async fn appends_queued_during_a_flush_share_the_next_flush() {
         tokio::task::yield_now().await;
     }
     release.send(()).unwrap();
-    tokio::time::timeout(NEVER, first_task).await.unwrap().unwrap();
-    tokio::time::timeout(NEVER, entered.recv()).await.unwrap().unwrap();
+    tokio::time::timeout(NEVER, first_task)
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(NEVER, entered.recv())
+        .await
+        .unwrap()
+        .unwrap();
     release.send(()).unwrap();
     for t in tasks {
         tokio::time::timeout(NEVER, t).await.unwrap().unwrap();

@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
-use openraft::{Entry, EntryPayload, Membership, RaftLogReader, SnapshotMeta, StoredMembership, Vote};
+use openraft::{
+    Entry, EntryPayload, Membership, RaftLogReader, SnapshotMeta, StoredMembership, Vote,
+};
 use ratequeue_node::storage;
 
 use super::support::{log_id, normal, summarize, TestConfig};
@@ -52,19 +54,26 @@ async fn log_vote_committed_snapshot_purge_and_truncate_survive_reopen() {
     }
 
     let mut store = storage::open::<TestConfig>(dir.path()).unwrap();
-    assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new_committed(2, 1)));
+    assert_eq!(
+        store.read_vote().await.unwrap(),
+        Some(Vote::new_committed(2, 1))
+    );
     assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 1, 7)));
     let state = store.get_log_state().await.unwrap();
     assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 4)));
     assert_eq!(state.last_log_id, Some(log_id(2, 1, 9)));
     let entries = store.try_get_log_entries(0..100).await.unwrap();
-    let expected: Vec<(u64, String)> = [(5, "v5"), (6, "v6"), (7, "v7"), (8, "v8"), (9, "v9-term2")]
-        .iter()
-        .map(|(i, v)| (*i, v.to_string()))
-        .collect();
+    let expected: Vec<(u64, String)> =
+        [(5, "v5"), (6, "v6"), (7, "v7"), (8, "v8"), (9, "v9-term2")]
+            .iter()
+            .map(|(i, v)| (*i, v.to_string()))
+            .collect();
     assert_eq!(summarize(&entries), expected);
     assert_eq!(entries[4].log_id, log_id(2, 1, 9));
-    assert_eq!(store.load_snapshot().unwrap(), Some((meta, b"state at 4".to_vec())));
+    assert_eq!(
+        store.load_snapshot().unwrap(),
+        Some((meta, b"state at 4".to_vec()))
+    );
 }
 
 #[tokio::test]
@@ -117,7 +126,10 @@ async fn purge_past_the_last_entry_survives_reopen() {
     assert_eq!(state.last_log_id, Some(log_id(3, 1, 20)));
     assert!(store.try_get_log_entries(..).await.unwrap().is_empty());
     // The log continues right after the purge point.
-    store.blocking_append([normal(3, 21, "next")]).await.unwrap();
+    store
+        .blocking_append([normal(3, 21, "next")])
+        .await
+        .unwrap();
     drop(store);
     let mut store = storage::open::<TestConfig>(dir.path()).unwrap();
     let entries = store.try_get_log_entries(..).await.unwrap();
@@ -141,10 +153,7 @@ async fn the_servers_own_entries_round_trip() {
     let entries = vec![
         Entry::<ServerConfig> {
             log_id: log_id(1, 1, 0),
-            payload: EntryPayload::Membership(Membership::new(
-                vec![BTreeSet::from([1])],
-                members,
-            )),
+            payload: EntryPayload::Membership(Membership::new(vec![BTreeSet::from([1])], members)),
         },
         Entry::<ServerConfig> {
             log_id: log_id(1, 1, 1),

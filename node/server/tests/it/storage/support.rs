@@ -8,8 +8,8 @@ use std::sync::Arc;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::testing::StoreBuilder;
 use openraft::{
-    BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder,
-    SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+    BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership,
 };
 use ratequeue_node::storage::{self, LogStore, MemBackend};
 use serde::{Deserialize, Serialize};
@@ -146,7 +146,9 @@ impl RaftStateMachine<TestConfig> for TestStateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -163,13 +165,10 @@ impl RaftStateMachine<TestConfig> for TestStateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TestConfig>>, StorageError<u64>> {
-        Ok(self
-            .store
-            .load_snapshot()?
-            .map(|(meta, data)| Snapshot {
-                meta,
-                snapshot: Box::new(Cursor::new(data)),
-            }))
+        Ok(self.store.load_snapshot()?.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
     }
 }
 
