@@ -1,1 +1,4 @@
 mod storage;
+mod admission;
+mod harness;
+mod replication;

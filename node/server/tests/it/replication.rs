@@ -1,0 +1,194 @@
+//! Issue 3 behaviour with real processes: bootstrap, replication, failover, restart,
+//! membership changes, peer authentication, corrupted storage.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::harness::{eventually, resource, Cluster, ADMIN};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_bootstrap_and_agree_on_a_leader() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_leader().await;
+    for id in 1..=3 {
+        let s = c.status(id).await.unwrap();
+        assert_eq!(s.leader_id, Some(leader), "node {id}");
+        assert_eq!(s.leader_url.as_deref(), Some(c.url(leader).as_str()));
+        assert_eq!(s.members.len(), 3);
+        assert!(s.members.iter().all(|m| m.voter));
+    }
+    let s = c.status(leader).await.unwrap();
+    assert_eq!(s.role, ratequeue_api::NodeRole::Leader);
+    assert!(s.members.iter().all(|m| m.matched_index.is_some()), "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_survives_leader_kill_and_the_killed_node_catches_up() {
+    let mut c = Cluster::start(3).await;
+    c.put_resource("openai", json!({"concurrency": 7})).await;
+    for id in 1..=3 {
+        let c = &c;
+        eventually(Duration::from_secs(10), "stale read on every node", || async move {
+            let (s, v) =
+                c.send(id, Method::GET, "/v1/resources/openai?stale=true", None, ADMIN).await;
+            (s == 200 && v["config"]["concurrency"] == 7).then_some(())
+        })
+        .await;
+    }
+    let old = c.wait_leader().await;
+    c.kill(old);
+    let new = c.wait_leader().await;
+    assert_ne!(new, old);
+    let (s, v) = c.send(new, Method::GET, "/v1/resources/openai", None, ADMIN).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["config"]["concurrency"], 7);
+    c.put_resource("anthropic", resource(2)).await;
+
+    c.restart(old);
+    let c = &c;
+    eventually(Duration::from_secs(20), "restarted node catches up", || async move {
+        let path = "/v1/resources/anthropic?stale=true";
+        let (s, v) = c.try_send(old, Method::GET, path, None, ADMIN).await.ok()?;
+        (s == 200 && v["config"]["concurrency"] == 2).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_redirects_writes_to_the_leader() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_leader().await;
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    let r = c
+        .http
+        .put(format!("{}/v1/resources/x?a=1", c.url(follower)))
+        .bearer_auth(ADMIN)
+        .json(&resource(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 307);
+    assert_eq!(r.headers()["location"], format!("{}/v1/resources/x?a=1", c.url(leader)));
+    assert_eq!(r.headers()["x-ratequeue-leader"], leader.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_cluster_restart_keeps_every_acknowledged_write() {
+    let mut c = Cluster::start(3).await;
+    for i in 0..30 {
+        c.put_resource(&format!("r{i}"), resource(1 + i)).await;
+    }
+    let leader = c.wait_leader().await;
+    let (s, lease) = c.acquire(leader, "r5", json!({"ttl_ms": 600_000})).await;
+    assert_eq!(s, 200, "{lease}");
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    for id in 1..=3 {
+        c.restart(id);
+    }
+    let leader = c.wait_leader().await;
+    let (s, v) = c.send(leader, Method::GET, "/v1/resources", None, ADMIN).await;
+    assert_eq!(s, 200);
+    let names: Vec<&str> =
+        v["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 30, "{names:?}");
+    let (s, v) = c.send(leader, Method::GET, "/v1/resources/r5", None, ADMIN).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["stats"]["held"], 1, "the lease survived: {v}");
+    let id = lease["lease_id"].as_str().unwrap();
+    let (s, v) = c.renew(leader, id, json!({})).await;
+    assert_eq!(s, 200, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grow_to_five_voters_and_shrink_back_while_writing() {
+    let mut c = Cluster::start(3).await;
+    c.spawn_extra(4);
+    c.spawn_extra(5);
+    let writer = {
+        let urls: Vec<String> = (1..=3).map(|i| c.url(i)).collect();
+        let http = c.http.clone();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..60u32 {
+                let url = &urls[i as usize % urls.len()];
+                let mut target = format!("{url}/v1/resources/w{i}");
+                for _ in 0..5 {
+                    let Ok(r) =
+                        http.put(&target).bearer_auth(ADMIN).json(&json!({"concurrency": 1})).send().await
+                    else {
+                        break;
+                    };
+                    if r.status().as_u16() == 307 {
+                        target = r.headers()["location"].to_str().unwrap().to_owned();
+                        continue;
+                    }
+                    if r.status().is_success() {
+                        acked.push(i);
+                    }
+                    break;
+                }
+            }
+            acked
+        })
+    };
+    for id in [4u64, 5] {
+        let leader = c.wait_leader().await;
+        let body = json!({"id": id, "peer_addr": c.peer_addr(id), "api_url": c.url(id)});
+        let (s, v) = c.send(leader, Method::POST, "/v1/cluster/members", Some(body), ADMIN).await;
+        assert_eq!(s, 200, "add {id}: {v}");
+        c.members.push(id);
+    }
+    let leader = c.wait_leader().await;
+    let s = c.status(leader).await.unwrap();
+    assert_eq!(s.members.iter().filter(|m| m.voter).count(), 5, "{s:?}");
+
+    for id in [4u64, 5] {
+        let leader = c.wait_leader().await;
+        let (s, v) =
+            c.send(leader, Method::DELETE, &format!("/v1/cluster/members/{id}"), None, ADMIN).await;
+        assert_eq!(s, 200, "remove {id}: {v}");
+        c.members.retain(|m| *m != id);
+    }
+    let acked = writer.await.unwrap();
+    assert!(!acked.is_empty());
+    c.kill(4);
+    c.kill(5);
+    let leader = c.wait_leader().await;
+    let s = c.status(leader).await.unwrap();
+    let ids: Vec<u64> = s.members.iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    for i in acked {
+        let (s, _) = c.send(leader, Method::GET, &format!("/v1/resources/w{i}"), None, ADMIN).await;
+        assert_eq!(s, 200, "acknowledged write w{i} lost");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_tokens_are_refused() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_leader().await;
+    let (s, v) = c.send(leader, Method::PUT, "/v1/resources/x", Some(resource(1)), "nope-nope").await;
+    assert_eq!(s, 401, "{v}");
+    assert_eq!(v["error"]["code"], "unauthorized");
+    let r = c.http.get(format!("{}/v1/resources", c.url(leader))).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = c.http.get(format!("{}/healthz", c.url(leader))).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "probes are open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_the_leader_hands_over_and_exits_cleanly() {
+    let mut c = Cluster::start(3).await;
+    c.put_resource("r", resource(1)).await;
+    let old = c.wait_leader().await;
+    let status = c.terminate(old);
+    assert!(status.success(), "exit status {status:?}\n{}", c.log(old));
+    let new = c.wait_leader().await;
+    assert_ne!(new, old);
+    let (s, _) = c.send(new, Method::GET, "/v1/resources/r", None, ADMIN).await;
+    assert_eq!(s, 200);
+}
