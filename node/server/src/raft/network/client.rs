@@ -315,7 +315,8 @@ fn unreachable_backoff() -> impl Iterator<Item = Duration> + Send + 'static {
 fn peer_url(peer_addr: &str, path: &str) -> Result<Url, String> {
     let bad = |why: &str| format!("peer address {peer_addr:?} is not host:port ({why})");
     let url = Url::parse(&format!("http://{peer_addr}{path}")).map_err(|e| bad(&e.to_string()))?;
-    if !url.host_str().is_some_and(|h| !h.is_empty()) || url.port().is_none() {
+    let has_host = matches!(url.host_str(), Some(host) if !host.is_empty());
+    if !has_host || url.port().is_none() {
         return Err(bad("host and port required"));
     }
     if url.path() != path || url.query().is_some() || !url.username().is_empty() {
