@@ -358,3 +358,29 @@ def test_missing_key_is_unauthorized(cluster: FakeCluster, fake_time: FakeTime) 
         c.acquire_lease("gpt")
     assert ei.value.status == 401
     assert "authorization" not in cluster.seen[0].headers
+
+
+def test_followers_pointing_at_a_dead_leader_back_off_until_the_election(
+    cluster: FakeCluster, fake_time: FakeTime
+) -> None:
+    """Right after a leader dies, followers still redirect to it: the client must back off
+    (not spin through its attempts) until a new leader is elected."""
+    dead = "http://n1:7700"
+    refusals = {"n": 0}
+
+    def leader_dead(seen: Seen) -> Optional[httpx.Response]:
+        if seen.node == dead:
+            refusals["n"] += 1
+            if refusals["n"] == 5:
+                cluster.leader = "http://n2:7700"  # elected
+            raise httpx.ConnectError("refused")
+        return None
+
+    cluster.hooks.append(leader_dead)
+    c = make_client(cluster, fake_time, urls="http://n2:7700,http://n3:7700", attempts_max=10)
+    cluster.leader = dead
+    with c.acquire("gpt") as lease:
+        pass
+    assert lease.released
+    assert len(fake_time.sleeps) >= 4
+    assert c.leader == "http://n2:7700"

@@ -242,8 +242,8 @@ def plan(spec: CallSpec, nodes: Nodes, timing: Timing, rng: random.Random, clock
         attempt += 1
         if attempt >= timing.attempts_max:
             raise spec.convert(error)
-        if error.code == "unreachable" and nodes.has_untried(unreachable):
-            delay = 0.0  # another node may answer at once
+        if error.code == "unreachable" and redirects == 0 and nodes.has_untried(unreachable):
+            delay = 0.0  # another node may answer at once (not one that just sent us here)
         else:
             delay = backoff(timing, attempt, retry_after, rng)
             unreachable.clear()
