@@ -11,20 +11,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 import ratequeue  # noqa: E402
-from fakecluster import FakeCluster, FakeTime  # noqa: E402
-
-URLS = "http://n1:7700,http://n2:7700,http://n3:7700"
-
-#: Small but not tiny: tests wait on events with deadlines, never on these.
-FAST = ratequeue.Timing(
-    backoff_initial_s=0.001,
-    backoff_max_s=0.01,
-    retry_budget_s=5.0,
-    release_budget_s=5.0,
-    request_timeout_s=5.0,
-    renew_interval_min_s=0.005,
-)
-
+from fakecluster import FAST, URLS, FakeCluster, FakeTime  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,7 +19,21 @@ from typing import Any, Callable, Dict, List, Optional
 
 import httpx
 
+import ratequeue
+
 Hook = Callable[["Seen"], Optional[httpx.Response]]
+
+URLS = "http://n1:7700,http://n2:7700,http://n3:7700"
+
+#: Small but not tiny: tests wait on events with deadlines, never on these.
+FAST = ratequeue.Timing(
+    backoff_initial_s=0.001,
+    backoff_max_s=0.01,
+    retry_budget_s=5.0,
+    release_budget_s=5.0,
+    request_timeout_s=5.0,
+    renew_interval_min_s=0.005,
+)
 
 
 @dataclass

@@ -13,8 +13,7 @@ import pytest
 
 import ratequeue
 import ratequeue.aio as rq
-from conftest import FAST, URLS
-from fakecluster import FakeCluster, Seen
+from fakecluster import FAST, URLS, FakeCluster, Seen
 
 DEADLINE = 10.0
 

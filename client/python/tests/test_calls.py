@@ -13,8 +13,7 @@ import httpx
 import pytest
 
 import ratequeue
-from conftest import FAST, URLS
-from fakecluster import FakeCluster, FakeTime, Seen, error
+from fakecluster import FAST, URLS, FakeCluster, FakeTime, Seen, error
 from ratequeue._protocol import backoff, base_of
 
 

@@ -13,8 +13,7 @@ import pytest
 
 import ratequeue
 import ratequeue.aio as rq
-from conftest import FAST, URLS
-from fakecluster import FakeCluster, Seen, error
+from fakecluster import FAST, URLS, FakeCluster, Seen, error
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 sys.path.insert(0, EXAMPLES)

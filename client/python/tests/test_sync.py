@@ -14,8 +14,7 @@ import httpx
 import pytest
 
 import ratequeue
-from conftest import FAST, URLS
-from fakecluster import FakeCluster, Seen
+from fakecluster import FAST, URLS, FakeCluster, Seen
 
 DEADLINE = 10.0
 

@@ -15,7 +15,7 @@ import pytest
 
 import ratequeue
 import ratequeue.aio as rq
-from conftest import Cluster
+from cluster import Cluster
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 sys.path.insert(0, str(EXAMPLES))

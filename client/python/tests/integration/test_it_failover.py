@@ -9,7 +9,7 @@ import uuid
 from typing import Dict, List, Optional, Tuple
 
 import ratequeue
-from conftest import Cluster, Node
+from cluster import Cluster, Node
 
 DEADLINE = 60.0
 

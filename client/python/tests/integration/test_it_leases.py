@@ -14,7 +14,7 @@ import pytest
 
 import ratequeue
 import ratequeue.aio as rq
-from conftest import Cluster
+from cluster import Cluster
 
 DEADLINE = 30.0
 

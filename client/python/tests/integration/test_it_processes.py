@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Tuple
 
 import workers
-from conftest import Cluster
+from cluster import Cluster
 
 PROCESSES = 16
 ACQUISITIONS = 25
