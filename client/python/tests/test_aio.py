@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from typing import AsyncIterator, List, Optional
 
 import httpx
@@ -271,26 +272,41 @@ def test_one_client_survives_several_event_loops(cluster: FakeCluster) -> None:
     assert a != b and cluster.leases[a].released and cluster.leases[b].released
 
 
-def test_module_level_acquire_has_a_default_client_per_loop(
+def test_module_level_acquire_works_across_loops_and_threads(
     monkeypatch: pytest.MonkeyPatch, cluster: FakeCluster
 ) -> None:
     monkeypatch.setenv("RATEQUEUE_URL", URLS)
     monkeypatch.setenv("RATEQUEUE_API_KEY", "k3y")
-    clients: List[rq.Client] = []
+    d = rq.default_client()
+    assert rq.default_client() is d
+    monkeypatch.setattr(d, "_transport", cluster.async_transport())
+    monkeypatch.setattr(d, "timing", FAST)
+    pools: List[httpx.AsyncClient] = []
 
     async def once() -> None:
-        d = rq.default_client()
-        assert rq.default_client() is d
-        clients.append(d)
-        d._transport = cluster.async_transport()
-        d.timing = FAST
         async with rq.acquire("gpt", load=2) as lease:
             assert lease.load == 2
+        pools.append(d._client())
 
     asyncio.run(once())
-    asyncio.run(once())
-    assert clients[0] is not clients[1]
-    assert len(cluster.leases) == 2 and all(lease.released for lease in cluster.leases.values())
+    asyncio.run(once())  # a new loop: a new pool, the closed loop's pool is dropped
+    assert pools[0] is not pools[1]
+    assert len(d._pools) == 1
+    errors: List[BaseException] = []
+
+    def in_thread() -> None:
+        try:
+            asyncio.run(once())
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=in_thread) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(DEADLINE)
+    assert errors == []
+    assert len(cluster.leases) == 6 and all(lease.released for lease in cluster.leases.values())
 
 
 async def test_errors_carry_retry_after(aclient: rq.Client, cluster: FakeCluster) -> None:

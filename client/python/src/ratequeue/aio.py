@@ -5,8 +5,8 @@
 
 Owns: the async driver of `_protocol.plan`, a renewal task per held lease, and release on
 exit that survives the task's cancellation (it is shielded). Never blocks the event loop.
-An `aio.Client` binds its connection pool to the running loop and builds a new one when it
-finds itself on another loop (e.g. a second `asyncio.run`).
+An `aio.Client` keeps one connection pool per event loop, so one client (and the module's
+default client) works under repeated `asyncio.run` calls and with loops in several threads.
 """
 
 from __future__ import annotations
@@ -95,6 +95,9 @@ __all__ = [
     "Unavailable",
 ]
 
+#: Connection pools one client keeps for distinct live event loops.
+POOLS_MAX = 64
+
 #: Releases running after their `async with` was cancelled again: held so they finish.
 _background: Set["asyncio.Future[Any]"] = set()
 
@@ -123,8 +126,10 @@ class Client:
         self._sleep = sleep or asyncio.sleep
         self._rng = rng or random.Random()
         self._nodes = Nodes(self.urls, self._rng)
-        self._http: Optional[httpx.AsyncClient] = None
-        self._http_loop: Optional["weakref.ref[asyncio.AbstractEventLoop]"] = None
+        # One connection pool per event loop (a pool cannot move between loops), keyed by
+        # id(loop) with a weak reference to tell a recycled id from the same loop. Pools of
+        # closed or collected loops are dropped on the next use.
+        self._pools: Dict[int, Tuple["weakref.ref[asyncio.AbstractEventLoop]", httpx.AsyncClient]] = {}
         self._pid = os.getpid()
         self._closed = False
 
@@ -152,20 +157,32 @@ class Client:
         if self._closed:
             raise RuntimeError("ratequeue.aio.Client is closed")
         loop = asyncio.get_running_loop()
-        bound = self._http_loop() if self._http_loop is not None else None
-        if self._http is None or bound is not loop or self._pid != os.getpid():
-            # A pool belongs to one loop (and one process): start a new one here and
-            # leave the old one to its loop.
-            self._http = self._build_http()
-            self._http_loop = weakref.ref(loop)
+        if self._pid != os.getpid():
+            # A forked child must not use the parent's sockets: drop (never close) them.
+            self._pools = {}
             self._pid = os.getpid()
-        return self._http
+        entry = self._pools.get(id(loop))
+        if entry is not None and entry[0]() is loop:
+            return entry[1]
+        for key, (ref, _) in list(self._pools.items()):
+            other = ref()
+            if other is None or other.is_closed():
+                self._pools.pop(key, None)
+        if len(self._pools) >= POOLS_MAX:
+            self._pools.pop(next(iter(self._pools)), None)
+        http = self._build_http()
+        self._pools[id(loop)] = (weakref.ref(loop), http)
+        return http
 
     async def aclose(self) -> None:
+        """Close the running loop's connections and refuse further use. Pools of other
+        loops are dropped."""
         self._closed = True
-        http, self._http = self._http, None
-        if http is not None:
-            await http.aclose()
+        pools, self._pools = self._pools, {}
+        loop = asyncio.get_running_loop()
+        entry = pools.get(id(loop))
+        if entry is not None and entry[0]() is loop:
+            await entry[1].aclose()
 
     async def __aenter__(self) -> "Client":
         return self
@@ -412,25 +429,24 @@ class AcquireContext:
             await _shielded_exit(lease, exc is not None)
 
 
-# --- module-level default clients: one set per event loop --------------------------------
+# --- module-level default clients --------------------------------------------------------
 
-_defaults: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dict[Tuple[Tuple[str, ...], Optional[str]], Client]]" = (
-    weakref.WeakKeyDictionary()
-)
+_defaults: Dict[Tuple[Tuple[str, ...], Optional[str]], Client] = {}
+#: Distinct (urls, api_key) pairs kept; beyond that the oldest default client is dropped.
 DEFAULT_CLIENTS_MAX = 32
 
 
 def default_client(url: Union[str, Sequence[str], None] = None, api_key: Optional[str] = None) -> Client:
-    """The running loop's client for these URLs and key (from the environment when None)."""
-    loop = asyncio.get_running_loop()
+    """The process-wide async client for these URLs and key (from the environment when
+    None). It keeps one connection pool per event loop, so it works under any number of
+    `asyncio.run` calls and loops in several threads."""
     key = (tuple(resolve_urls(url)), resolve_api_key(api_key))
-    per_loop = _defaults.setdefault(loop, {})
-    c = per_loop.get(key)
+    c = _defaults.get(key)
     if c is None:
-        if len(per_loop) >= DEFAULT_CLIENTS_MAX:
-            per_loop.pop(next(iter(per_loop)))
+        if len(_defaults) >= DEFAULT_CLIENTS_MAX:
+            _defaults.pop(next(iter(_defaults)), None)
         c = Client(list(key[0]), key[1])
-        per_loop[key] = c
+        c = _defaults.setdefault(key, c)
     return c
 
 
@@ -448,8 +464,8 @@ def acquire(
     client: Optional[Client] = None,
 ) -> AcquireContext:
     """`async with ratequeue.aio.acquire("openai-gpt4", load=n) as lease:` using the
-    running loop's default client for `url` (default RATEQUEUE_URL) and `api_key`
-    (default RATEQUEUE_API_KEY). Must be called with a running event loop."""
+    default client for `url` (default RATEQUEUE_URL) and `api_key` (default
+    RATEQUEUE_API_KEY)."""
     c = client if client is not None else default_client(url, api_key)
     return c.acquire(
         resource, load=load, priority=priority, lane=lane, ttl=ttl, timeout=timeout, request_id=request_id
