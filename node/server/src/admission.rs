@@ -26,8 +26,8 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
 use parking_lot::RwLock;
 use ratequeue_core::{
-    Admit, Command, Event, LeaderClock, LeaseView, LimitView, Outcome, Refusal, Rejection,
-    Request, Scheduler, State, WaiterId,
+    Admit, Command, Event, LeaderClock, LeaseView, LimitView, Outcome, Refusal, Rejection, Request,
+    Scheduler, State, WaiterId,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -85,10 +85,22 @@ type AcquireReply = oneshot::Sender<Result<Granted, Failure>>;
 type WriteReply = oneshot::Sender<Result<Outcome, Failure>>;
 
 enum Msg {
-    Acquire { ticket: u64, params: AcquireParams, reply: AcquireReply },
-    Cancel { ticket: u64 },
-    Write { command: Command, reply: WriteReply },
-    Queued { resource: String, reply: oneshot::Sender<Vec<(String, usize)>> },
+    Acquire {
+        ticket: u64,
+        params: AcquireParams,
+        reply: AcquireReply,
+    },
+    Cancel {
+        ticket: u64,
+    },
+    Write {
+        command: Command,
+        reply: WriteReply,
+    },
+    Queued {
+        resource: String,
+        reply: oneshot::Sender<Vec<(String, usize)>>,
+    },
 }
 
 /// The handle HTTP handlers use. Cheap to clone.
@@ -141,8 +153,18 @@ impl Admission {
         let tx = self.sender()?;
         let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
-        tx.send(Msg::Acquire { ticket, params, reply }).await.map_err(|_| Failure::NotLeader)?;
-        let mut guard = CancelOnDrop { tx, ticket, armed: true };
+        tx.send(Msg::Acquire {
+            ticket,
+            params,
+            reply,
+        })
+        .await
+        .map_err(|_| Failure::NotLeader)?;
+        let mut guard = CancelOnDrop {
+            tx,
+            ticket,
+            armed: true,
+        };
         let res = rx.await.unwrap_or(Err(Failure::Ambiguous));
         guard.armed = false;
         res
@@ -152,7 +174,9 @@ impl Admission {
     pub async fn write(&self, command: Command) -> Result<Outcome, Failure> {
         let tx = self.sender()?;
         let (reply, rx) = oneshot::channel();
-        tx.send(Msg::Write { command, reply }).await.map_err(|_| Failure::NotLeader)?;
+        tx.send(Msg::Write { command, reply })
+            .await
+            .map_err(|_| Failure::NotLeader)?;
         rx.await.unwrap_or(Err(Failure::Ambiguous))
     }
 
@@ -162,7 +186,14 @@ impl Admission {
             return Vec::new();
         };
         let (reply, rx) = oneshot::channel();
-        if tx.send(Msg::Queued { resource: resource.to_owned(), reply }).await.is_err() {
+        if tx
+            .send(Msg::Queued {
+                resource: resource.to_owned(),
+                reply,
+            })
+            .await
+            .is_err()
+        {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
@@ -203,11 +234,11 @@ pub fn spawn(raft: Raft, id: NodeId, applied: SharedApplied, metrics: Arc<Metric
                         *handle.slot.write() = None;
                         tracing::info!(term, "admission loop stopped");
                         l.fail_all();
-                        continue;
                     }
                     Err(e) => tracing::warn!(term, error = %e, "leader could not catch up"),
                 }
             }
+            // Look again only when Raft reports something new (never spin).
             if metrics_rx.changed().await.is_err() {
                 return;
             }
@@ -323,12 +354,18 @@ impl LeaderLoop {
             Some(b) if b.commands.len() < BATCH_COMMANDS_MAX => {}
             Some(b) => {
                 let now_ms = b.now_ms;
-                self.batches.push_back(OpenBatch { now_ms, ..OpenBatch::default() });
+                self.batches.push_back(OpenBatch {
+                    now_ms,
+                    ..OpenBatch::default()
+                });
             }
             None => {
                 let now_ms = self.clock.stamp(self.elapsed_ms());
                 self.spec.tick(now_ms);
-                self.batches.push_back(OpenBatch { now_ms, ..OpenBatch::default() });
+                self.batches.push_back(OpenBatch {
+                    now_ms,
+                    ..OpenBatch::default()
+                });
             }
         }
     }
@@ -347,7 +384,11 @@ impl LeaderLoop {
         loop {
             self.submit();
             let frozen = !self.batches.is_empty() || self.in_flight.is_some();
-            let wake_ms = if frozen { self.sched.next_deadline() } else { self.sched.next_wakeup() };
+            let wake_ms = if frozen {
+                self.sched.next_deadline()
+            } else {
+                self.sched.next_wakeup()
+            };
             let sleep_for = wake_ms.map(|at| at.saturating_sub(self.clock_ms()));
             let accepting = self.pending_commands < PENDING_COMMANDS_MAX;
             let woke = {
@@ -406,7 +447,8 @@ impl LeaderLoop {
         if self.batches.len() == 1 && self.batches.front().is_some_and(|b| b.commands.is_empty()) {
             self.batches.clear();
         }
-        self.waiters_gauge.store(self.sched.len() as u64, Ordering::Relaxed);
+        self.waiters_gauge
+            .store(self.sched.len() as u64, Ordering::Relaxed);
     }
 
     fn drain_events(&mut self) {
@@ -429,7 +471,11 @@ impl LeaderLoop {
 
     fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Acquire { ticket, params, reply } => {
+            Msg::Acquire {
+                ticket,
+                params,
+                reply,
+            } => {
                 self.ensure_batch();
                 let req = Request {
                     deadline_ms: self.clock_ms().saturating_add(params.wait_ms),
@@ -507,7 +553,10 @@ impl LeaderLoop {
         self.pending_commands -= batch.commands.len();
         self.metrics.batch(batch.commands.len());
         let raft = self.raft.clone();
-        let payload = Batch { now_ms: batch.now_ms, commands: batch.commands };
+        let payload = Batch {
+            now_ms: batch.now_ms,
+            commands: batch.commands,
+        };
         let fut = async move {
             match tokio::time::timeout(COMMIT_TIMEOUT, raft.client_write(payload)).await {
                 Ok(Ok(resp)) => Ok(resp.data),
@@ -551,19 +600,31 @@ impl LeaderLoop {
             return;
         };
         match outcome {
-            Outcome::Granted { lease, limits, duplicate: _ } => {
+            Outcome::Granted {
+                lease,
+                limits,
+                duplicate: _,
+            } => {
                 if p.senders.is_empty() {
                     // The client left while its grant was being committed: give it back.
-                    let release = Command::Release { lease: lease.id, actual_load: None };
+                    let release = Command::Release {
+                        lease: lease.id,
+                        actual_load: None,
+                    };
                     self.sched.propose(&mut self.spec, &release);
                     self.push(release, Reply::Orphan);
                     return;
                 }
                 let queued_ms = u64::try_from(p.enqueued.elapsed().as_millis()).unwrap_or(0);
-                self.metrics.granted(&lease.resource, &lease.lane, queued_ms);
+                self.metrics
+                    .granted(&lease.resource, &lease.lane, queued_ms);
                 for (ticket, tx) in p.senders {
                     self.tickets.remove(&ticket);
-                    let g = Granted { lease: lease.clone(), limits: limits.clone(), queued_ms };
+                    let g = Granted {
+                        lease: lease.clone(),
+                        limits: limits.clone(),
+                        queued_ms,
+                    };
                     let _ = tx.send(Ok(g));
                 }
             }
@@ -592,7 +653,10 @@ impl LeaderLoop {
                 self.drain_events();
             }
             Outcome::Rejected(r) => {
-                if !matches!(r, Rejection::ResourceNotFound | Rejection::LoadExceedsLimit { .. }) {
+                if !matches!(
+                    r,
+                    Rejection::ResourceNotFound | Rejection::LoadExceedsLimit { .. }
+                ) {
                     self.metrics.apply_rejection();
                 }
                 for (ticket, tx) in p.senders {

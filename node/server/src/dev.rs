@@ -38,7 +38,9 @@ pub async fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
         let p = port + 10 * u16::try_from(id - 1).unwrap_or(0) + off;
         SocketAddr::from((Ipv4Addr::LOCALHOST, p))
     };
-    let peers: BTreeMap<u64, String> = (1..=NODES).map(|id| (id, addr(id, 1).to_string())).collect();
+    let peers: BTreeMap<u64, String> = (1..=NODES)
+        .map(|id| (id, addr(id, 1).to_string()))
+        .collect();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut nodes = Vec::new();
     for id in 1..=NODES {
@@ -63,9 +65,14 @@ pub async fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
             node::serve(config, stopped).await
         }));
     }
-    let urls: Vec<String> = (1..=NODES).map(|id| format!("http://{}", addr(id, 0))).collect();
+    let urls: Vec<String> = (1..=NODES)
+        .map(|id| format!("http://{}", addr(id, 0)))
+        .collect();
     create_demo(&urls[0], &admin_token).await?;
-    println!("ratequeue dev cluster is up ({NODES} nodes, data in {})", dir.display());
+    println!(
+        "ratequeue dev cluster is up ({NODES} nodes, data in {})",
+        dir.display()
+    );
     println!("  RATEQUEUE_URL={}", urls.join(","));
     println!("  RATEQUEUE_API_KEY={admin_token}   (admin token)");
     println!("  demo resource: concurrency 4, 60 requests/min, 100000 load/min");
@@ -74,7 +81,10 @@ pub async fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
         "  curl -s --location-trusted -XPOST -H 'Authorization: Bearer {admin_token}' {}/v1/resources/demo/acquire -d '{{\"load\": 500}}'",
         urls[0]
     );
-    println!("  curl -s -H 'Authorization: Bearer {admin_token}' {}/v1/cluster/status", urls[0]);
+    println!(
+        "  curl -s -H 'Authorization: Bearer {admin_token}' {}/v1/cluster/status",
+        urls[0]
+    );
     println!("Ctrl-C stops the cluster.");
     node::shutdown_signal().await;
     let _ = stop_tx.send(true);
@@ -106,7 +116,12 @@ async fn create_demo(url: &str, token: &str) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut target = format!("{url}/v1/resources/demo");
     loop {
-        let res = client.put(&target).bearer_auth(token).json(&body).send().await;
+        let res = client
+            .put(&target)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await;
         let why = match res {
             Ok(r) if r.status().is_success() => return Ok(()),
             Ok(r) if r.status() == reqwest::StatusCode::TEMPORARY_REDIRECT => {

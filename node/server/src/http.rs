@@ -50,7 +50,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into(), retry_after_ms: None }
+        ApiError {
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+        }
     }
 
     fn retry(mut self, ms: u64) -> Self {
@@ -100,7 +104,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
                 ApiError::invalid(format!("unreadable body: {e}"))
             }
         })?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
         serde_json::from_slice(bytes)
             .map(Body)
             .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
@@ -128,10 +136,14 @@ impl Caller {
 
     fn must_be_admin(&self) -> Result<(), ApiError> {
         match self {
-            Caller::Admin | Caller::Key(ApiKey { role: Role::Admin, .. }) => Ok(()),
-            Caller::Key(k) => {
-                Err(ApiError::new(ErrorCode::Forbidden, format!("key {:?} is not admin", k.name)))
-            }
+            Caller::Admin
+            | Caller::Key(ApiKey {
+                role: Role::Admin, ..
+            }) => Ok(()),
+            Caller::Key(k) => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("key {:?} is not admin", k.name),
+            )),
         }
     }
 }
@@ -189,9 +201,10 @@ fn require_leader(node: &Node, uri: &Uri) -> Result<(), Response> {
 fn leader_error(node: &Node, uri: &Uri) -> Response {
     if let Some((id, url)) = node.leader().filter(|(id, _)| *id != node.id) {
         let location = redirect_target(&url, uri);
-        if let (Ok(loc), Ok(leader)) =
-            (HeaderValue::from_str(&location), HeaderValue::from_str(&id.to_string()))
-        {
+        if let (Ok(loc), Ok(leader)) = (
+            HeaderValue::from_str(&location),
+            HeaderValue::from_str(&id.to_string()),
+        ) {
             let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
             r.headers_mut().insert(LOCATION, loc);
             r.headers_mut().insert(api::LEADER_HEADER, leader);
@@ -224,7 +237,8 @@ fn refusal(r: Refusal) -> ApiError {
             format!("load can never fit: the largest per-load bucket holds {load_max}"),
         ),
         Refusal::QueueFull { retry_after_ms } => {
-            ApiError::new(ErrorCode::QueueFull, "the resource's queue is full").retry(retry_after_ms)
+            ApiError::new(ErrorCode::QueueFull, "the resource's queue is full")
+                .retry(retry_after_ms)
         }
         Refusal::WouldBlock { retry_after_ms } => {
             ApiError::new(ErrorCode::WouldBlock, "no room now and wait_ms is 0")
@@ -239,14 +253,18 @@ fn refusal(r: Refusal) -> ApiError {
 
 fn rejection(r: Rejection) -> ApiError {
     match r {
-        Rejection::ResourceNotFound => ApiError::new(ErrorCode::ResourceNotFound, "no such resource"),
+        Rejection::ResourceNotFound => {
+            ApiError::new(ErrorCode::ResourceNotFound, "no such resource")
+        }
         Rejection::LeaseNotFound => ApiError::new(ErrorCode::LeaseNotFound, "no such lease"),
-        Rejection::LeaseExpired => {
-            ApiError::new(ErrorCode::LeaseExpired, "the lease expired; the holder must stop")
-        }
-        Rejection::LeaseReleased => {
-            ApiError::new(ErrorCode::LeaseExpired, "the lease was released; the holder must stop")
-        }
+        Rejection::LeaseExpired => ApiError::new(
+            ErrorCode::LeaseExpired,
+            "the lease expired; the holder must stop",
+        ),
+        Rejection::LeaseReleased => ApiError::new(
+            ErrorCode::LeaseExpired,
+            "the lease was released; the holder must stop",
+        ),
         Rejection::LoadExceedsLimit { load_max } => ApiError::new(
             ErrorCode::LoadExceedsLimit,
             format!("load can never fit: the largest per-load bucket holds {load_max}"),
@@ -271,7 +289,11 @@ fn limit_json(l: &LimitView) -> api::Limit {
         LimitKind::Request => api::LimitKind::Request,
         LimitKind::Load => api::LimitKind::Load,
     };
-    api::Limit { kind, limit: l.limit, remaining: l.remaining }
+    api::Limit {
+        kind,
+        limit: l.limit,
+        remaining: l.remaining,
+    }
 }
 
 fn json<T: Serialize>(v: T) -> Response {
@@ -305,24 +327,39 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     validate_name(name).map_err(|e| ApiError::invalid(format!("resource {e}")))
 }
 
-fn acquire_params(name: String, b: api::AcquireRequest, node: &Node) -> Result<AcquireParams, ApiError> {
+fn acquire_params(
+    name: String,
+    b: api::AcquireRequest,
+    node: &Node,
+) -> Result<AcquireParams, ApiError> {
     check_name(&name)?;
     let lane = b.lane.unwrap_or_else(|| DEFAULT_LANE.to_owned());
     validate_name(&lane).map_err(|e| ApiError::invalid(format!("lane {e}")))?;
     let load = b.load.unwrap_or(1);
     if load > LOAD_MAX {
-        return Err(ApiError::invalid(format!("load must be at most {LOAD_MAX}")));
+        return Err(ApiError::invalid(format!(
+            "load must be at most {LOAD_MAX}"
+        )));
     }
     let ttl_ms = match b.ttl_ms {
         Some(t) => t,
-        None => node.applied.read().state.resource(&name).map_or(30_000, |c| c.default_ttl_ms),
+        None => node
+            .applied
+            .read()
+            .state
+            .resource(&name)
+            .map_or(30_000, |c| c.default_ttl_ms),
     };
     if !(TTL_MS_MIN..=TTL_MS_MAX).contains(&ttl_ms) {
-        return Err(ApiError::invalid(format!("ttl_ms must be in {TTL_MS_MIN}..={TTL_MS_MAX}")));
+        return Err(ApiError::invalid(format!(
+            "ttl_ms must be in {TTL_MS_MIN}..={TTL_MS_MAX}"
+        )));
     }
     let wait_ms = b.wait_ms.unwrap_or(WAIT_MS_DEFAULT);
     if wait_ms > WAIT_MS_MAX {
-        return Err(ApiError::invalid(format!("wait_ms must be at most {WAIT_MS_MAX}")));
+        return Err(ApiError::invalid(format!(
+            "wait_ms must be at most {WAIT_MS_MAX}"
+        )));
     }
     if let Some(id) = &b.request_id {
         if id.is_empty() || id.len() > REQUEST_ID_LEN_MAX {
@@ -377,12 +414,18 @@ async fn acquire(
 }
 
 fn parse_lease(id: &str) -> Result<LeaseId, ApiError> {
-    id.parse().map_err(|()| ApiError::new(ErrorCode::LeaseNotFound, "no such lease"))
+    id.parse()
+        .map_err(|()| ApiError::new(ErrorCode::LeaseNotFound, "no such lease"))
 }
 
 /// A client key may touch a lease only if it may use the lease's resource.
 fn may_touch(node: &Node, caller: &Caller, lease: LeaseId) -> Result<(), ApiError> {
-    let resource = node.applied.read().state.lease_resource(lease).map(str::to_owned);
+    let resource = node
+        .applied
+        .read()
+        .state
+        .lease_resource(lease)
+        .map(str::to_owned);
     match resource {
         Some(r) => caller.may_use(&r),
         None => Ok(()),
@@ -402,7 +445,8 @@ async fn release(
         Err(e) => return e.into_response(),
     };
     if body.actual_load.is_some_and(|a| a > LOAD_MAX) {
-        return ApiError::invalid(format!("actual_load must be at most {LOAD_MAX}")).into_response();
+        return ApiError::invalid(format!("actual_load must be at most {LOAD_MAX}"))
+            .into_response();
     }
     if let Err(r) = require_leader(&node, &uri) {
         return r;
@@ -410,7 +454,10 @@ async fn release(
     if let Err(e) = may_touch(&node, &caller, lease) {
         return e.into_response();
     }
-    let cmd = Command::Release { lease, actual_load: body.actual_load };
+    let cmd = Command::Release {
+        lease,
+        actual_load: body.actual_load,
+    };
     match node.admission.write(cmd).await {
         Ok(Outcome::Released { already }) => json(api::ReleaseResponse {
             state: if already {
@@ -442,7 +489,10 @@ async fn renew(
         Ok(l) => l,
         Err(e) => return e.into_response(),
     };
-    if body.ttl_ms.is_some_and(|t| !(TTL_MS_MIN..=TTL_MS_MAX).contains(&t)) {
+    if body
+        .ttl_ms
+        .is_some_and(|t| !(TTL_MS_MIN..=TTL_MS_MAX).contains(&t))
+    {
         return ApiError::invalid(format!("ttl_ms must be in {TTL_MS_MIN}..={TTL_MS_MAX}"))
             .into_response();
     }
@@ -452,7 +502,14 @@ async fn renew(
     if let Err(e) = may_touch(&node, &caller, lease) {
         return e.into_response();
     }
-    match node.admission.write(Command::Renew { lease, ttl_ms: body.ttl_ms }).await {
+    match node
+        .admission
+        .write(Command::Renew {
+            lease,
+            ttl_ms: body.ttl_ms,
+        })
+        .await
+    {
         Ok(Outcome::Renewed { lease }) => json(api::RenewResponse {
             lease_id: lease.id.to_string(),
             fencing_token: lease.id.token,
@@ -480,9 +537,17 @@ pub fn resource_config(spec: api::ResourceSpec) -> Result<ResourceConfig, ApiErr
                 window_ms: r.window_ms,
             })
             .collect(),
-        lanes: spec.lanes.iter().map(|(n, l)| (n.clone(), LaneConfig { weight: l.weight })).collect(),
-        default_ttl_ms: spec.default_ttl_ms.unwrap_or(ratequeue_core::config::DEFAULT_TTL_MS),
-        max_queue: spec.max_queue.unwrap_or(ratequeue_core::config::DEFAULT_MAX_QUEUE),
+        lanes: spec
+            .lanes
+            .iter()
+            .map(|(n, l)| (n.clone(), LaneConfig { weight: l.weight }))
+            .collect(),
+        default_ttl_ms: spec
+            .default_ttl_ms
+            .unwrap_or(ratequeue_core::config::DEFAULT_TTL_MS),
+        max_queue: spec
+            .max_queue
+            .unwrap_or(ratequeue_core::config::DEFAULT_MAX_QUEUE),
     };
     config.validate().map_err(ApiError::invalid)?;
     Ok(config)
@@ -503,7 +568,11 @@ pub fn resource_spec(c: &ResourceConfig) -> api::ResourceSpec {
                 window_ms: r.window_ms,
             })
             .collect(),
-        lanes: c.lanes.iter().map(|(n, l)| (n.clone(), api::Lane { weight: l.weight })).collect(),
+        lanes: c
+            .lanes
+            .iter()
+            .map(|(n, l)| (n.clone(), api::Lane { weight: l.weight }))
+            .collect(),
         default_ttl_ms: Some(c.default_ttl_ms),
         max_queue: Some(c.max_queue),
     }
@@ -526,10 +595,25 @@ async fn put_resource(
     if let Err(r) = require_leader(&node, &uri) {
         return r;
     }
-    match node.admission.write(Command::PutResource { name: name.clone(), config }).await {
+    match node
+        .admission
+        .write(Command::PutResource {
+            name: name.clone(),
+            config,
+        })
+        .await
+    {
         Ok(Outcome::ResourcePut { created }) => {
-            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-            (status, axum::Json(api::PutResourceResponse { name, created })).into_response()
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (
+                status,
+                axum::Json(api::PutResourceResponse { name, created }),
+            )
+                .into_response()
         }
         Ok(Outcome::Rejected(r)) => rejection(r).into_response(),
         Ok(other) => unexpected(other),
@@ -582,10 +666,18 @@ async fn read_barrier(node: &Node, uri: &Uri, stale: bool) -> Result<(), Respons
 async fn resource_view(node: &Node, name: &str) -> Option<api::Resource> {
     let (config, stats) = {
         let a = node.applied.read();
-        (a.state.resource(name)?.clone(), a.state.resource_stats(name)?)
+        (
+            a.state.resource(name)?.clone(),
+            a.state.resource_stats(name)?,
+        )
     };
-    let queued: BTreeMap<String, u64> =
-        node.admission.queued(name).await.into_iter().map(|(l, n)| (l, n as u64)).collect();
+    let queued: BTreeMap<String, u64> = node
+        .admission
+        .queued(name)
+        .await
+        .into_iter()
+        .map(|(l, n)| (l, n as u64))
+        .collect();
     Some(api::Resource {
         name: name.to_owned(),
         config: resource_spec(&config),
@@ -613,8 +705,14 @@ async fn list_resources(
     if let Err(r) = read_barrier(&node, &uri, q.stale).await {
         return r;
     }
-    let names: Vec<String> =
-        node.applied.read().state.resources().take(LIST_LEN_MAX).map(|(n, _)| n.to_owned()).collect();
+    let names: Vec<String> = node
+        .applied
+        .read()
+        .state
+        .resources()
+        .take(LIST_LEN_MAX)
+        .map(|(n, _)| n.to_owned())
+        .collect();
     let mut resources = Vec::with_capacity(names.len());
     for n in names {
         if let Some(r) = resource_view(&node, &n).await {
@@ -666,7 +764,8 @@ async fn create_key(
         return ApiError::invalid(format!("key {e}")).into_response();
     }
     if req.resources.len() > 64 || req.resources.iter().any(|p| p.is_empty() || p.len() > 256) {
-        return ApiError::invalid("resources: at most 64 patterns of 1..=256 bytes").into_response();
+        return ApiError::invalid("resources: at most 64 patterns of 1..=256 bytes")
+            .into_response();
     }
     if let Err(r) = require_leader(&node, &uri) {
         return r;
@@ -676,12 +775,21 @@ async fn create_key(
         api::Role::Admin => Role::Admin,
         api::Role::Client => Role::Client,
     };
-    let record =
-        ApiKey { name: req.name.clone(), hash: key_hash(&key), role, resources: req.resources.clone() };
+    let record = ApiKey {
+        name: req.name.clone(),
+        hash: key_hash(&key),
+        role,
+        resources: req.resources.clone(),
+    };
     match node.admission.write(Command::PutKey(record)).await {
         Ok(Outcome::KeyPut { .. }) => (
             StatusCode::CREATED,
-            axum::Json(api::CreatedKey { name: req.name, key, role: req.role, resources: req.resources }),
+            axum::Json(api::CreatedKey {
+                name: req.name,
+                key,
+                role: req.role,
+                resources: req.resources,
+            }),
         )
             .into_response(),
         Ok(Outcome::Rejected(r)) => rejection(r).into_response(),
@@ -702,7 +810,11 @@ async fn list_keys(State(node): State<Arc<Node>>, uri: Uri, caller: Caller) -> R
         .read()
         .state
         .keys()
-        .map(|k| api::Key { name: k.name.clone(), role: role_json(k.role), resources: k.resources.clone() })
+        .map(|k| api::Key {
+            name: k.name.clone(),
+            role: role_json(k.role),
+            resources: k.resources.clone(),
+        })
         .collect();
     json(api::KeyList { keys })
 }
@@ -776,13 +888,20 @@ async fn healthz() -> &'static str {
 async fn readyz(State(node): State<Arc<Node>>) -> Response {
     match node.readiness() {
         Ok(()) => "ready\n".into_response(),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
     }
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> Response {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         node.render_metrics(),
     )
         .into_response()

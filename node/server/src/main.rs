@@ -10,12 +10,27 @@ use ratequeue_node::node::{self, Config, RaftTuning};
 use ratequeue_node::raft::types::NodeId;
 
 #[derive(Parser)]
-#[command(name = "ratequeue", version, about = "Highly available admission controller for rate-limited resources")]
+#[command(
+    name = "ratequeue",
+    version,
+    about = "Highly available admission controller for rate-limited resources"
+)]
 struct Cli {
     /// Log filter, RUST_LOG syntax (e.g. `info,openraft=warn`).
-    #[arg(long, env = "RATEQUEUE_LOG", default_value = "info,openraft=warn", global = true)]
+    #[arg(
+        long,
+        env = "RATEQUEUE_LOG",
+        default_value = "info,openraft=warn",
+        global = true
+    )]
     log: String,
-    #[arg(long, env = "RATEQUEUE_LOG_FORMAT", value_enum, default_value = "human", global = true)]
+    #[arg(
+        long,
+        env = "RATEQUEUE_LOG_FORMAT",
+        value_enum,
+        default_value = "human",
+        global = true
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Cmd,
@@ -30,7 +45,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run one node of a cluster.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a local 3-node cluster in this process, with data under ./.ratequeue-dev.
     Dev(DevArgs),
 }
@@ -84,7 +99,9 @@ struct DevArgs {
 fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -94,8 +111,13 @@ fn init_logging(filter: &str, format: LogFormat) {
 fn parse_peers(s: &str) -> anyhow::Result<BTreeMap<NodeId, String>> {
     let mut out = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, addr) = part.split_once('=').with_context(|| format!("peer {part:?}: want ID=HOST:PORT"))?;
-        let id: NodeId = id.trim().parse().with_context(|| format!("peer id {id:?}"))?;
+        let (id, addr) = part
+            .split_once('=')
+            .with_context(|| format!("peer {part:?}: want ID=HOST:PORT"))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .with_context(|| format!("peer id {id:?}"))?;
         if id == 0 {
             bail!("peer ids start at 1");
         }
@@ -115,8 +137,10 @@ fn id_from_hostname() -> Option<NodeId> {
 
 fn secret(file: Option<&Path>, env: &str, what: &str) -> anyhow::Result<String> {
     let value = match file {
-        Some(f) => std::fs::read_to_string(f).with_context(|| format!("reading {what} file {}", f.display()))?,
-        None => std::env::var(env).with_context(|| format!("{what} missing: set {env} or pass the --…-file flag"))?,
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading {what} file {}", f.display()))?,
+        None => std::env::var(env)
+            .with_context(|| format!("{what} missing: set {env} or pass the --…-file flag"))?,
     };
     let value = value.trim().to_owned();
     if value.len() < 8 {
@@ -126,7 +150,9 @@ fn secret(file: Option<&Path>, env: &str, what: &str) -> anyhow::Result<String> 
 }
 
 fn serve_config(a: ServeArgs) -> anyhow::Result<Config> {
-    let id = a.id.or_else(id_from_hostname).context("--id missing and $HOSTNAME has no ordinal")?;
+    let id =
+        a.id.or_else(id_from_hostname)
+            .context("--id missing and $HOSTNAME has no ordinal")?;
     if id == 0 {
         bail!("node ids start at 1");
     }
@@ -139,11 +165,17 @@ fn serve_config(a: ServeArgs) -> anyhow::Result<Config> {
         id,
         api_addr: a.api_addr,
         peer_addr: a.peer_addr,
-        advertise_api_url: a.advertise_api_url.unwrap_or_else(|| format!("http://{}", a.api_addr)),
+        advertise_api_url: a
+            .advertise_api_url
+            .unwrap_or_else(|| format!("http://{}", a.api_addr)),
         advertise_peer_addr,
         peers,
         data_dir: a.data_dir,
-        admin_token: secret(a.admin_token_file.as_deref(), "RATEQUEUE_ADMIN_TOKEN", "admin token")?,
+        admin_token: secret(
+            a.admin_token_file.as_deref(),
+            "RATEQUEUE_ADMIN_TOKEN",
+            "admin token",
+        )?,
         cluster_secret: secret(
             a.cluster_secret_file.as_deref(),
             "RATEQUEUE_CLUSTER_SECRET",
@@ -162,10 +194,12 @@ fn serve_config(a: ServeArgs) -> anyhow::Result<Config> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log, cli.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Cmd::Serve(a) => {
-            let config = serve_config(a)?;
+            let config = serve_config(*a)?;
             rt.block_on(node::serve(config, node::shutdown_signal()))
         }
         Cmd::Dev(a) => rt.block_on(ratequeue_node::dev::run(&a.dir, a.port)),

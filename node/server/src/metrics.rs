@@ -45,7 +45,11 @@ impl Histogram {
             let c = self.counts.get(i).copied().unwrap_or(0);
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {c}");
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
         let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
         let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
     }
@@ -103,7 +107,9 @@ impl Metrics {
     }
 
     pub fn batch(&self, commands: usize) {
-        self.batch_size.lock().observe(&BATCH_BUCKETS, commands as u64);
+        self.batch_size
+            .lock()
+            .observe(&BATCH_BUCKETS, commands as u64);
     }
 
     pub fn apply_rejection(&self) {
@@ -131,7 +137,9 @@ impl Metrics {
             self.http_requests.load(Ordering::Relaxed)
         );
         let _ = writeln!(out, "# HELP ratequeue_batch_commands Commands per Raft entry.\n# TYPE ratequeue_batch_commands histogram");
-        self.batch_size.lock().render(&mut out, "ratequeue_batch_commands", "", &BATCH_BUCKETS);
+        self.batch_size
+            .lock()
+            .render(&mut out, "ratequeue_batch_commands", "", &BATCH_BUCKETS);
         let map = self.resources.lock();
         let _ = writeln!(out, "# TYPE ratequeue_grants_total counter");
         for (res, r) in map.iter() {
@@ -154,7 +162,12 @@ impl Metrics {
         let _ = writeln!(out, "# HELP ratequeue_queue_wait_ms Time from enqueue to committed grant.\n# TYPE ratequeue_queue_wait_ms histogram");
         for (res, r) in map.iter() {
             let labels = format!("resource=\"{res}\"");
-            r.wait_ms.render(&mut out, "ratequeue_queue_wait_ms", &labels, &WAIT_MS_BUCKETS);
+            r.wait_ms.render(
+                &mut out,
+                "ratequeue_queue_wait_ms",
+                &labels,
+                &WAIT_MS_BUCKETS,
+            );
         }
         out
     }

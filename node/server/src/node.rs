@@ -128,9 +128,13 @@ impl Node {
             .with_context(|| format!("reading data dir {}", config.data_dir.display()))?;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-        let sled = SledConfig { cache_capacity_bytes: config.cache_bytes, ..SledConfig::default() };
-        let store: LogStore<TypeConfig> = storage::open_with(config.data_dir.join("raft"), &sled)
-            .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
+        let sled = SledConfig {
+            cache_capacity_bytes: config.cache_bytes,
+            ..SledConfig::default()
+        };
+        let store: LogStore<TypeConfig> =
+            storage::open_with(config.data_dir.join("raft"), &sled)
+                .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
         let sm = StateMachineStore::open(Arc::new(store.clone()))
             .context("restoring the state machine from its snapshot")?;
         let applied = sm.applied();
@@ -151,9 +155,20 @@ impl Node {
             let members: BTreeMap<NodeId, NodeInfo> = config
                 .peers
                 .iter()
-                .map(|(id, addr)| (*id, NodeInfo { peer_addr: addr.clone(), api_url: String::new() }))
+                .map(|(id, addr)| {
+                    (
+                        *id,
+                        NodeInfo {
+                            peer_addr: addr.clone(),
+                            api_url: String::new(),
+                        },
+                    )
+                })
                 .collect();
-            tracing::info!(?members, "empty data dir: bootstrapping the initial membership");
+            tracing::info!(
+                ?members,
+                "empty data dir: bootstrapping the initial membership"
+            );
             if let Err(e) = raft.initialize(members).await {
                 // Another initial member may have been faster; identical maps are safe.
                 tracing::info!(error = %e, "initialize declined");
@@ -175,6 +190,7 @@ impl Node {
             shutting_down: AtomicBool::new(false),
         });
         tokio::spawn(publish_api_url(node.clone()));
+        tokio::spawn(exit_on_fatal(node.clone()));
         Ok(node)
     }
 
@@ -185,7 +201,12 @@ impl Node {
         if id == self.id {
             return Some((id, self.advertise_api_url.clone()));
         }
-        let url = m.membership_config.membership().get_node(&id)?.api_url.clone();
+        let url = m
+            .membership_config
+            .membership()
+            .get_node(&id)?
+            .api_url
+            .clone();
         (!url.is_empty()).then_some((id, url))
     }
 
@@ -247,7 +268,10 @@ impl Node {
             committed_index: m.last_applied.map(|l| l.index),
             applied_index: m.last_applied.map(|l| l.index),
             snapshot: self.snapshot.meta().and_then(|s| {
-                s.last_log_id.map(|l| api::SnapshotInfo { index: l.index, term: l.leader_id.term })
+                s.last_log_id.map(|l| api::SnapshotInfo {
+                    index: l.index,
+                    term: l.leader_id.term,
+                })
             }),
             storage_bytes: self.store.size_on_disk().unwrap_or(0),
             cluster_time_ms,
@@ -273,13 +297,21 @@ impl Node {
 
     pub fn render_metrics(&self) -> String {
         let m = self.raft.metrics().borrow().clone();
-        let is_leader = if m.state == ServerState::Leader { 1.0 } else { 0.0 };
+        let is_leader = if m.state == ServerState::Leader {
+            1.0
+        } else {
+            0.0
+        };
         let (leases, now) = {
             let a = self.applied.read();
             (a.state.lease_count() as f64, a.state.now_ms() as f64)
         };
         let gauges = [
-            ("ratequeue_raft_term", "Current Raft term.", m.current_term as f64),
+            (
+                "ratequeue_raft_term",
+                "Current Raft term.",
+                m.current_term as f64,
+            ),
             ("ratequeue_raft_is_leader", "1 on the leader.", is_leader),
             (
                 "ratequeue_raft_last_log_index",
@@ -291,9 +323,21 @@ impl Node {
                 "Last applied index.",
                 m.last_applied.map_or(0, |l| l.index) as f64,
             ),
-            ("ratequeue_leases_held", "Live leases in the applied state.", leases),
-            ("ratequeue_waiters", "Waiters in the admission queue.", self.admission.waiters() as f64),
-            ("ratequeue_cluster_time_ms", "Cluster time of the last applied entry.", now),
+            (
+                "ratequeue_leases_held",
+                "Live leases in the applied state.",
+                leases,
+            ),
+            (
+                "ratequeue_waiters",
+                "Waiters in the admission queue.",
+                self.admission.waiters() as f64,
+            ),
+            (
+                "ratequeue_cluster_time_ms",
+                "Cluster time of the last applied entry.",
+                now,
+            ),
             (
                 "ratequeue_storage_bytes",
                 "Bytes used by the log store.",
@@ -305,14 +349,23 @@ impl Node {
 
     /// Adds a node as a learner, waits for it to catch up, then (by default) promotes it.
     pub async fn add_member(&self, req: api::AddMember) -> Result<api::ClusterStatus, ApiError> {
-        let node = NodeInfo { peer_addr: req.peer_addr, api_url: req.api_url };
+        let node = NodeInfo {
+            peer_addr: req.peer_addr,
+            api_url: req.api_url,
+        };
         if node.peer_addr.is_empty() || node.api_url.is_empty() {
-            return Err(ApiError::new(ErrorCode::InvalidRequest, "peer_addr and api_url are required"));
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "peer_addr and api_url are required",
+            ));
         }
-        tokio::time::timeout(MEMBERSHIP_TIMEOUT, self.raft.add_learner(req.id, node, false))
-            .await
-            .map_err(|_| timeout_error("adding the learner"))?
-            .map_err(raft_error)?;
+        tokio::time::timeout(
+            MEMBERSHIP_TIMEOUT,
+            self.raft.add_learner(req.id, node, false),
+        )
+        .await
+        .map_err(|_| timeout_error("adding the learner"))?
+        .map_err(raft_error)?;
         let deadline = tokio::time::Instant::now() + MEMBERSHIP_TIMEOUT;
         let mut rx = self.raft.metrics();
         loop {
@@ -328,39 +381,60 @@ impl Node {
             if caught_up {
                 break;
             }
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
                 return Err(timeout_error("waiting for the learner to catch up"));
             }
         }
         if req.voter {
             let change = ChangeMembers::AddVoterIds(BTreeSet::from([req.id]));
-            tokio::time::timeout(MEMBERSHIP_TIMEOUT, self.raft.change_membership(change, false))
-                .await
-                .map_err(|_| timeout_error("promoting the learner"))?
-                .map_err(raft_error)?;
+            tokio::time::timeout(
+                MEMBERSHIP_TIMEOUT,
+                self.raft.change_membership(change, false),
+            )
+            .await
+            .map_err(|_| timeout_error("promoting the learner"))?
+            .map_err(raft_error)?;
         }
         Ok(self.status())
     }
 
     /// Removes a member (voter or learner) from the cluster.
     pub async fn remove_member(&self, id: NodeId) -> Result<api::ClusterStatus, ApiError> {
-        let membership = self.raft.metrics().borrow().membership_config.membership().clone();
+        let membership = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
         if membership.get_node(&id).is_none() {
-            return Err(ApiError::new(ErrorCode::MemberNotFound, format!("no member {id}")));
+            return Err(ApiError::new(
+                ErrorCode::MemberNotFound,
+                format!("no member {id}"),
+            ));
         }
         let is_voter = membership.voter_ids().any(|v| v == id);
         if is_voter {
             let change = ChangeMembers::RemoveVoters(BTreeSet::from([id]));
-            tokio::time::timeout(MEMBERSHIP_TIMEOUT, self.raft.change_membership(change, false))
-                .await
-                .map_err(|_| timeout_error("removing the voter"))?
-                .map_err(raft_error)?;
+            tokio::time::timeout(
+                MEMBERSHIP_TIMEOUT,
+                self.raft.change_membership(change, false),
+            )
+            .await
+            .map_err(|_| timeout_error("removing the voter"))?
+            .map_err(raft_error)?;
         }
         let change = ChangeMembers::RemoveNodes(BTreeSet::from([id]));
-        tokio::time::timeout(MEMBERSHIP_TIMEOUT, self.raft.change_membership(change, false))
-            .await
-            .map_err(|_| timeout_error("removing the node"))?
-            .map_err(raft_error)?;
+        tokio::time::timeout(
+            MEMBERSHIP_TIMEOUT,
+            self.raft.change_membership(change, false),
+        )
+        .await
+        .map_err(|_| timeout_error("removing the node"))?
+        .map_err(raft_error)?;
         Ok(self.status())
     }
 
@@ -388,7 +462,10 @@ impl Node {
                     let _ = self
                         .raft
                         .wait(Some(HANDOFF_TIMEOUT))
-                        .metrics(|m| m.current_leader.is_some_and(|l| l != self.id), "handoff")
+                        .metrics(
+                            |m| m.current_leader.is_some_and(|l| l != self.id),
+                            "handoff",
+                        )
                         .await;
                 }
             }
@@ -404,7 +481,10 @@ impl Node {
 }
 
 fn timeout_error(what: &str) -> ApiError {
-    ApiError::new(ErrorCode::CommitTimeout, format!("timed out {what}; check cluster status"))
+    ApiError::new(
+        ErrorCode::CommitTimeout,
+        format!("timed out {what}; check cluster status"),
+    )
 }
 
 fn raft_error<E: std::fmt::Display>(e: E) -> ApiError {
@@ -413,6 +493,30 @@ fn raft_error<E: std::fmt::Display>(e: E) -> ApiError {
         return ApiError::new(ErrorCode::NoLeader, msg);
     }
     ApiError::new(ErrorCode::InvalidRequest, msg)
+}
+
+/// Exit code of a node whose Raft stopped on a fatal error.
+pub const EXIT_FATAL: i32 = 70;
+
+/// A Raft that stopped on its own (storage error, broken invariant) never recovers in
+/// this process: exit, so the supervisor restarts the node from its durable state
+/// (crash-only). `/readyz` reports the failure until then.
+async fn exit_on_fatal(node: Arc<Node>) {
+    let mut rx = node.raft.metrics();
+    loop {
+        let fatal = match &rx.borrow_and_update().running_state {
+            Ok(()) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        let closed = fatal.is_none() && rx.changed().await.is_err();
+        if node.is_shutting_down() {
+            return;
+        }
+        if let Some(why) = fatal.or(closed.then(|| "raft task ended".to_owned())) {
+            tracing::error!(error = %why, "raft stopped on a fatal error; exiting");
+            std::process::exit(EXIT_FATAL);
+        }
+    }
 }
 
 /// Bootstrap members start with an empty `api_url` (the initial maps must be identical
@@ -435,9 +539,11 @@ async fn publish_api_url(node: Arc<Node>) {
         if let Some(mut info) = needs {
             info.api_url = node.advertise_api_url.clone();
             let change = ChangeMembers::SetNodes(BTreeMap::from([(node.id, info)]));
-            let res =
-                tokio::time::timeout(MEMBERSHIP_TIMEOUT, node.raft.change_membership(change, false))
-                    .await;
+            let res = tokio::time::timeout(
+                MEMBERSHIP_TIMEOUT,
+                node.raft.change_membership(change, false),
+            )
+            .await;
             match res {
                 Ok(Ok(_)) => {
                     tracing::info!(url = %node.advertise_api_url, "advertised API URL published");
@@ -456,7 +562,10 @@ async fn publish_api_url(node: Arc<Node>) {
 }
 
 /// Runs a node until `stop` resolves: API and peer listeners, then graceful shutdown.
-pub async fn serve(config: Config, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn serve(
+    config: Config,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     // Bind first: peers can reach this node as soon as its Raft starts.
     let api_listener = tokio::net::TcpListener::bind(config.api_addr)
         .await

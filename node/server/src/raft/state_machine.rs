@@ -51,7 +51,10 @@ fn sm_error(e: impl std::error::Error + 'static) -> StorageError {
 impl StateMachineStore {
     /// Restores the state from the persisted snapshot, if any.
     pub fn open(snapshots: Arc<dyn SnapshotStore>) -> Result<Self, StorageError> {
-        let mut applied = Applied { state: State::new(), ..Applied::default() };
+        let mut applied = Applied {
+            state: State::new(),
+            ..Applied::default()
+        };
         let mut current = None;
         if let Some((meta, data)) = snapshots.load_snapshot()? {
             applied.state = State::restore(&data).map_err(sm_error)?;
@@ -103,7 +106,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, data.len()),
             None => format!("0-0-{}", data.len()),
         };
-        let meta = SnapshotMeta { last_log_id, last_membership: membership, snapshot_id };
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership: membership,
+            snapshot_id,
+        };
         let snapshots = self.snapshots.clone();
         let data = Arc::new(data);
         let (m, d) = (meta.clone(), data.clone());
@@ -112,7 +119,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .map_err(sm_error)??;
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot built");
         *self.current.write() = Some((meta.clone(), data.clone()));
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data.to_vec())) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data.to_vec())),
+        })
     }
 }
 
@@ -136,7 +146,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             match entry.payload {
                 EntryPayload::Blank => out.push(BatchOutcome::default()),
                 EntryPayload::Normal(batch) => {
-                    out.push(BatchOutcome(a.state.apply_entry(batch.now_ms, &batch.commands)));
+                    out.push(BatchOutcome(
+                        a.state.apply_entry(batch.now_ms, &batch.commands),
+                    ));
                 }
                 EntryPayload::Membership(m) => {
                     a.membership = StoredMembership::new(Some(entry.log_id), m);

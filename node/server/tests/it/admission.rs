@@ -29,7 +29,9 @@ async fn fifty_clients_never_exceed_concurrency_three() {
                 let start = t0.elapsed();
                 tokio::time::sleep(Duration::from_millis(2 + i % 5)).await; // holding the slot
                 let end = t0.elapsed();
-                let (s, v) = c.release(leader, v["lease_id"].as_str().unwrap(), json!({})).await;
+                let (s, v) = c
+                    .release(leader, v["lease_id"].as_str().unwrap(), json!({}))
+                    .await;
                 assert_eq!(s, 200, "{v}");
                 spans.push((start, end));
             }
@@ -57,8 +59,11 @@ async fn fifty_clients_never_exceed_concurrency_three() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bucket_admits_a_burst_then_one_per_second() {
     let c = Cluster::start(3).await;
-    c.put_resource("rpm", json!({"rate": [{"per": "request", "limit": 60, "window_ms": 60_000}]}))
-        .await;
+    c.put_resource(
+        "rpm",
+        json!({"rate": [{"per": "request", "limit": 60, "window_ms": 60_000}]}),
+    )
+    .await;
     let l = c.wait_leader().await;
     for i in 0..60 {
         let (s, v) = c.acquire(l, "rpm", json!({"wait_ms": 0})).await;
@@ -77,7 +82,10 @@ async fn request_bucket_admits_a_burst_then_one_per_second() {
         assert_eq!(s, 200, "{v}");
     }
     let took = t.elapsed();
-    assert!(took >= Duration::from_millis(1_000), "two refills took only {took:?}");
+    assert!(
+        took >= Duration::from_millis(1_000),
+        "two refills took only {took:?}"
+    );
 }
 
 /// Load: a 10 000/min load bucket admits loads summing to ≤ 10 000 (plus refill), and
@@ -85,8 +93,11 @@ async fn request_bucket_admits_a_burst_then_one_per_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_bucket_and_settle() {
     let c = Cluster::start(3).await;
-    c.put_resource("tpm", json!({"rate": [{"per": "load", "limit": 10_000, "window_ms": 60_000}]}))
-        .await;
+    c.put_resource(
+        "tpm",
+        json!({"rate": [{"per": "load", "limit": 10_000, "window_ms": 60_000}]}),
+    )
+    .await;
     let l = c.wait_leader().await;
     let (s, v) = c.acquire(l, "tpm", json!({"load": 20_000})).await;
     assert_eq!(s, 422, "{v}");
@@ -94,27 +105,40 @@ async fn load_bucket_and_settle() {
 
     let mut leases = Vec::new();
     for _ in 0..4 {
-        let (s, v) = c.acquire(l, "tpm", json!({"load": 2_500, "wait_ms": 0})).await;
+        let (s, v) = c
+            .acquire(l, "tpm", json!({"load": 2_500, "wait_ms": 0}))
+            .await;
         assert_eq!(s, 200, "{v}");
         leases.push(v["lease_id"].as_str().unwrap().to_owned());
     }
-    let (s, v) = c.acquire(l, "tpm", json!({"load": 2_500, "wait_ms": 0})).await;
+    let (s, v) = c
+        .acquire(l, "tpm", json!({"load": 2_500, "wait_ms": 0}))
+        .await;
     assert_eq!(s, 429, "bucket is spent: {v}");
     let retry = v["error"]["retry_after_ms"].as_u64().unwrap();
-    assert!(retry > 10_000, "2 500 tokens take ~15 s to refill, got {retry} ms");
+    assert!(
+        retry > 10_000,
+        "2 500 tokens take ~15 s to refill, got {retry} ms"
+    );
 
     // The first request really used only 100: 2 400 come back at once.
     let (s, v) = c.release(l, &leases[0], json!({"actual_load": 100})).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["state"], "released");
-    let (s, v) = c.acquire(l, "tpm", json!({"load": 2_400, "wait_ms": 0})).await;
+    let (s, v) = c
+        .acquire(l, "tpm", json!({"load": 2_400, "wait_ms": 0}))
+        .await;
     assert_eq!(s, 200, "settle refunded the bucket: {v}");
     // Another used more than reserved: the debt delays later grants.
-    let (s, _) = c.release(l, &leases[1], json!({"actual_load": 5_000})).await;
+    let (s, _) = c
+        .release(l, &leases[1], json!({"actual_load": 5_000}))
+        .await;
     assert_eq!(s, 200);
     let (s, v) = c.acquire(l, "tpm", json!({"load": 1, "wait_ms": 0})).await;
     assert_eq!(s, 429, "the bucket is in debt: {v}");
-    let (s, v) = c.send(l, Method::GET, "/v1/resources/tpm", None, ADMIN).await;
+    let (s, v) = c
+        .send(l, Method::GET, "/v1/resources/tpm", None, ADMIN)
+        .await;
     assert_eq!(s, 200);
     let remaining = v["stats"]["limits"][0]["remaining"].as_i64().unwrap();
     assert!(remaining < 0, "{v}");
@@ -143,10 +167,14 @@ async fn priority_and_lanes() {
         let c2 = c.clone();
         let order = order.clone();
         tasks.push(tokio::spawn(async move {
-            let (s, v) = c2.acquire(l, "one", json!({"priority": prio, "wait_ms": 30_000})).await;
+            let (s, v) = c2
+                .acquire(l, "one", json!({"priority": prio, "wait_ms": 30_000}))
+                .await;
             assert_eq!(s, 200, "{v}");
             order.lock().push(name);
-            let (s, _) = c2.release(l, v["lease_id"].as_str().unwrap(), json!({})).await;
+            let (s, _) = c2
+                .release(l, v["lease_id"].as_str().unwrap(), json!({}))
+                .await;
             assert_eq!(s, 200);
         }));
         let want = tasks.len() as u64;
@@ -154,13 +182,17 @@ async fn priority_and_lanes() {
         eventually(Duration::from_secs(10), "waiter queued", || {
             let c3 = c3.clone();
             async move {
-                let (_, v) = c3.send(l, Method::GET, "/v1/resources/one", None, ADMIN).await;
+                let (_, v) = c3
+                    .send(l, Method::GET, "/v1/resources/one", None, ADMIN)
+                    .await;
                 (v["stats"]["queued"]["default"].as_u64() == Some(want)).then_some(())
             }
         })
         .await;
     }
-    let (s, _) = c.release(l, blocker["lease_id"].as_str().unwrap(), json!({})).await;
+    let (s, _) = c
+        .release(l, blocker["lease_id"].as_str().unwrap(), json!({}))
+        .await;
     assert_eq!(s, 200);
     for t in tasks {
         t.await.unwrap();
@@ -177,10 +209,14 @@ async fn priority_and_lanes() {
         let c2 = c.clone();
         let served = served.clone();
         tasks.push(tokio::spawn(async move {
-            let (s, v) = c2.acquire(l, "one", json!({"lane": lane, "wait_ms": 60_000})).await;
+            let (s, v) = c2
+                .acquire(l, "one", json!({"lane": lane, "wait_ms": 60_000}))
+                .await;
             assert_eq!(s, 200, "{v}");
             served.lock().push(lane);
-            let (s, _) = c2.release(l, v["lease_id"].as_str().unwrap(), json!({})).await;
+            let (s, _) = c2
+                .release(l, v["lease_id"].as_str().unwrap(), json!({}))
+                .await;
             assert_eq!(s, 200);
         }));
     }
@@ -188,13 +224,17 @@ async fn priority_and_lanes() {
     eventually(Duration::from_secs(20), "80 waiters queued", || {
         let c3 = c3.clone();
         async move {
-            let (_, v) = c3.send(l, Method::GET, "/v1/resources/one", None, ADMIN).await;
+            let (_, v) = c3
+                .send(l, Method::GET, "/v1/resources/one", None, ADMIN)
+                .await;
             let q = &v["stats"]["queued"];
             (q["fast"].as_u64() == Some(40) && q["slow"].as_u64() == Some(40)).then_some(())
         }
     })
     .await;
-    let (s, _) = c.release(l, blocker["lease_id"].as_str().unwrap(), json!({})).await;
+    let (s, _) = c
+        .release(l, blocker["lease_id"].as_str().unwrap(), json!({}))
+        .await;
     assert_eq!(s, 200);
     for t in tasks {
         t.await.unwrap();
@@ -202,7 +242,10 @@ async fn priority_and_lanes() {
     let served = served.lock().clone();
     // While both lanes are backlogged (the first 40 grants), fast gets ~3 of every 4.
     let fast = served[..40].iter().filter(|l| **l == "fast").count();
-    assert!((28..=32).contains(&fast), "fast got {fast} of the first 40: {served:?}");
+    assert!(
+        (28..=32).contains(&fast),
+        "fast got {fast} of the first 40: {served:?}"
+    );
 }
 
 /// Kill -9 the leader while clients hold leases: every held lease can be renewed and
@@ -214,8 +257,13 @@ async fn held_leases_survive_leader_failover() {
     let old = c.wait_leader().await;
     let mut held = Vec::new();
     for i in 0..4 {
-        let (s, v) =
-            c.acquire(old, "gpu", json!({"ttl_ms": 120_000, "request_id": format!("h{i}")})).await;
+        let (s, v) = c
+            .acquire(
+                old,
+                "gpu",
+                json!({"ttl_ms": 120_000, "request_id": format!("h{i}")}),
+            )
+            .await;
         assert_eq!(s, 200, "{v}");
         held.push(v);
     }
@@ -227,7 +275,13 @@ async fn held_leases_survive_leader_failover() {
     assert_eq!(s, 429, "still full after failover, no double grant: {v}");
     // Retried acquires with the same request id return the same leases.
     for (i, h) in held.iter().enumerate() {
-        let (s, v) = c.acquire(new, "gpu", json!({"ttl_ms": 120_000, "request_id": format!("h{i}")})).await;
+        let (s, v) = c
+            .acquire(
+                new,
+                "gpu",
+                json!({"ttl_ms": 120_000, "request_id": format!("h{i}")}),
+            )
+            .await;
         assert_eq!(s, 200, "{v}");
         assert_eq!(v["lease_id"], h["lease_id"]);
         assert_eq!(v["fencing_token"], h["fencing_token"]);
@@ -268,23 +322,69 @@ async fn redirects_idempotency_and_errors() {
     let (s, b) = c.acquire(follower, "r", body).await;
     assert_eq!(s, 200);
     assert_eq!(a["lease_id"], b["lease_id"], "same request id, same lease");
-    let (_, v) = c.send(leader, Method::GET, "/v1/resources/r", None, ADMIN).await;
+    let (_, v) = c
+        .send(leader, Method::GET, "/v1/resources/r", None, ADMIN)
+        .await;
     assert_eq!(v["stats"]["held"], 1, "no second lease");
 
     let cases: Vec<(&str, Value, u16, &str)> = vec![
-        ("/v1/resources/r/acquire", json!({"lode": 1}), 400, "invalid_request"),
-        ("/v1/resources/r/acquire", json!({"load": -1}), 400, "invalid_request"),
-        ("/v1/resources/r/acquire", json!({"ttl_ms": 1}), 400, "invalid_request"),
-        ("/v1/resources/no-such/acquire", json!({}), 404, "resource_not_found"),
-        ("/v1/resources/bad name/acquire", json!({}), 400, "invalid_request"),
+        (
+            "/v1/resources/r/acquire",
+            json!({"lode": 1}),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/resources/r/acquire",
+            json!({"load": -1}),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/resources/r/acquire",
+            json!({"ttl_ms": 1}),
+            400,
+            "invalid_request",
+        ),
+        (
+            "/v1/resources/no-such/acquire",
+            json!({}),
+            404,
+            "resource_not_found",
+        ),
+        (
+            "/v1/resources/bad name/acquire",
+            json!({}),
+            400,
+            "invalid_request",
+        ),
         // A live token with the wrong nonce is not that lease.
-        ("/v1/leases/1-0000000000000000/release", json!({}), 404, "lease_not_found"),
-        ("/v1/leases/999999-0000000000000000/release", json!({}), 404, "lease_not_found"),
-        ("/v1/leases/garbage/renew", json!({}), 404, "lease_not_found"),
+        (
+            "/v1/leases/1-0000000000000000/release",
+            json!({}),
+            404,
+            "lease_not_found",
+        ),
+        (
+            "/v1/leases/999999-0000000000000000/release",
+            json!({}),
+            404,
+            "lease_not_found",
+        ),
+        (
+            "/v1/leases/garbage/renew",
+            json!({}),
+            404,
+            "lease_not_found",
+        ),
     ];
     for (path, body, status, code) in cases {
         let (s, v) = c.send(leader, Method::POST, path, Some(body), ADMIN).await;
-        assert_eq!((s, v["error"]["code"].as_str().unwrap_or("")), (status, code), "{path}: {v}");
+        assert_eq!(
+            (s, v["error"]["code"].as_str().unwrap_or("")),
+            (status, code),
+            "{path}: {v}"
+        );
     }
     let r = c
         .http
@@ -307,7 +407,8 @@ async fn redirects_idempotency_and_errors() {
     assert_eq!(r.status().as_u16(), 413, "huge bodies are refused");
 
     // Queue bound and wait timeout.
-    c.put_resource("tiny", json!({"concurrency": 1, "max_queue": 1})).await;
+    c.put_resource("tiny", json!({"concurrency": 1, "max_queue": 1}))
+        .await;
     let (s, _) = c.acquire(leader, "tiny", json!({})).await;
     assert_eq!(s, 200);
     let url = c.url(leader);
@@ -320,10 +421,16 @@ async fn redirects_idempotency_and_errors() {
             .send()
             .await
             .unwrap();
-        (r.status().as_u16(), r.headers().get("retry-after").is_some(), r.json::<Value>().await.unwrap())
+        (
+            r.status().as_u16(),
+            r.headers().get("retry-after").is_some(),
+            r.json::<Value>().await.unwrap(),
+        )
     });
     eventually(Duration::from_secs(10), "one waiter queued", || async {
-        let (_, v) = c.send(leader, Method::GET, "/v1/resources/tiny", None, ADMIN).await;
+        let (_, v) = c
+            .send(leader, Method::GET, "/v1/resources/tiny", None, ADMIN)
+            .await;
         (v["stats"]["queued"]["default"].as_u64() == Some(1)).then_some(())
     })
     .await;
@@ -340,7 +447,8 @@ async fn redirects_idempotency_and_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_scope_resources() {
     let c = Cluster::start(3).await;
-    c.put_resource("openai-gpt4", json!({"concurrency": 2})).await;
+    c.put_resource("openai-gpt4", json!({"concurrency": 2}))
+        .await;
     c.put_resource("anthropic", json!({"concurrency": 2})).await;
     let l = c.wait_leader().await;
     let body = json!({"name": "workers", "role": "client", "resources": ["openai-*"]});
@@ -348,26 +456,68 @@ async fn api_keys_scope_resources() {
     assert_eq!(s, 201, "{k}");
     let key = k["key"].as_str().unwrap().to_owned();
     let (s, v) = c
-        .send(l, Method::POST, "/v1/resources/openai-gpt4/acquire", Some(json!({})), &key)
+        .send(
+            l,
+            Method::POST,
+            "/v1/resources/openai-gpt4/acquire",
+            Some(json!({})),
+            &key,
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     let lease = v["lease_id"].as_str().unwrap().to_owned();
-    let (s, v) =
-        c.send(l, Method::POST, "/v1/resources/anthropic/acquire", Some(json!({})), &key).await;
-    assert_eq!((s, v["error"]["code"].as_str().unwrap()), (403, "forbidden"));
-    let (s, _) = c.send(l, Method::PUT, "/v1/resources/x", Some(json!({"concurrency": 1})), &key).await;
+    let (s, v) = c
+        .send(
+            l,
+            Method::POST,
+            "/v1/resources/anthropic/acquire",
+            Some(json!({})),
+            &key,
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str().unwrap()),
+        (403, "forbidden")
+    );
+    let (s, _) = c
+        .send(
+            l,
+            Method::PUT,
+            "/v1/resources/x",
+            Some(json!({"concurrency": 1})),
+            &key,
+        )
+        .await;
     assert_eq!(s, 403);
     let (s, v) = c.send(l, Method::GET, "/v1/keys", None, ADMIN).await;
     assert_eq!(s, 200);
     assert_eq!(v["keys"][0]["name"], "workers");
-    assert!(v["keys"][0].get("key").is_none(), "key text is never shown again");
-    let (s, _) =
-        c.send(l, Method::POST, &format!("/v1/leases/{lease}/release"), Some(json!({})), &key).await;
+    assert!(
+        v["keys"][0].get("key").is_none(),
+        "key text is never shown again"
+    );
+    let (s, _) = c
+        .send(
+            l,
+            Method::POST,
+            &format!("/v1/leases/{lease}/release"),
+            Some(json!({})),
+            &key,
+        )
+        .await;
     assert_eq!(s, 200);
-    let (s, _) = c.send(l, Method::DELETE, "/v1/keys/workers", None, ADMIN).await;
+    let (s, _) = c
+        .send(l, Method::DELETE, "/v1/keys/workers", None, ADMIN)
+        .await;
     assert_eq!(s, 204);
     let (s, _) = c
-        .send(l, Method::POST, "/v1/resources/openai-gpt4/acquire", Some(json!({})), &key)
+        .send(
+            l,
+            Method::POST,
+            "/v1/resources/openai-gpt4/acquire",
+            Some(json!({})),
+            &key,
+        )
         .await;
     assert_eq!(s, 401, "deleted keys stop working");
 }
@@ -380,7 +530,10 @@ async fn disconnected_waiters_leave_the_queue() {
     let l = c.wait_leader().await;
     let (s, holder) = c.acquire(l, "one", json!({})).await;
     assert_eq!(s, 200);
-    let short = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    let short = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
     let r = short
         .post(format!("{}/v1/resources/one/acquire", c.url(l)))
         .bearer_auth(ADMIN)
@@ -389,11 +542,18 @@ async fn disconnected_waiters_leave_the_queue() {
         .await;
     assert!(r.is_err(), "the client gave up");
     eventually(Duration::from_secs(10), "the waiter left", || async {
-        let (_, v) = c.send(l, Method::GET, "/v1/resources/one", None, ADMIN).await;
-        v["stats"]["queued"].as_object().is_some_and(|q| q.is_empty()).then_some(())
+        let (_, v) = c
+            .send(l, Method::GET, "/v1/resources/one", None, ADMIN)
+            .await;
+        v["stats"]["queued"]
+            .as_object()
+            .is_some_and(|q| q.is_empty())
+            .then_some(())
     })
     .await;
-    let (s, _) = c.release(l, holder["lease_id"].as_str().unwrap(), json!({})).await;
+    let (s, _) = c
+        .release(l, holder["lease_id"].as_str().unwrap(), json!({}))
+        .await;
     assert_eq!(s, 200);
     let (s, v) = c.acquire(l, "one", json!({"wait_ms": 0})).await;
     assert_eq!(s, 200, "nobody took the slot: {v}");

@@ -93,16 +93,32 @@ impl Cluster {
     fn add_proc(&mut self, id: u64) {
         let data_dir = self.dir.path().join(format!("node-{id}"));
         let log = self.dir.path().join(format!("node-{id}.log"));
-        self.nodes.insert(id, NodeProc { id, ip: self.ip(id), child: None, data_dir, log });
+        self.nodes.insert(
+            id,
+            NodeProc {
+                id,
+                ip: self.ip(id),
+                child: None,
+                data_dir,
+                log,
+            },
+        );
     }
 
     fn spawn(&mut self, id: u64, _initial: bool) {
-        let peers: Vec<String> =
-            self.initial.iter().map(|i| format!("{i}={}", self.peer_addr(*i))).collect();
+        let peers: Vec<String> = self
+            .initial
+            .iter()
+            .map(|i| format!("{i}={}", self.peer_addr(*i)))
+            .collect();
         let url = self.url(id);
         let peer = self.peer_addr(id);
         let node = self.nodes.get_mut(&id).unwrap();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_ratequeue"))
             .args(["serve", "--id", &id.to_string()])
             .args(["--api-addr", &format!("{}:7700", node.ip)])
@@ -115,6 +131,7 @@ impl Cluster {
             .env("RATEQUEUE_ADMIN_TOKEN", ADMIN)
             .env("RATEQUEUE_CLUSTER_SECRET", SECRET)
             .env("RATEQUEUE_LOG", "info,openraft=warn")
+            .env("RUST_BACKTRACE", "0")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -151,7 +168,11 @@ impl Cluster {
     }
 
     pub fn running(&self) -> Vec<u64> {
-        self.nodes.values().filter(|n| n.child.is_some()).map(|n| n.id).collect()
+        self.nodes
+            .values()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.id)
+            .collect()
     }
 
     pub fn log(&self, id: u64) -> String {
@@ -173,8 +194,11 @@ impl Cluster {
     /// Waits until every running node names the same leader, the leader serves
     /// admission, and its URL is published; returns the leader id.
     pub async fn wait_leader(&self) -> u64 {
-        let running: Vec<u64> =
-            self.running().into_iter().filter(|id| self.members.contains(id)).collect();
+        let running: Vec<u64> = self
+            .running()
+            .into_iter()
+            .filter(|id| self.members.contains(id))
+            .collect();
         eventually(Duration::from_secs(30), "an agreed leader", || async {
             let mut leader = None;
             for id in &running {
@@ -249,24 +273,49 @@ impl Cluster {
 
     pub async fn put_resource(&self, name: &str, spec: Value) {
         let l = self.leader().await;
-        let (s, v) =
-            self.send(l, reqwest::Method::PUT, &format!("/v1/resources/{name}"), Some(spec), ADMIN).await;
+        let (s, v) = self
+            .send(
+                l,
+                reqwest::Method::PUT,
+                &format!("/v1/resources/{name}"),
+                Some(spec),
+                ADMIN,
+            )
+            .await;
         assert!(s == 200 || s == 201, "put resource: {s} {v}");
     }
 
     pub async fn acquire(&self, id: u64, resource: &str, body: Value) -> (u16, Value) {
-        self.send(id, reqwest::Method::POST, &format!("/v1/resources/{resource}/acquire"), Some(body), ADMIN)
-            .await
+        self.send(
+            id,
+            reqwest::Method::POST,
+            &format!("/v1/resources/{resource}/acquire"),
+            Some(body),
+            ADMIN,
+        )
+        .await
     }
 
     pub async fn release(&self, id: u64, lease: &str, body: Value) -> (u16, Value) {
-        self.send(id, reqwest::Method::POST, &format!("/v1/leases/{lease}/release"), Some(body), ADMIN)
-            .await
+        self.send(
+            id,
+            reqwest::Method::POST,
+            &format!("/v1/leases/{lease}/release"),
+            Some(body),
+            ADMIN,
+        )
+        .await
     }
 
     pub async fn renew(&self, id: u64, lease: &str, body: Value) -> (u16, Value) {
-        self.send(id, reqwest::Method::POST, &format!("/v1/leases/{lease}/renew"), Some(body), ADMIN)
-            .await
+        self.send(
+            id,
+            reqwest::Method::POST,
+            &format!("/v1/leases/{lease}/renew"),
+            Some(body),
+            ADMIN,
+        )
+        .await
     }
 }
 

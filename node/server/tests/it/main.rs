@@ -1,4 +1,8 @@
-mod storage;
+//! Integration tests of ratequeue-node: storage, real node processes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod admission;
 mod harness;
 mod replication;
+mod storage;

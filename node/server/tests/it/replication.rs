@@ -30,29 +30,46 @@ async fn a_resource_survives_leader_kill_and_the_killed_node_catches_up() {
     c.put_resource("openai", json!({"concurrency": 7})).await;
     for id in 1..=3 {
         let c = &c;
-        eventually(Duration::from_secs(10), "stale read on every node", || async move {
-            let (s, v) =
-                c.send(id, Method::GET, "/v1/resources/openai?stale=true", None, ADMIN).await;
-            (s == 200 && v["config"]["concurrency"] == 7).then_some(())
-        })
+        eventually(
+            Duration::from_secs(10),
+            "stale read on every node",
+            || async move {
+                let (s, v) = c
+                    .send(
+                        id,
+                        Method::GET,
+                        "/v1/resources/openai?stale=true",
+                        None,
+                        ADMIN,
+                    )
+                    .await;
+                (s == 200 && v["config"]["concurrency"] == 7).then_some(())
+            },
+        )
         .await;
     }
     let old = c.wait_leader().await;
     c.kill(old);
     let new = c.wait_leader().await;
     assert_ne!(new, old);
-    let (s, v) = c.send(new, Method::GET, "/v1/resources/openai", None, ADMIN).await;
+    let (s, v) = c
+        .send(new, Method::GET, "/v1/resources/openai", None, ADMIN)
+        .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["config"]["concurrency"], 7);
     c.put_resource("anthropic", resource(2)).await;
 
     c.restart(old);
     let c = &c;
-    eventually(Duration::from_secs(20), "restarted node catches up", || async move {
-        let path = "/v1/resources/anthropic?stale=true";
-        let (s, v) = c.try_send(old, Method::GET, path, None, ADMIN).await.ok()?;
-        (s == 200 && v["config"]["concurrency"] == 2).then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "restarted node catches up",
+        || async move {
+            let path = "/v1/resources/anthropic?stale=true";
+            let (s, v) = c.try_send(old, Method::GET, path, None, ADMIN).await.ok()?;
+            (s == 200 && v["config"]["concurrency"] == 2).then_some(())
+        },
+    )
     .await;
 }
 
@@ -70,7 +87,10 @@ async fn a_follower_redirects_writes_to_the_leader() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 307);
-    assert_eq!(r.headers()["location"], format!("{}/v1/resources/x?a=1", c.url(leader)));
+    assert_eq!(
+        r.headers()["location"],
+        format!("{}/v1/resources/x?a=1", c.url(leader))
+    );
     assert_eq!(r.headers()["x-ratequeue-leader"], leader.to_string());
 }
 
@@ -90,12 +110,20 @@ async fn a_full_cluster_restart_keeps_every_acknowledged_write() {
         c.restart(id);
     }
     let leader = c.wait_leader().await;
-    let (s, v) = c.send(leader, Method::GET, "/v1/resources", None, ADMIN).await;
+    let (s, v) = c
+        .send(leader, Method::GET, "/v1/resources", None, ADMIN)
+        .await;
     assert_eq!(s, 200);
-    let names: Vec<&str> =
-        v["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = v["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names.len(), 30, "{names:?}");
-    let (s, v) = c.send(leader, Method::GET, "/v1/resources/r5", None, ADMIN).await;
+    let (s, v) = c
+        .send(leader, Method::GET, "/v1/resources/r5", None, ADMIN)
+        .await;
     assert_eq!(s, 200);
     assert_eq!(v["stats"]["held"], 1, "the lease survived: {v}");
     let id = lease["lease_id"].as_str().unwrap();
@@ -117,8 +145,12 @@ async fn grow_to_five_voters_and_shrink_back_while_writing() {
                 let url = &urls[i as usize % urls.len()];
                 let mut target = format!("{url}/v1/resources/w{i}");
                 for _ in 0..5 {
-                    let Ok(r) =
-                        http.put(&target).bearer_auth(ADMIN).json(&json!({"concurrency": 1})).send().await
+                    let Ok(r) = http
+                        .put(&target)
+                        .bearer_auth(ADMIN)
+                        .json(&json!({"concurrency": 1}))
+                        .send()
+                        .await
                     else {
                         break;
                     };
@@ -138,7 +170,15 @@ async fn grow_to_five_voters_and_shrink_back_while_writing() {
     for id in [4u64, 5] {
         let leader = c.wait_leader().await;
         let body = json!({"id": id, "peer_addr": c.peer_addr(id), "api_url": c.url(id)});
-        let (s, v) = c.send(leader, Method::POST, "/v1/cluster/members", Some(body), ADMIN).await;
+        let (s, v) = c
+            .send(
+                leader,
+                Method::POST,
+                "/v1/cluster/members",
+                Some(body),
+                ADMIN,
+            )
+            .await;
         assert_eq!(s, 200, "add {id}: {v}");
         c.members.push(id);
     }
@@ -148,8 +188,15 @@ async fn grow_to_five_voters_and_shrink_back_while_writing() {
 
     for id in [4u64, 5] {
         let leader = c.wait_leader().await;
-        let (s, v) =
-            c.send(leader, Method::DELETE, &format!("/v1/cluster/members/{id}"), None, ADMIN).await;
+        let (s, v) = c
+            .send(
+                leader,
+                Method::DELETE,
+                &format!("/v1/cluster/members/{id}"),
+                None,
+                ADMIN,
+            )
+            .await;
         assert_eq!(s, 200, "remove {id}: {v}");
         c.members.retain(|m| *m != id);
     }
@@ -162,7 +209,15 @@ async fn grow_to_five_voters_and_shrink_back_while_writing() {
     let ids: Vec<u64> = s.members.iter().map(|m| m.id).collect();
     assert_eq!(ids, vec![1, 2, 3]);
     for i in acked {
-        let (s, _) = c.send(leader, Method::GET, &format!("/v1/resources/w{i}"), None, ADMIN).await;
+        let (s, _) = c
+            .send(
+                leader,
+                Method::GET,
+                &format!("/v1/resources/w{i}"),
+                None,
+                ADMIN,
+            )
+            .await;
         assert_eq!(s, 200, "acknowledged write w{i} lost");
     }
 }
@@ -171,12 +226,30 @@ async fn grow_to_five_voters_and_shrink_back_while_writing() {
 async fn wrong_tokens_are_refused() {
     let c = Cluster::start(3).await;
     let leader = c.wait_leader().await;
-    let (s, v) = c.send(leader, Method::PUT, "/v1/resources/x", Some(resource(1)), "nope-nope").await;
+    let (s, v) = c
+        .send(
+            leader,
+            Method::PUT,
+            "/v1/resources/x",
+            Some(resource(1)),
+            "nope-nope",
+        )
+        .await;
     assert_eq!(s, 401, "{v}");
     assert_eq!(v["error"]["code"], "unauthorized");
-    let r = c.http.get(format!("{}/v1/resources", c.url(leader))).send().await.unwrap();
+    let r = c
+        .http
+        .get(format!("{}/v1/resources", c.url(leader)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    let r = c.http.get(format!("{}/healthz", c.url(leader))).send().await.unwrap();
+    let r = c
+        .http
+        .get(format!("{}/healthz", c.url(leader)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200, "probes are open");
 }
 
@@ -189,6 +262,81 @@ async fn sigterm_on_the_leader_hands_over_and_exits_cleanly() {
     assert!(status.success(), "exit status {status:?}\n{}", c.log(old));
     let new = c.wait_leader().await;
     assert_ne!(new, old);
-    let (s, _) = c.send(new, Method::GET, "/v1/resources/r", None, ADMIN).await;
+    let (s, _) = c
+        .send(new, Method::GET, "/v1/resources/r", None, ADMIN)
+        .await;
     assert_eq!(s, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_requests_without_the_cluster_secret_are_rejected() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_leader().await;
+    let target = format!("http://{}/raft/vote", c.peer_addr(leader));
+    for auth in [None, Some("wrong-secret-wrong-secret")] {
+        let mut req = c.http.post(&target).body(vec![1u8, 2, 3]);
+        if let Some(a) = auth {
+            req = req.bearer_auth(a);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "auth {auth:?}");
+    }
+    // The admin token is not the cluster secret either.
+    let r = c
+        .http
+        .post(&target)
+        .bearer_auth(ADMIN)
+        .body(vec![0u8])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(c.wait_leader().await, leader, "nothing reached raft");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_store_is_reported_on_open_not_looped_on() {
+    let mut c = Cluster::start(3).await;
+    for i in 0..5 {
+        c.put_resource(&format!("c{i}"), resource(1)).await;
+    }
+    let leader = c.wait_leader().await;
+    let victim = (1..=3).find(|i| *i != leader).unwrap();
+    let status = c.terminate(victim);
+    assert!(status.success());
+    // Damage one stored log record the way a bad sector would: sled hands the bytes
+    // back unchanged, our record checksum must catch it.
+    {
+        let db = sled::open(c.nodes[&victim].data_dir.join("raft")).unwrap();
+        let log = db.open_tree("log").unwrap();
+        let (key, value) = log.iter().nth(2).unwrap().unwrap();
+        let mut bad = value.to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        log.insert(key, bad).unwrap();
+        db.flush().unwrap();
+    }
+    c.restart(victim);
+    let node = c.nodes.get_mut(&victim).unwrap();
+    let child = node.child.as_mut().unwrap();
+    let exit = eventually(
+        Duration::from_secs(30),
+        "the corrupted node to exit",
+        || {
+            let r = child.try_wait().unwrap();
+            async move { r }
+        },
+    )
+    .await;
+    assert!(!exit.success(), "a corrupted store must not start");
+    let log = c.log(victim);
+    assert!(
+        log.contains("storage") || log.contains("corrupt") || log.contains("checksum"),
+        "the error names the problem: {log}"
+    );
+    assert!(!log.contains("panicked"), "an error, not a panic: {log}");
+    // The rest of the cluster keeps serving.
+    c.nodes.get_mut(&victim).unwrap().child = None;
+    c.members.retain(|m| *m != victim);
+    c.put_resource("after", resource(1)).await;
 }
