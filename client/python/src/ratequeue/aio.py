@@ -150,7 +150,6 @@ class Client:
                 max_connections=self.timing.connections_max,
                 max_keepalive_connections=self.timing.keepalive_max,
             ),
-            trust_env=False,
         )
 
     def _client(self) -> httpx.AsyncClient:
