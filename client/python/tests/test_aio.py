@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from typing import AsyncIterator, List, Optional
+from typing import AsyncIterator, Callable, List, Optional
 
 import httpx
 import pytest
@@ -26,7 +26,7 @@ async def aclient(cluster: FakeCluster) -> AsyncIterator[rq.Client]:
     await c.aclose()
 
 
-async def until(predicate: "callable[[], bool]", timeout: float = DEADLINE) -> None:  # type: ignore[valid-type]
+async def until(predicate: Callable[[], bool], timeout: float = DEADLINE) -> None:
     """Poll a condition on the loop with a deadline (the fake cluster runs in threads)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -99,4 +99,4 @@ def test_celery_task_retries_after_the_clusters_retry_after(default_on_fake: Fak
             task.run("document")
     finally:
         task.pop_request()
-    assert ei.value.when is not None and 3.0 <= float(ei.value.when) <= 4.0  # type: ignore[arg-type]
+    assert ei.value.when is not None and 3.0 <= float(ei.value.when) <= 4.0
