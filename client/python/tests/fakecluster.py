@@ -121,14 +121,16 @@ class FakeCluster:
             return [s for s in self.seen if s.kind == kind]
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-        """Wait (on the cluster's condition, never a bare sleep) until predicate holds."""
+        """Wait until predicate holds, with a deadline: woken by every request the cluster
+        sees, and polling in short slices for state that changes on the client side (a
+        lease's `lost` flag, its renewal thread ending)."""
         deadline = time.monotonic() + timeout
         with self.cond:
             while not predicate():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                self.cond.wait(left)
+                self.cond.wait(min(left, 0.01))
             return True
 
     def expire(self, lease_id: str) -> None:
