@@ -1,0 +1,244 @@
+//! Configuration: node URLs and API key (arguments, else `RATEQUEUE_URL` and
+//! `RATEQUEUE_API_KEY`), every delay and bound the client uses (`Timing`), and the
+//! client-side checks of names and numbers so that bad input fails before any I/O.
+//!
+//! Must never do I/O beyond reading those two environment variables.
+
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// Comma-separated node URLs: `http://10.0.0.1:7700,http://10.0.0.2:7700`.
+pub const ENV_URL: &str = "RATEQUEUE_URL";
+/// The bearer token sent with every request.
+pub const ENV_API_KEY: &str = "RATEQUEUE_API_KEY";
+/// Where `ratequeue dev` listens: used when no URL is given at all.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:7700";
+
+/// The server's bounds (`ratequeue-core`), checked here before any I/O.
+pub const LOAD_MAX: u64 = 1_000_000_000_000;
+pub const TTL_MS_MIN: u64 = 100;
+pub const TTL_MS_MAX: u64 = 24 * 3_600_000;
+pub const WAIT_MS_MAX: u64 = 3_600_000;
+pub const REQUEST_ID_LEN_MAX: usize = 128;
+pub const NAME_LEN_MAX: usize = 128;
+
+/// Every delay and bound of the client. The defaults suit production; tests shorten them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// How long an acquire waits in the cluster's queue unless told otherwise.
+    pub wait_default: Duration,
+    /// TCP connect timeout of every attempt.
+    pub connect_timeout: Duration,
+    /// Whole-attempt timeout of short calls (release, renew, reads, resource writes).
+    pub request_timeout: Duration,
+    /// An acquire attempt's timeout is its `wait_ms` plus this, so the client never cuts
+    /// a long poll short. Exceeds the server's 10 s commit timeout.
+    pub acquire_timeout_margin: Duration,
+    /// Whole-attempt timeout of membership changes (the server waits up to 60 s for a
+    /// learner to catch up).
+    pub membership_timeout: Duration,
+    /// How long transient failures are retried (on top of an acquire's own wait).
+    pub retry_budget: Duration,
+    /// How long a release is retried; after that the lease lapses at its TTL.
+    pub release_budget: Duration,
+    /// At most this many attempts per call, whatever the budget.
+    pub attempts_max: u32,
+    /// At most this many redirects followed within one attempt.
+    pub redirects_max: u32,
+    /// Exponential backoff with full jitter: attempt n (from 1) sleeps a uniform time in
+    /// `[0, min(backoff_max, backoff_initial * 2^(n-1))]`, and at least a server's
+    /// `retry_after`.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// A permit renews when `ttl / renew_divisor` has passed since its last confirmation.
+    pub renew_divisor: u32,
+    /// …but never more often than this.
+    pub renew_interval_min: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            wait_default: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            acquire_timeout_margin: Duration::from_secs(15),
+            membership_timeout: Duration::from_secs(75),
+            retry_budget: Duration::from_secs(30),
+            release_budget: Duration::from_secs(10),
+            attempts_max: 50,
+            redirects_max: 5,
+            backoff_initial: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+            renew_divisor: 3,
+            renew_interval_min: Duration::from_millis(20),
+        }
+    }
+}
+
+impl Timing {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if self.attempts_max == 0 {
+            return Err(Error::InvalidArgument(
+                "Timing.attempts_max must be >= 1".into(),
+            ));
+        }
+        if self.renew_divisor < 2 {
+            return Err(Error::InvalidArgument(
+                "Timing.renew_divisor must be >= 2".into(),
+            ));
+        }
+        if self.backoff_initial > self.backoff_max {
+            return Err(Error::InvalidArgument(
+                "Timing.backoff_initial must not exceed backoff_max".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Splits and normalises node URLs: trimmed, trailing `/` dropped, duplicates removed
+/// (order kept), each `http://` or `https://`.
+pub fn parse_urls<I, S>(urls: I) -> Result<Vec<String>, Error>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut out: Vec<String> = Vec::new();
+    for group in urls {
+        for part in group.as_ref().split(',') {
+            let u = part.trim().trim_end_matches('/');
+            if u.is_empty() {
+                continue;
+            }
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(Error::InvalidArgument(format!(
+                    "node URL {u:?} must start with http:// or https://"
+                )));
+            }
+            if reqwest::Url::parse(u).is_err() {
+                return Err(Error::InvalidArgument(format!(
+                    "node URL {u:?} is not a valid URL"
+                )));
+            }
+            if !out.iter().any(|x| x == u) {
+                out.push(u.to_owned());
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::InvalidArgument("no ratequeue node URL given".into()));
+    }
+    Ok(out)
+}
+
+/// The node URLs from `RATEQUEUE_URL`, else the dev default.
+pub fn urls_from_env() -> Result<Vec<String>, Error> {
+    match std::env::var(ENV_URL) {
+        Ok(v) if !v.trim().is_empty() => parse_urls([v]),
+        _ => parse_urls([DEFAULT_URL]),
+    }
+}
+
+/// The API key from `RATEQUEUE_API_KEY`, if set and not empty.
+pub fn api_key_from_env() -> Option<String> {
+    std::env::var(ENV_API_KEY)
+        .ok()
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty())
+}
+
+/// Names of resources, lanes and keys: 1–128 characters of `[A-Za-z0-9._:-]`.
+pub fn check_name(what: &str, name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= NAME_LEN_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "{what} name must be 1-{NAME_LEN_MAX} characters of [A-Za-z0-9._:-], got {name:?}"
+        )))
+    }
+}
+
+/// Lease ids are `{fencing_token}-{hex nonce}`; anything that would need escaping in a
+/// path is refused here (the server would answer `lease_not_found`).
+pub(crate) fn check_lease_id(id: &str) -> Result<(), Error> {
+    if !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!("malformed lease id {id:?}")))
+    }
+}
+
+pub(crate) fn check_load(what: &str, load: u64) -> Result<(), Error> {
+    if load <= LOAD_MAX {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "{what} must be at most {LOAD_MAX}, got {load}"
+        )))
+    }
+}
+
+/// A duration in whole milliseconds (rounded up), checked against `lo..=hi`.
+pub(crate) fn duration_ms(what: &str, d: Duration, lo: u64, hi: u64) -> Result<u64, Error> {
+    let ms = u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+    if (lo..=hi).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "{what} must be between {lo} ms and {hi} ms, got {ms} ms"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_split_normalised_and_checked() {
+        let u = parse_urls(["http://a:1/, http://b:2 ,http://a:1", "https://c"]).unwrap();
+        assert_eq!(u, ["http://a:1", "http://b:2", "https://c"]);
+        assert!(parse_urls(["a:1"]).is_err());
+        assert!(parse_urls([" , "]).is_err());
+        assert!(parse_urls(Vec::<String>::new()).is_err());
+    }
+
+    #[test]
+    fn names_and_numbers() {
+        assert!(check_name("resource", "openai-gpt4:eu_1.x").is_ok());
+        assert!(check_name("resource", "").is_err());
+        assert!(check_name("resource", "a/b").is_err());
+        assert!(check_name("resource", &"a".repeat(129)).is_err());
+        assert!(check_lease_id("42-9f0c").is_ok());
+        assert!(check_lease_id("../x").is_err());
+        assert!(check_load("load", LOAD_MAX).is_ok());
+        assert!(check_load("load", LOAD_MAX + 1).is_err());
+        assert_eq!(
+            duration_ms("ttl", Duration::from_micros(100_001), 100, 1000).unwrap(),
+            101
+        );
+        assert!(duration_ms("ttl", Duration::from_millis(99), 100, 1000).is_err());
+    }
+
+    #[test]
+    fn default_timing_is_valid() {
+        Timing::default().validate().unwrap();
+        let t = Timing {
+            attempts_max: 0,
+            ..Timing::default()
+        };
+        assert!(t.validate().is_err());
+        // The acquire margin must exceed the server's 10 s commit timeout.
+        assert!(Timing::default().acquire_timeout_margin > Duration::from_secs(10));
+    }
+}
