@@ -187,3 +187,22 @@ def test_alert_rules_use_metrics_the_server_exports():
     for name in sorted(used):
         base = re.sub(r"_(bucket|sum|count)$", "", name)
         assert base in source, f"alert uses {name}, which the server does not export"
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    s = heading.strip().lower()
+    s = re.sub(r"[^\w\- ]", "", s)
+    return s.replace(" ", "-")
+
+
+def test_alert_runbook_links_resolve():
+    doc = (DEPLOY.parent / "docs" / "operations.md").read_text()
+    anchors = {_slug(h) for h in re.findall(r"^#{2,4} (.+)$", doc, re.M)}
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yaml").read_text())
+    for g in rules["groups"]:
+        for r in g["rules"]:
+            anchor = r["annotations"]["runbook"].split("#", 1)[1]
+            assert anchor in anchors, f"{r['alert']}: docs/operations.md has no section #{anchor}"
+    for link in set(re.findall(r"\]\(#([^)]+)\)", doc)):
+        assert link in anchors, f"docs/operations.md links to missing #{link}"
