@@ -117,4 +117,23 @@ step "hadolint deploy/Dockerfile"
 echo "hadolint clean"
 
 step "convention and launch tests (deploy/tests)"
+report="${TMPDIR:-/tmp}/ratequeue-rehearsal-report.json"
+rm -f "$report"
 "$venv/bin/python" -m pytest -q -p no:cacheprovider "$DEPLOY/tests"
+
+if [[ -f "$report" ]]; then
+    step "rehearsal: unavailability per restarted node (rolling restart under load)"
+    "$venv/bin/python" - "$report" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+for x in r["phases"]["rolling_restart"]:
+    print(f"{x['pod']:<12} leader={str(x['was_leader']):<5} SIGTERM->exit {x['term_to_exit_s']:6.2f}s"
+          f"  longest client stall {x['longest_client_stall_s']:6.2f}s  acks during {x['acks_during']}")
+l = r["load"]
+q = r["phases"]["lost_quorum_recovery"]
+print(f"acknowledged grants {l['acknowledged']}, released {l['released']}, lost {len(l['lost'])}, "
+      f"held leases lost {len(r['held_leases_lost'])}; retried errors {l['errors']}")
+print(f"lost-quorum recovery from {q['survivor']}: serving again after {q['recovered_after_s']}s, "
+      f"held leases lost {len(q['held_leases_lost'])}")
+PY
+fi

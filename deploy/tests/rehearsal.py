@@ -328,15 +328,23 @@ def rehearse(args) -> dict:
         report["held_leases_lost"] = held_still_live(c, held)
 
         # ---- 5. lost quorum: two of three nodes and their disks are gone
-        survivor = 0
-        before = c.status(survivor)
-        for o in (1, 2):
+        # Runbook step 1: the survivor is the follower with the highest last_log_index
+        # (a follower, so that losing quorum is visible on it at once).
+        views = {o: c.status(o) for o in range(n)}
+        survivor = max(
+            (o for o, v in views.items() if v["role"] != "leader"),
+            key=lambda o: views[o]["last_log_index"] or 0,
+        )
+        lost = [o for o in range(n) if o != survivor]
+        before = views[survivor]
+        for o in lost:
             with c.lock:
                 c.endpoints.discard(o)
             sim.kill(o)
             sim.delete_volume(o)
         wait_until("survivor unready", lambda: not c.ready(survivor), 30)
         lost_q = {
+            "survivor": sim.pod_name(survivor),
             "survivor_applied_index": before["applied_index"],
             "survivor_healthy_without_quorum": c.healthy(survivor),
             "survivor_ready_without_quorum": c.ready(survivor),
@@ -346,7 +354,7 @@ def rehearse(args) -> dict:
             c.endpoints.clear()
         stop = sim.stop(survivor)
         lost_q["survivor_stop"] = stop
-        for o in (1, 2):
+        for o in lost:
             sim.seed_volume(survivor, o)
         t0 = time.monotonic()
         for o in range(n):

@@ -117,3 +117,20 @@ def test_lost_quorum_recovery_from_a_survivors_data(report):
     assert rec["voters"] == [1, 2, 3]
     assert rec["held_leases_lost"] == [], "grants acknowledged before the loss survive the recovery"
     assert rec["acquire_after_recovery"] == 200
+
+
+def test_runbook_gives_the_rehearsed_commands():
+    """The runbook's commands are the ones the rehearsal runs (as HTTP calls)."""
+    doc = (REPO / "docs" / "operations.md").read_text()
+    for text in [
+        "kubectl -n ratequeue scale statefulset ratequeue --replicas=5",
+        '"peer_addr": "ratequeue-3.ratequeue-peers.ratequeue.svc:7701"',
+        '"api_url": "http://ratequeue-3.ratequeue-peers.ratequeue.svc:7700"',
+        '-X POST "$LEADER_URL/v1/cluster/members"',
+        '-X DELETE "$LEADER_URL/v1/cluster/members/5"',
+        "kubectl -n ratequeue scale statefulset ratequeue --replicas=3",
+        "kubectl -n ratequeue delete pvc data-ratequeue-3 data-ratequeue-4",
+        "kubectl -n ratequeue scale statefulset ratequeue --replicas=0",
+        "highest `last_log_index`",
+    ]:
+        assert text in doc, f"docs/operations.md lost the rehearsed step: {text}"
