@@ -140,7 +140,7 @@ impl Client {
         Acquire::new(self.clone(), resource.into())
     }
 
-    /// A short call with a fixed body, retried until `budget` has passed.
+    /// A call with a fixed body, retried for `Timing::retry_budget`.
     async fn simple(
         &self,
         method: Method,
@@ -148,9 +148,9 @@ impl Client {
         body: Option<Vec<u8>>,
         idempotency: Idempotency,
         timeout: Duration,
-        budget: Duration,
         leader_only: bool,
     ) -> Result<Reply, Error> {
+        let budget = self.t.timing.retry_budget;
         let spec = CallSpec {
             method,
             path,
@@ -174,7 +174,6 @@ impl Client {
             None,
             Idempotency::Idempotent,
             t.request_timeout,
-            t.retry_budget,
             true,
         )
         .await
@@ -386,7 +385,6 @@ impl Client {
                 Some(encode(spec)?),
                 Idempotency::Idempotent,
                 t.request_timeout,
-                t.retry_budget,
                 true,
             )
             .await?;
@@ -417,7 +415,6 @@ impl Client {
                 None,
                 Idempotency::Idempotent,
                 t.request_timeout,
-                t.retry_budget,
                 true,
             )
             .await?;
@@ -437,7 +434,6 @@ impl Client {
             Some(encode(req)?),
             Idempotency::Idempotent,
             t.request_timeout,
-            t.retry_budget,
             true,
         )
         .await?
@@ -459,7 +455,6 @@ impl Client {
                 None,
                 Idempotency::Idempotent,
                 t.request_timeout,
-                t.retry_budget,
                 true,
             )
             .await?;
@@ -478,7 +473,6 @@ impl Client {
             None,
             Idempotency::Idempotent,
             t.request_timeout,
-            t.retry_budget,
             false,
         )
         .await?
@@ -505,7 +499,6 @@ impl Client {
             Some(encode(req)?),
             Idempotency::NotIdempotent,
             t.membership_timeout,
-            t.retry_budget,
             true,
         )
         .await?
@@ -521,7 +514,6 @@ impl Client {
             None,
             Idempotency::NotIdempotent,
             t.membership_timeout,
-            t.retry_budget,
             true,
         )
         .await?
