@@ -886,7 +886,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(node): State<Arc<Node>>) -> Response {
-    match node.readiness() {
+    match node.readiness().await {
         Ok(()) => "ready\n".into_response(),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -29,6 +29,8 @@ use crate::storage::{self, LogStore, SledConfig};
 pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a stepping-down leader waits for a successor.
 pub const HANDOFF_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `/readyz` on the leader waits for a quorum round.
+const READY_QUORUM_TIMEOUT: Duration = Duration::from_secs(1);
 /// A learner within this many entries of the leader counts as caught up.
 const CAUGHT_UP_LAG_MAX: u64 = 64;
 
@@ -280,8 +282,10 @@ impl Node {
         }
     }
 
-    /// `/readyz`: serving and knows a leader; never "is leader".
-    pub fn readiness(&self) -> Result<(), String> {
+    /// `/readyz`: serving and knows a leader; never "is leader". A leader must also
+    /// still reach a quorum (one ReadIndex round), so a leader cut off from its
+    /// majority stops receiving traffic instead of answering `commit_timeout`.
+    pub async fn readiness(&self) -> Result<(), String> {
         if self.is_shutting_down() {
             return Err("shutting down".into());
         }
@@ -291,6 +295,12 @@ impl Node {
         }
         if self.leader().is_none() {
             return Err("no known leader".into());
+        }
+        if m.state == ServerState::Leader {
+            let round = tokio::time::timeout(READY_QUORUM_TIMEOUT, self.raft.ensure_linearizable());
+            if !matches!(round.await, Ok(Ok(_))) {
+                return Err("leader cannot reach a quorum".into());
+            }
         }
         Ok(())
     }
@@ -456,6 +466,11 @@ impl Node {
             if let Some((_, id)) = successor {
                 if let Some(n) = membership.get_node(&id) {
                     tracing::info!(successor = id, "handing leadership over");
+                    // Go quiet first: no more heartbeats (followers' leader lease then
+                    // lapses and they grant the successor's vote) and no elections of
+                    // our own to compete with it.
+                    self.raft.runtime_config().heartbeat(false);
+                    self.raft.runtime_config().elect(false);
                     if let Err(e) = peer_client.trigger_election(&n.peer_addr).await {
                         tracing::warn!(error = %e, "successor did not start an election");
                     }
