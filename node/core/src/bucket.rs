@@ -78,16 +78,28 @@ impl Bucket {
         i64::try_from(tokens).unwrap_or(if tokens < 0 { i64::MIN } else { i64::MAX })
     }
 
-    /// The same bucket under a new limit: keeps the whole tokens it holds, capped at
-    /// the new capacity, so replacing a resource never mints budget.
+    /// The same bucket under a new limit: the exact level (whole tokens and the fraction
+    /// of the next one) converted to the new window, rounded down and capped at the new
+    /// capacity. Replacing a resource never mints budget, and putting the same config
+    /// again changes nothing (rounding to whole tokens here would throw away the partial
+    /// refill on every PUT, so a PUT repeated faster than one token's refill would starve
+    /// the resource).
     pub fn rescaled(&self, old: &RateLimit, new: &RateLimit, now_ms: u64) -> Bucket {
-        let tokens = self
+        let level = self
             .level_at(old, now_ms)
-            .div_euclid(i128::from(old.window_ms));
-        let level = (tokens * i128::from(new.window_ms)).min(capacity(new));
+            .saturating_mul(i128::from(new.window_ms))
+            .div_euclid(i128::from(old.window_ms))
+            .min(capacity(new));
         Bucket {
             level,
             updated_ms: now_ms,
         }
+    }
+
+    /// Whether this bucket can be the state of `rl` at cluster time `now_ms`: not above
+    /// capacity, not updated in the future, and far from overflow. Used to refuse
+    /// corrupted snapshots.
+    pub fn is_sane(&self, rl: &RateLimit, now_ms: u64) -> bool {
+        self.level <= capacity(rl) && self.level > i128::MIN / 4 && self.updated_ms <= now_ms
     }
 }

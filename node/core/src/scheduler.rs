@@ -15,7 +15,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::state::{Command, Fit, Grant, Outcome, State};
+use crate::state::{Command, Fit, Grant, Outcome, Rejection, State};
 use crate::{LANES_QUEUED_MAX, WAITERS_MAX};
 
 /// Stride numerator: a lane of weight w advances its pass by `STRIDE / w` per grant.
@@ -179,8 +179,10 @@ impl Scheduler {
         let max_queue = state
             .resource(&req.resource)
             .map_or(0, |c| c.max_queue as usize);
-        let lanes = self.queues.get(&req.resource).map_or(0, |q| q.lanes.len());
-        if queued >= max_queue || self.waiters.len() >= WAITERS_MAX || lanes >= LANES_QUEUED_MAX {
+        if queued >= max_queue
+            || self.waiters.len() >= WAITERS_MAX
+            || !self.lane_room(&req.resource, &req.lane)
+        {
             let retry_after_ms = retry_after(state, &req.resource, req.load);
             return Admit::Rejected(Refusal::QueueFull { retry_after_ms });
         }
@@ -203,6 +205,24 @@ impl Scheduler {
         Admit::Waiting(id)
     }
 
+    /// Whether `lane` can be queued on `resource`: it is there already, or the lane
+    /// table has room. Lanes without waiters stay in the table only to remember their
+    /// stride debt; at the bound they are forgotten (such a lane comes back at the
+    /// current virtual time, as a new one would), so that a stream of one-off lane names
+    /// cannot fill the table of a queue that never drains.
+    fn lane_room(&mut self, resource: &str, lane: &str) -> bool {
+        let Some(q) = self.queues.get_mut(resource) else {
+            return true;
+        };
+        if q.lanes.contains_key(lane) {
+            return true;
+        }
+        if q.lanes.len() >= LANES_QUEUED_MAX {
+            q.lanes.retain(|_, l| !l.queue.is_empty());
+        }
+        q.lanes.len() < LANES_QUEUED_MAX
+    }
+
     /// Removes a waiter (its client went away). Returns whether it was still waiting.
     pub fn cancel(&mut self, id: WaiterId) -> bool {
         let Some(w) = self.remove(id) else {
@@ -217,7 +237,11 @@ impl Scheduler {
     /// into the same batch, in the same order.
     pub fn propose(&mut self, state: &mut State, command: &Command) -> Outcome {
         let touched = match command {
-            Command::Release { lease, .. } => state.lease_resource(*lease).map(str::to_owned),
+            // A renew may also shorten a lease (a smaller `ttl_ms`): the blocked head's
+            // wakeup, computed from the old expiry, would then be too late.
+            Command::Release { lease, .. } | Command::Renew { lease, .. } => {
+                state.lease_resource(*lease).map(str::to_owned)
+            }
             Command::PutResource { name, .. } | Command::DeleteResource { name } => {
                 Some(name.clone())
             }
@@ -392,8 +416,16 @@ impl Scheduler {
             nonce: req.nonce,
         });
         let outcome = state.apply_command(&command);
+        // The scheduler only grants what fits, so a grant must apply. Two refusals are
+        // not scheduler bugs and are answered from the applied entry like any outcome:
+        // `Invalid` (a request the shell should have validated: lane name, TTL, request
+        // id) and `TableFull` (the lease table at its bound).
         debug_assert!(
-            matches!(outcome, Outcome::Granted { .. }),
+            matches!(
+                outcome,
+                Outcome::Granted { .. }
+                    | Outcome::Rejected(Rejection::Invalid(_) | Rejection::TableFull(_))
+            ),
             "a grant decided by the scheduler must apply: {outcome:?}"
         );
         self.events.push_back(Event::Grant {

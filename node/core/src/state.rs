@@ -213,6 +213,15 @@ enum Ended {
     Expired,
 }
 
+/// How a lease ended, with its nonce: a forged id (right token, wrong nonce) must get
+/// `LeaseNotFound` after the lease ended just as before, never the real lease's answer
+/// (`already_released` would even settle nothing and report success).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Tombstone {
+    how: Ended,
+    nonce: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct IdempotentGrant {
     lease: LeaseView,
@@ -240,7 +249,7 @@ pub struct State {
     expiry: BTreeSet<(u64, u64)>,
     /// Recently ended leases, so a late release or renew gets the right answer.
     /// Bounded by `TOMBSTONES_MAX`; the oldest tokens are forgotten first.
-    ended: BTreeMap<u64, Ended>,
+    ended: BTreeMap<u64, Tombstone>,
     idempotency: BTreeMap<String, IdempotentGrant>,
     /// Request ids in grant order, for eviction by age and by count.
     idempotency_order: VecDeque<String>,
@@ -248,7 +257,8 @@ pub struct State {
     key_by_hash: BTreeMap<String, String>,
 }
 
-const SNAPSHOT_VERSION: u8 = 1;
+/// 2: tombstones carry the lease nonce.
+const SNAPSHOT_VERSION: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -341,15 +351,34 @@ impl State {
         let now = self.now_ms;
         match self.resources.get_mut(name) {
             Some(r) => {
-                let buckets = config
-                    .rate
-                    .iter()
-                    .enumerate()
-                    .map(|(i, new)| match (r.config.rate.get(i), r.buckets.get(i)) {
-                        (Some(old), Some(b)) if old.per == new.per => b.rescaled(old, new, now),
-                        _ => Bucket::full(new, now),
-                    })
-                    .collect();
+                // Each new bucket takes over an old bucket of the same kind (`per`),
+                // preferring one with the same window, wherever it sits in the list.
+                // Matching by position would give a reordered list's drained bucket a
+                // full level (minting budget). Unmatched new buckets are new limits and
+                // start full.
+                let mut taken = vec![false; r.config.rate.len()];
+                let mut buckets = Vec::with_capacity(config.rate.len());
+                for new in &config.rate {
+                    let old = |same_window: bool, taken: &[bool]| {
+                        r.config.rate.iter().enumerate().position(|(i, old)| {
+                            !taken[i]
+                                && old.per == new.per
+                                && (!same_window || old.window_ms == new.window_ms)
+                        })
+                    };
+                    let matched = old(true, &taken).or_else(|| old(false, &taken));
+                    let bucket = match matched {
+                        Some(i) => {
+                            taken[i] = true;
+                            match (r.config.rate.get(i), r.buckets.get(i)) {
+                                (Some(old), Some(b)) => b.rescaled(old, new, now),
+                                _ => Bucket::full(new, now),
+                            }
+                        }
+                        None => Bucket::full(new, now),
+                    };
+                    buckets.push(bucket);
+                }
                 r.buckets = buckets;
                 r.config = config.clone();
                 Outcome::ResourcePut { created: false }
@@ -517,8 +546,9 @@ impl State {
             Some(l) if l.nonce == id.nonce => Ok(l),
             Some(_) => Err(Rejection::LeaseNotFound),
             None => match self.ended.get(&id.token) {
-                Some(Ended::Released) => Err(Rejection::LeaseReleased),
-                Some(Ended::Expired) => Err(Rejection::LeaseExpired),
+                Some(t) if t.nonce != id.nonce => Err(Rejection::LeaseNotFound),
+                Some(t) if t.how == Ended::Released => Err(Rejection::LeaseReleased),
+                Some(_) => Err(Rejection::LeaseExpired),
                 // Issued once but forgotten: it ended long ago. Tell the holder to stop.
                 None if id.token < self.next_token && id.token > 0 => Err(Rejection::LeaseExpired),
                 None => Err(Rejection::LeaseNotFound),
@@ -595,7 +625,13 @@ impl State {
         if let Some(r) = self.resources.get_mut(&l.resource) {
             r.leases.remove(&(l.expires_at_ms, token));
         }
-        self.ended.insert(token, how);
+        self.ended.insert(
+            token,
+            Tombstone {
+                how,
+                nonce: l.nonce,
+            },
+        );
         while self.ended.len() > TOMBSTONES_MAX {
             self.ended.pop_first();
         }
@@ -681,6 +717,85 @@ impl State {
         self.idempotency.get(request_id).map(|g| &g.lease)
     }
 
+    /// Checks that the state's indexes agree with each other and its tables are within
+    /// their bounds. Every command keeps these; `restore` checks them so that corrupted
+    /// bytes are refused instead of looping or panicking later, and tests call it after
+    /// every step.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let now = self.now_ms;
+        if self.next_token == 0 || self.next_token == u64::MAX {
+            return Err("next_token out of range".into());
+        }
+        if self.resources.len() > RESOURCES_MAX
+            || self.leases.len() > LEASES_MAX
+            || self.keys.len() > KEYS_MAX
+            || self.ended.len() > TOMBSTONES_MAX
+            || self.idempotency.len() > IDEMPOTENCY_WINDOW_LEN_MAX.saturating_mul(2)
+        {
+            return Err("a table is over its bound".into());
+        }
+        let mut indexed = 0usize;
+        for (name, r) in &self.resources {
+            crate::config::validate_name(name).and_then(|()| r.config.validate())?;
+            if r.buckets.len() != r.config.rate.len()
+                || !r
+                    .config
+                    .rate
+                    .iter()
+                    .zip(&r.buckets)
+                    .all(|(rl, b)| b.is_sane(rl, now))
+            {
+                return Err(format!("buckets of {name} do not match its limits"));
+            }
+            for &(at, token) in &r.leases {
+                match self.leases.get(&token) {
+                    Some(l) if l.expires_at_ms == at && &l.resource == name => {}
+                    _ => return Err(format!("lease {token} of {name} is not live")),
+                }
+            }
+            indexed += r.leases.len();
+        }
+        if indexed != self.leases.len() || self.expiry.len() != self.leases.len() {
+            return Err("lease indexes disagree".into());
+        }
+        for (&token, l) in &self.leases {
+            if token == 0
+                || token >= self.next_token
+                || self.ended.contains_key(&token)
+                || !self.expiry.contains(&(l.expires_at_ms, token))
+            {
+                return Err(format!("lease {token} is mis-indexed"));
+            }
+        }
+        if self
+            .ended
+            .last_key_value()
+            .is_some_and(|(&t, _)| t >= self.next_token)
+        {
+            return Err("an ended lease was never issued".into());
+        }
+        let order: BTreeSet<&String> = self.idempotency_order.iter().collect();
+        if order.len() != self.idempotency_order.len()
+            || order.len() != self.idempotency.len()
+            || !order.iter().all(|id| self.idempotency.contains_key(*id))
+            || self
+                .idempotency
+                .values()
+                .any(|g| g.at_ms > now || g.lease.id.token >= self.next_token)
+        {
+            return Err("idempotency window indexes disagree".into());
+        }
+        if self.key_by_hash.len() != self.keys.len()
+            || !self
+                .keys
+                .iter()
+                .all(|(name, k)| &k.name == name && self.key_by_hash.get(&k.hash) == Some(name))
+        {
+            return Err("key indexes disagree".into());
+        }
+        Ok(())
+    }
+
     /// Serialises the whole state: `[version][bincode]`. Equal states give equal bytes.
     pub fn snapshot(&self) -> Vec<u8> {
         let mut out = vec![SNAPSHOT_VERSION];
@@ -691,13 +806,56 @@ impl State {
         out
     }
 
+    /// Rebuilds a state from `snapshot` bytes: the version must match, the bytes must
+    /// decode completely, and the result must pass `check_invariants`.
     pub fn restore(bytes: &[u8]) -> Result<State, SnapshotError> {
         let (&version, body) = bytes.split_first().ok_or(SnapshotError::Empty)?;
         if version != SNAPSHOT_VERSION {
             return Err(SnapshotError::Version(version));
         }
-        let (state, _) = bincode::serde::decode_from_slice(body, bincode::config::standard())
-            .map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        let (state, used) =
+            decode_bounded(body).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        if used != body.len() {
+            return Err(SnapshotError::Decode(format!(
+                "{} trailing bytes",
+                body.len() - used
+            )));
+        }
+        // Bytes that decode are not yet a state: a corrupted snapshot could index a lease
+        // by expiry that does not exist, and `tick` would never finish.
+        state
+            .check_invariants()
+            .map_err(|e| SnapshotError::Decode(format!("inconsistent state: {e}")))?;
         Ok(state)
+    }
+}
+
+/// Decodes a snapshot body with bincode's memory bound set from the body's length.
+///
+/// bincode allocates a string's buffer from its length prefix before reading it, so a
+/// corrupted prefix can ask for petabytes and abort the process. Its decode limit bounds
+/// the memory claimed while decoding. A valid body claims at most 16 bytes per encoded
+/// byte (the worst case is a one-byte varint decoding to an `i128`), so the limit is the
+/// first tier at or above 16 × the body's length (the limit is a const generic, hence
+/// tiers rather than the exact figure).
+fn decode_bounded(body: &[u8]) -> Result<(State, usize), bincode::error::DecodeError> {
+    /// `2^bits` bytes less one, or `usize::MAX` where that does not fit.
+    const fn bound(bits: u32) -> usize {
+        usize::MAX >> usize::BITS.saturating_sub(bits)
+    }
+    fn decode<const LIMIT: usize>(
+        body: &[u8],
+    ) -> Result<(State, usize), bincode::error::DecodeError> {
+        bincode::serde::decode_from_slice(body, bincode::config::standard().with_limit::<LIMIT>())
+    }
+    let claims = body.len().saturating_mul(16);
+    if claims <= bound(24) {
+        decode::<{ bound(24) }>(body)
+    } else if claims <= bound(28) {
+        decode::<{ bound(28) }>(body)
+    } else if claims <= bound(32) {
+        decode::<{ bound(32) }>(body)
+    } else {
+        decode::<{ bound(36) }>(body)
     }
 }

@@ -1,0 +1,119 @@
+//! The bounded idempotency window: a granted `request_id` answers with the same lease.
+
+use ratequeue_core::{Command, Grant, Outcome, Rejection, ResourceConfig, IDEMPOTENCY_WINDOW_MS};
+
+use crate::check::{check, granted, invalid, Check};
+
+fn with_id(c: &mut Check, id: &str) -> Grant {
+    Grant {
+        request_id: Some(id.into()),
+        ..c.req("r", 1)
+    }
+}
+
+#[test]
+fn a_duplicate_request_id_returns_the_same_lease_and_grants_nothing() {
+    let mut c = check(&[("r", ResourceConfig::concurrency(2))]);
+    let g = with_id(&mut c, "req-1");
+    let first = granted(c.grant(g.clone()));
+    let tokens = c.state.next_token();
+    // Retried with another nonce (the shell drew a new one): still the first lease.
+    let retry = Grant {
+        nonce: g.nonce + 1,
+        ..g.clone()
+    };
+    let Outcome::Granted {
+        lease,
+        duplicate,
+        limits,
+    } = c.grant(retry)
+    else {
+        panic!()
+    };
+    assert!(duplicate);
+    assert_eq!(lease, first);
+    assert_eq!(limits, c.state.limits("r"));
+    assert_eq!(c.state.lease_count(), 1);
+    assert_eq!(c.state.next_token(), tokens);
+    assert_eq!(c.remaining("r"), vec![1]);
+    assert_eq!(c.state.granted_request("req-1"), Some(&first));
+    // Even when the resource is full, the duplicate is answered, not refused.
+    c.lease("r", 1);
+    assert!(matches!(
+        c.grant(g.clone()),
+        Outcome::Granted {
+            duplicate: true,
+            ..
+        }
+    ));
+    // And after the lease was released (the client retried a response it never got).
+    c.release(first.id, None);
+    assert!(matches!(
+        c.grant(g),
+        Outcome::Granted {
+            duplicate: true,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn the_window_is_ten_minutes_of_cluster_time() {
+    let mut c = check(&[("r", ResourceConfig::concurrency(10))]);
+    c.at(1_000);
+    let g = with_id(&mut c, "req-1");
+    let first = granted(c.grant(g.clone()));
+    c.at(1_000 + IDEMPOTENCY_WINDOW_MS - 1);
+    assert!(matches!(
+        c.grant(g.clone()),
+        Outcome::Granted {
+            duplicate: true,
+            ..
+        }
+    ));
+    c.at(1_000 + IDEMPOTENCY_WINDOW_MS);
+    assert_eq!(c.state.granted_request("req-1"), None);
+    let Outcome::Granted {
+        lease, duplicate, ..
+    } = c.grant(g)
+    else {
+        panic!()
+    };
+    assert!(!duplicate);
+    assert!(lease.id.token > first.id.token);
+}
+
+#[test]
+fn duplicates_inside_one_entry() {
+    let mut c = check(&[("r", ResourceConfig::concurrency(10))]);
+    let g = with_id(&mut c, "x");
+    let out = c
+        .state
+        .apply_entry(0, &[Command::Grant(g.clone()), Command::Grant(g)]);
+    let a = granted(out[0].clone());
+    assert!(matches!(&out[1], Outcome::Granted { lease, duplicate: true, .. } if *lease == a));
+    assert_eq!(c.state.lease_count(), 1);
+}
+
+#[test]
+fn refused_requests_are_not_remembered() {
+    let mut c = check(&[("r", ResourceConfig::concurrency(1))]);
+    c.lease("r", 1);
+    let g = with_id(&mut c, "x");
+    assert!(matches!(
+        c.grant(g.clone()),
+        Outcome::Rejected(Rejection::NoRoom { .. })
+    ));
+    assert_eq!(c.state.granted_request("x"), None);
+}
+
+#[test]
+fn request_ids_are_bounded() {
+    let mut c = check(&[("r", ResourceConfig::concurrency(10))]);
+    let empty = with_id(&mut c, "");
+    invalid(c.grant(empty));
+    let long = with_id(&mut c, &"x".repeat(129));
+    invalid(c.grant(long));
+    let ok = with_id(&mut c, &"x".repeat(128));
+    granted(c.grant(ok));
+}
