@@ -358,7 +358,11 @@ mod tests {
 
     #[test]
     fn error_codes_serialise_as_their_names() {
-        for code in [ErrorCode::QueueFull, ErrorCode::LeaseExpired, ErrorCode::NoLeader] {
+        for code in [
+            ErrorCode::QueueFull,
+            ErrorCode::LeaseExpired,
+            ErrorCode::NoLeader,
+        ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
         }
