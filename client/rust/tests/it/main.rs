@@ -1,0 +1,8 @@
+//! Integration tests of ratequeue-client and rqctl against real 3-node clusters of the
+//! `ratequeue` binary (built beforehand: see `harness.rs`).
+
+mod admin;
+mod failover;
+mod harness;
+mod lease;
+mod rqctl;

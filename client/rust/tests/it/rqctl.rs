@@ -1,0 +1,283 @@
+//! The `rqctl` binary: `run` limits a fleet of shell commands to the resource's
+//! concurrency and passes exit statuses through; admin subcommands print text or JSON and
+//! report API errors with their code.
+
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{concurrency, Cluster};
+
+fn run(cmd: &mut std::process::Command) -> Output {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Eight `rqctl run` processes on a resource of concurrency 2: at most two commands
+/// ever run at once (each logs start and end with `date +%s%N`), and all finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_limits_a_fleet_of_commands_to_the_concurrency() {
+    let c = Cluster::start(3).await;
+    c.put_resource("sem", concurrency(2)).await;
+    let log = c.dir.path().join("fleet.log");
+    let script = format!(
+        "echo \"$1 start $(date +%s%N)\" >> {log}; sleep 0.3; echo \"$1 end $(date +%s%N)\" >> {log}",
+        log = log.display()
+    );
+    let fleet: Vec<std::process::Child> = (0..8)
+        .map(|i| {
+            c.rqctl()
+                .args(["run", "sem", "--wait-ms", "60000", "--ttl-ms", "5000", "--"])
+                .args(["sh", "-c", &script, "sh", &i.to_string()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in fleet {
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "rqctl run failed: {}",
+            text(&out.stderr)
+        );
+    }
+
+    // Sweep the start/end events in time order.
+    let mut events: Vec<(u128, i32, String)> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(f.len(), 3, "bad line {l:?}");
+            let delta = if f[1] == "start" { 1 } else { -1 };
+            (f[2].parse().unwrap(), delta, f[0].to_owned())
+        })
+        .collect();
+    assert_eq!(events.len(), 16, "every command started and ended once");
+    // At equal instants count ends first: a release precedes the next grant.
+    events.sort_by_key(|(t, d, _)| (*t, *d));
+    let (mut running, mut max) = (0, 0);
+    for (_, d, _) in &events {
+        running += d;
+        max = max.max(running);
+    }
+    assert_eq!(running, 0);
+    assert!(
+        max <= 2,
+        "at most 2 commands at once, saw {max}: {events:?}"
+    );
+    assert_eq!(max, 2, "the two slots were used side by side");
+    let client = c.client();
+    assert_eq!(c.held(&client, "sem").await, 0, "every slot was released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_passes_exit_statuses_through() {
+    let c = Cluster::start(3).await;
+    c.put_resource("sem", concurrency(1)).await;
+    let status = |args: &[&str]| {
+        let out = run(c.rqctl().args(["run", "sem", "--"]).args(args));
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    assert_eq!(status(&["true"]).0, Some(0));
+    assert_eq!(status(&["sh", "-c", "exit 7"]).0, Some(7));
+    assert_eq!(
+        status(&["sh", "-c", "kill -TERM $$"]).0,
+        Some(143),
+        "signal N -> 128+N"
+    );
+    assert_eq!(status(&["sh", "-c", "kill -KILL $$"]).0, Some(137));
+    assert_eq!(status(&["/nonexistent/command"]).0, Some(127));
+    // The child sees its lease; rqctl keeps stdout for the child alone.
+    let (code, stdout, _) = status(&[
+        "sh",
+        "-c",
+        "echo $RATEQUEUE_RESOURCE $RATEQUEUE_FENCING_TOKEN",
+    ]);
+    assert_eq!(code, Some(0));
+    let f: Vec<&str> = stdout.split_whitespace().collect();
+    assert_eq!(f[0], "sem");
+    assert!(f[1].parse::<u64>().unwrap() > 0);
+
+    // No slot: 75 when waiting could help, 1 when it cannot.
+    let client = c.client();
+    let held = client
+        .acquire("sem")
+        .ttl(Duration::from_secs(60))
+        .await
+        .unwrap();
+    let out = run(c
+        .rqctl()
+        .args(["run", "sem", "--wait-ms", "0", "--", "true"]));
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("would_block"),
+        "{}",
+        text(&out.stderr)
+    );
+    held.release().await.unwrap();
+    let out = run(c.rqctl().args(["run", "nope", "--", "true"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("resource_not_found"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(c.held(&client, "sem").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_subcommands() {
+    let c = Cluster::start(3).await;
+    let ok = |args: &[&str]| {
+        let out = run(c.rqctl().args(args));
+        assert!(
+            out.status.success(),
+            "rqctl {args:?}: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+
+    let out = ok(&[
+        "resource",
+        "put",
+        "openai",
+        "--concurrency",
+        "10",
+        "--rpm",
+        "60",
+        "--tpm",
+        "100000",
+        "--lane",
+        "user-facing=3",
+    ]);
+    assert!(out.contains("created resource openai"), "{out}");
+    let v: Value = serde_json::from_str(&ok(&["resource", "get", "openai", "--json"])).unwrap();
+    assert_eq!(v["config"]["concurrency"], 10);
+    assert_eq!(
+        v["config"]["rate"][0],
+        serde_json::json!({"per": "request", "limit": 60, "window_ms": 60000})
+    );
+    assert_eq!(
+        v["config"]["rate"][1],
+        serde_json::json!({"per": "load", "limit": 100000, "window_ms": 60000})
+    );
+    assert_eq!(v["config"]["lanes"]["user-facing"]["weight"], 3);
+    let v: Value = serde_json::from_str(&ok(&[
+        "resource",
+        "put",
+        "raw",
+        "--json",
+        r#"{"concurrency": 2}"#,
+    ]))
+    .unwrap();
+    assert_eq!(v["created"], true);
+    let out = ok(&["resource", "list"]);
+    assert!(out.starts_with("NAME"), "{out}");
+    assert!(
+        out.contains("openai") && out.contains("raw") && out.contains("concurrency 10"),
+        "{out}"
+    );
+    let out = ok(&["resource", "get", "openai"]);
+    assert!(out.contains("user-facing=3"), "{out}");
+    ok(&["resource", "delete", "raw"]);
+
+    // API errors: the code and message on stderr, exit 1; JSON on stdout with --json.
+    let out = run(c.rqctl().args(["resource", "get", "raw"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("resource_not_found"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(c.rqctl().args(["resource", "delete", "raw", "--json"]));
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "resource_not_found");
+    // Usage errors found after parsing.
+    let out = run(c.rqctl().args(["resource", "put", "x"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("at least one limit"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Keys.
+    let v: Value = serde_json::from_str(&ok(&[
+        "key",
+        "create",
+        "workers",
+        "--resource",
+        "openai*",
+        "--json",
+    ]))
+    .unwrap();
+    let key = v["key"].as_str().unwrap().to_owned();
+    let out = ok(&["key", "list"]);
+    assert!(
+        out.contains("workers") && out.contains("client") && out.contains("openai*"),
+        "{out}"
+    );
+    // The new key works for its resources and is refused elsewhere.
+    let out = run(c
+        .rqctl()
+        .env("RATEQUEUE_API_KEY", &key)
+        .args(["run", "openai", "--", "true"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(c.rqctl().args([
+        "--api-key",
+        &key,
+        "resource",
+        "put",
+        "z",
+        "--concurrency",
+        "1",
+    ]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("forbidden"),
+        "{}",
+        text(&out.stderr)
+    );
+    ok(&["key", "delete", "workers"]);
+
+    // Status: a table naming the leader and every member's role.
+    let leader = c.leader().await;
+    let out = ok(&["status"]);
+    assert!(
+        out.starts_with(&format!("leader {leader} ({})", c.url(leader))),
+        "{out}"
+    );
+    assert_eq!(out.matches("follower").count(), 2, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains(" leader ")).count(),
+        1,
+        "{out}"
+    );
+    let v: Value = serde_json::from_str(&ok(&["status", "--json"])).unwrap();
+    assert_eq!(v["view"]["leader_id"], leader);
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 3);
+
+    // --url beats the environment; a follower URL alone works.
+    let follower = c.follower().await;
+    let out = run(c.rqctl().env("RATEQUEUE_URL", "http://127.0.0.1:1").args([
+        "--url",
+        &c.url(follower),
+        "resource",
+        "list",
+    ]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
