@@ -41,6 +41,9 @@ mod error;
 mod permit;
 mod transport;
 
+#[cfg(test)]
+mod call_tests;
+
 pub use acquire::Acquire;
 pub use client::{new_request_id, Client, ClientBuilder};
 pub use config::Timing;

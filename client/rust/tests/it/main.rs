@@ -1,6 +1,8 @@
 //! Integration tests of ratequeue-client and rqctl against real 3-node clusters of the
 //! `ratequeue` binary (built beforehand: see `harness.rs`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod admin;
 mod failover;
 mod harness;
