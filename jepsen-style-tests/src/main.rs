@@ -1,0 +1,257 @@
+//! `jepsen`: runs ratequeue under faults and checks the history (see `lib.rs`).
+//!
+//! ```text
+//! jepsen --seed 7 --nodes 3 --duration 60s --nemesis all --workload all --out DIR
+//! jepsen --ci                      # the short run the test command uses
+//! jepsen check DIR/history.jsonl   # re-run the checkers on a recorded history
+//! ```
+//!
+//! Exit status: 0 when every checker passes, 1 when one fails, 2 on a harness error.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use jepsen_style_tests::checker::{self, Config};
+use jepsen_style_tests::client::Block;
+use jepsen_style_tests::nemesis::parse_faults;
+use jepsen_style_tests::run::{find_server_bin, run, RunConfig};
+use jepsen_style_tests::workload::parse_workloads;
+use jepsen_style_tests::{cleanup, history, parse_duration};
+
+#[derive(Parser)]
+#[command(
+    name = "jepsen",
+    about = "Fault injection and history checking for ratequeue"
+)]
+struct Cli {
+    /// Seed of the fault schedule and the clients' choices (default: random, printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Initial voters: 3 or 5.
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    /// Length of the fault phase (then heal, recovery phase, final reads).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Workloads keep running this long after the final heal.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    recovery: Duration,
+    /// all, none, or a comma list of kill, pause, partition, membership or single faults
+    /// (kill-leader, kill-random, pause-leader, pause-random, partition-halves,
+    /// partition-leader, partition-ring, partition-one-way).
+    #[arg(long, default_value = "all")]
+    nemesis: String,
+    /// all, or a comma list of semaphore, rate, durable, idempotent, fencing.
+    #[arg(long, default_value = "all")]
+    workload: String,
+    /// Output directory (default: target/jepsen/seed-N).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The ratequeue binary (default: $RATEQUEUE_BIN, else next to this executable).
+    #[arg(long)]
+    bin: Option<PathBuf>,
+    /// Runs with consecutive seeds.
+    #[arg(long, default_value_t = 1)]
+    runs: u64,
+    /// Deliberately break the cluster to show the checkers catch it.
+    #[arg(long, value_enum)]
+    sabotage: Option<Sabotage>,
+    /// An acquire must succeed this soon after the final heal.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    liveness_bound: Duration,
+    /// Keep the nodes' data directories.
+    #[arg(long)]
+    keep_data: bool,
+    /// The CI mode: a mixed-fault run (3 nodes, every nemesis and workload) that must
+    /// pass, then a short sabotaged run that must be caught. Overrides the run flags.
+    #[arg(long)]
+    ci: bool,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Sabotage {
+    /// Mid-run, kill every node and delete every data dir (an unsynced log after a
+    /// power cut), then restart and re-create the resources.
+    LoseDisks,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Re-run the checkers on a recorded history.
+    Check { history: PathBuf },
+}
+
+/// The CI run's fault phase: with set-up, recovery and final reads, the mixed run and
+/// the sabotage control stay within about three minutes on two cores.
+const CI_DURATION: Duration = Duration::from_secs(80);
+const CI_SABOTAGE_DURATION: Duration = Duration::from_secs(20);
+
+fn random_seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    (t ^ u64::from(std::process::id()).rotate_left(32)) % 1_000_000
+}
+
+fn block_for(run: u64) -> Block {
+    Block(
+        250,
+        (1 + (u64::from(std::process::id()) + run * 37) % 240) as u8,
+    )
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let code = match real_main().await {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => {
+            eprintln!("jepsen: error: {e:#}");
+            2
+        }
+    };
+    cleanup::undo_all();
+    std::process::exit(code);
+}
+
+async fn real_main() -> anyhow::Result<bool> {
+    let cli = Cli::parse();
+    if let Some(Cmd::Check { history: path }) = &cli.cmd {
+        let ops = history::load(path)?;
+        let cfg = Config::from_history(&ops);
+        let verdicts = checker::check_all(&ops, &cfg);
+        for v in &verdicts {
+            println!(
+                "[{}] {:<18} {}",
+                if v.valid { " ok " } else { "FAIL" },
+                v.checker,
+                v.summary
+            );
+        }
+        return Ok(verdicts.iter().all(|v| v.valid));
+    }
+    let _janitor = cleanup::Janitor;
+    cleanup::spawn_signal_handler();
+    let bin = find_server_bin(cli.bin.as_deref())?;
+    if cli.ci {
+        return ci(&cli, bin).await;
+    }
+    if cli.nodes != 3 && cli.nodes != 5 {
+        anyhow::bail!("--nodes must be 3 or 5");
+    }
+    let faults = parse_faults(&cli.nemesis)?;
+    let workloads = parse_workloads(&cli.workload)?;
+    let first = cli.seed.unwrap_or_else(random_seed);
+    let mut all_valid = true;
+    let mut lines = Vec::new();
+    for k in 0..cli.runs {
+        let seed = first + k;
+        let out = match &cli.out {
+            Some(o) if cli.runs > 1 => o.join(format!("seed-{seed}")),
+            Some(o) => o.clone(),
+            None => PathBuf::from(format!("target/jepsen/seed-{seed}")),
+        };
+        let command = format!(
+            "cargo run -p jepsen-style-tests --bin jepsen -- --seed {seed} --nodes {} --duration {}s --nemesis {} --workload {}{}",
+            cli.nodes,
+            cli.duration.as_secs(),
+            cli.nemesis,
+            cli.workload,
+            if cli.sabotage.is_some() { " --sabotage lose-disks" } else { "" }
+        );
+        let cfg = RunConfig {
+            seed,
+            nodes: cli.nodes,
+            duration: cli.duration,
+            faults: faults.clone(),
+            workloads: workloads.clone(),
+            out,
+            bin: bin.clone(),
+            recovery: cli.recovery,
+            lose_disks: cli.sabotage == Some(Sabotage::LoseDisks),
+            keep_data: cli.keep_data,
+            block: block_for(k),
+            liveness_bound: cli.liveness_bound,
+            command,
+        };
+        let outcome = run(&cfg)
+            .await
+            .with_context(|| format!("run with seed {seed}"))?;
+        println!("{}", outcome.summary);
+        all_valid &= outcome.valid;
+        lines.push(format!(
+            "seed {seed}: {}",
+            if outcome.valid { "valid" } else { "INVALID" }
+        ));
+    }
+    if cli.runs > 1 {
+        println!("{}", lines.join("\n"));
+    }
+    Ok(all_valid)
+}
+
+/// The CI mode: a mixed run that must pass, and a sabotaged run that must fail.
+async fn ci(cli: &Cli, bin: PathBuf) -> anyhow::Result<bool> {
+    let seed = cli.seed.unwrap_or_else(random_seed);
+    let base = cli
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("target/jepsen/ci"));
+    let mixed = RunConfig {
+        seed,
+        nodes: 3,
+        duration: CI_DURATION,
+        faults: parse_faults("all")?,
+        workloads: parse_workloads("all")?,
+        out: base.join(format!("seed-{seed}")),
+        bin: bin.clone(),
+        recovery: Duration::from_secs(8),
+        lose_disks: false,
+        keep_data: false,
+        block: block_for(0),
+        liveness_bound: cli.liveness_bound,
+        command: format!(
+            "cargo run -p jepsen-style-tests --bin jepsen -- --seed {seed} --nodes 3 --duration {}s --nemesis all --workload all",
+            CI_DURATION.as_secs()
+        ),
+    };
+    let a = run(&mixed).await.context("the mixed-fault run")?;
+    println!("{}", a.summary);
+    let control = RunConfig {
+        duration: CI_SABOTAGE_DURATION,
+        faults: Vec::new(),
+        workloads: parse_workloads("semaphore,durable")?,
+        out: base.join(format!("sabotage-seed-{seed}")),
+        recovery: Duration::from_secs(4),
+        lose_disks: true,
+        block: block_for(1),
+        command: format!(
+            "cargo run -p jepsen-style-tests --bin jepsen -- --seed {seed} --duration {}s --nemesis none --workload semaphore,durable --sabotage lose-disks",
+            CI_SABOTAGE_DURATION.as_secs()
+        ),
+        ..mixed.clone()
+    };
+    let b = run(&control).await.context("the sabotage control run")?;
+    println!("{}", b.summary);
+    let caught: Vec<&str> = b
+        .verdicts
+        .iter()
+        .filter(|v| !v.valid)
+        .map(|v| v.checker.as_str())
+        .collect();
+    println!(
+        "jepsen ci: seed {seed}: mixed-fault run {}; sabotage (lose-disks) {}",
+        if a.valid { "VALID" } else { "INVALID" },
+        if caught.is_empty() {
+            "NOT caught (harness broken)".to_owned()
+        } else {
+            format!("caught by {}", caught.join(", "))
+        }
+    );
+    Ok(a.valid && !caught.is_empty())
+}
