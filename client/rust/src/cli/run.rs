@@ -5,9 +5,11 @@
 //! `RATEQUEUE_RESOURCE` in its environment, waits, releases, and exits with the
 //! command's status (128+N if signal N ended it). SIGTERM and SIGHUP sent to rqctl are
 //! passed on to the command; SIGINT is not (a terminal already sends it to the whole
-//! process group) but no longer kills rqctl, so the release still happens. rqctl writes
+//! process group) but no longer kills rqctl, so the release still happens. Any of the
+//! three while still waiting for a slot ends rqctl (128+N) and cancels the wait. rqctl writes
 //! only to stderr, never into the command's stdout.
 
+use std::future::IntoFuture as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::time::Duration;
 
@@ -96,7 +98,16 @@ pub async fn main(client: &Client, args: Args) -> Result<u8, Failure> {
     let mut sighup = signal(SignalKind::hangup()).or_fail(&out)?;
     let mut sigint = signal(SignalKind::interrupt()).or_fail(&out)?;
 
-    let permit = match acquire.await {
+    // While waiting for a slot, a signal ends rqctl as it would have without the
+    // handlers: dropping the acquire cancels its request, and the cluster drops the
+    // waiter (or releases a grant already in flight).
+    let acquired = tokio::select! {
+        r = acquire.into_future() => r,
+        _ = sigterm.recv() => return Ok(128 + Signal::SIGTERM as u8),
+        _ = sighup.recv() => return Ok(128 + Signal::SIGHUP as u8),
+        _ = sigint.recv() => return Ok(128 + Signal::SIGINT as u8),
+    };
+    let permit = match acquired {
         Ok(p) => p,
         Err(e) => {
             let any = anyhow::Error::new(e.clone());

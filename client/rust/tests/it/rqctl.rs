@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{concurrency, Cluster};
+use crate::harness::{concurrency, eventually, Cluster};
 
 fn run(cmd: &mut std::process::Command) -> Output {
     cmd.stdout(Stdio::piped())
@@ -280,4 +280,99 @@ async fn admin_subcommands() {
         "list",
     ]));
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+fn sigterm(child: &std::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+}
+
+async fn wait_exit(child: std::process::Child) -> Output {
+    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// SIGTERM while the command runs goes to the command (rqctl then releases and exits
+/// with its status); SIGTERM while rqctl waits for a slot cancels the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_forwards_signals_and_cancels_waits() {
+    let c = Cluster::start(3).await;
+    c.put_resource("sem", concurrency(1)).await;
+    let client = c.client();
+    let stats = |client: &ratequeue_client::Client| {
+        let client = client.clone();
+        async move {
+            let r = client.get_resource("sem").await.unwrap();
+            (r.stats.held, r.stats.queued.values().sum::<u64>())
+        }
+    };
+
+    let running = c
+        .rqctl()
+        .args([
+            "run",
+            "sem",
+            "--",
+            "sh",
+            "-c",
+            "trap 'kill $!; exit 5' TERM; sleep 30 & wait",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the command to hold the slot",
+        || async { (stats(&client).await == (1, 0)).then_some(()) },
+    )
+    .await;
+
+    let waiting = c
+        .rqctl()
+        .args([
+            "run",
+            "sem",
+            "--wait-ms",
+            "60000",
+            "--",
+            "echo",
+            "must-not-run",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the second rqctl to queue",
+        || async { (stats(&client).await == (1, 1)).then_some(()) },
+    )
+    .await;
+    sigterm(&waiting);
+    let out = wait_exit(waiting).await;
+    assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("must-not-run"));
+    eventually(
+        Duration::from_secs(10),
+        "the cancelled waiter to leave the queue",
+        || async { (stats(&client).await == (1, 0)).then_some(()) },
+    )
+    .await;
+
+    // The shell set its trap long ago: it started before the second rqctl queued.
+    sigterm(&running);
+    let out = wait_exit(running).await;
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "the command's own status: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        stats(&client).await,
+        (0, 0),
+        "released after the command ended"
+    );
 }
