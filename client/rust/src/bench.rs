@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use ratequeue_api as api;
 use serde_json::json;
 
+use crate::cli::{Failure, Global};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Workload {
     Cycle,
@@ -87,7 +89,11 @@ const SAMPLES_PER_CLIENT_MAX: usize = 200_000;
 async fn leader_url(http: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let r = http.get(format!("{url}/v1/cluster/status")).bearer_auth(token).send().await;
+        let r = http
+            .get(format!("{url}/v1/cluster/status"))
+            .bearer_auth(token)
+            .send()
+            .await;
         if let Ok(r) = r {
             if let Ok(s) = r.json::<api::ClusterStatus>().await {
                 if let Some(u) = s.leader_url {
@@ -125,7 +131,11 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchReport> {
         .json(&resource_body(cfg.workload, cfg.clients))
         .send()
         .await?;
-    anyhow::ensure!(r.status().is_success(), "creating the bench resource: {}", r.status());
+    anyhow::ensure!(
+        r.status().is_success(),
+        "creating the bench resource: {}",
+        r.status()
+    );
 
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -133,14 +143,18 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchReport> {
     let rejected = Arc::new(AtomicU64::new(0));
     let acquire_url = Arc::new(format!("{leader}/v1/resources/{}/acquire", cfg.resource));
     let auth = Arc::new(format!("Bearer {}", cfg.token));
-    let body: Arc<Vec<u8>> = Arc::new(
-        serde_json::to_vec(&json!({"wait_ms": if cfg.workload == Workload::Rate { 0 } else { 30_000 }}))?,
-    );
+    let body: Arc<Vec<u8>> = Arc::new(serde_json::to_vec(
+        &json!({"wait_ms": if cfg.workload == Workload::Rate { 0 } else { 30_000 }}),
+    )?);
     let mut tasks = Vec::with_capacity(cfg.clients);
     for _ in 0..cfg.clients {
         let (http, leader) = (http.clone(), leader.clone());
-        let (measuring, stop, ops, rejected) =
-            (measuring.clone(), stop.clone(), ops.clone(), rejected.clone());
+        let (measuring, stop, ops, rejected) = (
+            measuring.clone(),
+            stop.clone(),
+            ops.clone(),
+            rejected.clone(),
+        );
         let (acquire_url, auth, body) = (acquire_url.clone(), auth.clone(), body.clone());
         tasks.push(tokio::spawn(async move {
             let mut acq = Vec::new();
@@ -213,4 +227,87 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchReport> {
         acquire_us: Percentiles::of(&mut acq),
         pair_us: Percentiles::of(&mut pair),
     })
+}
+
+/// `rqctl bench` arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long, value_enum, default_value = "cycle")]
+    workload: Workload,
+    /// Client counts to sweep, comma-separated.
+    #[arg(long, default_value = "256", value_delimiter = ',')]
+    clients: Vec<usize>,
+    /// Measured seconds per point.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Unmeasured seconds before each point.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Resource the bench creates (or replaces) and uses.
+    #[arg(long, default_value = "rqctl-bench")]
+    resource: String,
+    /// One JSON report per line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Clients per point: each is a task with its own HTTP/1.1 connection.
+const CLIENTS_MAX: usize = 4_096;
+
+pub async fn main(global: &Global, args: Args) -> Result<u8, Failure> {
+    let fail = |e: anyhow::Error| Failure {
+        error: e,
+        json: args.json,
+        exit: 1,
+    };
+    let url = global
+        .url
+        .as_deref()
+        .and_then(|u| u.split(',').map(str::trim).find(|u| !u.is_empty()))
+        .ok_or_else(|| fail(anyhow::anyhow!("bench needs --url or RATEQUEUE_URL")))?
+        .trim_end_matches('/')
+        .to_owned();
+    let token = global
+        .api_key
+        .clone()
+        .ok_or_else(|| fail(anyhow::anyhow!("bench needs an admin --api-key")))?;
+    if !args.json {
+        println!(
+            "{:>9} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9}",
+            "workload", "clients", "ops/s", "acq p50", "acq p99", "acq p999", "pair p99"
+        );
+    }
+    for &clients in &args.clients {
+        if clients == 0 || clients > CLIENTS_MAX {
+            return Err(fail(anyhow::anyhow!(
+                "clients must be in 1..={CLIENTS_MAX}"
+            )));
+        }
+        let cfg = BenchConfig {
+            url: url.clone(),
+            token: token.clone(),
+            workload: args.workload,
+            clients,
+            duration: Duration::from_secs_f64(args.duration.max(0.1)),
+            warmup: Duration::from_secs_f64(args.warmup.max(0.0)),
+            resource: args.resource.clone(),
+        };
+        let r = run(cfg).await.map_err(fail)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&r).map_err(|e| fail(e.into()))?);
+        } else {
+            let ms = |us: u64| format!("{:.2}ms", us as f64 / 1000.0);
+            println!(
+                "{:>9} {:>8} {:>10.0} {:>9} {:>9} {:>9} {:>9}",
+                r.workload,
+                r.clients,
+                r.ops_per_sec,
+                ms(r.acquire_us.p50),
+                ms(r.acquire_us.p99),
+                ms(r.acquire_us.p999),
+                ms(r.pair_us.p99)
+            );
+        }
+    }
+    Ok(0)
 }

@@ -1,10 +1,12 @@
 //! `rqctl`: the operations CLI of ratequeue (docs/rqctl.md).
 //!
 //! Owns: argument parsing and dispatch. Each subcommand lives in `cli/`; a new one is a
-//! variant of `Command` plus one arm in `dispatch` (the `bench` subcommand will be
-//! `src/bench.rs`, declared here as `mod bench;`). Talks to the cluster only through
-//! `ratequeue_client::Client`; defines no wire type.
+//! variant of `Command` plus one arm in `dispatch`. Talks to the cluster through
+//! `ratequeue_client::Client`, except `bench` (`src/bench.rs`), which drives raw HTTP
+//! so that it measures the server and not the client's retry logic; no wire type is
+//! defined here.
 
+mod bench;
 mod cli;
 
 use std::process::ExitCode;
@@ -44,16 +46,20 @@ enum Command {
     Members(members::Cmd),
     /// Hold a slot of RESOURCE while COMMAND runs; exit with its status.
     Run(run::Args),
+    /// Drive N concurrent clients against the cluster and report throughput and latency.
+    Bench(bench::Args),
 }
 
 async fn dispatch(cli: Cli) -> Result<u8, Failure> {
-    let client = cli.global.client()?;
+    let global = &cli.global;
     match cli.command {
-        Command::Status(a) => status::main(&client, a).await,
-        Command::Resource(c) => resource::main(&client, c).await,
-        Command::Key(c) => key::main(&client, c).await,
-        Command::Members(c) => members::main(&client, c).await,
-        Command::Run(a) => run::main(&client, a).await,
+        Command::Status(a) => status::main(&global.client()?, a).await,
+        Command::Resource(c) => resource::main(&global.client()?, c).await,
+        Command::Key(c) => key::main(&global.client()?, c).await,
+        Command::Members(c) => members::main(&global.client()?, c).await,
+        Command::Run(a) => run::main(&global.client()?, a).await,
+        // Measures the raw HTTP path itself, without the library's retries.
+        Command::Bench(a) => bench::main(global, a).await,
     }
 }
 
