@@ -56,6 +56,7 @@ pub async fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
             cluster_secret: cluster_secret.clone(),
             raft: RaftTuning::default(),
             cache_bytes: 32 * 1024 * 1024,
+            handoff: false,
         };
         let mut stop = stop_rx.clone();
         nodes.push(tokio::spawn(async move {

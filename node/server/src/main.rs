@@ -193,6 +193,7 @@ fn serve_config(a: ServeArgs) -> anyhow::Result<Config> {
             snapshot_every: a.snapshot_every,
         },
         cache_bytes: a.cache_mb * 1024 * 1024,
+        handoff: true,
     })
 }
 

@@ -52,6 +52,9 @@ pub struct Config {
     pub raft: RaftTuning,
     /// sled page cache; several nodes may share a machine.
     pub cache_bytes: u64,
+    /// On SIGTERM, hand leadership to a caught-up follower first. Off for `dev`, where
+    /// every node stops at once and there is nobody to hand over to.
+    pub handoff: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -449,10 +452,10 @@ impl Node {
     }
 
     /// SIGTERM: refuse new requests, hand leadership to a caught-up follower, flush.
-    pub async fn shutdown(&self, peer_client: &PeerNetwork) {
+    pub async fn shutdown(&self, peer_client: &PeerNetwork, handoff: bool) {
         self.shutting_down.store(true, Ordering::Relaxed);
         let m = self.raft.metrics().borrow().clone();
-        if m.state == ServerState::Leader {
+        if handoff && m.state == ServerState::Leader {
             let last = m.last_log_index.unwrap_or(0);
             let membership = m.membership_config.membership().clone();
             let successor = membership
@@ -615,7 +618,7 @@ pub async fn serve(
     tracing::info!(id = node.id, "shutting down");
     let bind_ip = (!config.peer_addr.ip().is_unspecified()).then_some(config.peer_addr.ip());
     let client = PeerNetwork::new(secret, bind_ip)?;
-    node.shutdown(&client).await;
+    node.shutdown(&client, config.handoff).await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), peer).await;
