@@ -180,6 +180,57 @@ mod tests {
         assert_eq!(v.details["violations"][0]["at_ms"], 30.0);
     }
 
+    /// The anomaly of seed 2 (docs/consistency.md): a retried acquire is answered with a
+    /// lease the leader released as orphaned, and the slot goes to someone else.
+    #[test]
+    fn a_retry_answered_with_a_released_lease_is_flagged() {
+        let mut c = cfg();
+        c.resources.insert(
+            "idem-0".into(),
+            api::ResourceSpec {
+                concurrency: Some(1),
+                ..Default::default()
+            },
+        );
+        c.stamp_skew_ms = 15_400.0;
+        let mut h = H::new();
+        h.acquire(
+            36,
+            30_090.0,
+            31_382.1,
+            Type::Info,
+            "idem-0",
+            "idempotent-1-86",
+            None,
+            40_000,
+        );
+        h.acquire(
+            38,
+            31_585.8,
+            32_634.1,
+            Type::Ok,
+            "idem-0",
+            "idempotent-1-86",
+            Some(("1061-5a4c3bbd7d7a7029", 1061)),
+            40_000,
+        );
+        h.acquire(
+            33,
+            32_630.7,
+            32_648.5,
+            Type::Ok,
+            "idem-0",
+            "idempotent-0-87",
+            Some(("1068-96373dc3ec237861", 1068)),
+            40_000,
+        );
+        h.release(33, 32_734.4, 32_740.7, Type::Ok, "1068-96373dc3ec237861");
+        h.release(38, 32_827.8, 32_836.6, Type::Ok, "1061-5a4c3bbd7d7a7029");
+        let v = check(&h.done(), &c);
+        assert!(!v.valid, "{v:?}");
+        assert_eq!(v.details["violations"][0]["resource"], "idem-0");
+    }
+
     #[test]
     fn sequential_holds_and_unknown_grants_pass() {
         let c = cfg();
