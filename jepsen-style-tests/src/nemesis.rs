@@ -220,8 +220,11 @@ pub fn isolate(nodes: &[u64], node: u64) -> Grudge {
         .collect()
 }
 
-/// Majorities ring (Jepsen): nodes in a random ring; each node hears only from itself and
-/// the next `n/2` nodes, so each sees a majority but no two see the same one.
+/// Majorities ring (Jepsen): nodes in a random ring; each node hears only the majority
+/// window centred on itself, so each sees a majority but no two see the same one. With
+/// five nodes the windows are `{i-1, i, i+1}` and the cut is symmetric (every node talks
+/// to its two ring neighbours only). With three, a majority window cannot be centred:
+/// node `i` hears `{i, i+1}`, one-way drops that TCP turns into a total partition.
 pub fn ring(nodes: &[u64], pick: u64) -> (Vec<u64>, Grudge) {
     let mut v = nodes.to_vec();
     v.shuffle(&mut StdRng::seed_from_u64(pick));
@@ -229,7 +232,10 @@ pub fn ring(nodes: &[u64], pick: u64) -> (Vec<u64>, Grudge) {
     let m = n / 2 + 1;
     let mut g = Grudge::new();
     for (i, dst) in v.iter().enumerate() {
-        let hears: BTreeSet<u64> = (0..m).filter_map(|k| v.get((i + k) % n).copied()).collect();
+        let start = i + n - (m - 1) / 2;
+        let hears: BTreeSet<u64> = (0..m)
+            .filter_map(|k| v.get((start + k) % n).copied())
+            .collect();
         for src in v.iter().filter(|s| !hears.contains(s)) {
             g.push((*src, *dst));
         }
@@ -557,7 +563,7 @@ mod tests {
         let (a, b, g) = halves(&[1, 2, 3, 4, 5], 9);
         assert_eq!((a.len(), b.len(), g.len()), (2, 3, 12));
         assert_eq!(isolate(&[1, 2, 3], 2).len(), 4);
-        // Ring of 5: each node hears itself and the next two; drops from the other two.
+        // Ring of 5: each node hears itself and its two neighbours, symmetrically.
         let (order, g) = ring(&[1, 2, 3, 4, 5], 3);
         assert_eq!(g.len(), 10);
         for (i, dst) in order.iter().enumerate() {
@@ -567,8 +573,12 @@ mod tests {
                 .map(|(s, _)| *s)
                 .collect();
             assert_eq!(deaf.len(), 2);
-            assert!(!deaf.contains(&order[(i + 1) % 5]) && !deaf.contains(&order[(i + 2) % 5]));
+            assert!(!deaf.contains(&order[(i + 1) % 5]) && !deaf.contains(&order[(i + 4) % 5]));
         }
+        assert!(
+            g.iter().all(|(a, b)| g.contains(&(*b, *a))),
+            "symmetric with five nodes"
+        );
         // Ring of 3: each node hears itself and the next one (one-way drops).
         let (_, g) = ring(&[1, 2, 3], 3);
         assert_eq!(g.len(), 3);
