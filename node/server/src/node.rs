@@ -109,7 +109,9 @@ fn raft_config(t: RaftTuning) -> anyhow::Result<openraft::Config> {
         install_snapshot_timeout: 10_000,
         max_payload_entries: 256,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every),
-        max_in_snapshot_log_to_keep: 1_000,
+        // Keep a short tail after each snapshot for lagging followers; beyond it they
+        // get the snapshot. Bounded so the log never grows without limit.
+        max_in_snapshot_log_to_keep: t.snapshot_every.min(1_000),
         purge_batch_size: 256,
         snapshot_max_chunk_size: 4 * 1024 * 1024,
         ..Default::default()

@@ -54,13 +54,32 @@ impl SledBackend {
     pub const SNAPSHOT_DATA_KEY: &'static [u8] = b"data";
 
     /// Open (or create) the database in `dir`.
+    ///
+    /// sled's background flusher keeps a just-dropped `Db` of this process alive until
+    /// its next tick, holding the directory's file lock. Opening therefore retries a
+    /// held lock for up to `LOCK_WAIT`; a lock held longer (another process) is an error.
     pub fn open(dir: impl AsRef<Path>, config: &SledConfig) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir.as_ref())
-            .cache_capacity(config.cache_capacity_bytes)
-            .flush_every_ms(config.flush_every_ms)
-            .open()
-            .map_err(StoreError::sled("open"))?;
+        const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            let res = sled::Config::new()
+                .path(dir.as_ref())
+                .cache_capacity(config.cache_capacity_bytes)
+                .flush_every_ms(config.flush_every_ms)
+                .open();
+            match res {
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().contains("could not acquire lock") =>
+                {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::sled("open")(sled::Error::Io(e)));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other.map_err(StoreError::sled("open"))?,
+            }
+        };
         let log = db
             .open_tree(Self::LOG_TREE)
             .map_err(StoreError::sled("open log tree"))?;

@@ -340,3 +340,42 @@ async fn a_corrupted_store_is_reported_on_open_not_looped_on() {
     c.members.retain(|m| *m != victim);
     c.put_resource("after", resource(1)).await;
 }
+
+/// The log is compacted: after many entries every node has a snapshot, and a node that
+/// was down while the leader purged its log catches up through snapshot transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_node_catches_up_from_a_snapshot_after_purge() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.wait_leader().await;
+    let lagging = (1..=3).find(|i| *i != leader).unwrap();
+    c.kill(lagging);
+    c.members.retain(|m| *m != lagging);
+    // The harness runs nodes with --snapshot-every 200: 700 entries purge the log
+    // well past anything the lagging node has.
+    for i in 0..700 {
+        c.put_resource(&format!("s{}", i % 50), resource(1 + i))
+            .await;
+    }
+    let s = c.status(leader).await.unwrap();
+    let snap = s.snapshot.expect("the leader took a snapshot");
+    assert!(snap.index >= 400, "{snap:?}");
+    c.restart(lagging);
+    c.members.push(lagging);
+    let c = &c;
+    let want = (699 % 50, 700);
+    eventually(
+        Duration::from_secs(30),
+        "the lagging node caught up",
+        || async move {
+            let path = format!("/v1/resources/s{}?stale=true", want.0);
+            let (s, v) = c
+                .try_send(lagging, Method::GET, &path, None, ADMIN)
+                .await
+                .ok()?;
+            (s == 200 && v["config"]["concurrency"] == want.1).then_some(())
+        },
+    )
+    .await;
+    let s = c.status(lagging).await.unwrap();
+    assert!(s.snapshot.is_some(), "it was sent a snapshot: {s:?}");
+}

@@ -32,7 +32,18 @@ async fn write_sample(dir: &Path) {
 
 /// Edit one sled tree directly, as a disk fault or a stray tool would.
 fn edit_tree(dir: &Path, tree: &str, edit: impl FnOnce(&sled::Tree)) {
-    let db = sled::Config::new().path(dir).open().unwrap();
+    // A just-dropped store's sled flusher may hold the file lock for a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let db = loop {
+        match sled::Config::new().path(dir).open() {
+            Ok(db) => break db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(e.to_string().contains("lock"), "{e}");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
     let tree = db.open_tree(tree).unwrap();
     edit(&tree);
     db.flush().unwrap();
