@@ -83,6 +83,8 @@ enum Sabotage {
 enum Cmd {
     /// Re-run the checkers on a recorded history.
     Check { history: PathBuf },
+    /// A markdown table of every run under DIR (each `*/results.json`).
+    Summarize { dir: PathBuf },
 }
 
 /// The CI run's fault phase: with set-up, recovery and final reads, the mixed run and
@@ -134,6 +136,10 @@ async fn real_main() -> anyhow::Result<bool> {
             );
         }
         return Ok(verdicts.iter().all(|v| v.valid));
+    }
+    if let Some(Cmd::Summarize { dir }) = &cli.cmd {
+        println!("{}", jepsen_style_tests::report::summarize(dir)?);
+        return Ok(true);
     }
     let _janitor = cleanup::Janitor;
     cleanup::spawn_signal_handler();

@@ -447,3 +447,61 @@ fn plot(
     s.push_str("</svg>");
     s
 }
+
+/// A markdown table of the runs under `dir` (one `results.json` per subdirectory).
+pub fn summarize(dir: &Path) -> anyhow::Result<String> {
+    let mut rows = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path().join("results.json");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            rows.push(serde_json::from_str::<Value>(&text)?);
+        }
+    }
+    rows.sort_by_key(|r| r["seed"].as_u64().unwrap_or(0));
+    let mut s = String::from(
+        "| seed | nodes | faults | acquires ok/fail/info | ok ratio in faults / outside | \
+         max recovery after a fault (ms) | after final heal (ms) | dead grants | failed checkers |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in &rows {
+        let acq = &r["counts"]["acquire"];
+        let max_recovery = r["faults"]
+            .as_array()
+            .map(|f| {
+                f.iter()
+                    .filter_map(|x| x["recovery_ms_after_stop"].as_f64())
+                    .fold(0.0, f64::max)
+            })
+            .unwrap_or(0.0);
+        let failed: Vec<&str> = r["verdicts"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter(|x| x["valid"] == false)
+                    .filter_map(|x| x["checker"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {}/{}/{} | {} / {} | {:.0} | {} | {} | {} |",
+            r["seed"],
+            r["nodes"],
+            r["faults"].as_array().map_or(0, Vec::len),
+            acq["ok"].as_u64().unwrap_or(0),
+            acq["fail"].as_u64().unwrap_or(0),
+            acq["info"].as_u64().unwrap_or(0),
+            r["availability"]["acquire_ok_ratio_during_faults"],
+            r["availability"]["acquire_ok_ratio_outside_faults"],
+            max_recovery,
+            r["recovery_ms_after_final_heal"],
+            r["dead_grants"].as_array().map_or(0, Vec::len),
+            if failed.is_empty() {
+                "none".to_owned()
+            } else {
+                failed.join(", ")
+            },
+        );
+    }
+    Ok(s)
+}
