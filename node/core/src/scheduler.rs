@@ -416,15 +416,18 @@ impl Scheduler {
             nonce: req.nonce,
         });
         let outcome = state.apply_command(&command);
-        // The scheduler only grants what fits, so a grant must apply. Two refusals are
+        // The scheduler only grants what fits, so a grant must apply. Three refusals are
         // not scheduler bugs and are answered from the applied entry like any outcome:
         // `Invalid` (a request the shell should have validated: lane name, TTL, request
-        // id) and `TableFull` (the lease table at its bound).
+        // id), `TableFull` (the lease table at its bound) and `GrantEnded` (a retry of a
+        // request whose lease has already ended).
         debug_assert!(
             matches!(
                 outcome,
                 Outcome::Granted { .. }
-                    | Outcome::Rejected(Rejection::Invalid(_) | Rejection::TableFull(_))
+                    | Outcome::Rejected(
+                        Rejection::Invalid(_) | Rejection::TableFull(_) | Rejection::GrantEnded
+                    )
             ),
             "a grant decided by the scheduler must apply: {outcome:?}"
         );

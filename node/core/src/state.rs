@@ -128,6 +128,8 @@ pub enum Rejection {
     LeaseExpired,
     /// The lease was released; a renew of it is refused.
     LeaseReleased,
+    /// A retried acquire whose `request_id` was granted a lease that has since ended.
+    GrantEnded,
     LoadExceedsLimit {
         load_max: u64,
     },
@@ -455,6 +457,12 @@ impl State {
     fn grant(&mut self, g: &Grant) -> Outcome {
         if let Some(id) = &g.request_id {
             if let Some(prev) = self.idempotency.get(id) {
+                // The lease this request was granted has already ended (released, for
+                // instance by the leader because the first attempt's client went away,
+                // or expired): never hand it out as held, and never grant a second one.
+                if self.live(prev.lease.id).is_err() {
+                    return Outcome::Rejected(Rejection::GrantEnded);
+                }
                 let limits = self.limits(&prev.lease.resource);
                 return Outcome::Granted {
                     lease: prev.lease.clone(),

@@ -653,10 +653,13 @@ impl LeaderLoop {
                 self.drain_events();
             }
             Outcome::Rejected(r) => {
-                if !matches!(
+                let expected = matches!(
                     r,
-                    Rejection::ResourceNotFound | Rejection::LoadExceedsLimit { .. }
-                ) {
+                    Rejection::ResourceNotFound
+                        | Rejection::LoadExceedsLimit { .. }
+                        | Rejection::GrantEnded
+                );
+                if !expected {
                     self.metrics.apply_rejection();
                 }
                 for (ticket, tx) in p.senders {

@@ -265,6 +265,11 @@ fn rejection(r: Rejection) -> ApiError {
             ErrorCode::LeaseExpired,
             "the lease was released; the holder must stop",
         ),
+        Rejection::GrantEnded => ApiError::new(
+            ErrorCode::LeaseExpired,
+            "the lease granted to this request_id has already ended; \
+             acquire again with a new request_id",
+        ),
         Rejection::LoadExceedsLimit { load_max } => ApiError::new(
             ErrorCode::LoadExceedsLimit,
             format!("load can never fit: the largest per-load bucket holds {load_max}"),

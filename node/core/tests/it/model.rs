@@ -318,6 +318,13 @@ impl Model {
     fn grant(&mut self, g: &Grant) -> Outcome {
         if let Some(id) = &g.request_id {
             if let Some((_, lease, _)) = self.idem.iter().find(|(r, _, _)| r == id) {
+                let live = self
+                    .leases
+                    .iter()
+                    .any(|l| l.id == lease.id && l.status == Status::Live);
+                if !live {
+                    return Outcome::Rejected(Rejection::GrantEnded);
+                }
                 return Outcome::Granted {
                     lease: lease.clone(),
                     limits: self.limits(&lease.resource),
