@@ -326,6 +326,18 @@ async fn redirects_idempotency_and_errors() {
         .send(leader, Method::GET, "/v1/resources/r", None, ADMIN)
         .await;
     assert_eq!(v["stats"]["held"], 1, "no second lease");
+    // Once that lease has ended, a late retry is told so: neither the dead lease nor a
+    // second one.
+    let (s, _) = c
+        .release(leader, a["lease_id"].as_str().unwrap(), json!({}))
+        .await;
+    assert_eq!(s, 200);
+    let (s, v) = c.acquire(leader, "r", json!({"request_id": "req-1"})).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str().unwrap()),
+        (410, "lease_expired"),
+        "{v}"
+    );
 
     let cases: Vec<(&str, Value, u16, &str)> = vec![
         (
