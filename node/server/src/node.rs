@@ -85,6 +85,8 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     pub admin_token: String,
     advertise_api_url: String,
+    /// Control RPCs to other nodes (hand-off, API URL discovery).
+    peers: PeerNetwork,
     store: LogStore<TypeConfig>,
     snapshot: SnapshotHandle,
     shutting_down: AtomicBool,
@@ -150,6 +152,7 @@ impl Node {
             (!config.peer_addr.ip().is_unspecified()).then_some(config.peer_addr.ip());
         let secret = ClusterSecret::new(config.cluster_secret.clone());
         let net = PeerNetwork::new(secret, bind_ip).context("building the peer client")?;
+        let peers = net.clone();
         let raft_cfg = Arc::new(raft_config(config.raft)?);
         let raft = Raft::new(config.id, raft_cfg, net, store.clone(), sm)
             .await
@@ -192,6 +195,7 @@ impl Node {
             metrics,
             admin_token: config.admin_token.clone(),
             advertise_api_url: config.advertise_api_url.clone(),
+            peers,
             store,
             snapshot,
             shutting_down: AtomicBool::new(false),
@@ -454,7 +458,7 @@ impl Node {
     }
 
     /// SIGTERM: refuse new requests, hand leadership to a caught-up follower, flush.
-    pub async fn shutdown(&self, peer_client: &PeerNetwork, handoff: bool) {
+    pub async fn shutdown(&self, handoff: bool) {
         self.shutting_down.store(true, Ordering::Relaxed);
         let m = self.raft.metrics().borrow().clone();
         if handoff && m.state == ServerState::Leader {
@@ -476,7 +480,7 @@ impl Node {
                     // our own to compete with it.
                     self.raft.runtime_config().heartbeat(false);
                     self.raft.runtime_config().elect(false);
-                    if let Err(e) = peer_client.trigger_election(&n.peer_addr).await {
+                    if let Err(e) = self.peers.trigger_election(&n.peer_addr).await {
                         tracing::warn!(error = %e, "successor did not start an election");
                     }
                     let _ = self
@@ -540,25 +544,53 @@ async fn exit_on_fatal(node: Arc<Node>) {
 }
 
 /// Bootstrap members start with an empty `api_url` (the initial maps must be identical
-/// on every node). Whenever this node leads and its entry lacks its advertised URL, it
-/// sets it, so followers can redirect clients here.
+/// on every node). Whenever this node leads, it publishes its own advertised URL, then
+/// asks members whose URL is still empty for theirs, so followers can redirect clients
+/// and status shows every URL. Retried on the next metrics change while a member is
+/// unreachable.
 async fn publish_api_url(node: Arc<Node>) {
     let mut rx = node.raft.metrics();
     loop {
-        let needs = {
+        let todo = {
             let m = rx.borrow_and_update();
-            let own = m.membership_config.membership().get_node(&node.id).cloned();
             // Only once the current membership is applied (committed): openraft refuses
             // a change while another is in progress.
             let settled = m.last_applied >= *m.membership_config.log_id();
-            (m.state == ServerState::Leader && settled)
-                .then_some(own)
-                .flatten()
-                .filter(|n| n.api_url != node.advertise_api_url)
+            if m.state == ServerState::Leader && settled {
+                m.membership_config
+                    .membership()
+                    .nodes()
+                    .filter(|(id, n)| {
+                        if **id == node.id {
+                            n.api_url != node.advertise_api_url
+                        } else {
+                            n.api_url.is_empty()
+                        }
+                    })
+                    .map(|(id, n)| (*id, n.clone()))
+                    .collect()
+            } else {
+                Vec::new()
+            }
         };
-        if let Some(mut info) = needs {
-            info.api_url = node.advertise_api_url.clone();
-            let change = ChangeMembers::SetNodes(BTreeMap::from([(node.id, info)]));
+        let mut updates = BTreeMap::new();
+        for (id, mut info) in todo {
+            if id == node.id {
+                info.api_url = node.advertise_api_url.clone();
+            } else {
+                match node.peers.api_url(&info.peer_addr).await {
+                    Ok(url) if !url.is_empty() => info.api_url = url,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::debug!(member = id, error = %e, "member API URL not known yet");
+                        continue;
+                    }
+                }
+            }
+            updates.insert(id, info);
+        }
+        if !updates.is_empty() {
+            let change = ChangeMembers::SetNodes(updates);
             let res = tokio::time::timeout(
                 MEMBERSHIP_TIMEOUT,
                 node.raft.change_membership(change, false),
@@ -566,13 +598,13 @@ async fn publish_api_url(node: Arc<Node>) {
             .await;
             match res {
                 Ok(Ok(_)) => {
-                    tracing::info!(url = %node.advertise_api_url, "advertised API URL published");
+                    tracing::info!("member API URLs published");
                     continue;
                 }
                 // Typically a membership change still in progress: retry on the next
                 // metrics change (its commit), not in a tight loop.
-                Ok(Err(e)) => tracing::debug!(error = %e, "API URL not published yet"),
-                Err(_) => tracing::warn!("publishing API URL timed out"),
+                Ok(Err(e)) => tracing::debug!(error = %e, "API URLs not published yet"),
+                Err(_) => tracing::warn!("publishing API URLs timed out"),
             }
         }
         if rx.changed().await.is_err() {
@@ -595,7 +627,8 @@ pub async fn serve(
         .with_context(|| format!("binding peer address {}", config.peer_addr))?;
     let node = Node::start(&config).await?;
     let secret = ClusterSecret::new(config.cluster_secret.clone());
-    let peer_app = network::peer_router(node.raft.clone(), secret.clone());
+    let peer_app =
+        network::peer_router(node.raft.clone(), secret, config.advertise_api_url.clone());
     let api_app = crate::http::app(node.clone());
     tracing::info!(id = node.id, api = %config.api_addr, peer = %config.peer_addr, "serving");
 
@@ -618,9 +651,7 @@ pub async fn serve(
     });
     stop.await;
     tracing::info!(id = node.id, "shutting down");
-    let bind_ip = (!config.peer_addr.ip().is_unspecified()).then_some(config.peer_addr.ip());
-    let client = PeerNetwork::new(secret, bind_ip)?;
-    node.shutdown(&client, config.handoff).await;
+    node.shutdown(config.handoff).await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), peer).await;

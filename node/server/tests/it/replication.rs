@@ -22,6 +22,20 @@ async fn three_nodes_bootstrap_and_agree_on_a_leader() {
     let s = c.status(leader).await.unwrap();
     assert_eq!(s.role, ratequeue_api::NodeRole::Leader);
     assert!(s.members.iter().all(|m| m.matched_index.is_some()), "{s:?}");
+    // The leader learns every member's advertised URL over the peer network.
+    let c = &c;
+    for id in 1..=3 {
+        eventually(
+            Duration::from_secs(10),
+            "every member's API URL",
+            || async move {
+                let s = c.status(id).await?;
+                let urls: Vec<String> = s.members.iter().map(|m| m.api_url.clone()).collect();
+                (urls == vec![c.url(1), c.url(2), c.url(3)]).then_some(())
+            },
+        )
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,8 +45,8 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// 10 % jitter so that the nodes do not retry in lockstep); reset by any success.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// Budget of a leadership hand-off request.
-const TRIGGER_ELECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Budget of a control request (leadership hand-off, API URL discovery).
+const CONTROL_RPC_TIMEOUT: Duration = Duration::from_secs(2);
 /// How much of a non-200 answer's text is kept in the error.
 const ERROR_BODY_CHARS_MAX: usize = 200;
 
@@ -108,7 +108,7 @@ impl PeerNetwork {
             None,
             &url,
             body,
-            TRIGGER_ELECT_TIMEOUT,
+            CONTROL_RPC_TIMEOUT,
         )
         .await
         .map_err(|f| fail(f.to_string()))?;
@@ -118,6 +118,29 @@ impl PeerNetwork {
             peer_addr: peer_addr.to_owned(),
             source,
         })
+    }
+}
+
+impl PeerNetwork {
+    /// Asks the node at `peer_addr` for its advertised client API URL.
+    pub async fn api_url(&self, peer_addr: &str) -> Result<String, PeerNetworkError> {
+        let fail = |message: String| PeerNetworkError::Peer {
+            peer_addr: peer_addr.to_owned(),
+            message,
+        };
+        let url = peer_url(peer_addr, wire::PATH_API_URL);
+        let body = wire::encode(&()).map_err(|e| fail(e.to_string()))?;
+        let answer = post(
+            &self.http,
+            &self.auth,
+            None,
+            &url,
+            body,
+            CONTROL_RPC_TIMEOUT,
+        )
+        .await
+        .map_err(|f| fail(f.to_string()))?;
+        wire::decode(&answer).map_err(|e| fail(format!("undecodable answer: {e}")))
     }
 }
 

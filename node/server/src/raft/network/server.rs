@@ -21,7 +21,8 @@ use crate::raft::types::{NodeId, Raft, TypeConfig};
 /// Every route requires the cluster secret (`Authorization: Bearer …`, 401 otherwise,
 /// checked before the body is read). The body limit is [`wire::PEER_BODY_BYTES_MAX`] or
 /// the Raft config's `snapshot_max_chunk_size` plus a margin, whichever is larger.
-pub fn peer_router(raft: Raft, secret: ClusterSecret) -> Router {
+/// `api_url` is this node's advertised client API URL, served to peers.
+pub fn peer_router(raft: Raft, secret: ClusterSecret, api_url: String) -> Router {
     let chunk_bytes = usize::try_from(raft.config().snapshot_max_chunk_size).unwrap_or(usize::MAX);
     let body_bytes_max =
         wire::PEER_BODY_BYTES_MAX.max(chunk_bytes.saturating_add(wire::BODY_MARGIN_BYTES));
@@ -32,6 +33,13 @@ pub fn peer_router(raft: Raft, secret: ClusterSecret) -> Router {
         .route(wire::PATH_VOTE, post(vote))
         .route(wire::PATH_INSTALL_SNAPSHOT, post(install_snapshot))
         .route(wire::PATH_TRIGGER_ELECT, post(trigger_elect))
+        .route(
+            wire::PATH_API_URL,
+            post(move || {
+                let url = api_url.clone();
+                async move { reply(&url) }
+            }),
+        )
         .route_layer(middleware::from_fn_with_state(auth, authenticate))
         .layer(DefaultBodyLimit::max(body_bytes_max))
         .with_state(raft)

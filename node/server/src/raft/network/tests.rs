@@ -65,7 +65,7 @@ async fn start_node(id: NodeId, config: Arc<Config>) -> TestNode {
     let raft = Raft::new(id, config, net, MemLog::default(), sm.clone())
         .await
         .unwrap();
-    let app = peer_router(raft.clone(), ClusterSecret::new(SECRET));
+    let app = peer_router(raft.clone(), ClusterSecret::new(SECRET), String::new());
     tokio::spawn(async move { axum::serve(listener, app).await });
     TestNode { id, raft, sm, addr }
 }

@@ -13,6 +13,9 @@ pub(super) const PATH_APPEND_ENTRIES: &str = "/raft/append-entries";
 pub(super) const PATH_VOTE: &str = "/raft/vote";
 pub(super) const PATH_INSTALL_SNAPSHOT: &str = "/raft/install-snapshot";
 pub(super) const PATH_TRIGGER_ELECT: &str = "/raft/trigger-elect";
+/// The answering node's advertised client API URL (a `String`), so that a leader can
+/// fill in the members' URLs for redirects and status.
+pub(super) const PATH_API_URL: &str = "/raft/api-url";
 
 /// The node id a request is meant for; a node answers 421 when it is not that node.
 pub(super) const HEADER_TARGET_ID: &str = "x-ratequeue-target-id";
