@@ -293,6 +293,9 @@ struct LeaderLoop {
     in_flight: Option<(WriteFuture, Vec<Reply>)>,
     tickets: HashMap<u64, WaiterId>,
     pending: HashMap<WaiterId, Pending>,
+    /// `request_id` -> its pending waiter (queued, or granted and being committed), so a
+    /// retry joins the first attempt instead of racing it.
+    by_request: HashMap<String, WaiterId>,
     /// Set when an applied outcome differed from the speculative one: rebuild the
     /// speculative state from the applied one as soon as nothing is pending.
     resync: bool,
@@ -334,6 +337,7 @@ impl LeaderLoop {
             in_flight: None,
             tickets: HashMap::new(),
             pending: HashMap::new(),
+            by_request: HashMap::new(),
             resync: false,
         })
     }
@@ -457,7 +461,7 @@ impl LeaderLoop {
             match e {
                 Event::Grant { waiter, command } => self.push(command, Reply::Waiter(waiter)),
                 Event::Refused { waiter, refusal } => {
-                    if let Some(p) = self.pending.remove(&waiter) {
+                    if let Some(p) = self.take_pending(waiter) {
                         self.metrics.refused(&p.req.resource, &refusal);
                         for (ticket, tx) in p.senders {
                             self.tickets.remove(&ticket);
@@ -476,6 +480,20 @@ impl LeaderLoop {
                 params,
                 reply,
             } => {
+                // A retry of a request that is queued, or whose grant is being
+                // committed, joins the first attempt: it gets the same answer, and the
+                // first attempt's client going away no longer orphans the grant.
+                let joined = params
+                    .request_id
+                    .as_ref()
+                    .and_then(|r| self.by_request.get(r));
+                if let Some(&id) = joined {
+                    if let Some(p) = self.pending.get_mut(&id) {
+                        p.senders.push((ticket, reply));
+                        self.tickets.insert(ticket, id);
+                        return;
+                    }
+                }
                 self.ensure_batch();
                 let req = Request {
                     deadline_ms: self.clock_ms().saturating_add(params.wait_ms),
@@ -490,13 +508,12 @@ impl LeaderLoop {
                 };
                 match self.sched.enqueue(&mut self.spec, req.clone()) {
                     Admit::Waiting(id) => {
-                        let enqueued = Instant::now();
-                        let p = self.pending.entry(id).or_insert(Pending {
+                        let p = Pending {
                             req,
-                            senders: Vec::new(),
-                            enqueued,
-                        });
-                        p.senders.push((ticket, reply));
+                            senders: vec![(ticket, reply)],
+                            enqueued: Instant::now(),
+                        };
+                        self.put_pending(id, p);
                         self.tickets.insert(ticket, id);
                     }
                     Admit::Attached(id) => match self.pending.get_mut(&id) {
@@ -524,7 +541,7 @@ impl LeaderLoop {
                 };
                 p.senders.retain(|(t, _)| *t != ticket);
                 if p.senders.is_empty() && self.sched.cancel(id) {
-                    self.pending.remove(&id);
+                    self.take_pending(id);
                 }
                 // Otherwise its grant is in a batch: `write_done` releases it.
             }
@@ -596,7 +613,7 @@ impl LeaderLoop {
     }
 
     fn answer_waiter(&mut self, id: WaiterId, outcome: Outcome) {
-        let Some(p) = self.pending.remove(&id) else {
+        let Some(p) = self.take_pending(id) else {
             return;
         };
         match outcome {
@@ -641,7 +658,7 @@ impl LeaderLoop {
                         for (ticket, _) in &p.senders {
                             self.tickets.insert(*ticket, nid);
                         }
-                        self.pending.insert(nid, p);
+                        self.put_pending(nid, p);
                     }
                     Admit::Rejected(refusal) => {
                         for (ticket, tx) in p.senders {
@@ -677,6 +694,23 @@ impl LeaderLoop {
         }
     }
 
+    fn put_pending(&mut self, id: WaiterId, p: Pending) {
+        if let Some(r) = &p.req.request_id {
+            self.by_request.insert(r.clone(), id);
+        }
+        self.pending.insert(id, p);
+    }
+
+    fn take_pending(&mut self, id: WaiterId) -> Option<Pending> {
+        let p = self.pending.remove(&id)?;
+        if let Some(r) = &p.req.request_id {
+            if self.by_request.get(r) == Some(&id) {
+                self.by_request.remove(r);
+            }
+        }
+        Some(p)
+    }
+
     fn fail_replies(&mut self, replies: Vec<Reply>, failure: Failure) {
         for reply in replies {
             match reply {
@@ -685,7 +719,7 @@ impl LeaderLoop {
                 }
                 Reply::Orphan => {}
                 Reply::Waiter(id) => {
-                    if let Some(p) = self.pending.remove(&id) {
+                    if let Some(p) = self.take_pending(id) {
                         for (_, tx) in p.senders {
                             let _ = tx.send(Err(failure.clone()));
                         }
@@ -705,6 +739,7 @@ impl LeaderLoop {
         for b in batches {
             self.fail_replies(b.replies, Failure::NotLeader);
         }
+        self.by_request.clear();
         for (_, p) in self.pending.drain() {
             for (_, tx) in p.senders {
                 let _ = tx.send(Err(Failure::NotLeader));

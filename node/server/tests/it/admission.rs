@@ -570,3 +570,68 @@ async fn disconnected_waiters_leave_the_queue() {
     let (s, v) = c.acquire(l, "one", json!({"wait_ms": 0})).await;
     assert_eq!(s, 200, "nobody took the slot: {v}");
 }
+
+/// A retry of a request id that is still waiting joins the first attempt: one waiter,
+/// one lease, both attempts answered with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_while_waiting_joins_the_first_attempt() {
+    let c = Arc::new(Cluster::start(3).await);
+    c.put_resource("one", json!({"concurrency": 1})).await;
+    let l = c.wait_leader().await;
+    let (s, holder) = c.acquire(l, "one", json!({})).await;
+    assert_eq!(s, 200);
+    let mut attempts = Vec::new();
+    for _ in 0..2 {
+        let c2 = c.clone();
+        attempts.push(tokio::spawn(async move {
+            c2.acquire(
+                l,
+                "one",
+                json!({"request_id": "join-me", "wait_ms": 30_000}),
+            )
+            .await
+        }));
+    }
+    let c3 = c.clone();
+    eventually(Duration::from_secs(10), "both attempts arrived", || {
+        let c3 = c3.clone();
+        async move {
+            let m = c3
+                .http
+                .get(format!("{}/metrics", c3.url(l)))
+                .send()
+                .await
+                .ok()?;
+            let text = m.text().await.ok()?;
+            // Both attempts reached the leader (3 lease requests with the holder's)...
+            let seen: u64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("ratequeue_http_requests_total "))?
+                .trim()
+                .parse()
+                .ok()?;
+            // ...yet only one waiter is queued.
+            let (_, v) = c3
+                .send(l, Method::GET, "/v1/resources/one", None, ADMIN)
+                .await;
+            let queued = v["stats"]["queued"]["default"].as_u64();
+            (seen >= 3 && queued == Some(1)).then_some(())
+        }
+    })
+    .await;
+    let (s, _) = c
+        .release(l, holder["lease_id"].as_str().unwrap(), json!({}))
+        .await;
+    assert_eq!(s, 200);
+    let mut ids = Vec::new();
+    for a in attempts {
+        let (s, v) = a.await.unwrap();
+        assert_eq!(s, 200, "{v}");
+        ids.push(v["lease_id"].clone());
+    }
+    assert_eq!(ids[0], ids[1], "both attempts got the same lease");
+    let (_, v) = c
+        .send(l, Method::GET, "/v1/resources/one", None, ADMIN)
+        .await;
+    assert_eq!(v["stats"]["held"], 1);
+}
