@@ -172,3 +172,14 @@ impl Metrics {
         out
     }
 }
+
+/// This process's resident set size, from `/proc/self/status` (0 where it is missing).
+pub fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let kb = s.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+            kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
+        })
+        .map_or(0, |kb| kb * 1024)
+}

@@ -362,6 +362,11 @@ impl Node {
                 "Bytes used by the log store.",
                 self.store.size_on_disk().unwrap_or(0) as f64,
             ),
+            (
+                "process_resident_memory_bytes",
+                "Resident memory of this process (0 where /proc is missing).",
+                crate::metrics::resident_bytes() as f64,
+            ),
         ];
         self.metrics.render(&gauges)
     }

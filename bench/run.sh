@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# ratequeue beside etcd on this machine, in one run (docs/benchmarks.md).
+#
+#   bash bench/run.sh [OUT_DIR]            # the full run (~25 minutes)
+#   QUICK=1 bash bench/run.sh              # a 2-second pass over every point
+#
+# Starts a fresh 3-node ratequeue cluster (release build; every entry fsynced) and a fresh
+# 3-node etcd cluster (Debian's etcd-server, installed if missing; fsync on, its default),
+# both on loopback, then for every workload and client count runs `rqctl bench` against
+# each system in turn, swapping the order every other point so machine noise hits both.
+# Then: latency at 80 % of ratequeue's measured peak (open loop), the 100 000-waiter
+# memory probe and the 1 000 000-lease snapshot probe. Writes results.jsonl, report.md
+# and the plots (plots/*.svg) under OUT_DIR (default target/bench/DATE).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CLIENTS=${CLIENTS:-1,16,64,256,1024}
+WORKLOADS=${WORKLOADS:-cycle contended rate}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+WAITERS=${WAITERS:-100000}
+if [ -n "${QUICK:-}" ]; then DURATION=2; WARMUP=0.5; WAITERS=${WAITERS_QUICK:-2000}; fi
+out=${1:-target/bench/$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+echo "bench: writing to $out"
+
+if ! command -v etcd >/dev/null 2>&1; then
+  echo "bench: installing etcd-server"
+  sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
+  $sudo_ apt-get install -y -q etcd-server >/dev/null 2>&1 \
+    || { $sudo_ apt-get update -q >/dev/null && $sudo_ apt-get install -y -q etcd-server >/dev/null; }
+fi
+python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q matplotlib
+
+cargo build --release --locked -p ratequeue-node -p ratequeue-client
+bin=target/release
+
+# 1024 clients need 2 sockets each on the client and one on the server, plus ports.
+ulimit -n "$(ulimit -Hn)"
+if [ -w /proc/sys/net/ipv4/ip_local_port_range ]; then echo "1024 65535" >/proc/sys/net/ipv4/ip_local_port_range; fi
+
+data=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$data"
+}
+trap cleanup EXIT
+
+export RATEQUEUE_ADMIN_TOKEN=bench-admin-token RATEQUEUE_CLUSTER_SECRET=bench-secret RATEQUEUE_LOG=warn
+peers="1=127.0.3.1:7701,2=127.0.3.2:7701,3=127.0.3.3:7701"
+for i in 1 2 3; do
+  "$bin/ratequeue" serve --id "$i" --api-addr "127.0.3.$i:7700" --peer-addr "127.0.3.$i:7701" \
+    --advertise-api-url "http://127.0.3.$i:7700" --peers "$peers" --data-dir "$data/rq$i" \
+    2>"$out/ratequeue-$i.log" &
+  pids+=($!)
+done
+rq_url="http://127.0.3.1:7700,http://127.0.3.2:7700,http://127.0.3.3:7700"
+
+initial="e1=http://127.0.4.1:2380,e2=http://127.0.4.2:2380,e3=http://127.0.4.3:2380"
+for i in 1 2 3; do
+  etcd --name "e$i" --data-dir "$data/etcd$i" \
+    --listen-client-urls "http://127.0.4.$i:2379" --advertise-client-urls "http://127.0.4.$i:2379" \
+    --listen-peer-urls "http://127.0.4.$i:2380" --initial-advertise-peer-urls "http://127.0.4.$i:2380" \
+    --initial-cluster "$initial" --initial-cluster-state new --initial-cluster-token rqbench \
+    --log-level warn 2>"$out/etcd-$i.log" &
+  pids+=($!)
+done
+etcd_url="http://127.0.4.1:2379,http://127.0.4.2:2379,http://127.0.4.3:2379"
+
+# Both clusters up: rqctl status waits for a leader; etcd answers its health check.
+"$bin/rqctl" --url "$rq_url" --api-key "$RATEQUEUE_ADMIN_TOKEN" status >/dev/null
+for _ in $(seq 1 100); do
+  if ETCDCTL_API=3 etcdctl --endpoints "$etcd_url" endpoint health >/dev/null 2>&1; then break; fi
+  sleep 0.2
+done
+ETCDCTL_API=3 etcdctl --endpoints "$etcd_url" endpoint health >/dev/null
+
+{
+  echo "date: $(date -u +%FT%TZ)"
+  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) x $(nproc)"
+  echo "memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
+  echo "kernel: $(uname -r)"
+  echo "etcd: $(etcd --version | head -1)"
+  echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$out/machine.txt"
+
+bench() { # system url workload clients [extra args...]
+  local system=$1 url=$2 workload=$3 clients=$4
+  shift 4
+  "$bin/rqctl" --url "$url" --api-key "$RATEQUEUE_ADMIN_TOKEN" bench --system "$system" \
+    --workload "$workload" --clients "$clients" --duration "$DURATION" --warmup "$WARMUP" \
+    --resource "bench-$workload" --json "$@" | tee -a "$out/results.jsonl"
+}
+
+n=0
+for w in $WORKLOADS; do
+  for c in ${CLIENTS//,/ }; do
+    if [ $((n % 2)) = 0 ]; then
+      bench ratequeue "$rq_url" "$w" "$c"; bench etcd "$etcd_url" "$w" "$c"
+    else
+      bench etcd "$etcd_url" "$w" "$c"; bench ratequeue "$rq_url" "$w" "$c"
+    fi
+    n=$((n + 1))
+  done
+done
+
+# Latency below saturation: 256 clients paced to 80 % of each system's own cycle peak.
+for system in ratequeue etcd; do
+  case " $WORKLOADS " in *" cycle "*) ;; *) break ;; esac
+  peak=$(python3 - "$out/results.jsonl" "$system" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(max(r["ops_per_sec"] for r in rows
+          if r["system"] == sys.argv[2] and r["workload"] == "cycle" and r["target_rate"] is None))
+PY
+)
+  url=$rq_url; [ "$system" = etcd ] && url=$etcd_url
+  bench "$system" "$url" cycle 256 --rate "$(python3 -c "print(round(0.8 * $peak))")"
+done
+
+"$bin/rqctl" --url "$rq_url" --api-key "$RATEQUEUE_ADMIN_TOKEN" bench --workload waiters \
+  --waiters "$WAITERS" --resource bench-waiters --json | tee "$out/waiters.json"
+cargo run --release --locked -q -p ratequeue-core --example snapshot_scale | tee "$out/snapshot.txt"
+
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/machine.txt"
+python3 bench/report.py "$out"
+echo "bench: done; see $out/report.md"
