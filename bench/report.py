@@ -92,6 +92,19 @@ def main(out: pathlib.Path) -> None:
                 f"| {r['system']} | {r['target_rate']:,.0f} | {r['ops_per_sec']:,.0f} | {ms(a['p50'])} | {ms(a['p99'])} | {ms(a['p999'])} |"
             )
         md.append("")
+    many = out / "many-resources.jsonl"
+    if many.exists():
+        md += [
+            "## cycle on one of 10 000 resources (ratequeue)",
+            "",
+            "| clients | pairs/s | p50 ms | p99 ms | p999 ms |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for line in many.read_text().splitlines():
+            r = json.loads(line)
+            a = r["acquire_us"]
+            md.append(f"| {r['clients']} | {r['ops_per_sec']:,.0f} | {ms(a['p50'])} | {ms(a['p99'])} | {ms(a['p999'])} |")
+        md.append("")
     waiters = out / "waiters.json"
     if waiters.exists():
         w = json.loads(waiters.read_text())

@@ -8,8 +8,9 @@
 # 3-node etcd cluster (Debian's etcd-server, installed if missing; fsync on, its default),
 # both on loopback, then for every workload and client count runs `rqctl bench` against
 # each system in turn, swapping the order every other point so machine noise hits both.
-# Then: latency at 80 % of ratequeue's measured peak (open loop), the 100 000-waiter
-# memory probe and the 1 000 000-lease snapshot probe. Writes results.jsonl, report.md
+# Then: latency at 80 % of each system's measured peak (open loop), acquire latency
+# with 10 000 resources, the 100 000-waiter memory probe and the 1 000 000-lease
+# snapshot probe. Writes results.jsonl, report.md
 # and the plots (plots/*.svg) under OUT_DIR (default target/bench/DATE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -121,6 +122,17 @@ PY
   url=$rq_url; [ "$system" = etcd ] && url=$etcd_url
   bench "$system" "$url" cycle 256 --rate "$(python3 -c "print(round(0.8 * $peak))")"
 done
+
+# Acquire latency with 10 000 resources: create them (concurrency 100 and a request
+# bucket each), then the cycle on one of them.
+leader=$(curl -sf "http://127.0.3.1:7700/v1/cluster/status" -H "authorization: Bearer $RATEQUEUE_ADMIN_TOKEN" \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["leader_url"])')
+seq 1 "${RESOURCES:-10000}" | xargs -P 32 -I{} curl -sf -o /dev/null -X PUT "$leader/v1/resources/many-{}" \
+  -H "authorization: Bearer $RATEQUEUE_ADMIN_TOKEN" -H 'content-type: application/json' \
+  -d '{"concurrency": 100, "rate": [{"per": "request", "limit": 1000, "window_ms": 1000}]}'
+"$bin/rqctl" --url "$rq_url" --api-key "$RATEQUEUE_ADMIN_TOKEN" bench --workload cycle \
+  --clients 1,64 --duration "$DURATION" --warmup "$WARMUP" --resource many-5000 --json \
+  | tee "$out/many-resources.jsonl"
 
 "$bin/rqctl" --url "$rq_url" --api-key "$RATEQUEUE_ADMIN_TOKEN" bench --workload waiters \
   --waiters "$WAITERS" --resource bench-waiters --json | tee "$out/waiters.json"

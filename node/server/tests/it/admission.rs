@@ -571,6 +571,61 @@ async fn disconnected_waiters_leave_the_queue() {
     assert_eq!(s, 200, "nobody took the slot: {v}");
 }
 
+/// Waiting acquires multiplexed on one HTTP/2 connection: all of them queue (the
+/// leader's gauges show it), and all are granted once the resource grows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_waiters_share_one_http2_connection() {
+    const WAITERS: usize = 150;
+    let c = Cluster::start(3).await;
+    c.put_resource("h2", json!({"concurrency": 1})).await;
+    let l = c.wait_leader().await;
+    let (s, _) = c.acquire(l, "h2", json!({})).await;
+    assert_eq!(s, 200);
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let url = format!("{}/v1/resources/h2/acquire", c.url(l));
+    let waiting: Vec<_> = (0..WAITERS)
+        .map(|_| {
+            let req = h2
+                .post(&url)
+                .bearer_auth(ADMIN)
+                .json(&json!({"wait_ms": 60_000}));
+            tokio::spawn(async move {
+                let r = req.send().await.unwrap();
+                assert_eq!(r.version(), reqwest::Version::HTTP_2);
+                (r.status().as_u16(), r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let gauge = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    let metrics = eventually(Duration::from_secs(20), "every waiter queued", || async {
+        let text = reqwest::get(format!("{}/metrics", c.url(l)))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        (gauge(&text, "ratequeue_waiters") == WAITERS as f64).then_some(text)
+    })
+    .await;
+    assert!(gauge(&metrics, "process_resident_memory_bytes") > 0.0);
+    c.put_resource("h2", json!({"concurrency": 1 + WAITERS}))
+        .await;
+    let mut leases = std::collections::BTreeSet::new();
+    for w in waiting {
+        let (s, v) = w.await.unwrap();
+        assert_eq!(s, 200, "{v}");
+        assert!(leases.insert(v["lease_id"].as_str().unwrap().to_owned()));
+    }
+    assert_eq!(leases.len(), WAITERS);
+}
+
 /// A retry of a request id that is still waiting joins the first attempt: one waiter,
 /// one lease, both attempts answered with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
