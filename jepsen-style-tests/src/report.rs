@@ -503,5 +503,75 @@ pub fn summarize(dir: &Path) -> anyhow::Result<String> {
             },
         );
     }
+    s.push('\n');
+    s.push_str(&by_fault(&rows));
     Ok(s)
+}
+
+/// Availability and recovery per kind of fault, over every fault of every run: the
+/// share of acquires invoked during the fault that succeeded (weighted by acquires),
+/// and the time from the fault's end to the next successful acquire.
+fn by_fault(rows: &[Value]) -> String {
+    let mut kinds: BTreeMap<String, (u64, f64, f64, Vec<f64>)> = BTreeMap::new();
+    for f in rows.iter().filter_map(|r| r["faults"].as_array()).flatten() {
+        let Some(kind) = f["fault"].as_str() else {
+            continue;
+        };
+        let k = kinds.entry(kind.to_owned()).or_default();
+        let acquires = f["acquires"].as_f64().unwrap_or(0.0);
+        k.0 += 1;
+        k.1 += acquires;
+        k.2 += acquires * f["acquire_ok_ratio"].as_f64().unwrap_or(0.0);
+        if let Some(ms) = f["recovery_ms_after_stop"].as_f64() {
+            k.3.push(ms);
+        }
+    }
+    let mut s = String::from(
+        "| fault | times | acquires during | ok ratio during | recovery after it, median / max (ms) |\n\
+         |---|---|---|---|---|\n",
+    );
+    for (kind, (times, acquires, ok, mut recovery)) in kinds {
+        recovery.sort_by(f64::total_cmp);
+        let median = recovery.get(recovery.len() / 2).copied().unwrap_or(0.0);
+        let max = recovery.last().copied().unwrap_or(0.0);
+        let ratio = if acquires > 0.0 { ok / acquires } else { 0.0 };
+        let _ = writeln!(
+            s,
+            "| {kind} | {times} | {acquires:.0} | {ratio:.2} | {median:.0} / {max:.0} |"
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn by_fault_weights_availability_by_acquires_and_takes_recovery_extremes() {
+        let run = |faults: Value| json!({ "faults": faults });
+        let rows = [
+            run(json!([
+                {"fault": "kill-leader", "acquires": 100, "acquire_ok_ratio": 0.5,
+                 "recovery_ms_after_stop": 200.0},
+                {"fault": "pause-random", "acquires": 10, "acquire_ok_ratio": 1.0,
+                 "recovery_ms_after_stop": 5.0},
+            ])),
+            run(json!([
+                {"fault": "kill-leader", "acquires": 300, "acquire_ok_ratio": 0.0,
+                 "recovery_ms_after_stop": 900.0},
+                {"fault": "kill-leader", "acquires": 0, "acquire_ok_ratio": 0.0,
+                 "recovery_ms_after_stop": 10.0},
+            ])),
+        ];
+        let table = by_fault(&rows);
+        assert!(
+            table.contains("| kill-leader | 3 | 400 | 0.12 | 200 / 900 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| pause-random | 1 | 10 | 1.00 | 5 / 5 |"),
+            "{table}"
+        );
+    }
 }
