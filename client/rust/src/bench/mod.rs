@@ -186,6 +186,10 @@ fn http_client(clients: usize) -> anyhow::Result<reqwest::Client> {
 }
 
 pub async fn run(p: Point) -> anyhow::Result<Report> {
+    anyhow::ensure!(
+        p.workload != Workload::Waiters,
+        "the waiters probe is not a closed-loop workload"
+    );
     let http = http_client(p.clients)?;
     let target = Arc::new(Target::prepare(&p, &http).await?);
     let measuring = Arc::new(AtomicBool::new(false));
