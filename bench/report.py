@@ -18,6 +18,23 @@ def ms(us):
     return f"{us / 1000:.2f}"
 
 
+def plot(path, title, xlabel, ylabel, series, xscale, marker=None):
+    """One SVG line chart; `series` maps a label (starting with the system) to points."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, pts in series.items():
+        ax.plot(*zip(*pts), marker=marker, label=label, color=COLORS[label.split(",")[0]])
+    ax.set_xscale(xscale[0], base=xscale[1])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if series:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def main(out: pathlib.Path) -> None:
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line]
     closed = [r for r in rows if r["target_rate"] is None]
@@ -46,38 +63,19 @@ def main(out: pathlib.Path) -> None:
             )
         md.append("")
 
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for s in SYSTEMS:
-            pts = sorted((r["clients"], r["ops_per_sec"]) for r in closed if r["workload"] == w and r["system"] == s)
-            if pts:
-                ax.plot(*zip(*pts), marker="o", label=s, color=COLORS[s])
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("clients")
-        ax.set_ylabel(UNIT[w])
-        ax.set_title(f"{w}: throughput against clients")
-        ax.grid(True, alpha=0.3)
-        if ax.get_lines():
-            ax.legend()
-        fig.tight_layout()
-        fig.savefig(plots / f"throughput-{w}.svg")
-        plt.close(fig)
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for s in SYSTEMS:
-            for r in closed:
-                if r["workload"] == w and r["system"] == s and r["clients"] == 256 and r["acquire_cdf_us"]:
-                    q, us = zip(*r["acquire_cdf_us"])
-                    ax.plot([u / 1000 for u in us], q, label=f"{s}, 256 clients", color=COLORS[s])
-        ax.set_xscale("log")
-        ax.set_xlabel("acquire latency (ms)")
-        ax.set_ylabel("fraction of acquires")
-        ax.set_title(f"{w}: latency CDF at 256 clients")
-        ax.grid(True, alpha=0.3)
-        if ax.get_lines():
-            ax.legend()
-        fig.tight_layout()
-        fig.savefig(plots / f"latency-cdf-{w}.svg")
-        plt.close(fig)
+        throughput = {
+            s: sorted((r["clients"], r["ops_per_sec"]) for r in closed if r["workload"] == w and r["system"] == s)
+            for s in SYSTEMS
+        }
+        plot(plots / f"throughput-{w}.svg", f"{w}: throughput against clients", "clients", UNIT[w],
+             {s: pts for s, pts in throughput.items() if pts}, xscale=("log", 2), marker="o")
+        cdfs = {
+            f"{r['system']}, 256 clients": [(us / 1000, q) for q, us in r["acquire_cdf_us"]]
+            for r in closed
+            if r["workload"] == w and r["clients"] == 256 and r["acquire_cdf_us"]
+        }
+        plot(plots / f"latency-cdf-{w}.svg", f"{w}: latency CDF at 256 clients", "acquire latency (ms)",
+             "fraction of acquires", cdfs, xscale=("log", 10))
 
     if paced:
         md += [
