@@ -14,5 +14,6 @@ if ! command -v iptables >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
     || echo "could not install iptables: partitions will be skipped"
 fi
 
-cargo build --locked -p ratequeue-node -p jepsen-style-tests
+# The same build as the test command's (whole workspace), so nothing is rebuilt with other features.
+cargo build --locked --workspace --bins
 exec ./target/debug/jepsen --ci "$@"
