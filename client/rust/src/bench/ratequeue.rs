@@ -35,7 +35,8 @@ pub(crate) async fn leader_url(
     }
 }
 
-/// Creates (or replaces) the resource `name` with `spec` on the leader.
+/// Creates (or replaces) the resource `name` with `spec` on the leader. A new leader
+/// answers `503 no_leader` until it has applied its log: that is waited out (bounded).
 pub(crate) async fn put_resource(
     http: &reqwest::Client,
     leader: &str,
@@ -43,18 +44,22 @@ pub(crate) async fn put_resource(
     name: &str,
     spec: &serde_json::Value,
 ) -> anyhow::Result<()> {
-    let r = http
-        .put(format!("{leader}/v1/resources/{name}"))
-        .bearer_auth(token)
-        .json(spec)
-        .send()
-        .await?;
-    anyhow::ensure!(
-        r.status().is_success(),
-        "creating resource {name}: {}",
-        r.status()
-    );
-    Ok(())
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = http
+            .put(format!("{leader}/v1/resources/{name}"))
+            .bearer_auth(token)
+            .json(spec)
+            .send()
+            .await?;
+        let status = r.status();
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        anyhow::ensure!(status.is_success(), "creating resource {name}: {status}");
+        return Ok(());
+    }
 }
 
 fn resource_spec(w: Workload, clients: usize) -> serde_json::Value {
