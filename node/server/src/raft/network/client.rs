@@ -96,39 +96,32 @@ impl PeerNetwork {
     /// Asks the node at `peer_addr` (`host:port` of its peer listener) to start an
     /// election now: the leadership hand-off of a leader that is shutting down.
     pub async fn trigger_election(&self, peer_addr: &str) -> Result<(), PeerNetworkError> {
-        let fail = |message: String| PeerNetworkError::Peer {
-            peer_addr: peer_addr.to_owned(),
-            message,
-        };
-        let url = peer_url(peer_addr, wire::PATH_TRIGGER_ELECT);
-        let body = wire::encode(&()).map_err(|e| fail(e.to_string()))?;
-        let answer = post(
-            &self.http,
-            &self.auth,
-            None,
-            &url,
-            body,
-            CONTROL_RPC_TIMEOUT,
-        )
-        .await
-        .map_err(|f| fail(f.to_string()))?;
-        let result: Result<(), Fatal<NodeId>> =
-            wire::decode(&answer).map_err(|e| fail(format!("undecodable answer: {e}")))?;
+        let result: Result<(), Fatal<NodeId>> = self
+            .control_rpc(peer_addr, wire::PATH_TRIGGER_ELECT)
+            .await?;
         result.map_err(|source| PeerNetworkError::Remote {
             peer_addr: peer_addr.to_owned(),
             source,
         })
     }
-}
 
-impl PeerNetwork {
     /// Asks the node at `peer_addr` for its advertised client API URL.
     pub async fn api_url(&self, peer_addr: &str) -> Result<String, PeerNetworkError> {
+        self.control_rpc(peer_addr, wire::PATH_API_URL).await
+    }
+
+    /// A request without arguments to another node's peer listener (outside Raft's own
+    /// RPCs), with its answer decoded as `T`.
+    async fn control_rpc<T: serde::de::DeserializeOwned>(
+        &self,
+        peer_addr: &str,
+        path: &str,
+    ) -> Result<T, PeerNetworkError> {
         let fail = |message: String| PeerNetworkError::Peer {
             peer_addr: peer_addr.to_owned(),
             message,
         };
-        let url = peer_url(peer_addr, wire::PATH_API_URL);
+        let url = peer_url(peer_addr, path);
         let body = wire::encode(&()).map_err(|e| fail(e.to_string()))?;
         let answer = post(
             &self.http,
