@@ -30,14 +30,44 @@ def read(path: str) -> List[Dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def hold_slots(resource: str, timeline: str, count: int, hold_s: float) -> None:
-    """Acquire `count` times; record when each lease was held (start, end) with its token."""
+def hold_slots(resource: str, timeline: str, count: int, hold_s: float, filled: Any) -> None:
+    """Acquire `count` times; record when each lease was held (start, end) with its token.
+
+    `filled` is a `FillGate` shared by every worker: the first holders keep their leases
+    until every slot is held at once, so the test sees the cluster grant up to the limit
+    whatever the machine's timing.
+    """
     for _ in range(count):
         with ratequeue.acquire(resource, timeout=120) as lease:
             start = time.monotonic()
+            filled.hold()
             time.sleep(hold_s)  # the work done under the lease
             end = time.monotonic()
         append(timeline, {"pid": os.getpid(), "start": start, "end": end, "token": lease.fencing_token})
+
+
+class FillGate:
+    """Holds the first `slots` lease holders until `slots` leases are held at once.
+
+    Built from multiprocessing primitives so spawned workers share it. If the cluster
+    never grants `slots` at once, `hold` raises after `timeout_s` and the worker fails.
+    """
+
+    def __init__(self, ctx: Any, slots: int, timeout_s: float = 60.0) -> None:
+        self.slots = slots
+        self.timeout_s = timeout_s
+        self.holders = ctx.Value("i", 0)
+        self.full = ctx.Event()
+
+    def hold(self) -> None:
+        if self.full.is_set():
+            return
+        with self.holders.get_lock():
+            self.holders.value += 1
+            if self.holders.value >= self.slots:
+                self.full.set()
+        if not self.full.wait(self.timeout_s):
+            raise RuntimeError(f"{self.slots} leases were never held at once")
 
 
 def take_grants(resource: str, timeline: str, count: int) -> None:
