@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::admission::{AcquireParams, Failure};
-use crate::node::Node;
+use crate::node::{AfterHandoff, Node};
 
 /// Largest accepted request body.
 pub const BODY_BYTES_MAX: usize = 64 * 1024;
@@ -879,6 +879,20 @@ async fn remove_member(
     }
     if let Err(r) = require_leader(&node, &uri) {
         return r;
+    }
+    // A leader that removed itself would lead on outside the membership until the change
+    // commits, a state openraft handles only partly. Hand over first; the 307 sends the
+    // caller to the new leader, which makes the change.
+    if id == node.id {
+        if node.hand_off_leadership(AfterHandoff::Resume).await {
+            return leader_error(&node, &uri);
+        }
+        return ApiError::new(
+            ErrorCode::NoLeader,
+            "this leader could not hand over before removing itself; retry",
+        )
+        .retry(NO_LEADER_RETRY_MS)
+        .into_response();
     }
     match node.remove_member(id).await {
         Ok(status) => json(status),

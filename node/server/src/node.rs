@@ -425,7 +425,8 @@ impl Node {
         Ok(self.status())
     }
 
-    /// Removes a member (voter or learner) from the cluster.
+    /// Removes a member (voter or learner) from the cluster. The leader does not remove
+    /// itself: the HTTP layer first hands leadership over (`hand_off_leadership`).
     pub async fn remove_member(&self, id: NodeId) -> Result<api::ClusterStatus, ApiError> {
         let membership = self
             .raft
@@ -440,24 +441,20 @@ impl Node {
                 format!("no member {id}"),
             ));
         }
-        let is_voter = membership.voter_ids().any(|v| v == id);
-        if is_voter {
-            let change = ChangeMembers::RemoveVoters(BTreeSet::from([id]));
-            tokio::time::timeout(
-                MEMBERSHIP_TIMEOUT,
-                self.raft.change_membership(change, false),
-            )
-            .await
-            .map_err(|_| timeout_error("removing the voter"))?
-            .map_err(raft_error)?;
-        }
-        let change = ChangeMembers::RemoveNodes(BTreeSet::from([id]));
+        // A voter leaves through joint consensus; `retain = false` drops it from the
+        // node list in the same change, so no second change (which a leader removing
+        // itself could no longer make) is needed.
+        let change = if membership.voter_ids().any(|v| v == id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
         tokio::time::timeout(
             MEMBERSHIP_TIMEOUT,
             self.raft.change_membership(change, false),
         )
         .await
-        .map_err(|_| timeout_error("removing the node"))?
+        .map_err(|_| timeout_error("removing the member"))?
         .map_err(raft_error)?;
         Ok(self.status())
     }
@@ -465,39 +462,8 @@ impl Node {
     /// SIGTERM: refuse new requests, hand leadership to a caught-up follower, flush.
     pub async fn shutdown(&self, handoff: bool) {
         self.shutting_down.store(true, Ordering::Relaxed);
-        let m = self.raft.metrics().borrow().clone();
-        if handoff && m.state == ServerState::Leader {
-            let last = m.last_log_index.unwrap_or(0);
-            let membership = m.membership_config.membership().clone();
-            let successor = membership
-                .voter_ids()
-                .filter(|id| *id != self.id)
-                .filter_map(|id| {
-                    let matched = m.replication.as_ref()?.get(&id).copied().flatten()?.index;
-                    Some((last.saturating_sub(matched), id))
-                })
-                .min();
-            if let Some((_, id)) = successor {
-                if let Some(n) = membership.get_node(&id) {
-                    tracing::info!(successor = id, "handing leadership over");
-                    // Go quiet first: no more heartbeats (followers' leader lease then
-                    // lapses and they grant the successor's vote) and no elections of
-                    // our own to compete with it.
-                    self.raft.runtime_config().heartbeat(false);
-                    self.raft.runtime_config().elect(false);
-                    if let Err(e) = self.peers.trigger_election(&n.peer_addr).await {
-                        tracing::warn!(error = %e, "successor did not start an election");
-                    }
-                    let _ = self
-                        .raft
-                        .wait(Some(HANDOFF_TIMEOUT))
-                        .metrics(
-                            |m| m.current_leader.is_some_and(|l| l != self.id),
-                            "handoff",
-                        )
-                        .await;
-                }
-            }
+        if handoff {
+            self.hand_off_leadership(AfterHandoff::StayQuiet).await;
         }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
@@ -507,6 +473,60 @@ impl Node {
         }
         tracing::info!("stopped");
     }
+
+    /// If this node leads, hands leadership to the most caught-up other voter: go quiet
+    /// (no heartbeats, so followers' leader lease lapses and they grant the successor's
+    /// vote; no elections of our own to compete with it), ask it to elect itself, and
+    /// wait for a new leader. True if another node now leads.
+    pub async fn hand_off_leadership(&self, after: AfterHandoff) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            return false;
+        }
+        let last = m.last_log_index.unwrap_or(0);
+        let membership = m.membership_config.membership().clone();
+        let successor = membership
+            .voter_ids()
+            .filter(|id| *id != self.id)
+            .filter_map(|id| {
+                let matched = m.replication.as_ref()?.get(&id).copied().flatten()?.index;
+                Some((last.saturating_sub(matched), id))
+            })
+            .min()
+            .and_then(|(_, id)| Some((id, membership.get_node(&id)?.clone())));
+        let Some((id, n)) = successor else {
+            return false;
+        };
+        tracing::info!(successor = id, "handing leadership over");
+        self.raft.runtime_config().heartbeat(false);
+        self.raft.runtime_config().elect(false);
+        if let Err(e) = self.peers.trigger_election(&n.peer_addr).await {
+            tracing::warn!(error = %e, "successor did not start an election");
+        }
+        let moved = self
+            .raft
+            .wait(Some(HANDOFF_TIMEOUT))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != self.id),
+                "handoff",
+            )
+            .await
+            .is_ok();
+        if after == AfterHandoff::Resume {
+            self.raft.runtime_config().heartbeat(true);
+            self.raft.runtime_config().elect(true);
+        }
+        moved
+    }
+}
+
+/// What a leader does after asking a follower to take over.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum AfterHandoff {
+    /// Stopping: no heartbeats, no elections, whatever the hand-off's outcome.
+    StayQuiet,
+    /// Staying up (e.g. about to be removed): heartbeats and elections resume.
+    Resume,
 }
 
 fn timeout_error(what: &str) -> ApiError {

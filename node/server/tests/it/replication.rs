@@ -237,6 +237,45 @@ async fn grow_to_five_voters_and_shrink_back_while_writing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_leader_hands_over_first_and_the_new_leader_removes_it() {
+    let mut c = Cluster::start(3).await;
+    c.put_resource("r", resource(1)).await;
+    let old = c.wait_leader().await;
+    // Sent to the leader itself: it hands over and redirects; `send` follows the 307.
+    let (s, v) = c
+        .send(
+            old,
+            Method::DELETE,
+            &format!("/v1/cluster/members/{old}"),
+            None,
+            ADMIN,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}\n{}", c.log(old));
+    let ids: Vec<u64> = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert!(!ids.contains(&old), "{v}");
+    assert!(
+        !c.log(old).contains("panicked"),
+        "the removed leader panicked:\n{}",
+        c.log(old)
+    );
+    c.members.retain(|m| *m != old);
+    c.kill(old);
+    let new = c.wait_leader().await;
+    assert_ne!(new, old);
+    c.put_resource("after", resource(1)).await;
+    let (s, _) = c
+        .send(new, Method::GET, "/v1/resources/r", None, ADMIN)
+        .await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_tokens_are_refused() {
     let c = Cluster::start(3).await;
     let leader = c.wait_leader().await;
