@@ -2,7 +2,8 @@
 # The fault-injection step of the test command (scripts/test-all): builds the server and
 # the harness, makes sure iptables is there (as root; without it the partition nemeses
 # are skipped and the run says so), then runs `jepsen --ci`: a mixed-fault run of 3 nodes
-# with every nemesis and workload that must pass, and a sabotaged run that must be caught.
+# with every nemesis and workload that must pass, and two sabotaged runs that must be
+# caught (every disk lost mid-run; a broken build whose followers grant locally).
 # Extra arguments go to the harness (e.g. --seed N to reproduce a CI run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,11 @@ if ! command -v iptables >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
     || echo "could not install iptables: partitions will be skipped"
 fi
 
-# The same build as the test command's (whole workspace), so nothing is rebuilt with other features.
+# The deliberately broken server (followers grant without Raft) for the negative control,
+# kept aside as ratequeue-sabotaged. Then the same build as the test command's (whole
+# workspace), which puts the real server back in place: only ratequeue-node differs
+# between the two, so the second build only relinks.
+cargo build --locked --workspace --bins --features ratequeue-node/sabotage-follower-grants
+cp target/debug/ratequeue target/debug/ratequeue-sabotaged
 cargo build --locked --workspace --bins
 exec ./target/debug/jepsen --ci "$@"

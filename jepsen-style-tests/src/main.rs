@@ -58,6 +58,11 @@ struct Cli {
     /// Deliberately break the cluster to show the checkers catch it.
     #[arg(long, value_enum)]
     sabotage: Option<Sabotage>,
+    /// The deliberately broken server build (`--features
+    /// ratequeue-node/sabotage-follower-grants`) for `--sabotage follower-grants` and the
+    /// CI mode (default: `ratequeue-sabotaged` next to the server binary).
+    #[arg(long)]
+    sabotaged_bin: Option<PathBuf>,
     /// An acquire must succeed this soon after the final heal.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     liveness_bound: Duration,
@@ -77,6 +82,39 @@ enum Sabotage {
     /// Mid-run, kill every node and delete every data dir (an unsynced log after a
     /// power cut), then restart and re-create the resources.
     LoseDisks,
+    /// Run the broken build whose followers grant from their own applied state, without
+    /// Raft (`--sabotaged-bin`).
+    FollowerGrants,
+}
+
+impl Sabotage {
+    fn name(self) -> &'static str {
+        match self {
+            Sabotage::LoseDisks => "lose-disks",
+            Sabotage::FollowerGrants => "follower-grants",
+        }
+    }
+
+    /// The flag that reproduces it, for the report's command line.
+    fn flag(self) -> String {
+        format!(" --sabotage {}", self.name())
+    }
+}
+
+/// The broken build: `--sabotaged-bin`, else `ratequeue-sabotaged` beside the server.
+fn sabotaged_bin(cli: &Cli, server: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let p = match &cli.sabotaged_bin {
+        Some(p) => p.clone(),
+        None => server.with_file_name("ratequeue-sabotaged"),
+    };
+    anyhow::ensure!(
+        p.is_file(),
+        "sabotaged server build {} not found: build it with `cargo build --features \
+         ratequeue-node/sabotage-follower-grants` and copy target/debug/ratequeue there \
+         (jepsen-style-tests/ci.sh does), or pass --sabotaged-bin",
+        p.display()
+    );
+    Ok(p)
 }
 
 #[derive(Subcommand)]
@@ -152,6 +190,10 @@ async fn real_main() -> anyhow::Result<bool> {
     }
     let faults = parse_faults(&cli.nemesis)?;
     let workloads = parse_workloads(&cli.workload)?;
+    let bin = match cli.sabotage {
+        Some(Sabotage::FollowerGrants) => sabotaged_bin(&cli, &bin)?,
+        _ => bin,
+    };
     let first = cli.seed.unwrap_or_else(random_seed);
     let mut all_valid = true;
     let mut lines = Vec::new();
@@ -168,7 +210,7 @@ async fn real_main() -> anyhow::Result<bool> {
             cli.duration.as_secs(),
             cli.nemesis,
             cli.workload,
-            if cli.sabotage.is_some() { " --sabotage lose-disks" } else { "" }
+            cli.sabotage.map(Sabotage::flag).unwrap_or_default()
         );
         let cfg = RunConfig {
             seed,
@@ -201,9 +243,11 @@ async fn real_main() -> anyhow::Result<bool> {
     Ok(all_valid)
 }
 
-/// The CI mode: a mixed run that must pass, and a sabotaged run that must fail.
+/// The CI mode: a mixed run that must pass, and two sabotaged runs that must fail: one
+/// that loses every disk mid-run, one of the build whose followers grant locally.
 async fn ci(cli: &Cli, bin: PathBuf) -> anyhow::Result<bool> {
     let seed = cli.seed.unwrap_or_else(random_seed);
+    let broken = sabotaged_bin(cli, &bin)?;
     let base = cli
         .out
         .clone()
@@ -228,36 +272,55 @@ async fn ci(cli: &Cli, bin: PathBuf) -> anyhow::Result<bool> {
     };
     let a = run(&mixed).await.context("the mixed-fault run")?;
     println!("{}", a.summary);
-    let control = RunConfig {
-        duration: CI_SABOTAGE_DURATION,
-        faults: Vec::new(),
-        workloads: parse_workloads("semaphore,durable")?,
-        out: base.join(format!("sabotage-seed-{seed}")),
-        recovery: Duration::from_secs(4),
-        lose_disks: true,
-        block: block_for(1),
-        command: format!(
-            "cargo run -p jepsen-style-tests --bin jepsen -- --seed {seed} --duration {}s --nemesis none --workload semaphore,durable --sabotage lose-disks",
-            CI_SABOTAGE_DURATION.as_secs()
-        ),
-        ..mixed.clone()
-    };
-    let b = run(&control).await.context("the sabotage control run")?;
-    println!("{}", b.summary);
-    let caught: Vec<&str> = b
-        .verdicts
-        .iter()
-        .filter(|v| !v.valid)
-        .map(|v| v.checker.as_str())
-        .collect();
-    println!(
-        "jepsen ci: seed {seed}: mixed-fault run {}; sabotage (lose-disks) {}",
-        if a.valid { "VALID" } else { "INVALID" },
-        if caught.is_empty() {
-            "NOT caught (harness broken)".to_owned()
-        } else {
-            format!("caught by {}", caught.join(", "))
-        }
-    );
-    Ok(a.valid && !caught.is_empty())
+    let mut lines = vec![format!(
+        "jepsen ci: seed {seed}: mixed-fault run {}",
+        if a.valid { "VALID" } else { "INVALID" }
+    )];
+    let mut all_caught = true;
+    for (k, sabotage) in [Sabotage::LoseDisks, Sabotage::FollowerGrants]
+        .into_iter()
+        .enumerate()
+    {
+        let name = sabotage.name();
+        let control = RunConfig {
+            duration: CI_SABOTAGE_DURATION,
+            faults: Vec::new(),
+            workloads: parse_workloads("semaphore,durable")?,
+            out: base.join(format!("sabotage-{name}-seed-{seed}")),
+            bin: match sabotage {
+                Sabotage::LoseDisks => bin.clone(),
+                Sabotage::FollowerGrants => broken.clone(),
+            },
+            recovery: Duration::from_secs(4),
+            lose_disks: sabotage == Sabotage::LoseDisks,
+            block: block_for(1 + k as u64),
+            command: format!(
+                "cargo run -p jepsen-style-tests --bin jepsen -- --seed {seed} --duration {}s --nemesis none --workload semaphore,durable{}",
+                CI_SABOTAGE_DURATION.as_secs(),
+                sabotage.flag()
+            ),
+            ..mixed.clone()
+        };
+        let b = run(&control)
+            .await
+            .with_context(|| format!("the sabotage control run ({name})"))?;
+        println!("{}", b.summary);
+        let caught: Vec<&str> = b
+            .verdicts
+            .iter()
+            .filter(|v| !v.valid)
+            .map(|v| v.checker.as_str())
+            .collect();
+        all_caught &= !caught.is_empty();
+        lines.push(format!(
+            "jepsen ci: seed {seed}: sabotage ({name}) {}",
+            if caught.is_empty() {
+                "NOT caught (harness broken)".to_owned()
+            } else {
+                format!("caught by {}", caught.join(", "))
+            }
+        ));
+    }
+    println!("{}", lines.join("\n"));
+    Ok(a.valid && all_caught)
 }

@@ -20,8 +20,9 @@ use ratequeue_api as api;
 use ratequeue_api::ErrorCode;
 use ratequeue_core::config::{validate_name, DEFAULT_LANE, DEFAULT_PRIORITY};
 use ratequeue_core::{
-    ApiKey, Command, LaneConfig, LeaseId, LimitKind, LimitView, Outcome, Per, RateLimit, Refusal,
-    Rejection, ResourceConfig, Role, Table, LOAD_MAX, REQUEST_ID_LEN_MAX, TTL_MS_MAX, TTL_MS_MIN,
+    ApiKey, Command, LaneConfig, LeaseId, LeaseView, LimitKind, LimitView, Outcome, Per, RateLimit,
+    Refusal, Rejection, ResourceConfig, Role, Table, LOAD_MAX, REQUEST_ID_LEN_MAX, TTL_MS_MAX,
+    TTL_MS_MIN,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -399,22 +400,35 @@ async fn acquire(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
+    #[cfg(feature = "sabotage-follower-grants")]
+    if !node.admission.is_serving() {
+        return match crate::sabotage::follower_grant(&node, params) {
+            Some(lease) => json(lease),
+            None => ApiError::new(ErrorCode::WouldBlock, "no room now")
+                .retry(100)
+                .into_response(),
+        };
+    }
     if let Err(r) = require_leader(&node, &uri) {
         return r;
     }
     tracing::debug!(resource = %params.resource, lane = %params.lane, request_id = ?params.request_id, "acquire");
     match node.admission.acquire(params).await {
-        Ok(g) => json(api::Lease {
-            lease_id: g.lease.id.to_string(),
-            resource: g.lease.resource,
-            lane: g.lease.lane,
-            load: g.lease.load,
-            fencing_token: g.lease.id.token,
-            ttl_ms: g.lease.ttl_ms,
-            queued_ms: g.queued_ms,
-            limits: g.limits.iter().map(limit_json).collect(),
-        }),
+        Ok(g) => json(lease_json(g.lease, &g.limits, g.queued_ms)),
         Err(f) => failure(&node, &uri, f),
+    }
+}
+
+pub(crate) fn lease_json(lease: LeaseView, limits: &[LimitView], queued_ms: u64) -> api::Lease {
+    api::Lease {
+        lease_id: lease.id.to_string(),
+        resource: lease.resource,
+        lane: lease.lane,
+        load: lease.load,
+        fencing_token: lease.id.token,
+        ttl_ms: lease.ttl_ms,
+        queued_ms,
+        limits: limits.iter().map(limit_json).collect(),
     }
 }
 

@@ -6,6 +6,8 @@
 //! - `raft`: openraft types, the state-machine store, the peer network.
 //! - `storage`: the sled-backed log store behind the project's storage trait.
 //! - `dev`: the local 3-node cluster.
+//! - `sabotage`: only with the feature `sabotage-follower-grants`, a deliberately broken
+//!   build for the fault-injection harness's negative control.
 
 // openraft's `StorageError` is large and is the error type its traits demand.
 #![allow(clippy::result_large_err)]
@@ -16,4 +18,6 @@ pub mod http;
 pub mod metrics;
 pub mod node;
 pub mod raft;
+#[cfg(feature = "sabotage-follower-grants")]
+pub mod sabotage;
 pub mod storage;
