@@ -419,6 +419,7 @@ async fn acquire(
     }
 }
 
+/// The acquire response body for a granted lease.
 pub(crate) fn lease_json(lease: LeaseView, limits: &[LimitView], queued_ms: u64) -> api::Lease {
     api::Lease {
         lease_id: lease.id.to_string(),
