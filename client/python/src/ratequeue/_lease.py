@@ -1,8 +1,8 @@
 """What the sync and async leases share: the granted fields, the reserve-then-settle
 `actual_load`, the lost flag, the renewal schedule, and `current_lease()`.
 
-Must never do I/O: the sync `Lease` (ratequeue._sync) and the async one (ratequeue.aio)
-add the renewal thread or task and the release call.
+Must never do I/O: the `Lease` of `_async.py` (and of `_sync.py`, generated from it)
+adds the renewal thread or task and the release call.
 """
 
 from __future__ import annotations
@@ -158,6 +158,11 @@ class LeaseBase:
         """True in a child process that inherited this lease: only the process that
         acquired it renews or releases it."""
         return os.getpid() != self._pid
+
+
+class Stopped(Exception):
+    """A renewal call was abandoned because its stop event was set (the lease is being
+    released). Blocking flavour only: an asyncio renewal is cancelled instead."""
 
 
 def presumed_lost(lease: LeaseBase, cause: BaseException) -> LeaseLost:

@@ -38,9 +38,18 @@ from ._errors import (
     error_from_response,
     is_retryable,
 )
+from ._version import __version__
 
 Json = Dict[str, Any]
 Clock = Callable[[], float]
+
+
+def default_headers(api_key: Optional[str]) -> Dict[str, str]:
+    """The headers of every request: the SDK's user agent and the key, when there is one."""
+    headers = {"user-agent": f"ratequeue-python/{__version__}"}
+    if api_key:
+        headers["authorization"] = f"Bearer {api_key}"
+    return headers
 
 
 @dataclass(frozen=True)

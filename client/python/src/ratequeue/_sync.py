@@ -1,11 +1,9 @@
-"""The synchronous API: `Client`, `Lease`, `acquire`. For threads, Celery prefork workers
-and any code without an event loop.
+"""GENERATED from `_async.py` by `client/python/scripts/unasync.py`: do not edit.
 
-Owns: the blocking driver of `_protocol.plan`, a renewal thread per held lease, and fork
-safety. Never touches asyncio. After `fork()` a child must not use the parent's sockets or
-locks: each client notices the pid change (and `os.register_at_fork` resets it eagerly) and
-builds a fresh `httpx.Client`; a lease inherited from the parent is neither renewed nor
-released by the child.
+The blocking client of `ratequeue`: `Client`, `Lease`, `AcquireContext`, `acquire` and
+`default_client`, for threads, Celery prefork workers and any code without an event loop.
+`_async.py` says what it owns; `_sync_backend.py` holds what the blocking flavour does
+differently (one pool per process and fork safety, a renewal thread per lease).
 """
 
 from __future__ import annotations
@@ -14,23 +12,21 @@ import os
 import random
 import threading
 import time
-import weakref
 from types import TracebackType
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple, Type, Union
 
 import httpx
 
-from ._version import __version__
+from ._sync_backend import SyncAcquireMixin, SyncConnections, SyncRenewal, shielded
 from ._config import TTL_MS_MAX, TTL_MS_MIN, Timing, check_load, resolve_api_key, resolve_urls, seconds_to_ms
 from ._errors import LeaseLost, RatequeueError
-from ._lease import LeaseBase, exit_policy, log, pop_current, presumed_lost, push_current
+from ._lease import LeaseBase, Stopped, exit_policy, log, pop_current, presumed_lost, push_current
 from ._protocol import (
     AcquireArgs,
     CallSpec,
     Grant,
     Json,
     Nodes,
-    Send,
     Sleep,
     acquire_spec,
     parse_grant,
@@ -44,23 +40,20 @@ from ._protocol import (
 if TYPE_CHECKING:
     from ._lease import CurrentToken
 
-__all__ = ["Client", "Lease", "AcquireContext", "acquire"]
+__all__ = ["Client", "Lease", "AcquireContext", "acquire", "default_client"]
 
 
-class _Stopped(Exception):
-    """A call was abandoned because its stop event was set (lease released)."""
-
-
-class Client:
-    """A thread-safe, fork-safe client of one ratequeue cluster.
+class Client(SyncConnections):
+    """A client of one ratequeue cluster, safe to share between tasks, threads and (it
+    reconnects in the child) forked processes.
 
     `urls` is a list or a comma-separated string of node base URLs (default RATEQUEUE_URL);
     `api_key` defaults to RATEQUEUE_API_KEY. Connections are pooled; the leader is cached
     and redirects from followers are followed with method and body preserved; transient
     failures are retried with backoff and jitter, resending the same request_id.
 
-    `timing`, `transport`, `clock`, `sleep` and `rng` exist so tests can inject time and
-    the network.
+    `timing`, `transport` (an `httpx.BaseTransport`), `clock`, `sleep` and `rng` exist
+    so tests can inject time and the network.
     """
 
     def __init__(
@@ -82,61 +75,17 @@ class Client:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._nodes = Nodes(self.urls, self._rng)
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-        self._http: Optional[httpx.Client] = None
-        self._closed = False
-        _live_clients.add(self)
+        self._init_connections()
 
     @property
     def leader(self) -> Optional[str]:
         """The cached leader base URL, if one is known."""
         return self._nodes.leader
 
-    # --- lifecycle --------------------------------------------------------------------
-
-    def _build_http(self) -> httpx.Client:
-        headers = {"user-agent": f"ratequeue-python/{__version__}"}
-        if self._api_key:
-            headers["authorization"] = f"Bearer {self._api_key}"
-        return httpx.Client(
-            headers=headers,
-            transport=self._transport,
-            follow_redirects=False,
-            limits=httpx.Limits(
-                max_connections=self.timing.connections_max,
-                max_keepalive_connections=self.timing.keepalive_max,
-            ),
-        )
-
-    def _client(self) -> httpx.Client:
-        if self._closed:
-            raise RuntimeError("ratequeue.Client is closed")
-        http = self._http
-        if http is not None and self._pid == os.getpid():
-            return http
-        with self._lock:
-            if self._pid != os.getpid():
-                self._reset_after_fork()
-            if self._http is None:
-                self._http = self._build_http()
-            return self._http
-
-    def _reset_after_fork(self) -> None:
-        """In a forked child: drop (never close) the parent's connections, which the child
-        shares with it, and start over with fresh locks."""
-        self._pid = os.getpid()
-        self._http = None
-        self._lock = threading.Lock()
-
     def close(self) -> None:
-        """Close pooled connections. Leases still held keep their own reference and fail
-        to renew; release them first."""
-        with self._lock:
-            self._closed = True
-            http, self._http = self._http, None
-        if http is not None and self._pid == os.getpid():
-            http.close()
+        """Close pooled connections and refuse further use. Leases still held keep their
+        own reference and fail to renew; release them first."""
+        self._close_connections()
 
     def __enter__(self) -> "Client":
         return self
@@ -152,6 +101,8 @@ class Client:
     # --- the driver -------------------------------------------------------------------
 
     def _call(self, spec: CallSpec, stop: Optional[threading.Event] = None) -> Json:
+        """Run one call's plan. `stop` (blocking flavour only) abandons it with `Stopped`
+        between attempts; in asyncio the task is cancelled instead."""
         gen = plan(spec, self._nodes, self.timing, self._rng, self._clock)
         try:
             action = next(gen)
@@ -161,7 +112,7 @@ class Client:
                     feedback: Union[httpx.Response, httpx.TransportError, None] = None
                 else:
                     if stop is not None and stop.is_set():
-                        raise _Stopped()
+                        raise Stopped()
                     feedback = self._send(action)
                 action = gen.send(feedback)
         except StopIteration as done:
@@ -169,25 +120,6 @@ class Client:
             return result
         finally:
             gen.close()
-
-    def _send(self, action: Send) -> Union[httpx.Response, httpx.TransportError]:
-        try:
-            return self._client().request(
-                action.method, action.url, json=action.body, timeout=action.timeout
-            )
-        except httpx.TransportError as e:
-            return e
-
-    def _pause(self, seconds: float, stop: Optional[threading.Event]) -> None:
-        if self._sleep is not None:
-            self._sleep(seconds)
-            if stop is not None and stop.is_set():
-                raise _Stopped()
-        elif stop is not None:
-            if stop.wait(seconds):
-                raise _Stopped()
-        else:
-            time.sleep(seconds)
 
     # --- the API ----------------------------------------------------------------------
 
@@ -202,9 +134,9 @@ class Client:
         timeout: Optional[float] = None,
         request_id: Optional[str] = None,
     ) -> "AcquireContext":
-        """`with client.acquire("openai-gpt4", load=2000) as lease:` waits in the queue
-        (at most `timeout` seconds; 0 = try once), holds the slot in the block, renews it in
-        the background, and releases it on exit (reporting `lease.set_actual_load`)."""
+        """`with client.acquire("openai-gpt4", load=2000) as lease:` waits in the
+        queue (at most `timeout` seconds; 0 = try once), holds the slot in the block, renews
+        it in the background, and releases it on exit (reporting `lease.set_actual_load`)."""
         args = AcquireArgs.build(
             resource,
             load=load,
@@ -228,7 +160,7 @@ class Client:
         timeout: Optional[float] = None,
         request_id: Optional[str] = None,
     ) -> "Lease":
-        """Acquire without a `with` block: the returned lease renews itself until
+        """Acquire and return the lease, for use without a block: it renews itself until
         `lease.release()` (or use it as a context manager)."""
         return self.acquire(
             resource, load=load, priority=priority, lane=lane, ttl=ttl, timeout=timeout, request_id=request_id
@@ -237,6 +169,8 @@ class Client:
     def _acquire_args(self, args: AcquireArgs) -> "Lease":
         sent_at = self._clock()
         data = self._call(acquire_spec(args, self.timing, self._clock))
+        # Nothing is awaited between the response and the lease owning it: a cancellation cannot
+        # strand a granted slot here (the server releases one cancelled in flight).
         lease = Lease(self, parse_grant(data), args.request_id, sent_at)
         lease._start_renewal()
         return lease
@@ -256,32 +190,25 @@ class Client:
         return parse_renewal(self._call(renew_spec(lease_id, ttl_ms, self.timing, deadline)))
 
 
-class Lease(LeaseBase):
-    """A held slot (sync). Renews itself from a daemon thread until released."""
+class Lease(LeaseBase, SyncRenewal):
+    """A held slot. Renews itself in the background until released."""
 
     def __init__(self, client: Client, grant: Grant, request_id: str, granted_at: float) -> None:
         super().__init__(grant, request_id, client.timing, granted_at)
         self._rq = client
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-
-    def _start_renewal(self) -> None:
-        t = threading.Thread(target=self._renew_loop, name=f"ratequeue-renew-{self.id}", daemon=True)
-        self._thread = t
-        t.start()
+        self._init_renewal()
 
     def _renew_loop(self) -> None:
         client = self._rq
         interval = self._renew_interval()
-        while not self._stop.wait(interval):
+        while self._renewal_wait(interval):
             sent_at = client._clock()
-            expiry = self._expiry()
             try:
                 data = client._call(
-                    renew_spec(self.id, None, client.timing, expiry), stop=self._stop
+                    renew_spec(self.id, None, client.timing, self._expiry()), stop=self._renewal_stop()
                 )
                 ttl_ms, token = parse_renewal(data)
-            except _Stopped:
+            except Stopped:
                 return
             except LeaseLost as e:
                 self._mark_lost(e)
@@ -293,18 +220,12 @@ class Lease(LeaseBase):
                 log.info("ratequeue renewal of %s failed, retrying: %s", self.id, e)
                 interval = min(self._renew_interval(), max(0.0, self._expiry() - client._clock()) / 2)
                 continue
-            except Exception as e:  # noqa: BLE001 - a renewal bug must not kill silently
+            except Exception as e:  # noqa: BLE001 - a renewal bug must not pass silently
                 log.exception("ratequeue renewal of %s crashed", self.id)
                 self._mark_lost(presumed_lost(self, e))
                 return
             self._renewed(sent_at, ttl_ms, token)
             interval = self._renew_interval()
-
-    @property
-    def renewing(self) -> bool:
-        """Whether the renewal thread is still running."""
-        t = self._thread
-        return t is not None and t.is_alive()
 
     def release(self) -> str:
         """Stop renewing and release, reporting `actual_load` if set. Idempotent.
@@ -316,8 +237,7 @@ class Lease(LeaseBase):
             return "not_owner"
         if not self._begin_release():
             return "already_released"
-        self._stop.set()
-        t = self._thread
+        self._stop_renewal()
         try:
             state = self._rq.release(self.id, self._actual_load)
         except LeaseLost as e:
@@ -328,10 +248,7 @@ class Lease(LeaseBase):
                     self._lost = e
             raise
         finally:
-            if t is not None and t is not threading.current_thread():
-                # The thread sees the stop at its next wait or between retries; a renew
-                # already on the wire finishes first (bounded by request_timeout_s).
-                t.join(self._rq.timing.request_timeout_s + self._rq.timing.connect_timeout_s)
+            self._join_renewal()
         lost = self._lost
         if lost is not None:
             raise lost
@@ -346,7 +263,7 @@ class Lease(LeaseBase):
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        _exit(self, exc is not None)
+        shielded(_exit, self, exc is not None)
 
 
 def _exit(lease: Lease, body_raised: bool) -> None:
@@ -361,7 +278,7 @@ def _exit(lease: Lease, body_raised: bool) -> None:
         raise err
 
 
-class AcquireContext:
+class AcquireContext(SyncAcquireMixin):
     """What `acquire(...)` returns: a context manager yielding the `Lease`."""
 
     def __init__(self, client: Client, args: AcquireArgs) -> None:
@@ -394,12 +311,11 @@ class AcquireContext:
         pop_current(self._token)
         self._token = None
         if lease is not None:
-            _exit(lease, exc is not None)
+            shielded(_exit, lease, exc is not None)
 
 
 # --- module-level default clients --------------------------------------------------------
 
-_live_clients: "weakref.WeakSet[Client]" = weakref.WeakSet()
 _defaults: Dict[Tuple[Tuple[str, ...], Optional[str]], Client] = {}
 _defaults_lock = threading.Lock()
 #: Distinct (urls, api_key) pairs kept; beyond that the oldest default client is dropped.
@@ -407,7 +323,8 @@ DEFAULT_CLIENTS_MAX = 32
 
 
 def default_client(url: Union[str, Sequence[str], None] = None, api_key: Optional[str] = None) -> Client:
-    """The process-wide client for these URLs and key (from the environment when None)."""
+    """The process-wide client for these URLs and key (from the environment when None).
+    It works in every thread, after a fork, and under any number of `asyncio.run` calls."""
     key = (tuple(resolve_urls(url)), resolve_api_key(api_key))
     with _defaults_lock:
         c = _defaults.get(key)
@@ -432,8 +349,9 @@ def acquire(
     request_id: Optional[str] = None,
     client: Optional[Client] = None,
 ) -> AcquireContext:
-    """`with ratequeue.acquire("openai-gpt4", load=n) as lease:` using the default client
-    for `url` (default RATEQUEUE_URL) and `api_key` (default RATEQUEUE_API_KEY)."""
+    """`with ratequeue.acquire("openai-gpt4", load=n) as lease:` using the
+    default client for `url` (default RATEQUEUE_URL) and `api_key` (default
+    RATEQUEUE_API_KEY)."""
     c = client if client is not None else default_client(url, api_key)
     return c.acquire(
         resource, load=load, priority=priority, lane=lane, ttl=ttl, timeout=timeout, request_id=request_id
@@ -443,9 +361,6 @@ def acquire(
 def _after_fork_in_child() -> None:
     global _defaults_lock
     _defaults_lock = threading.Lock()
-    clients: List[Client] = list(_live_clients)
-    for c in clients:
-        c._reset_after_fork()
 
 
 if hasattr(os, "register_at_fork"):

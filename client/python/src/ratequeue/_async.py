@@ -1,0 +1,374 @@
+"""The client of `ratequeue.aio`, written once: `Client`, `Lease`, `AcquireContext`,
+`acquire` and `default_client`.
+
+`_sync.py`, the blocking client of `ratequeue`, is generated from this file by
+`client/python/scripts/unasync.py` (it drops `async`/`await` and renames the
+flavour-specific names); the test suite fails while it is stale. Edit this file, then run
+`python client/python/scripts/unasync.py`.
+
+Owns: the driver of `_protocol.plan`, the public calls, a background renewal per held
+lease, and the release on leaving a block. What the two flavours do differently besides
+`async`/`await` is hand-written in `_async_backend.py` and `_sync_backend.py`: connection
+pools (one per event loop, or one per process with fork safety), the renewal task or
+thread, and shielding the release from a task's cancellation.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from types import TracebackType
+from typing import TYPE_CHECKING, Awaitable, Callable, Dict, Optional, Sequence, Tuple, Type, Union
+
+import httpx
+
+from ._async_backend import AsyncAcquireMixin, AsyncConnections, AsyncRenewal, shielded
+from ._config import TTL_MS_MAX, TTL_MS_MIN, Timing, check_load, resolve_api_key, resolve_urls, seconds_to_ms
+from ._errors import LeaseLost, RatequeueError
+from ._lease import LeaseBase, Stopped, exit_policy, log, pop_current, presumed_lost, push_current
+from ._protocol import (
+    AcquireArgs,
+    CallSpec,
+    Grant,
+    Json,
+    Nodes,
+    Sleep,
+    acquire_spec,
+    parse_grant,
+    parse_release,
+    parse_renewal,
+    plan,
+    release_spec,
+    renew_spec,
+)
+
+if TYPE_CHECKING:
+    from ._lease import CurrentToken
+
+__all__ = ["Client", "Lease", "AcquireContext", "acquire", "default_client"]
+
+
+class Client(AsyncConnections):
+    """A client of one ratequeue cluster, safe to share between tasks, threads and (it
+    reconnects in the child) forked processes.
+
+    `urls` is a list or a comma-separated string of node base URLs (default RATEQUEUE_URL);
+    `api_key` defaults to RATEQUEUE_API_KEY. Connections are pooled; the leader is cached
+    and redirects from followers are followed with method and body preserved; transient
+    failures are retried with backoff and jitter, resending the same request_id.
+
+    `timing`, `transport` (an `httpx.AsyncBaseTransport`), `clock`, `sleep` and `rng` exist
+    so tests can inject time and the network.
+    """
+
+    def __init__(
+        self,
+        urls: Union[str, Sequence[str], None] = None,
+        api_key: Optional[str] = None,
+        *,
+        timing: Optional[Timing] = None,
+        transport: Optional[httpx.AsyncBaseTransport] = None,
+        clock: Optional[Callable[[], float]] = None,
+        sleep: Optional[Callable[[float], Awaitable[None]]] = None,
+        rng: Optional[random.Random] = None,
+    ) -> None:
+        self.urls: Tuple[str, ...] = tuple(resolve_urls(urls))
+        self._api_key = resolve_api_key(api_key)
+        self.timing = timing or Timing()
+        self._transport = transport
+        self._clock = clock or time.monotonic
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._nodes = Nodes(self.urls, self._rng)
+        self._init_connections()
+
+    @property
+    def leader(self) -> Optional[str]:
+        """The cached leader base URL, if one is known."""
+        return self._nodes.leader
+
+    async def aclose(self) -> None:
+        """Close pooled connections and refuse further use. Leases still held keep their
+        own reference and fail to renew; release them first."""
+        await self._close_connections()
+
+    async def __aenter__(self) -> "Client":
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        await self.aclose()
+
+    # --- the driver -------------------------------------------------------------------
+
+    async def _call(self, spec: CallSpec, stop: Optional[threading.Event] = None) -> Json:
+        """Run one call's plan. `stop` (blocking flavour only) abandons it with `Stopped`
+        between attempts; in asyncio the task is cancelled instead."""
+        gen = plan(spec, self._nodes, self.timing, self._rng, self._clock)
+        try:
+            action = next(gen)
+            while True:
+                if isinstance(action, Sleep):
+                    await self._pause(action.seconds, stop)
+                    feedback: Union[httpx.Response, httpx.TransportError, None] = None
+                else:
+                    if stop is not None and stop.is_set():
+                        raise Stopped()
+                    feedback = await self._send(action)
+                action = gen.send(feedback)
+        except StopIteration as done:
+            result: Json = done.value
+            return result
+        finally:
+            gen.close()
+
+    # --- the API ----------------------------------------------------------------------
+
+    def acquire(
+        self,
+        resource: str,
+        *,
+        load: int = 1,
+        priority: int = 10,
+        lane: Optional[str] = None,
+        ttl: Optional[float] = None,
+        timeout: Optional[float] = None,
+        request_id: Optional[str] = None,
+    ) -> "AcquireContext":
+        """`async with client.acquire("openai-gpt4", load=2000) as lease:` waits in the
+        queue (at most `timeout` seconds; 0 = try once), holds the slot in the block, renews
+        it in the background, and releases it on exit (reporting `lease.set_actual_load`)."""
+        args = AcquireArgs.build(
+            resource,
+            load=load,
+            priority=priority,
+            lane=lane,
+            ttl=ttl,
+            timeout=timeout,
+            request_id=request_id,
+            timing=self.timing,
+        )
+        return AcquireContext(self, args)
+
+    async def acquire_lease(
+        self,
+        resource: str,
+        *,
+        load: int = 1,
+        priority: int = 10,
+        lane: Optional[str] = None,
+        ttl: Optional[float] = None,
+        timeout: Optional[float] = None,
+        request_id: Optional[str] = None,
+    ) -> "Lease":
+        """Acquire and return the lease, for use without a block: it renews itself until
+        `await lease.release()` (or use it as a context manager)."""
+        return await self.acquire(
+            resource, load=load, priority=priority, lane=lane, ttl=ttl, timeout=timeout, request_id=request_id
+        )._acquire()
+
+    async def _acquire_args(self, args: AcquireArgs) -> "Lease":
+        sent_at = self._clock()
+        data = await self._call(acquire_spec(args, self.timing, self._clock))
+        # Nothing is awaited between the response and the lease owning it: a cancellation cannot
+        # strand a granted slot here (the server releases one cancelled in flight).
+        lease = Lease(self, parse_grant(data), args.request_id, sent_at)
+        lease._start_renewal()
+        return lease
+
+    async def release(self, lease_id: str, actual_load: Optional[int] = None) -> str:
+        """Release a lease by id; returns `released` or `already_released`. Raises
+        `LeaseLost` when the lease had expired."""
+        if actual_load is not None:
+            check_load("actual_load", actual_load)
+        deadline = self._clock() + self.timing.release_budget_s
+        return parse_release(await self._call(release_spec(lease_id, actual_load, self.timing, deadline)))
+
+    async def renew(self, lease_id: str, ttl: Optional[float] = None) -> Tuple[int, int]:
+        """Renew a lease by id; returns (ttl_ms, fencing_token). Raises `LeaseLost`."""
+        ttl_ms = None if ttl is None else seconds_to_ms("ttl", ttl, TTL_MS_MIN, TTL_MS_MAX)
+        deadline = self._clock() + self.timing.request_timeout_s
+        return parse_renewal(await self._call(renew_spec(lease_id, ttl_ms, self.timing, deadline)))
+
+
+class Lease(LeaseBase, AsyncRenewal):
+    """A held slot. Renews itself in the background until released."""
+
+    def __init__(self, client: Client, grant: Grant, request_id: str, granted_at: float) -> None:
+        super().__init__(grant, request_id, client.timing, granted_at)
+        self._rq = client
+        self._init_renewal()
+
+    async def _renew_loop(self) -> None:
+        client = self._rq
+        interval = self._renew_interval()
+        while await self._renewal_wait(interval):
+            sent_at = client._clock()
+            try:
+                data = await client._call(
+                    renew_spec(self.id, None, client.timing, self._expiry()), stop=self._renewal_stop()
+                )
+                ttl_ms, token = parse_renewal(data)
+            except Stopped:
+                return
+            except LeaseLost as e:
+                self._mark_lost(e)
+                return
+            except RatequeueError as e:
+                if client._clock() >= self._expiry():
+                    self._mark_lost(presumed_lost(self, e))
+                    return
+                log.info("ratequeue renewal of %s failed, retrying: %s", self.id, e)
+                interval = min(self._renew_interval(), max(0.0, self._expiry() - client._clock()) / 2)
+                continue
+            except Exception as e:  # noqa: BLE001 - a renewal bug must not pass silently
+                log.exception("ratequeue renewal of %s crashed", self.id)
+                self._mark_lost(presumed_lost(self, e))
+                return
+            self._renewed(sent_at, ttl_ms, token)
+            interval = self._renew_interval()
+
+    async def release(self) -> str:
+        """Stop renewing and release, reporting `actual_load` if set. Idempotent.
+        Raises `LeaseLost` if the lease was lost; other failures are raised too (the slot
+        then lapses at its TTL)."""
+        if self._forked_copy():
+            # Only the process that acquired the lease gives it back.
+            self._released = True
+            return "not_owner"
+        if not self._begin_release():
+            return "already_released"
+        await self._stop_renewal()
+        try:
+            state = await self._rq.release(self.id, self._actual_load)
+        except LeaseLost as e:
+            with self._state_lock:
+                if self._lost is None:
+                    if e.lease_id is None:
+                        e.lease_id = self.id
+                    self._lost = e
+            raise
+        finally:
+            self._join_renewal()
+        lost = self._lost
+        if lost is not None:
+            raise lost
+        return state
+
+    async def __aenter__(self) -> "Lease":
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        await shielded(_exit, self, exc is not None)
+
+
+async def _exit(lease: Lease, body_raised: bool) -> None:
+    try:
+        await lease.release()
+    except LeaseLost:
+        pass  # decided below from lease.lost_error
+    except RatequeueError as e:
+        log.warning("ratequeue could not release lease %s (it lapses at its TTL): %s", lease.id, e)
+    err = exit_policy(lease, body_raised)
+    if err is not None:
+        raise err
+
+
+class AcquireContext(AsyncAcquireMixin):
+    """What `acquire(...)` returns: a context manager yielding the `Lease`."""
+
+    def __init__(self, client: Client, args: AcquireArgs) -> None:
+        self._rq = client
+        self._args = args
+        self._lease: Optional[Lease] = None
+        self._token: Optional[CurrentToken] = None
+
+    @property
+    def request_id(self) -> str:
+        return self._args.request_id
+
+    async def _acquire(self) -> Lease:
+        return await self._rq._acquire_args(self._args)
+
+    async def __aenter__(self) -> Lease:
+        if self._lease is not None:
+            raise RuntimeError("this acquire(...) context is already in use")
+        self._lease = await self._acquire()
+        self._token = push_current(self._lease)
+        return self._lease
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        lease, self._lease = self._lease, None
+        pop_current(self._token)
+        self._token = None
+        if lease is not None:
+            await shielded(_exit, lease, exc is not None)
+
+
+# --- module-level default clients --------------------------------------------------------
+
+_defaults: Dict[Tuple[Tuple[str, ...], Optional[str]], Client] = {}
+_defaults_lock = threading.Lock()
+#: Distinct (urls, api_key) pairs kept; beyond that the oldest default client is dropped.
+DEFAULT_CLIENTS_MAX = 32
+
+
+def default_client(url: Union[str, Sequence[str], None] = None, api_key: Optional[str] = None) -> Client:
+    """The process-wide client for these URLs and key (from the environment when None).
+    It works in every thread, after a fork, and under any number of `asyncio.run` calls."""
+    key = (tuple(resolve_urls(url)), resolve_api_key(api_key))
+    with _defaults_lock:
+        c = _defaults.get(key)
+        if c is None:
+            if len(_defaults) >= DEFAULT_CLIENTS_MAX:
+                _defaults.pop(next(iter(_defaults)))
+            c = Client(list(key[0]), key[1])
+            _defaults[key] = c
+        return c
+
+
+def acquire(
+    resource: str,
+    *,
+    load: int = 1,
+    priority: int = 10,
+    lane: Optional[str] = None,
+    ttl: Optional[float] = None,
+    timeout: Optional[float] = None,
+    api_key: Optional[str] = None,
+    url: Union[str, Sequence[str], None] = None,
+    request_id: Optional[str] = None,
+    client: Optional[Client] = None,
+) -> AcquireContext:
+    """`async with ratequeue.aio.acquire("openai-gpt4", load=n) as lease:` using the
+    default client for `url` (default RATEQUEUE_URL) and `api_key` (default
+    RATEQUEUE_API_KEY)."""
+    c = client if client is not None else default_client(url, api_key)
+    return c.acquire(
+        resource, load=load, priority=priority, lane=lane, ttl=ttl, timeout=timeout, request_id=request_id
+    )
+
+
+def _after_fork_in_child() -> None:
+    global _defaults_lock
+    _defaults_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
