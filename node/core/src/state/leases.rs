@@ -1,0 +1,224 @@
+//! Leases: grant (the charge against every limit), release (settling `actual_load`),
+//! renew, expiry, and the tombstones of ended leases that keep late answers exact.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Fit, Grant, LeaseId, LeaseView, Outcome, Rejection, State, Table};
+use crate::config::Per;
+use crate::{LEASES_MAX, LOAD_MAX, REQUEST_ID_LEN_MAX, TOMBSTONES_MAX, TTL_MS_MAX, TTL_MS_MIN};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Lease {
+    pub(super) nonce: u64,
+    pub(super) resource: String,
+    pub(super) lane: String,
+    pub(super) load: u64,
+    pub(super) ttl_ms: u64,
+    pub(super) expires_at_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) enum Ended {
+    Released,
+    Expired,
+}
+
+/// How a lease ended, with its nonce: a forged id (right token, wrong nonce) must get
+/// `LeaseNotFound` after the lease ended just as before, never the real lease's answer
+/// (`already_released` would even settle nothing and report success).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Tombstone {
+    pub(super) how: Ended,
+    pub(super) nonce: u64,
+}
+
+impl State {
+    pub(super) fn grant(&mut self, g: &Grant) -> Outcome {
+        if let Some(id) = &g.request_id {
+            if let Some(prev) = self.idempotency.get(id) {
+                // The lease this request was granted has already ended (released, for
+                // instance by the leader because the first attempt's client went away,
+                // or expired): never hand it out as held, and never grant a second one.
+                if self.live(prev.lease.id).is_err() {
+                    return Outcome::Rejected(Rejection::GrantEnded);
+                }
+                let limits = self.limits(&prev.lease.resource);
+                return Outcome::Granted {
+                    lease: prev.lease.clone(),
+                    limits,
+                    duplicate: true,
+                };
+            }
+            if id.is_empty() || id.len() > REQUEST_ID_LEN_MAX {
+                return Outcome::Rejected(Rejection::Invalid("bad request_id length".into()));
+            }
+        }
+        if g.load > LOAD_MAX || !(TTL_MS_MIN..=TTL_MS_MAX).contains(&g.ttl_ms) {
+            return Outcome::Rejected(Rejection::Invalid("load or ttl_ms out of range".into()));
+        }
+        if let Err(e) = crate::config::validate_name(&g.lane) {
+            return Outcome::Rejected(Rejection::Invalid(format!("lane {e}")));
+        }
+        match self.fit(&g.resource, g.load) {
+            Fit::Now => {}
+            Fit::NoResource => return Outcome::Rejected(Rejection::ResourceNotFound),
+            Fit::Never { load_max } => {
+                return Outcome::Rejected(Rejection::LoadExceedsLimit { load_max })
+            }
+            Fit::Wait { ms, binding } => {
+                return Outcome::Rejected(Rejection::NoRoom {
+                    retry_after_ms: ms,
+                    binding,
+                })
+            }
+        }
+        if self.leases.len() >= LEASES_MAX {
+            return Outcome::Rejected(Rejection::TableFull(Table::Leases));
+        }
+        let now = self.now_ms;
+        let token = self.next_token;
+        self.next_token += 1;
+        let expires_at_ms = now.saturating_add(g.ttl_ms);
+        let Some(r) = self.resources.get_mut(&g.resource) else {
+            return Outcome::Rejected(Rejection::ResourceNotFound);
+        };
+        for (rl, b) in r.config.rate.iter().zip(r.buckets.iter_mut()) {
+            b.charge(rl, now, if rl.per == Per::Request { 1 } else { g.load });
+        }
+        r.leases.insert((expires_at_ms, token));
+        r.grants_total += 1;
+        self.expiry.insert((expires_at_ms, token));
+        self.leases.insert(
+            token,
+            Lease {
+                nonce: g.nonce,
+                resource: g.resource.clone(),
+                lane: g.lane.clone(),
+                load: g.load,
+                ttl_ms: g.ttl_ms,
+                expires_at_ms,
+            },
+        );
+        let lease = LeaseView {
+            id: LeaseId {
+                token,
+                nonce: g.nonce,
+            },
+            resource: g.resource.clone(),
+            lane: g.lane.clone(),
+            load: g.load,
+            ttl_ms: g.ttl_ms,
+        };
+        if let Some(id) = &g.request_id {
+            self.remember_request(id, &lease);
+        }
+        let limits = self.limits(&g.resource);
+        Outcome::Granted {
+            lease,
+            limits,
+            duplicate: false,
+        }
+    }
+
+    /// Why `id` is not live: `Ok(lease)` if it is.
+    pub(super) fn live(&self, id: LeaseId) -> Result<&Lease, Rejection> {
+        match self.leases.get(&id.token) {
+            Some(l) if l.nonce == id.nonce => Ok(l),
+            Some(_) => Err(Rejection::LeaseNotFound),
+            None => match self.ended.get(&id.token) {
+                Some(t) if t.nonce != id.nonce => Err(Rejection::LeaseNotFound),
+                Some(t) if t.how == Ended::Released => Err(Rejection::LeaseReleased),
+                Some(_) => Err(Rejection::LeaseExpired),
+                // Issued once but forgotten: it ended long ago. Tell the holder to stop.
+                None if id.token < self.next_token && id.token > 0 => Err(Rejection::LeaseExpired),
+                None => Err(Rejection::LeaseNotFound),
+            },
+        }
+    }
+
+    pub(super) fn release(&mut self, id: LeaseId, actual_load: Option<u64>) -> Outcome {
+        let lease = match self.live(id) {
+            Ok(l) => l.clone(),
+            Err(Rejection::LeaseReleased) => return Outcome::Released { already: true },
+            Err(e) => return Outcome::Rejected(e),
+        };
+        if let Some(actual) = actual_load {
+            if actual > LOAD_MAX {
+                return Outcome::Rejected(Rejection::Invalid("actual_load out of range".into()));
+            }
+            let now = self.now_ms;
+            if let Some(r) = self.resources.get_mut(&lease.resource) {
+                for (rl, b) in r.config.rate.iter().zip(r.buckets.iter_mut()) {
+                    if rl.per != Per::Load {
+                        continue;
+                    }
+                    if actual < lease.load {
+                        b.credit(rl, now, lease.load - actual);
+                    } else {
+                        b.charge(rl, now, actual - lease.load);
+                    }
+                }
+            }
+        }
+        self.end_lease(id.token, Ended::Released);
+        Outcome::Released { already: false }
+    }
+
+    pub(super) fn renew(&mut self, id: LeaseId, ttl_ms: Option<u64>) -> Outcome {
+        let lease = match self.live(id) {
+            Ok(l) => l,
+            Err(e) => return Outcome::Rejected(e),
+        };
+        let ttl_ms = ttl_ms.unwrap_or(lease.ttl_ms);
+        if !(TTL_MS_MIN..=TTL_MS_MAX).contains(&ttl_ms) {
+            return Outcome::Rejected(Rejection::Invalid("ttl_ms out of range".into()));
+        }
+        let old = lease.expires_at_ms;
+        let at = self.now_ms.saturating_add(ttl_ms);
+        let resource = lease.resource.clone();
+        self.expiry.remove(&(old, id.token));
+        self.expiry.insert((at, id.token));
+        if let Some(r) = self.resources.get_mut(&resource) {
+            r.leases.remove(&(old, id.token));
+            r.leases.insert((at, id.token));
+        }
+        let Some(l) = self.leases.get_mut(&id.token) else {
+            return Outcome::Rejected(Rejection::LeaseNotFound);
+        };
+        l.expires_at_ms = at;
+        l.ttl_ms = ttl_ms;
+        let lease = LeaseView {
+            id,
+            resource,
+            lane: l.lane.clone(),
+            load: l.load,
+            ttl_ms,
+        };
+        Outcome::Renewed { lease }
+    }
+
+    pub(super) fn end_lease(&mut self, token: u64, how: Ended) {
+        let Some(l) = self.leases.remove(&token) else {
+            return;
+        };
+        self.expiry.remove(&(l.expires_at_ms, token));
+        if let Some(r) = self.resources.get_mut(&l.resource) {
+            r.leases.remove(&(l.expires_at_ms, token));
+        }
+        self.ended.insert(
+            token,
+            Tombstone {
+                how,
+                nonce: l.nonce,
+            },
+        );
+        while self.ended.len() > TOMBSTONES_MAX {
+            self.ended.pop_first();
+        }
+    }
+
+    /// The resource a live lease belongs to.
+    pub fn lease_resource(&self, id: LeaseId) -> Option<&str> {
+        self.live(id).ok().map(|l| l.resource.as_str())
+    }
+}

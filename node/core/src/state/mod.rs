@@ -1,0 +1,280 @@
+//! The replicated limiter state machine.
+//!
+//! `State` holds resources, live leases, buckets, API keys, the idempotency window and
+//! cluster time. `apply_entry(now_ms, commands)` is the only way it changes, and it is a
+//! pure function of the previous state and its arguments: integers only, ordered maps
+//! only, no clock, no randomness. Every replica, the leader's speculative copy and the
+//! checkers run this same code.
+//!
+//! This file holds the public command/outcome types, `State` itself and the dispatch of
+//! a command; each table's rules live in a submodule: `leases` (grant, release, renew,
+//! expiry, tombstones), `resources` (resource configs, buckets, `fit`, limit views),
+//! `keys` (API key records), `idempotency` (the `request_id` window) and `snapshot`
+//! (bytes, restore, `check_invariants`).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Per, ResourceConfig};
+use crate::keys::ApiKey;
+
+mod idempotency;
+mod keys;
+mod leases;
+mod resources;
+mod snapshot;
+
+use idempotency::IdempotentGrant;
+use leases::{Ended, Lease, Tombstone};
+use resources::Resource;
+pub use resources::ResourceStats;
+pub use snapshot::SnapshotError;
+
+/// A lease's public identity: the fencing token plus a leader-chosen random nonce, so
+/// that lease ids cannot be guessed from tokens. Text form: `"{token}-{nonce:016x}"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LeaseId {
+    pub token: u64,
+    pub nonce: u64,
+}
+
+impl fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{:016x}", self.token, self.nonce)
+    }
+}
+
+impl FromStr for LeaseId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (token, nonce) = s.split_once('-').ok_or(())?;
+        if nonce.len() != 16 || token.is_empty() || token.len() > 20 {
+            return Err(());
+        }
+        Ok(LeaseId {
+            token: token.parse().map_err(|_| ())?,
+            nonce: u64::from_str_radix(nonce, 16).map_err(|_| ())?,
+        })
+    }
+}
+
+/// A request to grant one lease. Built by the leader's scheduler, checked again at apply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub resource: String,
+    pub lane: String,
+    pub load: u64,
+    pub ttl_ms: u64,
+    pub request_id: Option<String>,
+    pub nonce: u64,
+}
+
+/// Everything that can change the state. One Raft entry carries a batch of these.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    PutResource {
+        name: String,
+        config: ResourceConfig,
+    },
+    DeleteResource {
+        name: String,
+    },
+    Grant(Grant),
+    Release {
+        lease: LeaseId,
+        actual_load: Option<u64>,
+    },
+    Renew {
+        lease: LeaseId,
+        ttl_ms: Option<u64>,
+    },
+    PutKey(ApiKey),
+    DeleteKey {
+        name: String,
+    },
+}
+
+/// Which limit a figure is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LimitKind {
+    Concurrency,
+    Request,
+    Load,
+}
+
+impl From<Per> for LimitKind {
+    fn from(p: Per) -> Self {
+        match p {
+            Per::Request => LimitKind::Request,
+            Per::Load => LimitKind::Load,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitView {
+    pub kind: LimitKind,
+    pub limit: u64,
+    /// Whole units left now; negative while a load bucket is in debt.
+    pub remaining: i64,
+}
+
+/// A granted lease as reported to its holder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseView {
+    pub id: LeaseId,
+    pub resource: String,
+    pub lane: String,
+    pub load: u64,
+    pub ttl_ms: u64,
+}
+
+/// Why a command did not take effect. These are outcomes, not errors: replicas agree on them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rejection {
+    ResourceNotFound,
+    LeaseNotFound,
+    /// The lease ended by expiry (or its resource was deleted): the holder must stop.
+    LeaseExpired,
+    /// The lease was released; a renew of it is refused.
+    LeaseReleased,
+    /// A retried acquire whose `request_id` was granted a lease that has since ended.
+    GrantEnded,
+    LoadExceedsLimit {
+        load_max: u64,
+    },
+    /// Some limit has no room now; `retry_after_ms` is when the binding limit frees up.
+    NoRoom {
+        retry_after_ms: u64,
+        binding: LimitKind,
+    },
+    /// A table of the state is at its bound (leases, resources, keys).
+    TableFull(Table),
+    Invalid(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// `duplicate`: the request id was already granted; this is that same lease.
+    Granted {
+        lease: LeaseView,
+        limits: Vec<LimitView>,
+        duplicate: bool,
+    },
+    Released {
+        already: bool,
+    },
+    Renewed {
+        lease: LeaseView,
+    },
+    ResourcePut {
+        created: bool,
+    },
+    ResourceDeleted {
+        existed: bool,
+    },
+    KeyPut {
+        created: bool,
+    },
+    KeyDeleted {
+        existed: bool,
+    },
+    Rejected(Rejection),
+}
+
+/// The bounded tables of the state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Table {
+    Leases,
+    Resources,
+    Keys,
+}
+
+/// Whether a request of some load fits a resource now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fit {
+    Now,
+    Wait { ms: u64, binding: LimitKind },
+    Never { load_max: u64 },
+    NoResource,
+}
+
+/// The whole replicated state. Ordered containers only, so that serialisation is
+/// byte-identical across replicas that applied the same log.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    now_ms: u64,
+    /// Fencing token of the next grant; tokens start at 1 and only grow.
+    next_token: u64,
+    resources: BTreeMap<String, Resource>,
+    leases: BTreeMap<u64, Lease>,
+    /// All live leases by expiry: `(expires_at_ms, token)`.
+    expiry: BTreeSet<(u64, u64)>,
+    /// Recently ended leases, so a late release or renew gets the right answer.
+    /// Bounded by `TOMBSTONES_MAX`; the oldest tokens are forgotten first.
+    ended: BTreeMap<u64, Tombstone>,
+    idempotency: BTreeMap<String, IdempotentGrant>,
+    /// Request ids in grant order, for eviction by age and by count.
+    idempotency_order: VecDeque<String>,
+    keys: BTreeMap<String, ApiKey>,
+    key_by_hash: BTreeMap<String, String>,
+}
+
+impl State {
+    pub fn new() -> Self {
+        State {
+            next_token: 1,
+            ..State::default()
+        }
+    }
+
+    /// Cluster time of the last applied entry.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Fencing token the next grant will get.
+    pub fn next_token(&self) -> u64 {
+        self.next_token
+    }
+
+    pub fn lease_count(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// Applies one Raft entry: advance cluster time, then each command in order.
+    pub fn apply_entry(&mut self, now_ms: u64, commands: &[Command]) -> Vec<Outcome> {
+        self.tick(now_ms);
+        commands.iter().map(|c| self.apply_command(c)).collect()
+    }
+
+    /// Advances cluster time to `max(now, now_ms)` (DESIGN.md §3) and ends every lease
+    /// whose expiry has come. Idempotent for the same or an earlier `now_ms`.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        let now = self.now_ms;
+        while let Some(&(at, token)) = self.expiry.first() {
+            if at > now {
+                break;
+            }
+            self.end_lease(token, Ended::Expired);
+        }
+        self.forget_old_requests();
+    }
+
+    /// Applies one command at the current cluster time.
+    pub fn apply_command(&mut self, command: &Command) -> Outcome {
+        match command {
+            Command::PutResource { name, config } => self.put_resource(name, config),
+            Command::DeleteResource { name } => self.delete_resource(name),
+            Command::Grant(g) => self.grant(g),
+            Command::Release { lease, actual_load } => self.release(*lease, *actual_load),
+            Command::Renew { lease, ttl_ms } => self.renew(*lease, *ttl_ms),
+            Command::PutKey(key) => self.put_key(key),
+            Command::DeleteKey { name } => self.delete_key(name),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Snapshots: the state's bytes (`[version][bincode]`, equal states give equal bytes),
+//! `restore` with bounded decoding, and `check_invariants`, which every restore passes.
+
+use std::collections::BTreeSet;
+
+use super::State;
+use crate::{IDEMPOTENCY_WINDOW_LEN_MAX, KEYS_MAX, LEASES_MAX, RESOURCES_MAX, TOMBSTONES_MAX};
+
+/// 2: tombstones carry the lease nonce.
+const SNAPSHOT_VERSION: u8 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot is empty")]
+    Empty,
+    #[error("snapshot format version {0} is not supported (expected {SNAPSHOT_VERSION})")]
+    Version(u8),
+    #[error("snapshot does not decode: {0}")]
+    Decode(String),
+}
+
+impl State {
+    /// Checks that the state's indexes agree with each other and its tables are within
+    /// their bounds. Every command keeps these; `restore` checks them so that corrupted
+    /// bytes are refused instead of looping or panicking later, and tests call it after
+    /// every step.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let now = self.now_ms;
+        if self.next_token == 0 || self.next_token == u64::MAX {
+            return Err("next_token out of range".into());
+        }
+        if self.resources.len() > RESOURCES_MAX
+            || self.leases.len() > LEASES_MAX
+            || self.keys.len() > KEYS_MAX
+            || self.ended.len() > TOMBSTONES_MAX
+            || self.idempotency.len() > IDEMPOTENCY_WINDOW_LEN_MAX.saturating_mul(2)
+        {
+            return Err("a table is over its bound".into());
+        }
+        let mut indexed = 0usize;
+        for (name, r) in &self.resources {
+            crate::config::validate_name(name).and_then(|()| r.config.validate())?;
+            if r.buckets.len() != r.config.rate.len()
+                || !r
+                    .config
+                    .rate
+                    .iter()
+                    .zip(&r.buckets)
+                    .all(|(rl, b)| b.is_sane(rl, now))
+            {
+                return Err(format!("buckets of {name} do not match its limits"));
+            }
+            for &(at, token) in &r.leases {
+                match self.leases.get(&token) {
+                    Some(l) if l.expires_at_ms == at && &l.resource == name => {}
+                    _ => return Err(format!("lease {token} of {name} is not live")),
+                }
+            }
+            indexed += r.leases.len();
+        }
+        if indexed != self.leases.len() || self.expiry.len() != self.leases.len() {
+            return Err("lease indexes disagree".into());
+        }
+        for (&token, l) in &self.leases {
+            if token == 0
+                || token >= self.next_token
+                || self.ended.contains_key(&token)
+                || !self.expiry.contains(&(l.expires_at_ms, token))
+            {
+                return Err(format!("lease {token} is mis-indexed"));
+            }
+        }
+        if self
+            .ended
+            .last_key_value()
+            .is_some_and(|(&t, _)| t >= self.next_token)
+        {
+            return Err("an ended lease was never issued".into());
+        }
+        let order: BTreeSet<&String> = self.idempotency_order.iter().collect();
+        if order.len() != self.idempotency_order.len()
+            || order.len() != self.idempotency.len()
+            || !order.iter().all(|id| self.idempotency.contains_key(*id))
+            || self
+                .idempotency
+                .values()
+                .any(|g| g.at_ms > now || g.lease.id.token >= self.next_token)
+        {
+            return Err("idempotency window indexes disagree".into());
+        }
+        if self.key_by_hash.len() != self.keys.len()
+            || !self
+                .keys
+                .iter()
+                .all(|(name, k)| &k.name == name && self.key_by_hash.get(&k.hash) == Some(name))
+        {
+            return Err("key indexes disagree".into());
+        }
+        Ok(())
+    }
+
+    /// Serialises the whole state: `[version][bincode]`. Equal states give equal bytes.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut out = vec![SNAPSHOT_VERSION];
+        // Encoding plain owned data into a Vec cannot fail.
+        if let Ok(body) = bincode::serde::encode_to_vec(self, bincode::config::standard()) {
+            out.extend_from_slice(&body);
+        }
+        out
+    }
+
+    /// Rebuilds a state from `snapshot` bytes: the version must match, the bytes must
+    /// decode completely, and the result must pass `check_invariants`.
+    pub fn restore(bytes: &[u8]) -> Result<State, SnapshotError> {
+        let (&version, body) = bytes.split_first().ok_or(SnapshotError::Empty)?;
+        if version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Version(version));
+        }
+        let (state, used) =
+            decode_bounded(body).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        if used != body.len() {
+            return Err(SnapshotError::Decode(format!(
+                "{} trailing bytes",
+                body.len() - used
+            )));
+        }
+        // Bytes that decode are not yet a state: a corrupted snapshot could index a lease
+        // by expiry that does not exist, and `tick` would never finish.
+        state
+            .check_invariants()
+            .map_err(|e| SnapshotError::Decode(format!("inconsistent state: {e}")))?;
+        Ok(state)
+    }
+}
+
+/// Decodes a snapshot body with bincode's memory bound set from the body's length.
+///
+/// bincode allocates a string's buffer from its length prefix before reading it, so a
+/// corrupted prefix can ask for petabytes and abort the process. Its decode limit bounds
+/// the memory claimed while decoding. A valid body claims at most 16 bytes per encoded
+/// byte (the worst case is a one-byte varint decoding to an `i128`), so the limit is the
+/// first tier at or above 16 × the body's length (the limit is a const generic, hence
+/// tiers rather than the exact figure).
+fn decode_bounded(body: &[u8]) -> Result<(State, usize), bincode::error::DecodeError> {
+    /// `2^bits` bytes less one, or `usize::MAX` where that does not fit.
+    const fn bound(bits: u32) -> usize {
+        usize::MAX >> usize::BITS.saturating_sub(bits)
+    }
+    fn decode<const LIMIT: usize>(
+        body: &[u8],
+    ) -> Result<(State, usize), bincode::error::DecodeError> {
+        bincode::serde::decode_from_slice(body, bincode::config::standard().with_limit::<LIMIT>())
+    }
+    let claims = body.len().saturating_mul(16);
+    if claims <= bound(24) {
+        decode::<{ bound(24) }>(body)
+    } else if claims <= bound(28) {
+        decode::<{ bound(28) }>(body)
+    } else if claims <= bound(32) {
+        decode::<{ bound(32) }>(body)
+    } else {
+        decode::<{ bound(36) }>(body)
+    }
+}
