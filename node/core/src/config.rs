@@ -1,7 +1,7 @@
 //! Resource configuration: the limits of one resource and their validation.
 //!
 //! Owns the rules of DESIGN.md §2 on what a valid resource is. It never touches
-//! live state (leases, buckets, waiters); `state.rs` does.
+//! live state (leases, buckets, waiters); `state/` does.
 
 use std::collections::BTreeMap;
 

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::node::{self, Config, RaftTuning};
+use crate::node::{Config, RaftTuning};
+use crate::serve;
 
 const NODES: u64 = 3;
 
@@ -63,7 +64,7 @@ pub async fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
             let stopped = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            node::serve(config, stopped).await
+            serve::serve(config, stopped).await
         }));
     }
     let urls: Vec<String> = (1..=NODES)
@@ -87,7 +88,7 @@ pub async fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
         urls[0]
     );
     println!("Ctrl-C stops the cluster.");
-    node::shutdown_signal().await;
+    serve::shutdown_signal().await;
     let _ = stop_tx.send(true);
     for n in nodes {
         match n.await {

@@ -1,7 +1,8 @@
 //! ratequeue-node: the server shell around `ratequeue-core`.
 //!
-//! - `node`: start-up, bootstrap, membership, status, shutdown.
-//! - `http`: the client API (DESIGN.md §5).
+//! - `node`: the node handle: start-up, bootstrap, membership, status, shutdown.
+//! - `http`: the client API (DESIGN.md §5), a shell over a node handle.
+//! - `serve`: binds the listeners and mounts the API and peer routers over a node.
 //! - `admission`: the leader's queue and group commit.
 //! - `raft`: openraft types, the state-machine store, the peer network.
 //! - `storage`: the sled-backed log store behind the project's storage trait.
@@ -20,4 +21,5 @@ pub mod node;
 pub mod raft;
 #[cfg(feature = "sabotage-follower-grants")]
 pub mod sabotage;
+pub mod serve;
 pub mod storage;

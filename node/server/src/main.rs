@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
-use ratequeue_node::node::{self, Config, RaftTuning};
+use ratequeue_node::node::{Config, RaftTuning};
 use ratequeue_node::raft::types::NodeId;
+use ratequeue_node::serve;
 
 /// The request path allocates many small short-lived buffers (HTTP, JSON, batches);
 /// glibc malloc showed at the top of the leader's profile.
@@ -206,7 +207,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Serve(a) => {
             let config = serve_config(*a)?;
-            rt.block_on(node::serve(config, node::shutdown_signal()))
+            rt.block_on(serve::serve(config, serve::shutdown_signal()))
         }
         Cmd::Dev(a) => rt.block_on(ratequeue_node::dev::run(&a.dir, a.port)),
     }

@@ -1,9 +1,11 @@
-//! One ratequeue node: storage, Raft, admission and the two listeners, wired together.
+//! One ratequeue node: storage, Raft and admission wired together behind one handle.
 //!
 //! Owns start-up (open and validate storage, restore the state from the snapshot,
-//! bootstrap an empty initial member, publish the advertised URL), the views served by
-//! the ops endpoints (status, readiness, metrics), membership changes, and graceful
-//! shutdown (hand leadership to a caught-up follower, flush, exit).
+//! bootstrap an empty initial member, publish the advertised URL), the views the ops
+//! endpoints serve (status, readiness, the figures behind the metrics), membership
+//! changes, and graceful shutdown (hand leadership to a caught-up follower, flush).
+//! Knows nothing about HTTP: the API router is a shell over this handle, and `serve`
+//! (above both) binds the listeners.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -15,12 +17,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use ratequeue_api as api;
-use ratequeue_api::ErrorCode;
 
 use crate::admission::{self, Admission};
-use crate::http::ApiError;
 use crate::metrics::Metrics;
-use crate::raft::network::{self, ClusterSecret, PeerNetwork};
+use crate::raft::network::{ClusterSecret, PeerNetwork};
 use crate::raft::state_machine::{SharedApplied, SnapshotHandle, SnapshotStore, StateMachineStore};
 use crate::raft::types::{NodeId, NodeInfo, Raft, SnapshotMeta, StorageError, TypeConfig};
 use crate::storage::{self, LogStore, SledConfig};
@@ -284,7 +284,7 @@ impl Node {
                     term: l.leader_id.term,
                 })
             }),
-            storage_bytes: self.store.size_on_disk().unwrap_or(0),
+            storage_bytes: self.storage_bytes(),
             cluster_time_ms,
             leases,
             waiters: self.admission.waiters(),
@@ -314,7 +314,13 @@ impl Node {
         Ok(())
     }
 
-    pub fn render_metrics(&self) -> String {
+    /// Bytes the log store uses on disk (0 if unknown).
+    pub fn storage_bytes(&self) -> u64 {
+        self.store.size_on_disk().unwrap_or(0)
+    }
+
+    /// The gauges `/metrics` shows, read now: `(name, help, value)`.
+    pub fn gauges(&self) -> [(&'static str, &'static str, f64); 9] {
         let m = self.raft.metrics().borrow().clone();
         let is_leader = if m.state == ServerState::Leader {
             1.0
@@ -325,7 +331,7 @@ impl Node {
             let a = self.applied.read();
             (a.state.lease_count() as f64, a.state.now_ms() as f64)
         };
-        let gauges = [
+        [
             (
                 "ratequeue_raft_term",
                 "Current Raft term.",
@@ -360,27 +366,28 @@ impl Node {
             (
                 "ratequeue_storage_bytes",
                 "Bytes used by the log store.",
-                self.store.size_on_disk().unwrap_or(0) as f64,
+                self.storage_bytes() as f64,
             ),
             (
                 "process_resident_memory_bytes",
                 "Resident memory of this process (0 where /proc is missing).",
                 crate::metrics::resident_bytes() as f64,
             ),
-        ];
-        self.metrics.render(&gauges)
+        ]
     }
 
     /// Adds a node as a learner, waits for it to catch up, then (by default) promotes it.
-    pub async fn add_member(&self, req: api::AddMember) -> Result<api::ClusterStatus, ApiError> {
+    pub async fn add_member(
+        &self,
+        req: api::AddMember,
+    ) -> Result<api::ClusterStatus, MembershipError> {
         let node = NodeInfo {
             peer_addr: req.peer_addr,
             api_url: req.api_url,
         };
         if node.peer_addr.is_empty() || node.api_url.is_empty() {
-            return Err(ApiError::new(
-                ErrorCode::InvalidRequest,
-                "peer_addr and api_url are required",
+            return Err(MembershipError::Invalid(
+                "peer_addr and api_url are required".into(),
             ));
         }
         tokio::time::timeout(
@@ -427,7 +434,7 @@ impl Node {
 
     /// Removes a member (voter or learner) from the cluster. The leader does not remove
     /// itself: the HTTP layer first hands leadership over (`hand_off_leadership`).
-    pub async fn remove_member(&self, id: NodeId) -> Result<api::ClusterStatus, ApiError> {
+    pub async fn remove_member(&self, id: NodeId) -> Result<api::ClusterStatus, MembershipError> {
         let membership = self
             .raft
             .metrics()
@@ -436,10 +443,7 @@ impl Node {
             .membership()
             .clone();
         if membership.get_node(&id).is_none() {
-            return Err(ApiError::new(
-                ErrorCode::MemberNotFound,
-                format!("no member {id}"),
-            ));
+            return Err(MembershipError::NotFound(id));
         }
         // A voter leaves through joint consensus; `retain = false` drops it from the
         // node list in the same change, so no second change (which a leader removing
@@ -529,19 +533,35 @@ pub enum AfterHandoff {
     Resume,
 }
 
-fn timeout_error(what: &str) -> ApiError {
-    ApiError::new(
-        ErrorCode::CommitTimeout,
-        format!("timed out {what}; check cluster status"),
-    )
+/// Why a membership change was not made. The HTTP layer maps each to an error code.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    /// The request itself is wrong.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no member {0}")]
+    NotFound(NodeId),
+    /// The change may still commit; the caller should look at the cluster status.
+    #[error("timed out {0}; check cluster status")]
+    Timeout(&'static str),
+    /// Raft wants the change made on the leader.
+    #[error("{0}")]
+    NoLeader(String),
+    /// Raft refused the change (for example, another one is in progress).
+    #[error("{0}")]
+    Refused(String),
 }
 
-fn raft_error<E: std::fmt::Display>(e: E) -> ApiError {
+fn timeout_error(what: &'static str) -> MembershipError {
+    MembershipError::Timeout(what)
+}
+
+fn raft_error<E: std::fmt::Display>(e: E) -> MembershipError {
     let msg = e.to_string();
     if msg.contains("forward") || msg.contains("ForwardToLeader") {
-        return ApiError::new(ErrorCode::NoLeader, msg);
+        return MembershipError::NoLeader(msg);
     }
-    ApiError::new(ErrorCode::InvalidRequest, msg)
+    MembershipError::Refused(msg)
 }
 
 /// Exit code of a node whose Raft stopped on a fatal error.
@@ -635,72 +655,5 @@ async fn publish_api_url(node: Arc<Node>) {
         if rx.changed().await.is_err() {
             return;
         }
-    }
-}
-
-/// Runs a node until `stop` resolves: API and peer listeners, then graceful shutdown.
-pub async fn serve(
-    config: Config,
-    stop: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
-    // Bind first: peers can reach this node as soon as its Raft starts.
-    let api_listener = tokio::net::TcpListener::bind(config.api_addr)
-        .await
-        .with_context(|| format!("binding API address {}", config.api_addr))?;
-    let peer_listener = tokio::net::TcpListener::bind(config.peer_addr)
-        .await
-        .with_context(|| format!("binding peer address {}", config.peer_addr))?;
-    let node = Node::start(&config).await?;
-    let secret = ClusterSecret::new(config.cluster_secret.clone());
-    let peer_app =
-        network::peer_router(node.raft.clone(), secret, config.advertise_api_url.clone());
-    let api_app = crate::http::app(node.clone());
-    tracing::info!(id = node.id, api = %config.api_addr, peer = %config.peer_addr, "serving");
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut api_stop = stop_rx.clone();
-    let api = tokio::spawn(async move {
-        axum::serve(api_listener, api_app)
-            .with_graceful_shutdown(async move {
-                let _ = api_stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
-    let mut peer_stop = stop_rx.clone();
-    let peer = tokio::spawn(async move {
-        axum::serve(peer_listener, peer_app)
-            .with_graceful_shutdown(async move {
-                let _ = peer_stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
-    stop.await;
-    tracing::info!(id = node.id, "shutting down");
-    node.shutdown(config.handoff).await;
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), peer).await;
-    Ok(())
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
     }
 }

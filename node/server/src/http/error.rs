@@ -1,0 +1,160 @@
+//! The API's one error type, `ApiError` (`{"error": {"code", "message",
+//! "retry_after_ms"?}}` with `Retry-After`), the `Body` JSON extractor whose rejections
+//! use it, and the mapping of the core's refusals and rejections onto error codes.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ratequeue_api as api;
+use ratequeue_api::ErrorCode;
+use ratequeue_core::{Outcome, Refusal, Rejection, Table};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Largest accepted request body.
+pub const BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// The one error type of the API: `{"error": {"code", "message", "retry_after_ms"?}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+    retry_after_ms: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    pub(crate) fn retry(mut self, ms: u64) -> Self {
+        self.retry_after_ms = Some(ms.max(1));
+        self
+    }
+
+    pub(super) fn invalid(message: impl Into<String>) -> Self {
+        ApiError::new(ErrorCode::InvalidRequest, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = api::ErrorBody {
+            error: api::ErrorDetail {
+                code: self.code,
+                message: self.message,
+                retry_after_ms: self.retry_after_ms,
+            },
+        };
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let Some(ms) = self.retry_after_ms {
+            let secs = ms.div_ceil(1000).max(1);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}
+
+/// A JSON body: at most `BODY_BYTES_MAX`, unknown fields rejected, every failure a
+/// documented `invalid_request` / `payload_too_large`. An empty body means `{}`.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(ErrorCode::PayloadTooLarge, "request body too large")
+            } else {
+                ApiError::invalid(format!("unreadable body: {e}"))
+            }
+        })?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(bytes)
+            .map(Body)
+            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+    }
+}
+
+pub(super) fn refusal(r: Refusal) -> ApiError {
+    match r {
+        Refusal::ResourceNotFound => ApiError::new(ErrorCode::ResourceNotFound, "no such resource"),
+        Refusal::LoadExceedsLimit { load_max } => ApiError::new(
+            ErrorCode::LoadExceedsLimit,
+            format!("load can never fit: the largest per-load bucket holds {load_max}"),
+        ),
+        Refusal::QueueFull { retry_after_ms } => {
+            ApiError::new(ErrorCode::QueueFull, "the resource's queue is full")
+                .retry(retry_after_ms)
+        }
+        Refusal::WouldBlock { retry_after_ms } => {
+            ApiError::new(ErrorCode::WouldBlock, "no room now and wait_ms is 0")
+                .retry(retry_after_ms)
+        }
+        Refusal::WaitTimeout { retry_after_ms } => {
+            ApiError::new(ErrorCode::WaitTimeout, "waited wait_ms without a grant")
+                .retry(retry_after_ms)
+        }
+    }
+}
+
+pub(super) fn rejection(r: Rejection) -> ApiError {
+    match r {
+        Rejection::ResourceNotFound => {
+            ApiError::new(ErrorCode::ResourceNotFound, "no such resource")
+        }
+        Rejection::LeaseNotFound => ApiError::new(ErrorCode::LeaseNotFound, "no such lease"),
+        Rejection::LeaseExpired => ApiError::new(
+            ErrorCode::LeaseExpired,
+            "the lease expired; the holder must stop",
+        ),
+        Rejection::LeaseReleased => ApiError::new(
+            ErrorCode::LeaseExpired,
+            "the lease was released; the holder must stop",
+        ),
+        Rejection::GrantEnded => ApiError::new(
+            ErrorCode::LeaseExpired,
+            "the lease granted to this request_id has already ended; \
+             acquire again with a new request_id",
+        ),
+        Rejection::LoadExceedsLimit { load_max } => ApiError::new(
+            ErrorCode::LoadExceedsLimit,
+            format!("load can never fit: the largest per-load bucket holds {load_max}"),
+        ),
+        Rejection::NoRoom { retry_after_ms, .. } => {
+            ApiError::new(ErrorCode::WouldBlock, "no room now").retry(retry_after_ms)
+        }
+        Rejection::TableFull(Table::Leases) => {
+            ApiError::new(ErrorCode::QueueFull, "the cluster's lease table is full").retry(1_000)
+        }
+        Rejection::TableFull(Table::Resources) => {
+            ApiError::invalid("the cluster's resource table is full")
+        }
+        Rejection::TableFull(Table::Keys) => ApiError::invalid("the cluster's key table is full"),
+        Rejection::Invalid(m) => ApiError::invalid(m),
+    }
+}
+
+pub(super) fn json<T: Serialize>(v: T) -> Response {
+    axum::Json(v).into_response()
+}
+
+pub(super) fn unexpected(o: Outcome) -> Response {
+    tracing::error!(outcome = ?o, "unexpected outcome");
+    ApiError::new(ErrorCode::Internal, "unexpected outcome").into_response()
+}

@@ -1,0 +1,222 @@
+//! Leases: acquire (validated into `AcquireParams` for the admission queue), release
+//! and renew, and the lease body returned to the holder.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::Uri;
+use axum::response::{IntoResponse, Response};
+use ratequeue_api as api;
+use ratequeue_api::ErrorCode;
+use ratequeue_core::config::{validate_name, DEFAULT_LANE, DEFAULT_PRIORITY};
+use ratequeue_core::{
+    Command, LeaseId, LeaseView, LimitView, Outcome, LOAD_MAX, REQUEST_ID_LEN_MAX, TTL_MS_MAX,
+    TTL_MS_MIN,
+};
+
+use super::error::{json, rejection, unexpected};
+use super::leader::{failure, require_leader};
+use super::resources::{check_name, limit_json};
+use super::{ApiError, Body, Caller};
+use crate::admission::AcquireParams;
+use crate::node::Node;
+
+/// Longest an acquire may wait in the queue.
+pub const WAIT_MS_MAX: u64 = 3_600_000;
+
+/// Default queue wait when the request names none.
+pub const WAIT_MS_DEFAULT: u64 = 30_000;
+
+pub(crate) fn acquire_params(
+    name: String,
+    b: api::AcquireRequest,
+    node: &Node,
+) -> Result<AcquireParams, ApiError> {
+    check_name(&name)?;
+    let lane = b.lane.unwrap_or_else(|| DEFAULT_LANE.to_owned());
+    validate_name(&lane).map_err(|e| ApiError::invalid(format!("lane {e}")))?;
+    let load = b.load.unwrap_or(1);
+    if load > LOAD_MAX {
+        return Err(ApiError::invalid(format!(
+            "load must be at most {LOAD_MAX}"
+        )));
+    }
+    let ttl_ms = match b.ttl_ms {
+        Some(t) => t,
+        None => node
+            .applied
+            .read()
+            .state
+            .resource(&name)
+            .map_or(30_000, |c| c.default_ttl_ms),
+    };
+    if !(TTL_MS_MIN..=TTL_MS_MAX).contains(&ttl_ms) {
+        return Err(ApiError::invalid(format!(
+            "ttl_ms must be in {TTL_MS_MIN}..={TTL_MS_MAX}"
+        )));
+    }
+    let wait_ms = b.wait_ms.unwrap_or(WAIT_MS_DEFAULT);
+    if wait_ms > WAIT_MS_MAX {
+        return Err(ApiError::invalid(format!(
+            "wait_ms must be at most {WAIT_MS_MAX}"
+        )));
+    }
+    if let Some(id) = &b.request_id {
+        if id.is_empty() || id.len() > REQUEST_ID_LEN_MAX {
+            return Err(ApiError::invalid(format!(
+                "request_id must be 1..={REQUEST_ID_LEN_MAX} bytes"
+            )));
+        }
+    }
+    Ok(AcquireParams {
+        resource: name,
+        lane,
+        priority: b.priority.unwrap_or(DEFAULT_PRIORITY),
+        load,
+        ttl_ms,
+        wait_ms,
+        request_id: b.request_id,
+    })
+}
+
+pub(crate) async fn acquire(
+    State(node): State<Arc<Node>>,
+    uri: Uri,
+    caller: Caller,
+    Path(name): Path<String>,
+    Body(body): Body<api::AcquireRequest>,
+) -> Response {
+    node.metrics.http_request();
+    if let Err(e) = caller.may_use(&name) {
+        return e.into_response();
+    }
+    let params = match acquire_params(name, body, &node) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(r) = require_leader(&node, &uri) {
+        return r;
+    }
+    tracing::debug!(resource = %params.resource, lane = %params.lane, request_id = ?params.request_id, "acquire");
+    match node.admission.acquire(params).await {
+        Ok(g) => json(lease_json(g.lease, &g.limits, g.queued_ms)),
+        Err(f) => failure(&node, &uri, f),
+    }
+}
+
+/// The acquire response body for a granted lease.
+pub(crate) fn lease_json(lease: LeaseView, limits: &[LimitView], queued_ms: u64) -> api::Lease {
+    api::Lease {
+        lease_id: lease.id.to_string(),
+        resource: lease.resource,
+        lane: lease.lane,
+        load: lease.load,
+        fencing_token: lease.id.token,
+        ttl_ms: lease.ttl_ms,
+        queued_ms,
+        limits: limits.iter().map(limit_json).collect(),
+    }
+}
+
+pub(super) fn parse_lease(id: &str) -> Result<LeaseId, ApiError> {
+    id.parse()
+        .map_err(|()| ApiError::new(ErrorCode::LeaseNotFound, "no such lease"))
+}
+
+/// A client key may touch a lease only if it may use the lease's resource.
+pub(super) fn may_touch(node: &Node, caller: &Caller, lease: LeaseId) -> Result<(), ApiError> {
+    let resource = node
+        .applied
+        .read()
+        .state
+        .lease_resource(lease)
+        .map(str::to_owned);
+    match resource {
+        Some(r) => caller.may_use(&r),
+        None => Ok(()),
+    }
+}
+
+pub(super) async fn release(
+    State(node): State<Arc<Node>>,
+    uri: Uri,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(body): Body<api::ReleaseRequest>,
+) -> Response {
+    node.metrics.http_request();
+    let lease = match parse_lease(&id) {
+        Ok(l) => l,
+        Err(e) => return e.into_response(),
+    };
+    if body.actual_load.is_some_and(|a| a > LOAD_MAX) {
+        return ApiError::invalid(format!("actual_load must be at most {LOAD_MAX}"))
+            .into_response();
+    }
+    if let Err(r) = require_leader(&node, &uri) {
+        return r;
+    }
+    if let Err(e) = may_touch(&node, &caller, lease) {
+        return e.into_response();
+    }
+    let cmd = Command::Release {
+        lease,
+        actual_load: body.actual_load,
+    };
+    match node.admission.write(cmd).await {
+        Ok(Outcome::Released { already }) => json(api::ReleaseResponse {
+            state: if already {
+                api::ReleaseState::AlreadyReleased
+            } else {
+                api::ReleaseState::Released
+            },
+        }),
+        Ok(Outcome::Rejected(r)) => rejection(r).into_response(),
+        Ok(other) => unexpected(other),
+        Err(f) => failure(&node, &uri, f),
+    }
+}
+
+pub(super) async fn renew(
+    State(node): State<Arc<Node>>,
+    uri: Uri,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(body): Body<api::RenewRequest>,
+) -> Response {
+    node.metrics.http_request();
+    let lease = match parse_lease(&id) {
+        Ok(l) => l,
+        Err(e) => return e.into_response(),
+    };
+    if body
+        .ttl_ms
+        .is_some_and(|t| !(TTL_MS_MIN..=TTL_MS_MAX).contains(&t))
+    {
+        return ApiError::invalid(format!("ttl_ms must be in {TTL_MS_MIN}..={TTL_MS_MAX}"))
+            .into_response();
+    }
+    if let Err(r) = require_leader(&node, &uri) {
+        return r;
+    }
+    if let Err(e) = may_touch(&node, &caller, lease) {
+        return e.into_response();
+    }
+    match node
+        .admission
+        .write(Command::Renew {
+            lease,
+            ttl_ms: body.ttl_ms,
+        })
+        .await
+    {
+        Ok(Outcome::Renewed { lease }) => json(api::RenewResponse {
+            lease_id: lease.id.to_string(),
+            fencing_token: lease.id.token,
+            ttl_ms: lease.ttl_ms,
+        }),
+        Ok(Outcome::Rejected(r)) => rejection(r).into_response(),
+        Ok(other) => unexpected(other),
+        Err(f) => failure(&node, &uri, f),
+    }
+}

@@ -1,0 +1,28 @@
+//! The client-facing HTTP API (DESIGN.md §5): routing, authentication, leader
+//! redirects, request validation and the mapping of outcomes to statuses.
+//!
+//! A shell over a `Node` handle: handlers never decide admission; they validate,
+//! authenticate, and hand commands to `Admission` (leader) or answer with a redirect
+//! (follower). Nothing below `http` imports from it.
+//!
+//! - `error`: `ApiError`, the `Body` extractor, core refusals/rejections as errors.
+//! - `auth`: `Caller` from the bearer token; what a caller may touch.
+//! - `leader`: leader-only requests, 307 redirects, 503 `no_leader`, read barriers.
+//! - `leases`: acquire, release, renew. `resources`: resource CRUD and views.
+//! - `keys`: API keys. `cluster`: status, membership, `/healthz`, `/readyz`, `/metrics`.
+//! - `router`: `app(node)`, every route in one place.
+
+mod auth;
+mod cluster;
+mod error;
+mod keys;
+mod leader;
+pub(crate) mod leases;
+mod resources;
+mod router;
+
+pub use auth::{key_hash, Caller};
+pub use error::{ApiError, Body, BODY_BYTES_MAX};
+pub use leases::{WAIT_MS_DEFAULT, WAIT_MS_MAX};
+pub use resources::{resource_config, resource_spec};
+pub use router::app;

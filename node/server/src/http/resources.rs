@@ -1,0 +1,242 @@
+//! Resources: the conversion between the API's resource body and the core's config
+//! (defaults filled in, validated), put/delete (admin), and the read views with live
+//! statistics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use ratequeue_api as api;
+use ratequeue_api::ErrorCode;
+use ratequeue_core::config::validate_name;
+use ratequeue_core::{
+    Command, LaneConfig, LimitKind, LimitView, Outcome, Per, RateLimit, ResourceConfig,
+};
+
+use super::error::{json, rejection, unexpected};
+use super::leader::{failure, read_barrier, require_leader, ReadQuery};
+use super::{ApiError, Body, Caller};
+use crate::node::Node;
+
+pub(super) fn check_name(name: &str) -> Result<(), ApiError> {
+    validate_name(name).map_err(|e| ApiError::invalid(format!("resource {e}")))
+}
+
+pub(super) fn limit_json(l: &LimitView) -> api::Limit {
+    let kind = match l.kind {
+        LimitKind::Concurrency => api::LimitKind::Concurrency,
+        LimitKind::Request => api::LimitKind::Request,
+        LimitKind::Load => api::LimitKind::Load,
+    };
+    api::Limit {
+        kind,
+        limit: l.limit,
+        remaining: l.remaining,
+    }
+}
+
+/// Converts the API's resource body into the core's config (defaults filled in).
+pub fn resource_config(spec: api::ResourceSpec) -> Result<ResourceConfig, ApiError> {
+    let config = ResourceConfig {
+        concurrency: spec.concurrency,
+        rate: spec
+            .rate
+            .iter()
+            .map(|r| RateLimit {
+                per: match r.per {
+                    api::Per::Request => Per::Request,
+                    api::Per::Load => Per::Load,
+                },
+                limit: r.limit,
+                window_ms: r.window_ms,
+            })
+            .collect(),
+        lanes: spec
+            .lanes
+            .iter()
+            .map(|(n, l)| (n.clone(), LaneConfig { weight: l.weight }))
+            .collect(),
+        default_ttl_ms: spec
+            .default_ttl_ms
+            .unwrap_or(ratequeue_core::config::DEFAULT_TTL_MS),
+        max_queue: spec
+            .max_queue
+            .unwrap_or(ratequeue_core::config::DEFAULT_MAX_QUEUE),
+    };
+    config.validate().map_err(ApiError::invalid)?;
+    Ok(config)
+}
+
+pub fn resource_spec(c: &ResourceConfig) -> api::ResourceSpec {
+    api::ResourceSpec {
+        concurrency: c.concurrency,
+        rate: c
+            .rate
+            .iter()
+            .map(|r| api::Rate {
+                per: match r.per {
+                    Per::Request => api::Per::Request,
+                    Per::Load => api::Per::Load,
+                },
+                limit: r.limit,
+                window_ms: r.window_ms,
+            })
+            .collect(),
+        lanes: c
+            .lanes
+            .iter()
+            .map(|(n, l)| (n.clone(), api::Lane { weight: l.weight }))
+            .collect(),
+        default_ttl_ms: Some(c.default_ttl_ms),
+        max_queue: Some(c.max_queue),
+    }
+}
+
+pub(super) async fn put_resource(
+    State(node): State<Arc<Node>>,
+    uri: Uri,
+    caller: Caller,
+    Path(name): Path<String>,
+    Body(spec): Body<api::ResourceSpec>,
+) -> Response {
+    if let Err(e) = caller.must_be_admin() {
+        return e.into_response();
+    }
+    let config = match check_name(&name).and_then(|()| resource_config(spec)) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(r) = require_leader(&node, &uri) {
+        return r;
+    }
+    match node
+        .admission
+        .write(Command::PutResource {
+            name: name.clone(),
+            config,
+        })
+        .await
+    {
+        Ok(Outcome::ResourcePut { created }) => {
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (
+                status,
+                axum::Json(api::PutResourceResponse { name, created }),
+            )
+                .into_response()
+        }
+        Ok(Outcome::Rejected(r)) => rejection(r).into_response(),
+        Ok(other) => unexpected(other),
+        Err(f) => failure(&node, &uri, f),
+    }
+}
+
+pub(super) async fn delete_resource(
+    State(node): State<Arc<Node>>,
+    uri: Uri,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Response {
+    if let Err(e) = caller.must_be_admin().and_then(|()| check_name(&name)) {
+        return e.into_response();
+    }
+    if let Err(r) = require_leader(&node, &uri) {
+        return r;
+    }
+    match node.admission.write(Command::DeleteResource { name }).await {
+        Ok(Outcome::ResourceDeleted { existed: true }) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Outcome::ResourceDeleted { existed: false }) => {
+            ApiError::new(ErrorCode::ResourceNotFound, "no such resource").into_response()
+        }
+        Ok(Outcome::Rejected(r)) => rejection(r).into_response(),
+        Ok(other) => unexpected(other),
+        Err(f) => failure(&node, &uri, f),
+    }
+}
+
+pub(super) async fn resource_view(node: &Node, name: &str) -> Option<api::Resource> {
+    let (config, stats) = {
+        let a = node.applied.read();
+        (
+            a.state.resource(name)?.clone(),
+            a.state.resource_stats(name)?,
+        )
+    };
+    let queued: BTreeMap<String, u64> = node
+        .admission
+        .queued(name)
+        .await
+        .into_iter()
+        .map(|(l, n)| (l, n as u64))
+        .collect();
+    Some(api::Resource {
+        name: name.to_owned(),
+        config: resource_spec(&config),
+        stats: api::ResourceStats {
+            held: stats.held,
+            queued,
+            grants_total: stats.grants_total,
+            limits: stats.limits.iter().map(limit_json).collect(),
+        },
+    })
+}
+
+/// `GET /v1/resources` returns at most this many resources.
+pub(super) const LIST_LEN_MAX: usize = 10_000;
+
+pub(super) async fn list_resources(
+    State(node): State<Arc<Node>>,
+    uri: Uri,
+    _caller: Caller,
+    q: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return ApiError::invalid("bad query string").into_response();
+    };
+    if let Err(r) = read_barrier(&node, &uri, q.stale).await {
+        return r;
+    }
+    let names: Vec<String> = node
+        .applied
+        .read()
+        .state
+        .resources()
+        .take(LIST_LEN_MAX)
+        .map(|(n, _)| n.to_owned())
+        .collect();
+    let mut resources = Vec::with_capacity(names.len());
+    for n in names {
+        if let Some(r) = resource_view(&node, &n).await {
+            resources.push(r);
+        }
+    }
+    json(api::ResourceList { resources })
+}
+
+pub(super) async fn get_resource(
+    State(node): State<Arc<Node>>,
+    uri: Uri,
+    caller: Caller,
+    Path(name): Path<String>,
+    q: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return ApiError::invalid("bad query string").into_response();
+    };
+    if let Err(e) = check_name(&name).and_then(|()| caller.may_use(&name)) {
+        return e.into_response();
+    }
+    if let Err(r) = read_barrier(&node, &uri, q.stale).await {
+        return r;
+    }
+    match resource_view(&node, &name).await {
+        Some(r) => json(r),
+        None => ApiError::new(ErrorCode::ResourceNotFound, "no such resource").into_response(),
+    }
+}

@@ -1,0 +1,42 @@
+//! `app(node)`: the client API router over a node handle, so tests can call it without
+//! sockets. Every route and the body bound are here.
+
+use std::sync::Arc;
+
+use axum::routing::{delete, get, post};
+use axum::Router;
+use ratequeue_api::ErrorCode;
+
+use super::{cluster, keys, leases, resources, ApiError, BODY_BYTES_MAX};
+use crate::node::Node;
+
+pub fn app(node: Arc<Node>) -> Router {
+    // The deliberately broken build (feature `sabotage-follower-grants`) mounts its own
+    // acquire handler; the production handler knows nothing of it.
+    #[cfg(not(feature = "sabotage-follower-grants"))]
+    let acquire = post(leases::acquire);
+    #[cfg(feature = "sabotage-follower-grants")]
+    let acquire = post(crate::sabotage::acquire);
+    Router::new()
+        .route("/v1/resources/{name}/acquire", acquire)
+        .route("/v1/leases/{id}/release", post(leases::release))
+        .route("/v1/leases/{id}/renew", post(leases::renew))
+        .route("/v1/resources", get(resources::list_resources))
+        .route(
+            "/v1/resources/{name}",
+            get(resources::get_resource)
+                .put(resources::put_resource)
+                .delete(resources::delete_resource),
+        )
+        .route("/v1/keys", post(keys::create_key).get(keys::list_keys))
+        .route("/v1/keys/{name}", delete(keys::delete_key))
+        .route("/v1/cluster/status", get(cluster::status))
+        .route("/v1/cluster/members", post(cluster::add_member))
+        .route("/v1/cluster/members/{id}", delete(cluster::remove_member))
+        .route("/healthz", get(cluster::healthz))
+        .route("/readyz", get(cluster::readyz))
+        .route("/metrics", get(cluster::metrics))
+        .fallback(|| async { ApiError::new(ErrorCode::InvalidRequest, "no such endpoint") })
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(node)
+}
