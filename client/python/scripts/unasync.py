@@ -1,12 +1,11 @@
 #!/usr/bin/env python3
-"""Generate the blocking client `src/ratequeue/_sync.py` from the asyncio one,
-`src/ratequeue/_async.py`, the way httpcore does: drop `async`/`await` and rename the
-flavour-specific names (`_async_backend` to `_sync_backend`, `AsyncRenewal` to
-`SyncRenewal`, `aclose` to `close`, ...). The module docstring is replaced by a header
-saying the file is generated.
+"""Generate the blocking client from the asyncio one, the way httpcore does: drop
+`async`/`await` and rename the flavour-specific names (`_async_backend` to `_sync_backend`,
+`AsyncSocket` to `SyncSocket`, `aclose` to `close`, ...). Each generated file opens with a
+header saying so.
 
-    python client/python/scripts/unasync.py           # rewrite _sync.py
-    python client/python/scripts/unasync.py --check   # exit 1 with a diff if it is stale
+    python client/python/scripts/unasync.py           # rewrite the generated files
+    python client/python/scripts/unasync.py --check   # exit 1 with a diff if one is stale
 
 The unit suite runs the check (tests/test_generated.py).
 """
@@ -20,15 +19,23 @@ from pathlib import Path
 from typing import List, Tuple
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "ratequeue"
-SOURCE = PACKAGE / "_async.py"
-TARGET = PACKAGE / "_sync.py"
 
-HEADER = '''"""GENERATED from `_async.py` by `client/python/scripts/unasync.py`: do not edit.
+#: (source, generated file, what the generated file is)
+FILES = [
+    (
+        "_async.py",
+        "_sync.py",
+        "The blocking client of `ratequeue`: `Client`, `Lease`, `AcquireContext`, `acquire` and\n"
+        "`default_client`, for threads, Celery prefork workers and any code without an event loop.",
+    ),
+    ("_async_transport.py", "_sync_transport.py", "The blocking HTTP/1.1 connection pool of the SDK."),
+]
 
-The blocking client of `ratequeue`: `Client`, `Lease`, `AcquireContext`, `acquire` and
-`default_client`, for threads, Celery prefork workers and any code without an event loop.
-`_async.py` says what it owns; `_sync_backend.py` holds what the blocking flavour does
-differently (one pool per process and fork safety, a renewal thread per lease).
+HEADER = '''"""GENERATED from `{source}` by `client/python/scripts/unasync.py`: do not edit.
+
+{what}
+`{source}` says what it owns; `_sync_backend.py` holds what the blocking flavour does
+differently.
 """'''
 
 #: (pattern, replacement), applied in order to the whole text.
@@ -40,44 +47,48 @@ SUBS: List[Tuple[str, str]] = [
     (r"\b__aenter__\b", "__enter__"),
     (r"\b__aexit__\b", "__exit__"),
     (r"\baclose\b", "close"),
-    (r"\b_async_backend\b", "_sync_backend"),
-    (r"\bAsync(Connections|Renewal|AcquireMixin)\b", r"Sync\1"),
-    (r"\bAsyncBaseTransport\b", "BaseTransport"),
+    (r"\bhandle_async_request\b", "handle_request"),
+    (r"\b_async_(backend|transport)\b", r"_sync_\1"),
+    (r"\bAsync(Renewal|AcquireMixin|Socket|SlotWaiter|ConnectionPool|Transport)\b", r"Sync\1"),
     (r"\bAwaitable\[([^\[\]]*)\]", r"\1"),
     (r"\bAwaitable, ", ""),
     (r"\bratequeue\.aio\b", "ratequeue"),
 ]
 
+LEFTOVER = re.compile(r"\basync (def|with|for)\b|\bawait\b|^\s*(import|from) asyncio\b", re.M)
 
-def generate(source: str) -> str:
+
+def generate(source_name: str, what: str, source: str) -> str:
     m = re.match(r'\s*"""(.*?)"""', source, re.S)
     if m is None:
-        raise SystemExit(f"{SOURCE} must open with a docstring")
+        raise SystemExit(f"{source_name} must open with a docstring")
     body = source[m.end() :]
     for pattern, repl in SUBS:
         body = re.sub(pattern, repl, body)
-    leftover = re.compile(r"\basync (def|with|for)\b|\bawait\b|^\s*(import|from) asyncio\b")
-    bad = [ln for ln in body.splitlines() if leftover.search(ln)]
+    bad = [ln for ln in body.splitlines() if LEFTOVER.search(ln)]
     if bad:
-        raise SystemExit("asyncio left in the generated code:\n" + "\n".join(bad))
-    return HEADER + body
+        raise SystemExit(f"asyncio left in the code generated from {source_name}:\n" + "\n".join(bad))
+    return HEADER.format(source=source_name, what=what) + body
 
 
 def main(argv: List[str]) -> int:
-    want = generate(SOURCE.read_text())
-    if "--check" in argv:
-        have = TARGET.read_text() if TARGET.exists() else ""
-        if have != want:
-            sys.stdout.writelines(
-                difflib.unified_diff(
-                    have.splitlines(True), want.splitlines(True), str(TARGET), "generated from " + SOURCE.name
+    stale = 0
+    for source_name, target_name, what in FILES:
+        target = PACKAGE / target_name
+        want = generate(source_name, what, (PACKAGE / source_name).read_text())
+        if "--check" in argv:
+            have = target.read_text() if target.exists() else ""
+            if have != want:
+                sys.stdout.writelines(
+                    difflib.unified_diff(
+                        have.splitlines(True), want.splitlines(True), str(target), "generated from " + source_name
+                    )
                 )
-            )
-            print(f"\n{TARGET} is stale: run python client/python/scripts/unasync.py", file=sys.stderr)
-            return 1
-        return 0
-    TARGET.write_text(want)
-    return 0
+                print(f"\n{target} is stale: run python client/python/scripts/unasync.py", file=sys.stderr)
+                stale += 1
+        else:
+            target.write_text(want)
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

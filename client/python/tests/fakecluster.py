@@ -1,10 +1,11 @@
-"""An in-memory stand-in for a ratequeue cluster behind `httpx.MockTransport`.
+"""An in-memory stand-in for a ratequeue cluster behind `ratequeue.testing.MockTransport`,
+or served on a real loopback socket (`serve`) to exercise the SDK's own transport.
 
 It speaks the wire format of DESIGN.md §5 (acquire long-poll with concurrency, idempotent
 request_id, release with actual_load, renew, 307 from followers, 503 without a leader)
 and records every request, so unit tests can check what the SDK sent without a server.
 Faults are injected with `hooks`: a hook sees each request first and may return a
-response or raise an `httpx.TransportError`.
+response or raise a `ratequeue.testing.TransportError`.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ import asyncio
 import json
 import threading
 import time
+from urllib.parse import urlsplit
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
-import httpx
-
 import ratequeue
+from ratequeue.testing import MockTransport, Request, Response
 
-Hook = Callable[["Seen"], Optional[httpx.Response]]
+Hook = Callable[["Seen"], Optional[Response]]
 
 URLS = "http://n1:7700,http://n2:7700,http://n3:7700"
 
@@ -44,7 +46,7 @@ class Seen:
     method: str
     path: str
     body: Dict[str, Any]
-    headers: httpx.Headers
+    headers: Dict[str, str]
 
     @property
     def kind(self) -> str:
@@ -74,13 +76,13 @@ class FakeResource:
     max_held: int = 0
 
 
-def error(status: int, code: str, message: str = "", retry_after_ms: Optional[int] = None) -> httpx.Response:
-    detail: Dict[str, Any] = {"code": code, "message": message or code}
+def error(status: int, code: str, message: str = "", retry_after_ms: Optional[int] = None, **extra: Any) -> Response:
+    detail: Dict[str, Any] = {"code": code, "message": message or code, **extra}
     headers = {}
     if retry_after_ms is not None:
         detail["retry_after_ms"] = retry_after_ms
         headers["retry-after"] = str(max(1, -(-retry_after_ms // 1000)))
-    return httpx.Response(status, json={"error": detail}, headers=headers)
+    return Response.of_json(status, {"error": detail}, headers)
 
 
 class FakeCluster:
@@ -101,20 +103,62 @@ class FakeCluster:
         self.hooks: List[Hook] = []
         self.token = 100
         self.closed = False
+        self.servers: List[ThreadingHTTPServer] = []
+        self.connections = 0
         self.executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="fakecluster")
 
     # --- helpers for tests ---------------------------------------------------------
 
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
+    def transport(self) -> MockTransport:
+        return MockTransport(self.handle)
 
-    def async_transport(self) -> httpx.MockTransport:
-        async def handle(request: httpx.Request) -> httpx.Response:
+    def async_transport(self) -> MockTransport:
+        async def handle(request: Request) -> Response:
             # Long polls block a thread each: use a pool big enough for every waiter.
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self.executor, self.handle, request)
 
-        return httpx.MockTransport(handle)
+        return MockTransport(handle)
+
+    def serve(self) -> str:
+        """Serve this cluster as one node on a loopback socket (HTTP/1.1, keep-alive) and
+        make it the leader; returns its URL. `connections` counts accepted connections."""
+        cluster = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with cluster.cond:
+                    cluster.connections += 1
+
+            def _any(self) -> None:
+                n = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(n) if n else b""
+                url = f"http://{self.headers.get('host')}{self.path}"
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                r = cluster.handle(Request(self.command, url, headers, body))
+                self.send_response(r.status_code)
+                for k, v in r.headers.items():
+                    self.send_header(k, v)
+                self.send_header("content-length", str(len(r.content)))
+                self.end_headers()
+                self.wfile.write(r.content)
+
+            do_POST = do_GET = do_PUT = do_DELETE = _any
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        self.servers.append(server)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        self.nodes = (url,)
+        self.leader = url
+        return url
 
     def of_kind(self, kind: str) -> List[Seen]:
         with self.cond:
@@ -145,6 +189,9 @@ class FakeCluster:
         with self.cond:
             self.closed = True
             self.cond.notify_all()
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
         self.executor.shutdown(wait=False)
 
     def notify(self) -> None:
@@ -153,10 +200,11 @@ class FakeCluster:
 
     # --- the server ----------------------------------------------------------------
 
-    def handle(self, request: httpx.Request) -> httpx.Response:
+    def handle(self, request: Request) -> Response:
         body = json.loads(request.content) if request.content else {}
-        node = f"{request.url.scheme}://{request.url.host}:{request.url.port}"
-        seen = Seen(node, request.method, request.url.path, body, request.headers)
+        url = urlsplit(request.url)
+        node = f"{url.scheme}://{url.netloc}"
+        seen = Seen(node, request.method, url.path, body, dict(request.headers))
         with self.cond:
             self.seen.append(seen)
             self.cond.notify_all()
@@ -169,11 +217,8 @@ class FakeCluster:
         if self.leader is None:
             return error(503, "no_leader", "no leader is known", retry_after_ms=50)
         if node != self.leader:
-            return httpx.Response(
-                307,
-                headers={"location": self.leader + str(request.url.raw_path, "ascii"), "x-ratequeue-leader": "1"},
-            )
-        parts = request.url.path.strip("/").split("/")
+            return Response(307, {"location": self.leader + url.path, "x-ratequeue-leader": "1"})
+        parts = url.path.strip("/").split("/")
         if request.method == "POST" and len(parts) == 4 and parts[1] == "resources" and parts[3] == "acquire":
             return self.acquire(parts[2], body)
         if request.method == "POST" and len(parts) == 4 and parts[1] == "leases" and parts[3] == "release":
@@ -198,7 +243,7 @@ class FakeCluster:
             "limits": limits,
         }
 
-    def acquire(self, name: str, body: Dict[str, Any]) -> httpx.Response:
+    def acquire(self, name: str, body: Dict[str, Any]) -> Response:
         unknown = set(body) - {"load", "priority", "lane", "ttl_ms", "wait_ms", "request_id"}
         if unknown:
             return error(400, "invalid_request", f"unknown field {unknown}")
@@ -211,7 +256,7 @@ class FakeCluster:
                 return error(422, "load_exceeds_limit", "load can never fit")
             rid = body.get("request_id")
             if rid is not None and rid in self.by_request_id:
-                return httpx.Response(200, json=self._grant_json(self.leases[self.by_request_id[rid]]))
+                return Response.of_json(200, self._grant_json(self.leases[self.by_request_id[rid]]))
             wait_ms = body.get("wait_ms", 30_000)
             deadline = time.monotonic() + wait_ms / 1000.0
             while res.concurrency is not None and res.held >= res.concurrency:
@@ -239,24 +284,24 @@ class FakeCluster:
             res.held += 1
             res.max_held = max(res.max_held, res.held)
             self.cond.notify_all()
-            return httpx.Response(200, json=self._grant_json(lease))
+            return Response.of_json(200, self._grant_json(lease))
 
-    def release(self, lease_id: str, body: Dict[str, Any]) -> httpx.Response:
+    def release(self, lease_id: str, body: Dict[str, Any]) -> Response:
         with self.cond:
             lease = self.leases.get(lease_id)
             if lease is None:
                 return error(404, "lease_not_found", "no such lease")
             if lease.released:
-                return httpx.Response(200, json={"state": "already_released"})
+                return Response.of_json(200, {"state": "already_released"})
             if lease.expired:
                 return error(410, "lease_expired", "the lease expired")
             lease.released = True
             lease.actual_load = body.get("actual_load")
             self.resources[lease.resource].held -= 1
             self.cond.notify_all()
-            return httpx.Response(200, json={"state": "released"})
+            return Response.of_json(200, {"state": "released"})
 
-    def renew(self, lease_id: str, body: Dict[str, Any]) -> httpx.Response:
+    def renew(self, lease_id: str, body: Dict[str, Any]) -> Response:
         with self.cond:
             lease = self.leases.get(lease_id)
             if lease is None:
@@ -267,9 +312,7 @@ class FakeCluster:
             if "ttl_ms" in body:
                 lease.ttl_ms = body["ttl_ms"]
             self.cond.notify_all()
-            return httpx.Response(
-                200, json={"lease_id": lease.id, "ttl_ms": lease.ttl_ms, "fencing_token": lease.token}
-            )
+            return Response.of_json(200, {"lease_id": lease.id, "ttl_ms": lease.ttl_ms, "fencing_token": lease.token})
 
 
 @dataclass

@@ -9,10 +9,10 @@ import json
 import threading
 from typing import AsyncIterator, Callable, List, Optional
 
-import httpx
 import pytest
 
 import ratequeue
+from ratequeue.testing import MockTransport, Request, Response
 import ratequeue.aio as rq
 from fakecluster import FAST, URLS, FakeCluster, Seen
 
@@ -99,13 +99,13 @@ async def test_release_completes_even_if_cancelled_again_while_releasing(cluster
     release_started = asyncio.Event()
     release_may_finish = asyncio.Event()
 
-    async def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/release"):
+    async def handler(request: Request) -> Response:
+        if request.path.endswith("/release"):
             release_started.set()
             await release_may_finish.wait()
         return await asyncio.to_thread(cluster.handle, request)
 
-    c = rq.Client("http://n1:7700", "k3y", timing=FAST, transport=httpx.MockTransport(handler))
+    c = rq.Client("http://n1:7700", "k3y", timing=FAST, transport=MockTransport(handler))
     inside = asyncio.Event()
     holder: List[rq.Lease] = []
 
@@ -132,8 +132,8 @@ async def test_cancelling_a_waiting_acquire_aborts_the_request(cluster: FakeClus
     waiting = asyncio.Event()
     aborted = asyncio.Event()
 
-    async def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/acquire"):
+    async def handler(request: Request) -> Response:
+        if request.path.endswith("/acquire"):
             waiting.set()
             try:
                 await asyncio.Event().wait()  # the server's long poll
@@ -142,7 +142,7 @@ async def test_cancelling_a_waiting_acquire_aborts_the_request(cluster: FakeClus
                 raise
         return await asyncio.to_thread(cluster.handle, request)
 
-    c = rq.Client("http://n1:7700", "k3y", timing=FAST, transport=httpx.MockTransport(handler))
+    c = rq.Client("http://n1:7700", "k3y", timing=FAST, transport=MockTransport(handler))
 
     async def work() -> None:
         async with c.acquire("gpt", timeout=60):
@@ -197,9 +197,9 @@ async def test_lease_lost_does_not_replace_cancellation(aclient: rq.Client, clus
 
 
 async def test_presumed_lost_when_renewals_fail_past_the_ttl(cluster: FakeCluster) -> None:
-    def renew_down(seen: Seen) -> Optional[httpx.Response]:
+    def renew_down(seen: Seen) -> Optional[Response]:
         if seen.kind == "renew":
-            return httpx.Response(503, json={"error": {"code": "no_leader", "message": "x", "retry_after_ms": 5}})
+            return Response.of_json(503, {"error": {"code": "no_leader", "message": "x", "retry_after_ms": 5}})
         return None
 
     cluster.hooks.append(renew_down)
@@ -281,17 +281,16 @@ def test_module_level_acquire_works_across_loops_and_threads(
     assert rq.default_client() is d
     monkeypatch.setattr(d, "_transport", cluster.async_transport())
     monkeypatch.setattr(d, "timing", FAST)
-    pools: List[httpx.AsyncClient] = []
+    transports: List[object] = []
 
     async def once() -> None:
         async with rq.acquire("gpt", load=2) as lease:
             assert lease.load == 2
-        pools.append(d._client())
+        transports.append(d._transport)
 
     asyncio.run(once())
-    asyncio.run(once())  # a new loop: a new pool, the closed loop's pool is dropped
-    assert pools[0] is not pools[1]
-    assert len(d._pools) == 1
+    asyncio.run(once())  # a new loop: the same client and transport serve it
+    assert transports[0] is transports[1]
     errors: List[BaseException] = []
 
     def in_thread() -> None:
@@ -317,11 +316,7 @@ async def test_errors_carry_retry_after(aclient: rq.Client, cluster: FakeCluster
     with pytest.raises(rq.ResourceNotFound):
         await aclient.acquire("nope")
     cluster.hooks.append(
-        lambda seen: httpx.Response(
-            429,
-            content=json.dumps({"error": {"code": "queue_full", "message": "full"}}),
-            headers={"retry-after": "2"},
-        )
+        lambda seen: Response(429, {"retry-after": "2"}, json.dumps({"error": {"code": "queue_full", "message": "full"}}).encode())
     )
     with pytest.raises(rq.QueueFull) as ei2:
         await aclient.acquire("gpt")

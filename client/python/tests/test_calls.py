@@ -9,10 +9,10 @@ from __future__ import annotations
 import random
 from typing import Optional
 
-import httpx
 import pytest
 
 import ratequeue
+from ratequeue.testing import ConnectError, ReadError, ReadTimeout, Response
 from fakecluster import FAST, URLS, FakeCluster, FakeTime, Seen, error
 from ratequeue._protocol import backoff, base_of
 
@@ -98,8 +98,8 @@ def test_redirect_keeps_a_path_prefix_in_the_leader_base() -> None:
 
 
 def test_too_many_redirects_is_retried_then_unavailable(cluster: FakeCluster, fake_time: FakeTime) -> None:
-    def loop(seen: Seen) -> Optional[httpx.Response]:
-        return httpx.Response(307, headers={"location": seen.node + seen.path})
+    def loop(seen: Seen) -> Optional[Response]:
+        return Response(307, {"location": seen.node + seen.path})
 
     cluster.hooks.append(loop)
     c = make_client(cluster, fake_time, attempts_max=3, redirects_max=2)
@@ -110,9 +110,9 @@ def test_too_many_redirects_is_retried_then_unavailable(cluster: FakeCluster, fa
 
 
 def test_connection_refused_moves_to_the_next_node_without_sleeping(cluster: FakeCluster, fake_time: FakeTime) -> None:
-    def n1_down(seen: Seen) -> Optional[httpx.Response]:
+    def n1_down(seen: Seen) -> Optional[Response]:
         if seen.node == "http://n1:7700":
-            raise httpx.ConnectError("refused")
+            raise ConnectError("refused")
         return None
 
     cluster.hooks.append(n1_down)
@@ -127,8 +127,8 @@ def test_connection_refused_moves_to_the_next_node_without_sleeping(cluster: Fak
 
 
 def test_every_node_unreachable_backs_off_until_the_budget_is_spent(cluster: FakeCluster, fake_time: FakeTime) -> None:
-    def down(seen: Seen) -> Optional[httpx.Response]:
-        raise httpx.ConnectError("refused")
+    def down(seen: Seen) -> Optional[Response]:
+        raise ConnectError("refused")
 
     cluster.hooks.append(down)
     c = make_client(cluster, fake_time, retry_budget_s=1.0, backoff_initial_s=0.05, backoff_max_s=0.2, attempts_max=1000)
@@ -136,7 +136,7 @@ def test_every_node_unreachable_backs_off_until_the_budget_is_spent(cluster: Fak
     with pytest.raises(ratequeue.Unavailable) as ei:
         c.acquire_lease("gpt", timeout=0)
     assert ei.value.code == "unreachable"
-    assert isinstance(ei.value.__cause__, httpx.ConnectError)
+    assert isinstance(ei.value.__cause__, ConnectError)
     assert fake_time.now - start <= 1.0
     assert fake_time.sleeps and all(0 <= s <= 0.2 + 1e-9 for s in fake_time.sleeps)
     # Each round tries all three nodes before sleeping.
@@ -149,7 +149,7 @@ def test_ambiguous_failures_are_retried_with_the_same_request_id_and_a_shorter_w
 ) -> None:
     calls = {"n": 0}
 
-    def flaky(seen: Seen) -> Optional[httpx.Response]:
+    def flaky(seen: Seen) -> Optional[Response]:
         if seen.kind != "acquire":
             return None
         calls["n"] += 1
@@ -157,9 +157,9 @@ def test_ambiguous_failures_are_retried_with_the_same_request_id_and_a_shorter_w
             # The server received it (and granted!) but the answer was lost.
             cluster.acquire("gpt", dict(seen.body))
             fake_time.now += 2.0
-            raise httpx.ReadTimeout("lost answer")
+            raise ReadTimeout("lost answer")
         if calls["n"] == 2:
-            raise httpx.RemoteProtocolError("reset")
+            raise ReadError("reset")
         return None
 
     cluster.hooks.append(flaky)
@@ -180,7 +180,7 @@ def test_no_leader_is_retried_honouring_retry_after(cluster: FakeCluster, fake_t
     cluster.leader = None
     answers = {"n": 0}
 
-    def elect(seen: Seen) -> Optional[httpx.Response]:
+    def elect(seen: Seen) -> Optional[Response]:
         answers["n"] += 1
         if answers["n"] == 3:
             cluster.leader = "http://n3:7700"
@@ -199,7 +199,7 @@ def test_no_leader_is_retried_honouring_retry_after(cluster: FakeCluster, fake_t
 def test_commit_timeout_is_retried_and_deduplicated(cluster: FakeCluster, fake_time: FakeTime) -> None:
     first = {"done": False}
 
-    def ambiguous(seen: Seen) -> Optional[httpx.Response]:
+    def ambiguous(seen: Seen) -> Optional[Response]:
         if seen.kind == "acquire" and not first["done"]:
             first["done"] = True
             cluster.acquire("gpt", dict(seen.body))
@@ -226,11 +226,11 @@ def test_late_would_block_after_retries_is_a_wait_timeout(cluster: FakeCluster, 
     cluster.resources["gpt"].concurrency = 0
     calls = {"n": 0}
 
-    def late(seen: Seen) -> Optional[httpx.Response]:
+    def late(seen: Seen) -> Optional[Response]:
         calls["n"] += 1
         if calls["n"] == 1:
             fake_time.now += 5.0  # the wait is used up by a lost attempt
-            raise httpx.ReadTimeout("slow")
+            raise ReadTimeout("slow")
         return None
 
     cluster.hooks.append(late)
@@ -296,11 +296,11 @@ def test_retryable_codes_map_to_unavailable_when_the_budget_runs_out(
 def test_retry_after_header_is_used_without_a_body() -> None:
     from ratequeue._errors import error_from_response
 
-    e = error_from_response(httpx.Response(429, headers={"retry-after": "3"}))
+    e = error_from_response(Response(429, {"retry-after": "3"}))
     assert isinstance(e, ratequeue.Rejected) and e.retry_after == 3.0 and e.code == "rejected"
-    e = error_from_response(httpx.Response(503, text="<html>bad gateway</html>"))
+    e = error_from_response(Response(503, {}, "<html>bad gateway</html>".encode()))
     assert isinstance(e, ratequeue.Unavailable) and e.status == 503
-    e = error_from_response(httpx.Response(418))
+    e = error_from_response(Response(418))
     assert type(e) is ratequeue.RatequeueError and e.code == "http_418"
 
 
@@ -367,12 +367,12 @@ def test_followers_pointing_at_a_dead_leader_back_off_until_the_election(
     dead = "http://n1:7700"
     refusals = {"n": 0}
 
-    def leader_dead(seen: Seen) -> Optional[httpx.Response]:
+    def leader_dead(seen: Seen) -> Optional[Response]:
         if seen.node == dead:
             refusals["n"] += 1
             if refusals["n"] == 5:
                 cluster.leader = "http://n2:7700"  # elected
-            raise httpx.ConnectError("refused")
+            raise ConnectError("refused")
         return None
 
     cluster.hooks.append(leader_dead)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 import ratequeue
+from ratequeue.testing import Response
 import ratequeue.aio as rq
 from fakecluster import FAST, URLS, FakeCluster, Seen, error
 
@@ -70,7 +71,6 @@ def default_on_fake(monkeypatch: pytest.MonkeyPatch, gpt4: FakeCluster) -> Itera
     d = ratequeue.default_client()
     monkeypatch.setattr(d, "_transport", gpt4.transport())
     monkeypatch.setattr(d, "timing", FAST)
-    monkeypatch.setattr(d, "_http", None)
     yield gpt4
 
 
@@ -87,7 +87,7 @@ def test_celery_task_body_settles_usage(default_on_fake: FakeCluster) -> None:
 def test_celery_task_retries_after_the_clusters_retry_after(default_on_fake: FakeCluster) -> None:
     from celery.exceptions import Retry
 
-    def full(seen: Seen) -> Optional[httpx.Response]:
+    def full(seen: Seen) -> Optional[Response]:
         return error(429, "queue_full", "full", retry_after_ms=3000)
 
     default_on_fake.hooks.append(full)

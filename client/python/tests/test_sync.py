@@ -10,10 +10,10 @@ import threading
 import time
 from typing import List, Optional
 
-import httpx
 import pytest
 
 import ratequeue
+from ratequeue.testing import ConnectError, Response
 from fakecluster import FAST, URLS, FakeCluster, Seen
 
 DEADLINE = 10.0
@@ -88,9 +88,9 @@ def test_block_exception_wins_over_a_lost_lease(client: ratequeue.Client, cluste
 
 
 def test_renewal_failing_past_the_ttl_presumes_the_lease_lost(cluster: FakeCluster) -> None:
-    def renew_unreachable(seen: Seen) -> Optional[httpx.Response]:
+    def renew_unreachable(seen: Seen) -> Optional[Response]:
         if seen.kind == "renew":
-            raise httpx.ConnectError("partitioned")
+            raise ConnectError("partitioned")
         return None
 
     cluster.hooks.append(renew_unreachable)
@@ -200,18 +200,20 @@ def _wait_child(pid: int, timeout: float) -> int:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_fork_rebuilds_the_http_client_and_leaves_inherited_leases_alone(
-    client: ratequeue.Client, cluster: FakeCluster
-) -> None:
+def test_fork_opens_new_connections_and_leaves_inherited_leases_alone(cluster: FakeCluster) -> None:
+    """Over real sockets: a forked child never uses the parent's connections, even with the
+    pool's lock held by another thread at the fork, and an inherited lease stays the
+    parent's."""
+    url = cluster.serve()
+    client = ratequeue.Client(url, "k3y", timing=FAST)
     held = client.acquire_lease("gpt", ttl=60)
-    parent_http = client._client()
-    # Another thread holds the client's lock while we fork: the child must not inherit
-    # it locked (os.register_at_fork resets it).
+    assert cluster.connections == 1
+    pool = client._transport
     locked = threading.Event()
     unlock = threading.Event()
 
     def hold_lock() -> None:
-        with client._lock:
+        with pool._lock:  # type: ignore[attr-defined]
             locked.set()
             unlock.wait(DEADLINE)
 
@@ -224,8 +226,6 @@ def test_fork_rebuilds_the_http_client_and_leaves_inherited_leases_alone(
         code = 1
         try:
             os.close(r)
-            http = client._client()
-            assert http is not parent_http
             with client.acquire("gpt") as lease:
                 assert lease.renewing
             assert held.release() == "not_owner"  # the parent's lease stays the parent's
@@ -239,12 +239,13 @@ def test_fork_rebuilds_the_http_client_and_leaves_inherited_leases_alone(
     assert _wait_child(pid, DEADLINE) == 0
     child_lease = os.read(r, 100).decode()
     os.close(r)
-    # The child's acquire and release went through its own copy of the fake cluster; the
-    # parent's lease is untouched and still renewable and releasable here.
-    assert child_lease
-    assert client._client() is parent_http
+    assert child_lease and cluster.leases[child_lease].released
+    assert cluster.connections == 2  # the child's own
+    # The parent's connection and lease are untouched.
     assert not held.released
     assert held.release() == "released"
+    assert cluster.connections == 2
+    client.close()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

@@ -20,6 +20,7 @@ from ._errors import (
     InvalidRequest,
     LeaseLost,
     LoadExceedsLimit,
+    Misconfigured,
     QueueFull,
     RatequeueError,
     Rejected,
@@ -29,6 +30,7 @@ from ._errors import (
     WaitTimeout,
     WouldBlock,
 )
+from ._lease import RELEASE_STATES
 from ._protocol import Limit
 from ._sync import AcquireContext, Client, Lease, acquire, default_client
 from ._version import __version__
@@ -44,6 +46,7 @@ __all__ = [
     "current_lease",
     "Timing",
     "Limit",
+    "RELEASE_STATES",
     "RatequeueError",
     "Rejected",
     "QueueFull",
@@ -56,4 +59,16 @@ __all__ = [
     "ResourceNotFound",
     "LeaseLost",
     "Unavailable",
+    "Misconfigured",
 ]
+
+# Public names print as `ratequeue.X` (in reprs and tracebacks), not as the private
+# module that defines them.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) or callable(_obj):
+        try:
+            _obj.__module__ = __name__
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

@@ -15,6 +15,7 @@ thread, and shielding the release from a task's cancellation.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -22,11 +23,11 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Awaitable, Callable, Dict, Optional, Sequence, Tuple, Type, Union
 
-import httpx
-
-from ._async_backend import AsyncAcquireMixin, AsyncConnections, AsyncRenewal, shielded
+from ._async_backend import AsyncAcquireMixin, AsyncRenewal, pause, shielded
+from ._async_transport import AsyncConnectionPool
 from ._config import TTL_MS_MAX, TTL_MS_MIN, Timing, check_load, resolve_api_key, resolve_urls, seconds_to_ms
 from ._errors import LeaseLost, RatequeueError
+from ._http import AsyncTransport, Request, Response, TransportError
 from ._lease import LeaseBase, Stopped, exit_policy, log, pop_current, presumed_lost, push_current
 from ._protocol import (
     AcquireArgs,
@@ -34,8 +35,10 @@ from ._protocol import (
     Grant,
     Json,
     Nodes,
+    Send,
     Sleep,
     acquire_spec,
+    default_headers,
     parse_grant,
     parse_release,
     parse_renewal,
@@ -50,7 +53,7 @@ if TYPE_CHECKING:
 __all__ = ["Client", "Lease", "AcquireContext", "acquire", "default_client"]
 
 
-class Client(AsyncConnections):
+class Client:
     """A client of one ratequeue cluster, safe to share between tasks, threads and (it
     reconnects in the child) forked processes.
 
@@ -59,8 +62,8 @@ class Client(AsyncConnections):
     and redirects from followers are followed with method and body preserved; transient
     failures are retried with backoff and jitter, resending the same request_id.
 
-    `timing`, `transport` (an `httpx.AsyncBaseTransport`), `clock`, `sleep` and `rng` exist
-    so tests can inject time and the network.
+    `timing`, `transport` (for example `ratequeue.MockTransport(handler)`), `clock`,
+    `sleep` and `rng` exist so tests can inject time and the network.
     """
 
     def __init__(
@@ -69,7 +72,7 @@ class Client(AsyncConnections):
         api_key: Optional[str] = None,
         *,
         timing: Optional[Timing] = None,
-        transport: Optional[httpx.AsyncBaseTransport] = None,
+        transport: Optional[AsyncTransport] = None,
         clock: Optional[Callable[[], float]] = None,
         sleep: Optional[Callable[[float], Awaitable[None]]] = None,
         rng: Optional[random.Random] = None,
@@ -77,12 +80,15 @@ class Client(AsyncConnections):
         self.urls: Tuple[str, ...] = tuple(resolve_urls(urls))
         self._api_key = resolve_api_key(api_key)
         self.timing = timing or Timing()
-        self._transport = transport
+        self._transport: AsyncTransport = transport or AsyncConnectionPool(
+            self.timing.connections_max, self.timing.keepalive_max
+        )
+        self._headers = {**default_headers(self._api_key), "content-type": "application/json"}
         self._clock = clock or time.monotonic
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._nodes = Nodes(self.urls, self._rng)
-        self._init_connections()
+        self._closed = False
 
     @property
     def leader(self) -> Optional[str]:
@@ -92,7 +98,8 @@ class Client(AsyncConnections):
     async def aclose(self) -> None:
         """Close pooled connections and refuse further use. Leases still held keep their
         own reference and fail to renew; release them first."""
-        await self._close_connections()
+        self._closed = True
+        await self._transport.aclose()
 
     async def __aenter__(self) -> "Client":
         return self
@@ -115,8 +122,8 @@ class Client(AsyncConnections):
             action = next(gen)
             while True:
                 if isinstance(action, Sleep):
-                    await self._pause(action.seconds, stop)
-                    feedback: Union[httpx.Response, httpx.TransportError, None] = None
+                    await pause(self._sleep, action.seconds, stop)
+                    feedback: Union[Response, TransportError, None] = None
                 else:
                     if stop is not None and stop.is_set():
                         raise Stopped()
@@ -127,6 +134,16 @@ class Client(AsyncConnections):
             return result
         finally:
             gen.close()
+
+    async def _send(self, action: Send) -> Union[Response, TransportError]:
+        if self._closed:
+            raise RuntimeError("the ratequeue client is closed")
+        content = b"" if action.body is None else json.dumps(action.body, separators=(",", ":")).encode()
+        request = Request(action.method, action.url, self._headers, content, action.timeout)
+        try:
+            return await self._transport.handle_async_request(request)
+        except TransportError as e:
+            return e
 
     # --- the API ----------------------------------------------------------------------
 
@@ -235,9 +252,11 @@ class Lease(LeaseBase, AsyncRenewal):
             interval = self._renew_interval()
 
     async def release(self) -> str:
-        """Stop renewing and release, reporting `actual_load` if set. Idempotent.
-        Raises `LeaseLost` if the lease was lost; other failures are raised too (the slot
-        then lapses at its TTL)."""
+        """Stop renewing and release, reporting `actual_load` if set. Idempotent. Returns
+        one of `RELEASE_STATES`: `released`, `already_released`, or `not_owner` in a forked
+        child (only the process that acquired a lease releases it). Raises `LeaseLost` if
+        the lease was lost; other failures are raised too (the slot then lapses at its
+        TTL)."""
         if self._forked_copy():
             # Only the process that acquired the lease gives it back.
             self._released = True

@@ -1,104 +1,248 @@
-"""What the asyncio client (`_async.py`, exported by `ratequeue.aio`) does differently from
-the blocking one, besides `async`/`await`. `_sync_backend.py` is its blocking twin; the
-generator maps each name here to the one there.
+"""What the asyncio client (`_async.py`, `_async_transport.py`; exported by `ratequeue.aio`)
+does differently from the blocking one, besides `async`/`await`. `_sync_backend.py` is its
+blocking twin; the generator maps each name here to the one there.
 
-Owns: one httpx connection pool per event loop (a pool cannot move between loops, so one
-client works under repeated `asyncio.run` calls and with loops in several threads), a
-renewal task per lease, the awaitable `acquire(...)`, and shielding a release from the
-task's cancellation. Never blocks the event loop.
+Owns: `AsyncSocket` (a non-blocking socket registered with the running loop only while it
+waits, so it belongs to no loop), the wait for a free pool slot, sleeping between
+attempts, a renewal task per lease, the awaitable `acquire(...)`, and shielding a release
+from the task's cancellation. Never blocks the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import errno
+import ipaddress
+import socket
+import ssl
 import threading
-import weakref
-from typing import Any, Awaitable, Callable, Coroutine, Dict, Generator, Optional, Set, Tuple, Union
+import time
+from typing import Any, Awaitable, Callable, Coroutine, Generator, List, Optional, Set, Tuple
 
-import httpx
-
-from ._config import Timing
 from ._errors import LeaseLost
+from ._http import Origin
 from ._lease import log
-from ._protocol import Send, default_headers
+from ._net import connect_failure, forget, idle_ok, io_failure, timed_out, tls_context, tune
 
-__all__ = ["AsyncConnections", "AsyncRenewal", "AsyncAcquireMixin", "shielded", "POOLS_MAX"]
+__all__ = ["AsyncSocket", "AsyncSlotWaiter", "AsyncRenewal", "AsyncAcquireMixin", "pause", "shielded"]
 
-#: Connection pools one client keeps for distinct live event loops.
-POOLS_MAX = 64
+#: Bytes read per receive call.
+RECV_LEN = 65536
 
 #: Releases running after their `async with` was cancelled again: held so they finish.
 _background: Set["asyncio.Future[Any]"] = set()
 
+_IN_PROGRESS = {errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN}
 
-class AsyncConnections:
-    """Mixed into `aio.Client`: connection pools, sending, sleeping."""
 
-    timing: Timing
-    _api_key: Optional[str]
-    _transport: Optional[httpx.AsyncBaseTransport]
-    _sleep: Optional[Callable[[float], Awaitable[None]]]
+async def _ready(sock: socket.socket, write: bool, deadline: float) -> bool:
+    """Wait until `sock` is readable (or writable); False at `deadline` (time.monotonic)."""
+    loop = asyncio.get_running_loop()
+    fut: "asyncio.Future[bool]" = loop.create_future()
 
-    def _init_connections(self) -> None:
-        # One connection pool per event loop, keyed by id(loop) with a weak reference to
-        # tell a recycled id from the same loop. Pools of closed or collected loops are
-        # dropped on the next use.
-        self._pools: Dict[int, Tuple["weakref.ref[asyncio.AbstractEventLoop]", httpx.AsyncClient]] = {}
-        self._pid = os.getpid()
-        self._closed = False
+    def done(ok: bool) -> None:
+        if not fut.done():
+            fut.set_result(ok)
 
-    def _build_http(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            headers=default_headers(self._api_key),
-            transport=self._transport,
-            follow_redirects=False,
-            limits=httpx.Limits(
-                max_connections=self.timing.connections_max,
-                max_keepalive_connections=self.timing.keepalive_max,
-            ),
-        )
+    fd = sock.fileno()
+    try:
+        if write:
+            loop.add_writer(fd, done, True)
+        else:
+            loop.add_reader(fd, done, True)
+    except NotImplementedError:
+        raise RuntimeError(
+            "ratequeue.aio needs an event loop with add_reader (a selector loop); on Windows "
+            "set asyncio.WindowsSelectorEventLoopPolicy()"
+        ) from None
+    timer = loop.call_later(max(0.0, deadline - time.monotonic()), done, False)
+    try:
+        return await fut
+    finally:
+        timer.cancel()
+        if write:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
 
-    def _client(self) -> httpx.AsyncClient:
-        if self._closed:
-            raise RuntimeError("ratequeue.aio.Client is closed")
+
+async def _resolve(host: str, port: int, deadline: float) -> List[Tuple[int, Any]]:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
         loop = asyncio.get_running_loop()
-        if self._pid != os.getpid():
-            # A forked child must not use the parent's sockets: drop (never close) them.
-            self._pools = {}
-            self._pid = os.getpid()
-        entry = self._pools.get(id(loop))
-        if entry is not None and entry[0]() is loop:
-            return entry[1]
-        for key, (ref, _) in list(self._pools.items()):
-            other = ref()
-            if other is None or other.is_closed():
-                self._pools.pop(key, None)
-        if len(self._pools) >= POOLS_MAX:
-            self._pools.pop(next(iter(self._pools)), None)
-        http = self._build_http()
-        self._pools[id(loop)] = (weakref.ref(loop), http)
-        return http
-
-    async def _close_connections(self) -> None:
-        """Close the running loop's connections and refuse further use. Pools of other
-        loops are dropped."""
-        self._closed = True
-        pools, self._pools = self._pools, {}
-        loop = asyncio.get_running_loop()
-        entry = pools.get(id(loop))
-        if entry is not None and entry[0]() is loop:
-            await entry[1].aclose()
-
-    async def _send(self, action: Send) -> Union[httpx.Response, httpx.TransportError]:
         try:
-            return await self._client().request(action.method, action.url, json=action.body, timeout=action.timeout)
-        except httpx.TransportError as e:
-            return e
+            infos = await asyncio.wait_for(
+                loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), max(0.0, deadline - time.monotonic())
+            )
+        except asyncio.TimeoutError:
+            raise socket.timeout("name resolution timed out") from None
+        return [(family, addr) for family, _, _, _, addr in infos]
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    return [(family, (host, port))]
 
-    async def _pause(self, seconds: float, stop: Optional[threading.Event]) -> None:
-        # A renewal is stopped by cancelling its task, never through `stop`.
-        await (self._sleep or asyncio.sleep)(seconds)
+
+class AsyncSocket:
+    """One connection to a node (TLS through memory buffers for `https://`)."""
+
+    def __init__(self, sock: socket.socket, origin: Origin) -> None:
+        self._sock = sock
+        self._origin = origin
+        self.scheme, self.host, self.port = origin.scheme, origin.host, origin.port
+        self._tls: Optional[ssl.SSLObject] = None
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+
+    @staticmethod
+    async def connect(scheme: str, host: str, port: int, timeout: float) -> "AsyncSocket":
+        origin = Origin(scheme, host, port)
+        deadline = time.monotonic() + timeout
+        try:
+            last: Optional[BaseException] = None
+            for family, addr in await _resolve(host, port, deadline):
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                try:
+                    sock.setblocking(False)
+                    tune(sock)
+                    err = sock.connect_ex(addr)
+                    if err in _IN_PROGRESS:
+                        if not await _ready(sock, True, deadline):
+                            raise socket.timeout("connect timed out")
+                        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        raise OSError(err, "connect failed")
+                    conn = AsyncSocket(sock, origin)
+                    if scheme == "https":
+                        await conn._handshake(deadline)
+                    return conn
+                except OSError as e:
+                    sock.close()
+                    if isinstance(e, (socket.timeout, ssl.SSLError)):
+                        raise
+                    last = e
+                except BaseException:
+                    sock.close()
+                    raise
+            raise last if last is not None else OSError(errno.EHOSTUNREACH, "no address")
+        except (OSError, asyncio.TimeoutError) as e:
+            raise connect_failure(origin, e, timeout) from None
+
+    async def _handshake(self, deadline: float) -> None:
+        self._tls = tls_context().wrap_bio(self._incoming, self._outgoing, server_hostname=self.host)
+        while True:
+            try:
+                self._tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                await self._flush(deadline)
+                data = await self._raw_recv(deadline)
+                if not data:
+                    raise ConnectionResetError(errno.ECONNRESET, "closed during the TLS handshake")
+                self._incoming.write(data)
+        await self._flush(deadline)
+
+    async def _flush(self, deadline: float) -> None:
+        data = self._outgoing.read()
+        if data:
+            await self._raw_send(data, deadline)
+
+    async def _raw_send(self, data: bytes, deadline: float) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = self._sock.send(view)
+                view = view[n:]
+                continue
+            except BlockingIOError:
+                pass
+            if not await _ready(self._sock, True, deadline):
+                raise socket.timeout("write timed out")
+
+    async def _raw_recv(self, deadline: float) -> bytes:
+        while True:
+            try:
+                return self._sock.recv(RECV_LEN)
+            except BlockingIOError:
+                pass
+            if not await _ready(self._sock, False, deadline):
+                raise socket.timeout("read timed out")
+
+    async def send_all(self, data: bytes, deadline: float) -> None:
+        try:
+            if self._tls is not None:
+                self._tls.write(data)
+                await self._flush(deadline)
+            else:
+                await self._raw_send(data, deadline)
+        except socket.timeout:
+            raise timed_out(self._origin, "write") from None
+        except (OSError, ssl.SSLError) as e:
+            raise io_failure(self._origin, e, writing=True) from None
+
+    async def recv(self, deadline: float) -> bytes:
+        """Some bytes of the answer; b"" once the server closed the connection."""
+        try:
+            while True:
+                if self._tls is not None:
+                    try:
+                        return self._tls.read(RECV_LEN)
+                    except ssl.SSLWantReadError:
+                        pass
+                    except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                        return b""
+                data = await self._raw_recv(deadline)
+                if self._tls is None:
+                    return data
+                if data:
+                    self._incoming.write(data)
+                else:
+                    self._incoming.write_eof()
+        except socket.timeout:
+            raise timed_out(self._origin, "read") from None
+        except (OSError, ssl.SSLError) as e:
+            raise io_failure(self._origin, e, writing=False) from None
+
+    def idle_ok(self) -> bool:
+        return idle_ok(self._sock)
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def forget(self) -> None:
+        forget(self._sock)
+
+
+class AsyncSlotWaiter:
+    """A call waiting for room in a full pool; woken from any thread."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._fut: "asyncio.Future[None]" = self._loop.create_future()
+
+    def _set(self) -> None:
+        if not self._fut.done():
+            self._fut.set_result(None)
+
+    def wake(self) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._set)
+        except RuntimeError:
+            pass  # its loop is closed: nobody waits any more
+
+    async def wait(self, give_up: float) -> bool:
+        try:
+            await asyncio.wait_for(asyncio.shield(self._fut), max(0.0, give_up - time.monotonic()))
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+
+async def pause(
+    sleep: Optional[Callable[[float], Awaitable[None]]], seconds: float, stop: Optional[threading.Event]
+) -> None:
+    """Sleep between attempts (with the injected `sleep` in tests). A renewal is stopped by
+    cancelling its task, never through `stop`."""
+    await (sleep or asyncio.sleep)(seconds)
 
 
 class AsyncRenewal:

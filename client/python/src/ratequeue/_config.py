@@ -36,8 +36,9 @@ class Timing:
 
     #: How long an acquire waits in the cluster's queue when `timeout` is not given.
     wait_default_s: float = 30.0
-    #: TCP connect timeout per attempt.
-    connect_timeout_s: float = 5.0
+    #: TCP connect timeout per attempt, and how long a call keeps trying while no node at
+    #: all can be connected to (it then raises `Unavailable` naming every URL tried).
+    connect_timeout_s: float = 3.0
     #: Read timeout of release, renew and other short calls.
     request_timeout_s: float = 10.0
     #: An acquire's read timeout is its wait plus this margin, so a long poll is never cut

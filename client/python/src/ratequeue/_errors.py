@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Optional, Type
 
-import httpx
+from ._http import Response
 
 __all__ = [
     "RatequeueError",
@@ -24,6 +24,7 @@ __all__ = [
     "ResourceNotFound",
     "LeaseLost",
     "Unavailable",
+    "Misconfigured",
     "error_from_response",
 ]
 
@@ -69,9 +70,34 @@ class RatequeueError(Exception):
 
 class Rejected(RatequeueError):
     """No slot was granted (HTTP 429): the common base of `QueueFull`, `WaitTimeout`
-    and `WouldBlock`. `retry_after` is computed by the cluster from the binding limit."""
+    and `WouldBlock`.
+
+    `limit` names the binding limit (`concurrency`, `request` or `load`) and `bucket` which
+    entry of the resource's `rate` list it is (None for concurrency); `retry_after` is the
+    cluster's estimate of when that limit has room for this request (for concurrency,
+    from the slots, the holders' observed hold times and the waiters ahead)."""
 
     default_code = "rejected"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: Optional[str] = None,
+        status: Optional[int] = None,
+        retry_after: Optional[float] = None,
+        limit: Optional[str] = None,
+        bucket: Optional[int] = None,
+    ) -> None:
+        super().__init__(message, code=code, status=status, retry_after=retry_after)
+        self.limit: Optional[str] = limit
+        self.bucket: Optional[int] = bucket
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.limit is not None:
+            text += f" limit={self.limit}" + (f"[{self.bucket}]" if self.bucket is not None else "")
+        return text
 
 
 class QueueFull(Rejected):
@@ -105,9 +131,13 @@ class InvalidRequest(RatequeueError):
 
 
 class Unauthorized(RatequeueError):
-    """No API key, or an unknown one (HTTP 401)."""
+    """No API key, or an unknown one (HTTP 401). The key comes from `api_key=` or the
+    RATEQUEUE_API_KEY environment variable."""
 
     default_code = "unauthorized"
+
+    def __str__(self) -> str:
+        return f"{super().__str__()} (pass the key as api_key=... or set RATEQUEUE_API_KEY)"
 
 
 class Forbidden(RatequeueError):
@@ -146,6 +176,14 @@ class Unavailable(RatequeueError):
     (`no_leader`, `shutting_down`, `commit_timeout`, or a transport failure)."""
 
     default_code = "unavailable"
+
+
+class Misconfigured(RatequeueError):
+    """The client cannot talk to the node at that URL, and retrying cannot help: `https://`
+    against the plain-text port (or the reverse), a certificate that does not verify,
+    something other than ratequeue answering. Fix the URL (RATEQUEUE_URL / `url=`)."""
+
+    default_code = "protocol_error"
 
 
 _BY_CODE: Dict[str, Type[RatequeueError]] = {
@@ -193,7 +231,7 @@ def _retry_after_header(value: Optional[str]) -> Optional[float]:
     return seconds if seconds >= 0 else None
 
 
-def error_from_response(response: httpx.Response) -> RatequeueError:
+def error_from_response(response: Response) -> RatequeueError:
     """The typed exception for an error response (status >= 400)."""
     status = response.status_code
     code: Optional[str] = None
@@ -217,6 +255,17 @@ def error_from_response(response: httpx.Response) -> RatequeueError:
     cls = _BY_CODE.get(code or "") or _BY_STATUS.get(status) or RatequeueError
     if code is None:
         code = cls.default_code if cls is not RatequeueError else f"http_{status}"
+    if issubclass(cls, Rejected):
+        limit = detail.get("limit") if isinstance(detail, dict) else None
+        bucket = detail.get("bucket") if isinstance(detail, dict) else None
+        return cls(
+            message,
+            code=code,
+            status=status,
+            retry_after=retry_after,
+            limit=limit if isinstance(limit, str) else None,
+            bucket=bucket if isinstance(bucket, int) and not isinstance(bucket, bool) else None,
+        )
     return cls(message, code=code, status=status, retry_after=retry_after)
 
 

@@ -19,6 +19,11 @@ from ._protocol import Grant, Limit
 
 log = logging.getLogger("ratequeue")
 
+#: Every value `Lease.release()` returns: the cluster released the lease; it had been
+#: released already (by this or an earlier call); or this process is a fork of the one
+#: that acquired it, which alone may release it (nothing was sent).
+RELEASE_STATES = ("released", "already_released", "not_owner")
+
 #: The innermost lease held by the running thread or task (see `current_lease`).
 _current: contextvars.ContextVar[Optional["LeaseBase"]] = contextvars.ContextVar(
     "ratequeue_current_lease", default=None

@@ -2,7 +2,7 @@
 retry and how long to back off, and how to read the API's JSON.
 
 A call is a generator (`plan`) that yields actions (`Send` a request, `Sleep`) and is sent
-back what happened (an `httpx.Response` or the `httpx.TransportError` raised). The sync and
+back what happened (a `Response`, or the `TransportError` raised). The sync and
 async clients are thin drivers that execute those actions, so the retry and redirect logic
 exists once and is tested without sockets. Must never do I/O, sleep or read a clock except
 through the `clock` it is given.
@@ -11,13 +11,12 @@ through the `clock` it is given.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Generator, List, Optional, Sequence, Set, Tuple, Union
-from urllib.parse import quote, urlsplit
-
-import httpx
+from urllib.parse import quote, urljoin, urlsplit
 
 from ._config import (
     REQUEST_ID_LEN_MAX,
@@ -31,6 +30,7 @@ from ._config import (
 )
 from ._errors import (
     LeaseLost,
+    Misconfigured,
     RatequeueError,
     Unavailable,
     WaitTimeout,
@@ -38,7 +38,19 @@ from ._errors import (
     error_from_response,
     is_retryable,
 )
+from ._http import (
+    ConnectError,
+    ConnectTimeout,
+    PoolTimeout,
+    ProtocolError,
+    Response,
+    Timeouts,
+    TLSError,
+    TransportError,
+)
 from ._version import __version__
+
+log = logging.getLogger("ratequeue")
 
 Json = Dict[str, Any]
 Clock = Callable[[], float]
@@ -59,7 +71,7 @@ class Send:
     method: str
     url: str
     body: Optional[Json]
-    timeout: httpx.Timeout
+    timeout: Timeouts
 
 
 @dataclass(frozen=True)
@@ -70,7 +82,7 @@ class Sleep:
 
 
 Action = Union[Send, Sleep]
-Feedback = Union[httpx.Response, httpx.TransportError, None]
+Feedback = Union[Response, TransportError, None]
 Plan = Generator[Action, Feedback, Json]
 
 
@@ -142,26 +154,6 @@ def backoff(timing: Timing, attempt: int, retry_after: Optional[float], rng: ran
     return delay
 
 
-def _connect_failure(exc: httpx.TransportError) -> bool:
-    """True when the request certainly never reached the server."""
-    return isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
-
-
-def _ambiguous_failure(exc: httpx.TransportError) -> bool:
-    """True when the request may have reached the server: retry only idempotently."""
-    return isinstance(
-        exc,
-        (
-            httpx.ReadTimeout,
-            httpx.WriteTimeout,
-            httpx.ReadError,
-            httpx.WriteError,
-            httpx.RemoteProtocolError,
-            httpx.CloseError,
-        ),
-    )
-
-
 @dataclass
 class CallSpec:
     """One logical API call. Every call the SDK makes is idempotent: acquire carries a
@@ -182,14 +174,27 @@ class CallSpec:
 def plan(spec: CallSpec, nodes: Nodes, timing: Timing, rng: random.Random, clock: Clock) -> Plan:
     """Drive one call: pick a node, follow redirects keeping method and body, retry
     transient failures with backoff until `spec.deadline` or `timing.attempts_max`.
-    Returns the 2xx JSON body; raises a `RatequeueError`."""
+    Returns the 2xx JSON body; raises a `RatequeueError`.
+
+    While no node at all can be connected to, the call gives up `timing.connect_timeout_s`
+    after the first failed connection, naming every URL tried; any answer from a node (a
+    redirect, `no_leader`) ends that streak. TLS and protocol failures (a `https://` URL
+    against the plain-text port) are raised at once: retrying cannot help. Every retry is
+    logged."""
     attempt = 0
     unreachable: Set[str] = set()
+    #: Clock time of the first failed connection since a node last answered, and why
+    #: each node could not be reached (for the final message).
+    down_since: Optional[float] = None
+    down: Dict[str, str] = {}
     while True:
         base = nodes.pick(unreachable)
         body = spec.body(clock())
-        timeout = httpx.Timeout(
-            connect=timing.connect_timeout_s,
+        connect = timing.connect_timeout_s
+        if down_since is not None:
+            connect = max(0.0, min(connect, down_since + timing.connect_timeout_s - clock()))
+        timeouts = Timeouts(
+            connect=connect,
             read=spec.read_timeout(body),
             write=timing.request_timeout_s,
             pool=timing.connect_timeout_s,
@@ -198,16 +203,13 @@ def plan(spec: CallSpec, nodes: Nodes, timing: Timing, rng: random.Random, clock
         redirects = 0
         error: RatequeueError
         while True:
-            feedback = yield Send(spec.method, url, body, timeout)
-            if isinstance(feedback, httpx.Response) and feedback.status_code in (301, 302, 303, 307, 308):
+            feedback = yield Send(spec.method, url, body, timeouts)
+            if isinstance(feedback, Response) and feedback.status_code in (301, 302, 303, 307, 308):
                 location = feedback.headers.get("location")
                 if not location or redirects >= timing.redirects_max:
                     feedback = None  # handled below as a transient failure
                     break
-                if location.startswith(("http://", "https://")):
-                    url = location
-                else:
-                    url = str(httpx.URL(url).join(location))
+                url = urljoin(url, location)
                 if not url.startswith(("http://", "https://")):
                     raise RatequeueError(f"redirect to unsupported URL {url!r}", code="bad_redirect")
                 base = base_of(url, spec.path)
@@ -217,7 +219,10 @@ def plan(spec: CallSpec, nodes: Nodes, timing: Timing, rng: random.Random, clock
             break
 
         retry_after: Optional[float] = None
-        if isinstance(feedback, httpx.Response):
+        if not isinstance(feedback, TransportError) or redirects > 0:
+            down_since = None  # some node answered
+            down.clear()
+        if isinstance(feedback, Response):
             if 200 <= feedback.status_code < 300:
                 # Only the leader serves lease calls: whoever answered is the leader.
                 nodes.set_leader(base)
@@ -234,19 +239,25 @@ def plan(spec: CallSpec, nodes: Nodes, timing: Timing, rng: random.Random, clock
                 f"more than {timing.redirects_max} redirects (or one without Location)",
                 code="redirect_loop",
             )
-        elif _connect_failure(feedback):
-            if not isinstance(feedback, httpx.PoolTimeout):
-                unreachable.add(base)
-                nodes.unreachable(base)
-            error = Unavailable(f"cannot reach {base}: {feedback!r}", code="unreachable")
-            error.__cause__ = feedback
-        elif _ambiguous_failure(feedback):
-            error = Unavailable(f"no answer from {base}: {feedback!r}", code="no_answer")
-            error.__cause__ = feedback
-        else:
-            error = RatequeueError(f"transport failure: {feedback!r}", code="transport_error")
+        elif isinstance(feedback, (TLSError, ProtocolError)):
+            kind = "tls_error" if isinstance(feedback, TLSError) else "protocol_error"
+            error = Misconfigured(f"cannot talk to {base}: {feedback}", code=kind)
             error.__cause__ = feedback
             raise error
+        elif isinstance(feedback, PoolTimeout):
+            error = Unavailable(f"no free connection: {feedback}", code="pool_timeout")
+            error.__cause__ = feedback
+        elif isinstance(feedback, ConnectError):
+            unreachable.add(base)
+            nodes.unreachable(base)
+            if down_since is None:
+                down_since = clock() - connect if isinstance(feedback, ConnectTimeout) else clock()
+            down[base] = str(feedback)
+            error = _unreachable(down, timing)
+            error.__cause__ = feedback
+        else:
+            error = Unavailable(f"no answer from {base}: {feedback}", code="no_answer")
+            error.__cause__ = feedback
 
         attempt += 1
         if attempt >= timing.attempts_max:
@@ -256,13 +267,26 @@ def plan(spec: CallSpec, nodes: Nodes, timing: Timing, rng: random.Random, clock
         else:
             delay = backoff(timing, attempt, retry_after, rng)
             unreachable.clear()
-        if clock() + delay > spec.deadline:
+        if clock() + delay > spec.deadline or (
+            down_since is not None and clock() + delay >= down_since + timing.connect_timeout_s
+        ):
             raise spec.convert(error)
         if delay > 0:
+            log.warning("ratequeue %s %s: %s; retrying in %.2f s", spec.method, spec.path, error, delay)
             yield Sleep(delay)
+        else:
+            log.warning("ratequeue %s %s: %s; trying another node", spec.method, spec.path, error)
 
 
-def _json_body(response: httpx.Response) -> Json:
+def _unreachable(down: Dict[str, str], timing: Timing) -> Unavailable:
+    tried = "; ".join(down.values())
+    return Unavailable(
+        f"cannot reach any ratequeue node within {timing.connect_timeout_s:g} s (tried {tried})",
+        code="unreachable",
+    )
+
+
+def _json_body(response: Response) -> Json:
     try:
         data = json.loads(response.content) if response.content else {}
     except ValueError as e:
@@ -353,7 +377,7 @@ def acquire_spec(args: AcquireArgs, timing: Timing, clock: Clock) -> CallSpec:
         # The caller asked to wait; retries used the wait up and the last try (sent with
         # no wait left) found no room: to the caller that is a wait timeout.
         if isinstance(e, WouldBlock) and args.wait_ms > 0 and sent[1] == 0:
-            out = WaitTimeout(e.message, status=e.status, retry_after=e.retry_after)
+            out = WaitTimeout(e.message, status=e.status, retry_after=e.retry_after, limit=e.limit, bucket=e.bucket)
             out.__cause__ = e
             return out
         return e

@@ -3,11 +3,12 @@
 The blocking client of `ratequeue`: `Client`, `Lease`, `AcquireContext`, `acquire` and
 `default_client`, for threads, Celery prefork workers and any code without an event loop.
 `_async.py` says what it owns; `_sync_backend.py` holds what the blocking flavour does
-differently (one pool per process and fork safety, a renewal thread per lease).
+differently.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -15,11 +16,11 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple, Type, Union
 
-import httpx
-
-from ._sync_backend import SyncAcquireMixin, SyncConnections, SyncRenewal, shielded
+from ._sync_backend import SyncAcquireMixin, SyncRenewal, pause, shielded
+from ._sync_transport import SyncConnectionPool
 from ._config import TTL_MS_MAX, TTL_MS_MIN, Timing, check_load, resolve_api_key, resolve_urls, seconds_to_ms
 from ._errors import LeaseLost, RatequeueError
+from ._http import SyncTransport, Request, Response, TransportError
 from ._lease import LeaseBase, Stopped, exit_policy, log, pop_current, presumed_lost, push_current
 from ._protocol import (
     AcquireArgs,
@@ -27,8 +28,10 @@ from ._protocol import (
     Grant,
     Json,
     Nodes,
+    Send,
     Sleep,
     acquire_spec,
+    default_headers,
     parse_grant,
     parse_release,
     parse_renewal,
@@ -43,7 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["Client", "Lease", "AcquireContext", "acquire", "default_client"]
 
 
-class Client(SyncConnections):
+class Client:
     """A client of one ratequeue cluster, safe to share between tasks, threads and (it
     reconnects in the child) forked processes.
 
@@ -52,8 +55,8 @@ class Client(SyncConnections):
     and redirects from followers are followed with method and body preserved; transient
     failures are retried with backoff and jitter, resending the same request_id.
 
-    `timing`, `transport` (an `httpx.BaseTransport`), `clock`, `sleep` and `rng` exist
-    so tests can inject time and the network.
+    `timing`, `transport` (for example `ratequeue.MockTransport(handler)`), `clock`,
+    `sleep` and `rng` exist so tests can inject time and the network.
     """
 
     def __init__(
@@ -62,7 +65,7 @@ class Client(SyncConnections):
         api_key: Optional[str] = None,
         *,
         timing: Optional[Timing] = None,
-        transport: Optional[httpx.BaseTransport] = None,
+        transport: Optional[SyncTransport] = None,
         clock: Optional[Callable[[], float]] = None,
         sleep: Optional[Callable[[float], None]] = None,
         rng: Optional[random.Random] = None,
@@ -70,12 +73,15 @@ class Client(SyncConnections):
         self.urls: Tuple[str, ...] = tuple(resolve_urls(urls))
         self._api_key = resolve_api_key(api_key)
         self.timing = timing or Timing()
-        self._transport = transport
+        self._transport: SyncTransport = transport or SyncConnectionPool(
+            self.timing.connections_max, self.timing.keepalive_max
+        )
+        self._headers = {**default_headers(self._api_key), "content-type": "application/json"}
         self._clock = clock or time.monotonic
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._nodes = Nodes(self.urls, self._rng)
-        self._init_connections()
+        self._closed = False
 
     @property
     def leader(self) -> Optional[str]:
@@ -85,7 +91,8 @@ class Client(SyncConnections):
     def close(self) -> None:
         """Close pooled connections and refuse further use. Leases still held keep their
         own reference and fail to renew; release them first."""
-        self._close_connections()
+        self._closed = True
+        self._transport.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -108,8 +115,8 @@ class Client(SyncConnections):
             action = next(gen)
             while True:
                 if isinstance(action, Sleep):
-                    self._pause(action.seconds, stop)
-                    feedback: Union[httpx.Response, httpx.TransportError, None] = None
+                    pause(self._sleep, action.seconds, stop)
+                    feedback: Union[Response, TransportError, None] = None
                 else:
                     if stop is not None and stop.is_set():
                         raise Stopped()
@@ -120,6 +127,16 @@ class Client(SyncConnections):
             return result
         finally:
             gen.close()
+
+    def _send(self, action: Send) -> Union[Response, TransportError]:
+        if self._closed:
+            raise RuntimeError("the ratequeue client is closed")
+        content = b"" if action.body is None else json.dumps(action.body, separators=(",", ":")).encode()
+        request = Request(action.method, action.url, self._headers, content, action.timeout)
+        try:
+            return self._transport.handle_request(request)
+        except TransportError as e:
+            return e
 
     # --- the API ----------------------------------------------------------------------
 
@@ -228,9 +245,11 @@ class Lease(LeaseBase, SyncRenewal):
             interval = self._renew_interval()
 
     def release(self) -> str:
-        """Stop renewing and release, reporting `actual_load` if set. Idempotent.
-        Raises `LeaseLost` if the lease was lost; other failures are raised too (the slot
-        then lapses at its TTL)."""
+        """Stop renewing and release, reporting `actual_load` if set. Idempotent. Returns
+        one of `RELEASE_STATES`: `released`, `already_released`, or `not_owner` in a forked
+        child (only the process that acquired a lease releases it). Raises `LeaseLost` if
+        the lease was lost; other failures are raised too (the slot then lapses at its
+        TTL)."""
         if self._forked_copy():
             # Only the process that acquired the lease gives it back.
             self._released = True

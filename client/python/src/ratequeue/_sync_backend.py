@@ -1,100 +1,120 @@
-"""What the blocking client (`_sync.py`, exported by `ratequeue`) does differently from the
-asyncio one, besides `async`/`await`: the blocking twin of `_async_backend.py`.
+"""What the blocking client (`_sync.py`, `_sync_transport.py`; exported by `ratequeue`) does
+differently from the asyncio one, besides `async`/`await`: the blocking twin of
+`_async_backend.py`.
 
-Owns: one httpx connection pool per process and fork safety, a renewal daemon thread per
-lease stopped through an event, and the (trivial) release on leaving a block. Never
-touches asyncio. After `fork()` a child must not use the parent's sockets or locks: each
-client notices the pid change (and `os.register_at_fork` resets it eagerly) and builds a
-fresh `httpx.Client`; a lease inherited from the parent is neither renewed nor released by
-the child.
+Owns: `SyncSocket` (a blocking socket with a timeout per operation), the wait for a free
+pool slot, sleeping between attempts (abandoned when a renewal's stop event is set), a
+renewal daemon thread per lease, and the (trivial) release on leaving a block. Never
+touches asyncio.
 """
 
 from __future__ import annotations
 
-import os
+import socket
+import ssl
 import threading
 import time
-import weakref
-from typing import Any, Callable, List, Optional, Union
-
-import httpx
+from typing import Any, Callable, Optional
 
 from ._config import Timing
+from ._http import Origin
 from ._lease import Stopped
-from ._protocol import Send, default_headers
+from ._net import connect_failure, forget, idle_ok, io_failure, timed_out, tls_context, tune
 
-__all__ = ["SyncConnections", "SyncRenewal", "SyncAcquireMixin", "shielded"]
+__all__ = ["SyncSocket", "SyncSlotWaiter", "SyncRenewal", "SyncAcquireMixin", "pause", "shielded"]
+
+#: Bytes read per receive call.
+RECV_LEN = 65536
 
 
-class SyncConnections:
-    """Mixed into `ratequeue.Client`: the connection pool, sending, sleeping."""
+class SyncSocket:
+    """One connection to a node (wrapped in TLS for `https://`)."""
 
-    timing: Timing
-    _api_key: Optional[str]
-    _transport: Optional[httpx.BaseTransport]
-    _sleep: Optional[Callable[[float], None]]
+    def __init__(self, sock: socket.socket, origin: Origin) -> None:
+        self._sock = sock
+        self._origin = origin
+        self.scheme, self.host, self.port = origin.scheme, origin.host, origin.port
 
-    def _init_connections(self) -> None:
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-        self._http: Optional[httpx.Client] = None
-        self._closed = False
-        _live_clients.add(self)
-
-    def _build_http(self) -> httpx.Client:
-        return httpx.Client(
-            headers=default_headers(self._api_key),
-            transport=self._transport,
-            follow_redirects=False,
-            limits=httpx.Limits(
-                max_connections=self.timing.connections_max,
-                max_keepalive_connections=self.timing.keepalive_max,
-            ),
-        )
-
-    def _client(self) -> httpx.Client:
-        if self._closed:
-            raise RuntimeError("ratequeue.Client is closed")
-        http = self._http
-        if http is not None and self._pid == os.getpid():
-            return http
-        with self._lock:
-            if self._pid != os.getpid():
-                self._reset_after_fork()
-            if self._http is None:
-                self._http = self._build_http()
-            return self._http
-
-    def _reset_after_fork(self) -> None:
-        """In a forked child: drop (never close) the parent's connections, which the child
-        shares with it, and start over with fresh locks."""
-        self._pid = os.getpid()
-        self._http = None
-        self._lock = threading.Lock()
-
-    def _close_connections(self) -> None:
-        with self._lock:
-            self._closed = True
-            http, self._http = self._http, None
-        if http is not None and self._pid == os.getpid():
-            http.close()
-
-    def _send(self, action: Send) -> Union[httpx.Response, httpx.TransportError]:
+    @staticmethod
+    def connect(scheme: str, host: str, port: int, timeout: float) -> "SyncSocket":
+        origin = Origin(scheme, host, port)
         try:
-            return self._client().request(action.method, action.url, json=action.body, timeout=action.timeout)
-        except httpx.TransportError as e:
-            return e
+            sock = socket.create_connection((host, port), timeout)
+        except OSError as e:
+            raise connect_failure(origin, e, timeout) from None
+        try:
+            tune(sock)
+            if scheme == "https":
+                sock = tls_context().wrap_socket(sock, server_hostname=host)
+        except OSError as e:
+            sock.close()
+            raise connect_failure(origin, e, timeout) from None
+        return SyncSocket(sock, origin)
 
-    def _pause(self, seconds: float, stop: Optional[threading.Event]) -> None:
-        if self._sleep is not None:
-            self._sleep(seconds)
-            if stop is not None and stop.is_set():
-                raise Stopped()
-        elif stop is not None:
-            if stop.wait(seconds):
-                raise Stopped()
-        else:
-            time.sleep(seconds)
+    def _timeout(self, deadline: float, what: str) -> None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise timed_out(self._origin, what)
+        self._sock.settimeout(left)
+
+    def send_all(self, data: bytes, deadline: float) -> None:
+        try:
+            self._timeout(deadline, "write")
+            self._sock.sendall(data)
+        except socket.timeout:
+            raise timed_out(self._origin, "write") from None
+        except OSError as e:
+            raise io_failure(self._origin, e, writing=True) from None
+
+    def recv(self, deadline: float) -> bytes:
+        """Some bytes of the answer; b"" once the server closed the connection."""
+        try:
+            self._timeout(deadline, "read")
+            return self._sock.recv(RECV_LEN)
+        except socket.timeout:
+            raise timed_out(self._origin, "read") from None
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            return b""
+        except OSError as e:
+            raise io_failure(self._origin, e, writing=False) from None
+
+    def idle_ok(self) -> bool:
+        if isinstance(self._sock, ssl.SSLSocket) and self._sock.pending():
+            return False
+        return idle_ok(self._sock)
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def forget(self) -> None:
+        forget(self._sock)
+
+
+class SyncSlotWaiter:
+    """A call waiting for room in a full pool; woken from any thread."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    def wait(self, give_up: float) -> bool:
+        return self._event.wait(max(0.0, give_up - time.monotonic()))
+
+
+def pause(sleep: Optional[Callable[[float], None]], seconds: float, stop: Optional[threading.Event]) -> None:
+    """Sleep between attempts (with the injected `sleep` in tests); raise `Stopped` when
+    `stop` is set meanwhile (the lease whose renewal this is is being released)."""
+    if sleep is not None:
+        sleep(seconds)
+        if stop is not None and stop.is_set():
+            raise Stopped()
+    elif stop is not None:
+        if stop.wait(seconds):
+            raise Stopped()
+    else:
+        time.sleep(seconds)
 
 
 class SyncRenewal:
@@ -148,16 +168,3 @@ class SyncAcquireMixin:
 def shielded(fn: Callable[..., None], *args: Any) -> None:
     """Run the release on leaving a block: a blocking call cannot be cancelled midway."""
     fn(*args)
-
-
-_live_clients: "weakref.WeakSet[SyncConnections]" = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    clients: List[SyncConnections] = list(_live_clients)
-    for c in clients:
-        c._reset_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

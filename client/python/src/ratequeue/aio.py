@@ -5,14 +5,14 @@
 
 The client is written in `_async.py` (the blocking `ratequeue` client is generated from
 it); this module only exports it with the errors and helpers both APIs share. An
-`aio.Client` keeps one connection pool per event loop, so one client (and the module's
-default client) works under repeated `asyncio.run` calls and with loops in several threads.
+`aio.Client`'s connections belong to no event loop, so one client (and the module's
+default client) serves every task, repeated `asyncio.run` calls and loops in several
+threads, reusing warm connections.
 """
 
 from __future__ import annotations
 
 from ._async import AcquireContext, Client, Lease, acquire, default_client
-from ._async_backend import POOLS_MAX
 from ._config import Timing
 from ._decorator import current_lease, limited
 from ._errors import (
@@ -20,6 +20,7 @@ from ._errors import (
     InvalidRequest,
     LeaseLost,
     LoadExceedsLimit,
+    Misconfigured,
     QueueFull,
     RatequeueError,
     Rejected,
@@ -29,11 +30,13 @@ from ._errors import (
     WaitTimeout,
     WouldBlock,
 )
+from ._lease import RELEASE_STATES
 from ._protocol import Limit
 
-for _cls in (Client, Lease, AcquireContext):
-    _cls.__module__ = __name__
-del _cls
+# The asyncio names print as `ratequeue.aio.X` (in reprs and tracebacks).
+for _obj in (Client, Lease, AcquireContext, acquire, default_client):
+    _obj.__module__ = __name__
+del _obj
 
 __all__ = [
     "Client",
@@ -45,6 +48,7 @@ __all__ = [
     "current_lease",
     "Timing",
     "Limit",
+    "RELEASE_STATES",
     "RatequeueError",
     "Rejected",
     "QueueFull",
@@ -57,4 +61,5 @@ __all__ = [
     "ResourceNotFound",
     "LeaseLost",
     "Unavailable",
+    "Misconfigured",
 ]

@@ -9,11 +9,12 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-import httpx
 import pytest
 
 import ratequeue
 import ratequeue.aio as rq
+from ratequeue._sync_transport import SyncConnectionPool
+from ratequeue.testing import ConnectError, Request, Response
 from cluster import Cluster
 
 DEADLINE = 30.0
@@ -164,12 +165,12 @@ def test_auto_renew_keeps_the_lease_past_its_ttl(env: Cluster, resource_name: st
     assert lease.released and not lease.lost
 
 
-class DropRenewals(httpx.HTTPTransport):
-    """A transport that loses every renew: simulates a partitioned holder."""
+class DropRenewals(SyncConnectionPool):
+    """The SDK's own transport, losing every renew: simulates a partitioned holder."""
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/renew"):
-            raise httpx.ConnectError("renewal dropped by the test")
+    def handle_request(self, request: Request) -> Response:
+        if request.path.endswith("/renew"):
+            raise ConnectError("renewal dropped by the test")
         return super().handle_request(request)
 
 

@@ -1,0 +1,219 @@
+"""The SDK's HTTP transport for asyncio, written once: a pool of keep-alive HTTP/1.1
+connections to the cluster's nodes. `_sync_transport.py` is generated from this file
+(scripts/unasync.py).
+
+A connection is a plain non-blocking socket (`AsyncSocket`, in `_async_backend.py`) bound to
+no event loop: it is registered with the running loop only while a request is on it, so one
+pool serves every task, every thread's loop and every `asyncio.run` of the process. The
+first call of a new loop reuses a warm connection, and no loop's closing can strand a socket
+(they are closed with the client, or when the process exits).
+
+Owns: connection reuse and the bound on open connections (`connections_max`, waiting at
+most the pool timeout for one to free up), the check that an idle connection is still
+open, one retry on a fresh connection when a reused one turns out closed before any byte
+of the answer, and fork safety (a child drops the parent's connections). Every call the
+SDK makes is idempotent, which is what makes that retry safe.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from typing import Deque, Dict, List, Optional, Tuple
+
+from ._async_backend import AsyncSlotWaiter, AsyncSocket
+from ._http import (
+    PoolTimeout,
+    ReadError,
+    Request,
+    Response,
+    ResponseParser,
+    Timeouts,
+    WriteError,
+    encode_request,
+    split_url,
+)
+from ._net import track
+
+__all__ = ["AsyncConnectionPool"]
+
+
+class AsyncConnectionPool:
+    """Keep-alive connections per node, at most `connections_max` open at once and at most
+    `keepalive_max` kept idle."""
+
+    def __init__(self, connections_max: int = 1000, keepalive_max: int = 100) -> None:
+        self._connections_max = connections_max
+        self._keepalive_max = keepalive_max
+        self._lock = threading.Lock()
+        self._idle: Dict[Tuple[str, str, int], List[AsyncSocket]] = {}
+        self._idle_count = 0
+        #: Connections open: idle ones plus those carrying a request (or connecting).
+        self._open = 0
+        self._waiters: Deque[AsyncSlotWaiter] = deque()
+        self._pid = os.getpid()
+        self._closed = False
+        track(self)
+
+    @property
+    def connections(self) -> int:
+        """Connections open now (idle and busy)."""
+        return self._open
+
+    async def handle_async_request(self, request: Request) -> Response:
+        """Send `request` and return its response, or raise a `TransportError`."""
+        origin, target = split_url(request.url)
+        data = encode_request(request.method, target, origin.netloc, request.headers, request.content)
+        t = request.timeouts
+        for _ in range(2):
+            conn, reused = await self._checkout(origin.scheme, origin.host, origin.port, t)
+            parser = ResponseParser(request.method)
+            done = False
+            try:
+                await conn.send_all(data, time.monotonic() + t.write)
+                deadline = time.monotonic() + t.read
+                while parser.response is None:
+                    chunk = await conn.recv(deadline)
+                    if chunk:
+                        parser.feed(chunk)
+                    else:
+                        parser.eof()
+                done = True
+            except (ReadError, WriteError):
+                if reused and not parser.started:
+                    continue  # the server had closed this idle connection: use a fresh one
+                raise
+            finally:
+                self._checkin(conn, keep=done and parser.keep_alive)
+            assert parser.response is not None
+            return parser.response
+        raise AssertionError("unreachable: the second attempt uses a fresh connection")
+
+    async def _checkout(self, scheme: str, host: str, port: int, t: Timeouts) -> Tuple[AsyncSocket, bool]:
+        """An idle connection to the node if one is still open, else a new one (waiting for
+        room under `connections_max` at most `t.pool` seconds)."""
+        key = (scheme, host, port)
+        give_up = time.monotonic() + t.pool
+        while True:
+            self._after_fork_check()
+            stale: List[AsyncSocket] = []
+            waiter: Optional[AsyncSlotWaiter] = None
+            found: Optional[AsyncSocket] = None
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("the ratequeue client is closed")
+                idle = self._idle.get(key)
+                while idle:
+                    conn = idle.pop()
+                    self._idle_count -= 1
+                    if conn.idle_ok():
+                        found = conn
+                        break
+                    stale.append(conn)
+                    self._open -= 1
+                if found is None:
+                    if self._open >= self._connections_max:
+                        # Full: make room by closing an idle connection to another node.
+                        for other in self._idle.values():
+                            if other:
+                                stale.append(other.pop())
+                                self._idle_count -= 1
+                                self._open -= 1
+                                break
+                    if self._open < self._connections_max:
+                        self._open += 1
+                    else:
+                        waiter = AsyncSlotWaiter()
+                        self._waiters.append(waiter)
+            for conn in stale:
+                conn.close()
+            if found is not None:
+                return found, True
+            if waiter is None:
+                break
+            if not await waiter.wait(give_up):
+                with self._lock:
+                    queued = waiter in self._waiters
+                    if queued:
+                        self._waiters.remove(waiter)
+                if queued:  # else it was woken just now: look again
+                    raise PoolTimeout(f"all {self._connections_max} connections stayed busy for {t.pool:g} s")
+        try:
+            conn = await AsyncSocket.connect(scheme, host, port, t.connect)
+        except BaseException:
+            self._slot_freed()
+            raise
+        return conn, False
+
+    def _checkin(self, conn: AsyncSocket, keep: bool) -> None:
+        key = (conn.scheme, conn.host, conn.port)
+        waiter: Optional[AsyncSlotWaiter] = None
+        with self._lock:
+            kept = keep and not self._closed and self._pid == os.getpid() and self._idle_count < self._keepalive_max
+            if kept:
+                self._idle.setdefault(key, []).append(conn)
+                self._idle_count += 1
+                # A waiter for another node can now close this idle one to make room.
+                waiter = self._waiters.popleft() if self._waiters else None
+        if not kept:
+            conn.close()
+            self._slot_freed()
+        elif waiter is not None:
+            waiter.wake()
+
+    def _slot_freed(self) -> None:
+        with self._lock:
+            self._open -= 1
+            waiter = self._waiters.popleft() if self._waiters else None
+        if waiter is not None:
+            waiter.wake()
+
+    def _after_fork_check(self) -> None:
+        if self._pid != os.getpid():
+            self._after_fork()
+
+    def _after_fork(self) -> None:
+        """In a forked child: the connections are the parent's. Drop them without closing
+        the connections themselves, and start over with a fresh lock."""
+        self._lock = threading.Lock()
+        idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                conn.forget()
+        self._idle_count = 0
+        self._open = 0
+        self._waiters = deque()
+        self._pid = os.getpid()
+
+    async def aclose(self) -> None:
+        """Close the idle connections; busy ones close when their request ends. Further
+        requests raise `RuntimeError`."""
+        self._after_fork_check()
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, {}
+            conns = [c for cs in idle.values() for c in cs]
+            self._idle_count = 0
+            self._open -= len(conns)
+            waiters, self._waiters = self._waiters, deque()
+        for conn in conns:
+            conn.close()
+        for w in waiters:
+            w.wake()
+
+    def __del__(self) -> None:
+        # A client dropped without close(): its idle connections go with it, quietly.
+        if self._pid == os.getpid():
+            self.close_now()
+
+    def close_now(self) -> None:
+        """Close the idle connections from any context (at process exit, or when the pool
+        is dropped without being closed)."""
+        with self._lock:
+            idle, self._idle = self._idle, {}
+            self._idle_count = 0
+        for conns in idle.values():
+            for conn in conns:
+                conn.close()
