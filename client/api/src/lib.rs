@@ -341,6 +341,13 @@ pub struct ErrorDetail {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// The binding limit of a `429` (`would_block`, `wait_timeout`, `queue_full`): the one
+    /// `retry_after_ms` is computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<LimitKind>,
+    /// For a binding `request` or `load` limit: its index in the resource's `rate` list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<u32>,
 }
 
 /// `{"error": {"code": …, "message": …}}`

@@ -13,7 +13,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use ratequeue_api::{ErrorBody, ErrorCode};
+use ratequeue_api::{ErrorBody, ErrorCode, LimitKind};
 
 /// An error answer of the API: `{"error": {"code", "message", "retry_after_ms"?}}`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +27,10 @@ pub struct ApiError {
     /// How long the server suggests waiting before trying again (`retry_after_ms`, else
     /// the `Retry-After` header). Set on `429` and `503` answers.
     pub retry_after: Option<Duration>,
+    /// On a `429`: the binding limit `retry_after` was computed from.
+    pub limit: Option<LimitKind>,
+    /// When that limit is a rate limit: its index in the resource's `rate` list.
+    pub bucket: Option<u32>,
 }
 
 impl fmt::Display for ApiError {
@@ -34,6 +38,17 @@ impl fmt::Display for ApiError {
         write!(f, "{}: {} (HTTP {}", self.code, self.message, self.status)?;
         if let Some(d) = self.retry_after {
             write!(f, ", retry after {} ms", d.as_millis())?;
+        }
+        if let Some(l) = self.limit {
+            let kind = match l {
+                LimitKind::Concurrency => "concurrency",
+                LimitKind::Request => "request",
+                LimitKind::Load => "load",
+            };
+            write!(f, ", binding limit {kind}")?;
+            if let Some(b) = self.bucket {
+                write!(f, " rate[{b}]")?;
+            }
         }
         f.write_str(")")
     }
@@ -201,6 +216,8 @@ pub(crate) fn api_error(status: u16, body: &[u8], retry_after_header: Option<&st
             code: b.error.code,
             message: b.error.message,
             retry_after: b.error.retry_after_ms.map(Duration::from_millis).or(header),
+            limit: b.error.limit,
+            bucket: b.error.bucket,
         },
         Err(_) => {
             let text = String::from_utf8_lossy(body);
@@ -216,6 +233,8 @@ pub(crate) fn api_error(status: u16, body: &[u8], retry_after_header: Option<&st
                 code: code_for_status(status),
                 message,
                 retry_after: header,
+                limit: None,
+                bucket: None,
             }
         }
     }
@@ -257,6 +276,20 @@ mod tests {
             detail["retry_after_ms"] = ms.into();
         }
         serde_json::to_vec(&serde_json::json!({ "error": detail })).unwrap()
+    }
+
+    #[test]
+    fn a_rejection_names_its_binding_limit() {
+        let b = serde_json::json!({"error": {"code": "would_block", "message": "m",
+            "retry_after_ms": 40, "limit": "load", "bucket": 1}});
+        let e = api_error(429, &serde_json::to_vec(&b).unwrap(), None);
+        assert_eq!((e.limit, e.bucket), (Some(LimitKind::Load), Some(1)));
+        assert_eq!(
+            e.to_string(),
+            "would_block: m (HTTP 429, retry after 40 ms, binding limit load rate[1])"
+        );
+        let e = api_error(429, &body("queue_full", Some(5)), None);
+        assert_eq!((e.limit, e.bucket), (None, None));
     }
 
     #[test]
@@ -362,6 +395,8 @@ mod tests {
                 code,
                 message: String::new(),
                 retry_after: None,
+                limit: None,
+                bucket: None,
             })
         };
         assert!(api(ErrorCode::WouldBlock).is_rejection());

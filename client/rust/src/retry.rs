@@ -268,6 +268,8 @@ mod tests {
             code: ErrorCode::NoLeader,
             message: "no leader".into(),
             retry_after: retry_ms.map(Duration::from_millis),
+            limit: None,
+            bucket: None,
         })
     }
 

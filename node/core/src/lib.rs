@@ -22,7 +22,8 @@ pub use config::{LaneConfig, Per, RateLimit, ResourceConfig};
 pub use keys::{ApiKey, Role};
 pub use scheduler::{Admit, Event, Refusal, Request, Scheduler, WaiterId};
 pub use state::{
-    Command, Fit, Grant, LeaseId, LeaseView, LimitKind, LimitView, Outcome, Rejection, State, Table,
+    Ahead, Binding, Command, Estimate, Fit, Grant, LeaseId, LeaseView, LimitKind, LimitView,
+    Outcome, Rejection, State, Table,
 };
 
 /// Resource and lane names: at most this many bytes.

@@ -15,7 +15,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::state::{Command, Fit, Grant, Outcome, Rejection, State};
+use crate::state::{Ahead, Binding, Command, Estimate, Fit, Grant, Outcome, Rejection, State};
 use crate::{LANES_QUEUED_MAX, WAITERS_MAX};
 
 /// Stride numerator: a lane of weight w advances its pass by `STRIDE / w` per grant.
@@ -51,14 +51,26 @@ pub enum Admit {
     Rejected(Refusal),
 }
 
-/// Why a request is turned away without (or after) waiting.
+/// Why a request is turned away without (or after) waiting. The limit refusals carry
+/// `State::estimate_wait` for a retry: when to come back, and the binding limit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
     ResourceNotFound,
-    LoadExceedsLimit { load_max: u64 },
-    QueueFull { retry_after_ms: u64 },
-    WouldBlock { retry_after_ms: u64 },
-    WaitTimeout { retry_after_ms: u64 },
+    LoadExceedsLimit {
+        load_max: u64,
+    },
+    QueueFull {
+        retry_after_ms: u64,
+        binding: Option<Binding>,
+    },
+    WouldBlock {
+        retry_after_ms: u64,
+        binding: Option<Binding>,
+    },
+    WaitTimeout {
+        retry_after_ms: u64,
+        binding: Option<Binding>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +98,8 @@ struct Lane {
 struct Queue {
     lanes: BTreeMap<String, Lane>,
     len: usize,
+    /// Total load of the waiters (what a retry would queue behind).
+    load: u64,
     /// Pass of the lane served last: a lane that becomes backlogged starts here, so
     /// idle time banks no credit.
     vtime: u128,
@@ -104,13 +118,11 @@ pub struct Scheduler {
     dirty: BTreeSet<String>,
     events: VecDeque<Event>,
     next_id: u64,
-}
-
-fn retry_after(state: &State, resource: &str, load: u64) -> u64 {
-    match state.fit(resource, load) {
-        Fit::Wait { ms, .. } => ms,
-        _ => 1,
-    }
+    /// Average hold time of released leases per resource, as this leader saw them (an
+    /// exponentially weighted mean, weight 1/8): the pace at which concurrency slots free
+    /// up, for `State::estimate_wait`. Leader-only, never replicated; at most one entry
+    /// per resource.
+    holds: BTreeMap<String, u64>,
 }
 
 impl Scheduler {
@@ -142,6 +154,25 @@ impl Scheduler {
         self.queues.keys().map(String::as_str)
     }
 
+    /// The average hold time observed on `resource` by this leader, if any lease of it
+    /// was released since it took office.
+    pub fn hold_ms(&self, resource: &str) -> Option<u64> {
+        self.holds.get(resource).copied()
+    }
+
+    /// The wait of a new request of `load` on `resource`, queued behind every current
+    /// waiter: the `retry_after_ms` and binding limit of a refusal.
+    pub fn estimate(&self, state: &State, resource: &str, load: u64) -> Estimate {
+        let ahead = self
+            .queues
+            .get(resource)
+            .map_or(Ahead::default(), |q| Ahead {
+                waiters: q.len as u64,
+                load: q.load,
+            });
+        state.estimate_wait(resource, load, ahead, self.hold_ms(resource))
+    }
+
     /// Admits a new acquire. Grants that fit at once appear in `events()` right away.
     pub fn enqueue(&mut self, state: &mut State, req: Request) -> Admit {
         if let Some(id) = &req.request_id {
@@ -171,8 +202,11 @@ impl Scheduler {
                 return Admit::Waiting(id);
             }
             Fit::Now | Fit::Wait { .. } if req.try_once => {
-                let retry_after_ms = retry_after(state, &req.resource, req.load);
-                return Admit::Rejected(Refusal::WouldBlock { retry_after_ms });
+                let e = self.estimate(state, &req.resource, req.load);
+                return Admit::Rejected(Refusal::WouldBlock {
+                    retry_after_ms: e.wait_ms,
+                    binding: e.binding,
+                });
             }
             Fit::Now | Fit::Wait { .. } => {}
         }
@@ -183,8 +217,11 @@ impl Scheduler {
             || self.waiters.len() >= WAITERS_MAX
             || !self.lane_room(&req.resource, &req.lane)
         {
-            let retry_after_ms = retry_after(state, &req.resource, req.load);
-            return Admit::Rejected(Refusal::QueueFull { retry_after_ms });
+            let e = self.estimate(state, &req.resource, req.load);
+            return Admit::Rejected(Refusal::QueueFull {
+                retry_after_ms: e.wait_ms,
+                binding: e.binding,
+            });
         }
         let q = self.queues.entry(req.resource.clone()).or_default();
         let vtime = q.vtime;
@@ -195,6 +232,7 @@ impl Scheduler {
         let key = (Reverse(req.priority), id.0);
         lane.queue.insert(key, id);
         q.len += 1;
+        q.load = q.load.saturating_add(req.load);
         self.deadlines.insert((req.deadline_ms, id));
         if let Some(r) = &req.request_id {
             self.by_request.insert(r.clone(), id);
@@ -239,10 +277,17 @@ impl Scheduler {
         let touched = match command {
             // A renew may also shorten a lease (a smaller `ttl_ms`): the blocked head's
             // wakeup, computed from the old expiry, would then be too late.
-            Command::Release { lease, .. } | Command::Renew { lease, .. } => {
-                state.lease_resource(*lease).map(str::to_owned)
+            Command::Release { lease, .. } => {
+                let held = state.lease_held_ms(*lease);
+                if let Some((resource, ms)) = held {
+                    self.observe_hold(resource, ms);
+                }
+                held.map(|(r, _)| r.to_owned())
             }
-            Command::PutResource { name, .. } | Command::DeleteResource { name } => {
+            Command::Renew { lease, .. } => state.lease_resource(*lease).map(str::to_owned),
+            Command::PutResource { name, .. } => Some(name.clone()),
+            Command::DeleteResource { name } => {
+                self.holds.remove(name);
                 Some(name.clone())
             }
             _ => None,
@@ -264,9 +309,12 @@ impl Scheduler {
                 break;
             }
             if let Some(w) = self.remove(id) {
-                let retry_after_ms = retry_after(state, &w.req.resource, w.req.load);
+                let e = self.estimate(state, &w.req.resource, w.req.load);
                 self.dirty.insert(w.req.resource);
-                let refusal = Refusal::WaitTimeout { retry_after_ms };
+                let refusal = Refusal::WaitTimeout {
+                    retry_after_ms: e.wait_ms,
+                    binding: e.binding,
+                };
                 self.events.push_back(Event::Refused {
                     waiter: id,
                     refusal,
@@ -437,6 +485,16 @@ impl Scheduler {
         });
     }
 
+    /// Folds one observed hold time into the resource's average (weight 1/8).
+    fn observe_hold(&mut self, resource: &str, ms: u64) {
+        match self.holds.get_mut(resource) {
+            Some(avg) => *avg = (*avg).saturating_mul(7).saturating_add(ms) / 8,
+            None => {
+                self.holds.insert(resource.to_owned(), ms);
+            }
+        }
+    }
+
     fn remove(&mut self, id: WaiterId) -> Option<Waiter> {
         let w = self.waiters.remove(&id)?;
         self.deadlines.remove(&(w.req.deadline_ms, id));
@@ -451,6 +509,7 @@ impl Scheduler {
                 }
             }
             q.len -= 1;
+            q.load = q.load.saturating_sub(w.req.load);
             if q.len == 0 {
                 if let Some(at) = q.wake_at_ms {
                     self.wakeups.remove(&(at, w.req.resource.clone()));

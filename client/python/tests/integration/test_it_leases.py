@@ -248,3 +248,21 @@ def test_rejections_carry_retry_after(env: Cluster, resource_name: str) -> None:
     assert outcome == []
     for e in (wb.value, wt.value, qf.value):
         assert e.status == 429 and e.retry_after is not None and e.retry_after > 0, e
+
+
+def test_a_concurrency_rejection_names_the_limit_and_waits_for_releases_not_the_ttl(
+    env: Cluster, resource_name: str
+) -> None:
+    """The binding limit is named, and `retry_after` (what the Celery example uses as its
+    countdown) follows how long leases are really held, not the holder's 30 s TTL."""
+    env.put_resource(resource_name, {"concurrency": 1, "default_ttl_ms": 30_000})
+    for _ in range(5):
+        with ratequeue.acquire(resource_name):
+            pass  # held for a few milliseconds
+    with ratequeue.acquire(resource_name):
+        for timeout in (0, 0.1):
+            with pytest.raises(ratequeue.Rejected) as ei:
+                ratequeue.acquire(resource_name, timeout=timeout).__enter__()
+            e = ei.value
+            assert e.limit == "concurrency" and e.bucket is None, e
+            assert e.retry_after is not None and 0 < e.retry_after < 10, e

@@ -128,6 +128,12 @@ pub fn error_json(api: Option<&Error>, e: &anyhow::Error) -> serde_json::Value {
             if let Some(d) = a.retry_after {
                 detail.insert("retry_after_ms".into(), (d.as_millis() as u64).into());
             }
+            if let Some(l) = a.limit {
+                detail.insert("limit".into(), serde_json::to_value(l).unwrap_or_default());
+            }
+            if let Some(b) = a.bucket {
+                detail.insert("bucket".into(), b.into());
+            }
             a.code.as_str()
         }
         Some(Error::Unavailable { .. }) => "unavailable",
@@ -261,6 +267,8 @@ mod tests {
             code: ratequeue_client::ErrorCode::ResourceNotFound,
             message: "no such resource".into(),
             retry_after: None,
+            limit: None,
+            bucket: None,
         });
         let any = anyhow::Error::new(e.clone());
         assert_eq!(

@@ -219,6 +219,8 @@ mod tests {
                 code,
                 message: String::new(),
                 retry_after: None,
+                limit: None,
+                bucket: None,
             })
         };
         assert_eq!(

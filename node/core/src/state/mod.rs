@@ -9,8 +9,9 @@
 //! This file holds the public command/outcome types, `State` itself and the dispatch of
 //! a command; each table's rules live in a submodule: `leases` (grant, release, renew,
 //! expiry, tombstones), `resources` (resource configs, buckets, `fit`, limit views),
-//! `keys` (API key records), `idempotency` (the `request_id` window) and `snapshot`
-//! (bytes, restore, `check_invariants`).
+//! `keys` (API key records), `idempotency` (the `request_id` window), `snapshot`
+//! (bytes, restore, `check_invariants`) and `estimate` (the wait of a request that does
+//! not fit: its binding limit and `retry_after_ms`; read-only).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -21,12 +22,14 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Per, ResourceConfig};
 use crate::keys::ApiKey;
 
+mod estimate;
 mod idempotency;
 mod keys;
 mod leases;
 mod resources;
 mod snapshot;
 
+pub use estimate::{Ahead, Binding, Estimate, EXPIRY_SCAN_MAX, HOLD_GUESS_MS_MIN};
 use idempotency::IdempotentGrant;
 use leases::{Ended, Lease, Tombstone};
 use resources::Resource;

@@ -7,11 +7,17 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use ratequeue_core::{
-    Admit, Command, LaneConfig, LeaseId, Outcome, Per, Refusal, Rejection, ResourceConfig, WaiterId,
+    Admit, Binding, Command, LaneConfig, LeaseId, LimitKind, Outcome, Per, Refusal, Rejection,
+    ResourceConfig, WaiterId,
 };
 
 use crate::check::{limits, loads, requests, shell, Answer, Shell};
 use crate::model::{normalized, Model};
+
+const CONCURRENCY: Binding = Binding {
+    kind: LimitKind::Concurrency,
+    bucket: None,
+};
 
 fn with_lanes(mut cfg: ResourceConfig, lanes: &[(&str, u32)]) -> ResourceConfig {
     for (name, weight) in lanes {
@@ -200,10 +206,13 @@ fn waiters_time_out_at_their_deadline_with_retry_after() {
     s.at(999);
     assert_eq!(s.answer(w), None);
     s.at(1_000);
+    // No release seen yet: the holder is expected to hold as long again as it has (1 s),
+    // well before its expiry at 5 s.
     assert_eq!(
         s.answer(w),
         Some(Answer::Refused(Refusal::WaitTimeout {
-            retry_after_ms: 4_000
+            retry_after_ms: 1_000,
+            binding: Some(CONCURRENCY),
         }))
     );
     assert!(s.sched.is_empty());
@@ -267,10 +276,13 @@ fn max_queue_bounds_the_waiters_of_a_resource() {
     let r = s.req("r");
     s.wait(r);
     let r = s.req("r");
+    // Three releases are needed (the holder's and the two waiters'); with nothing seen
+    // yet each hold is guessed at the minimum.
     assert_eq!(
         s.enqueue(r),
         Admit::Rejected(Refusal::QueueFull {
-            retry_after_ms: 5_000
+            retry_after_ms: 3 * ratequeue_core::state::HOLD_GUESS_MS_MIN,
+            binding: Some(CONCURRENCY),
         })
     );
     assert_eq!(s.sched.len(), 3);
@@ -304,7 +316,11 @@ fn try_once_grants_at_once_or_would_block() {
     assert_eq!(
         s.enqueue(r),
         Admit::Rejected(Refusal::WouldBlock {
-            retry_after_ms: 100
+            retry_after_ms: 100,
+            binding: Some(Binding {
+                kind: LimitKind::Load,
+                bucket: Some(0),
+            }),
         })
     );
     assert!(s.sched.is_empty());
@@ -915,4 +931,142 @@ fn the_simulation_exercises_contention() {
             "{want}: {seen:?}"
         );
     }
+}
+
+/// Holds and releases `n` leases of `resource`, each for `hold_ms`: the leader sees those
+/// hold times.
+fn observe_holds(s: &mut Shell, resource: &str, n: usize, hold_ms: u64) {
+    for _ in 0..n {
+        let lease = hold(s, resource, 30_000);
+        let t = s.now() + hold_ms;
+        s.at(t);
+        assert_eq!(s.release(lease), Outcome::Released { already: false });
+        s.commit();
+    }
+}
+
+fn try_once(s: &mut Shell, resource: &str, load: u64) -> Refusal {
+    let r = ratequeue_core::Request {
+        load,
+        try_once: true,
+        ..s.req(resource)
+    };
+    match s.enqueue(r) {
+        Admit::Rejected(refusal) => refusal,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_concurrency_refusal_waits_for_the_observed_hold_time_not_the_ttl() {
+    let mut s = shell(&[("r", ResourceConfig::concurrency(2))]);
+    observe_holds(&mut s, "r", 4, 100);
+    assert_eq!(s.sched.hold_ms("r"), Some(100));
+    hold(&mut s, "r", 30_000);
+    hold(&mut s, "r", 30_000);
+    // One release is needed; two slots turn over every 100 ms: about 50 ms, far below
+    // the 30 s the holders' leases could still run.
+    assert_eq!(
+        try_once(&mut s, "r", 1),
+        Refusal::WouldBlock {
+            retry_after_ms: 50,
+            binding: Some(CONCURRENCY),
+        }
+    );
+    // Three waiters queued ahead of a retry: four releases, 200 ms.
+    for _ in 0..3 {
+        let r = s.req("r");
+        s.wait(r);
+    }
+    assert_eq!(
+        try_once(&mut s, "r", 1),
+        Refusal::WouldBlock {
+            retry_after_ms: 200,
+            binding: Some(CONCURRENCY),
+        }
+    );
+}
+
+#[test]
+fn the_hold_time_average_follows_new_hold_times() {
+    let mut s = shell(&[("r", ResourceConfig::concurrency(1))]);
+    observe_holds(&mut s, "r", 1, 800);
+    assert_eq!(s.sched.hold_ms("r"), Some(800));
+    observe_holds(&mut s, "r", 1, 0);
+    assert_eq!(
+        s.sched.hold_ms("r"),
+        Some(700),
+        "weight 1/8 for each new hold"
+    );
+    observe_holds(&mut s, "r", 40, 0);
+    assert!(s.sched.hold_ms("r").unwrap() < 5);
+    // Deleting the resource forgets it.
+    s.propose(Command::DeleteResource { name: "r".into() });
+    assert_eq!(s.sched.hold_ms("r"), None);
+}
+
+#[test]
+fn a_holder_about_to_expire_caps_the_estimate() {
+    let mut s = shell(&[("r", ResourceConfig::concurrency(1))]);
+    observe_holds(&mut s, "r", 1, 10_000);
+    hold(&mut s, "r", 300);
+    let t = s.now() + 100;
+    s.at(t);
+    // Holds run 10 s here, but this lease expires in 200 ms unless renewed.
+    assert_eq!(
+        try_once(&mut s, "r", 1),
+        Refusal::WouldBlock {
+            retry_after_ms: 200,
+            binding: Some(CONCURRENCY),
+        }
+    );
+}
+
+#[test]
+fn a_bucket_refusal_counts_the_load_queued_ahead_and_names_its_bucket() {
+    // rate[0]: 1 000 requests/s (never binds here); rate[1]: 100 load per second.
+    let mut s = shell(&[(
+        "r",
+        limits(None, &[requests(1_000, 1_000), loads(100, 1_000)]),
+    )]);
+    let r = ratequeue_core::Request {
+        load: 100,
+        ..s.req("r")
+    };
+    let first = s.wait(r);
+    s.lease_of(first);
+    for _ in 0..2 {
+        let r = ratequeue_core::Request {
+            load: 50,
+            ..s.req("r")
+        };
+        s.wait(r);
+    }
+    // A retry of 10 queues behind 100 load: 110 tokens at 0.1 per ms.
+    assert_eq!(
+        try_once(&mut s, "r", 10),
+        Refusal::WouldBlock {
+            retry_after_ms: 1_100,
+            binding: Some(Binding {
+                kind: LimitKind::Load,
+                bucket: Some(1),
+            }),
+        }
+    );
+}
+
+#[test]
+fn the_estimate_is_a_pure_function_of_the_state() {
+    let mut s = shell(&[("r", ResourceConfig::concurrency(1))]);
+    observe_holds(&mut s, "r", 3, 40);
+    hold(&mut s, "r", 30_000);
+    let ahead = ratequeue_core::Ahead {
+        waiters: 5,
+        load: 5,
+    };
+    let a = s.spec.estimate_wait("r", 1, ahead, s.sched.hold_ms("r"));
+    let b = s.replica.estimate_wait("r", 1, ahead, s.sched.hold_ms("r"));
+    assert_eq!(a, b, "replica and speculative state agree");
+    assert_eq!(a.wait_ms, 6 * 40);
+    assert_eq!(a.binding, Some(CONCURRENCY));
 }

@@ -1,6 +1,7 @@
 //! The API's one error type, `ApiError` (`{"error": {"code", "message",
-//! "retry_after_ms"?}}` with `Retry-After`), the `Body` JSON extractor whose rejections
-//! use it, and the mapping of the core's refusals and rejections onto error codes.
+//! "retry_after_ms"?, "limit"?, "bucket"?}}` with `Retry-After`), the `Body` JSON
+//! extractor whose rejections use it, and the mapping of the core's refusals and
+//! rejections onto error codes.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -9,7 +10,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ratequeue_api as api;
 use ratequeue_api::ErrorCode;
-use ratequeue_core::{Outcome, Refusal, Rejection, Table};
+use ratequeue_core::{Binding, LimitKind, Outcome, Refusal, Rejection, Table};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -22,6 +23,7 @@ pub struct ApiError {
     code: ErrorCode,
     message: String,
     retry_after_ms: Option<u64>,
+    binding: Option<Binding>,
 }
 
 impl ApiError {
@@ -30,12 +32,25 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_ms: None,
+            binding: None,
         }
     }
 
     pub(crate) fn retry(mut self, ms: u64) -> Self {
         self.retry_after_ms = Some(ms.max(1));
         self
+    }
+
+    /// A limit refusal: `retry_after_ms` from the binding limit, which is named in the
+    /// body and the message.
+    fn limited(code: ErrorCode, what: &str, retry_after_ms: u64, binding: Option<Binding>) -> Self {
+        let message = match binding {
+            Some(b) => format!("{what}: the {} binds", limit_name(b)),
+            None => format!("{what}: waiting for those queued ahead"),
+        };
+        let mut e = ApiError::new(code, message).retry(retry_after_ms);
+        e.binding = binding;
+        e
     }
 
     pub(super) fn invalid(message: impl Into<String>) -> Self {
@@ -52,6 +67,8 @@ impl IntoResponse for ApiError {
                 code: self.code,
                 message: self.message,
                 retry_after_ms: self.retry_after_ms,
+                limit: self.binding.map(|b| api_kind(b.kind)),
+                bucket: self.binding.and_then(|b| b.bucket),
             },
         };
         let mut resp = (status, axum::Json(body)).into_response();
@@ -98,18 +115,33 @@ pub(super) fn refusal(r: Refusal) -> ApiError {
             ErrorCode::LoadExceedsLimit,
             format!("load can never fit: the largest per-load bucket holds {load_max}"),
         ),
-        Refusal::QueueFull { retry_after_ms } => {
-            ApiError::new(ErrorCode::QueueFull, "the resource's queue is full")
-                .retry(retry_after_ms)
-        }
-        Refusal::WouldBlock { retry_after_ms } => {
-            ApiError::new(ErrorCode::WouldBlock, "no room now and wait_ms is 0")
-                .retry(retry_after_ms)
-        }
-        Refusal::WaitTimeout { retry_after_ms } => {
-            ApiError::new(ErrorCode::WaitTimeout, "waited wait_ms without a grant")
-                .retry(retry_after_ms)
-        }
+        Refusal::QueueFull {
+            retry_after_ms,
+            binding,
+        } => ApiError::limited(
+            ErrorCode::QueueFull,
+            "the resource's queue is full",
+            retry_after_ms,
+            binding,
+        ),
+        Refusal::WouldBlock {
+            retry_after_ms,
+            binding,
+        } => ApiError::limited(
+            ErrorCode::WouldBlock,
+            "no room now and wait_ms is 0",
+            retry_after_ms,
+            binding,
+        ),
+        Refusal::WaitTimeout {
+            retry_after_ms,
+            binding,
+        } => ApiError::limited(
+            ErrorCode::WaitTimeout,
+            "waited wait_ms without a grant",
+            retry_after_ms,
+            binding,
+        ),
     }
 }
 
@@ -136,9 +168,18 @@ pub(super) fn rejection(r: Rejection) -> ApiError {
             ErrorCode::LoadExceedsLimit,
             format!("load can never fit: the largest per-load bucket holds {load_max}"),
         ),
-        Rejection::NoRoom { retry_after_ms, .. } => {
-            ApiError::new(ErrorCode::WouldBlock, "no room now").retry(retry_after_ms)
-        }
+        Rejection::NoRoom {
+            retry_after_ms,
+            binding,
+        } => ApiError::limited(
+            ErrorCode::WouldBlock,
+            "no room now",
+            retry_after_ms,
+            Some(Binding {
+                kind: binding,
+                bucket: None,
+            }),
+        ),
         Rejection::TableFull(Table::Leases) => {
             ApiError::new(ErrorCode::QueueFull, "the cluster's lease table is full").retry(1_000)
         }
@@ -147,6 +188,24 @@ pub(super) fn rejection(r: Rejection) -> ApiError {
         }
         Rejection::TableFull(Table::Keys) => ApiError::invalid("the cluster's key table is full"),
         Rejection::Invalid(m) => ApiError::invalid(m),
+    }
+}
+
+pub(super) fn api_kind(k: LimitKind) -> api::LimitKind {
+    match k {
+        LimitKind::Concurrency => api::LimitKind::Concurrency,
+        LimitKind::Request => api::LimitKind::Request,
+        LimitKind::Load => api::LimitKind::Load,
+    }
+}
+
+fn limit_name(b: Binding) -> String {
+    match (b.kind, b.bucket) {
+        (LimitKind::Concurrency, _) => "concurrency limit".into(),
+        (LimitKind::Request, Some(i)) => format!("request rate limit (rate[{i}])"),
+        (LimitKind::Load, Some(i)) => format!("load rate limit (rate[{i}])"),
+        (LimitKind::Request, None) => "request rate limit".into(),
+        (LimitKind::Load, None) => "load rate limit".into(),
     }
 }
 

@@ -11,9 +11,7 @@ use axum::response::{IntoResponse, Response};
 use ratequeue_api as api;
 use ratequeue_api::ErrorCode;
 use ratequeue_core::config::validate_name;
-use ratequeue_core::{
-    Command, LaneConfig, LimitKind, LimitView, Outcome, Per, RateLimit, ResourceConfig,
-};
+use ratequeue_core::{Command, LaneConfig, LimitView, Outcome, Per, RateLimit, ResourceConfig};
 
 use super::error::{json, rejection, unexpected};
 use super::leader::{failure, read_barrier, require_leader, ReadQuery};
@@ -25,13 +23,8 @@ pub(super) fn check_name(name: &str) -> Result<(), ApiError> {
 }
 
 pub(super) fn limit_json(l: &LimitView) -> api::Limit {
-    let kind = match l.kind {
-        LimitKind::Concurrency => api::LimitKind::Concurrency,
-        LimitKind::Request => api::LimitKind::Request,
-        LimitKind::Load => api::LimitKind::Load,
-    };
     api::Limit {
-        kind,
+        kind: super::error::api_kind(l.kind),
         limit: l.limit,
         remaining: l.remaining,
     }
