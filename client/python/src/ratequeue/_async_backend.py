@@ -28,6 +28,8 @@ __all__ = ["AsyncSocket", "AsyncSlotWaiter", "AsyncRenewal", "AsyncAcquireMixin"
 
 #: Bytes read per receive call.
 RECV_LEN = 65536
+#: The shortest connect timeout tried (what is left of a call's budget may be less).
+CONNECT_TIMEOUT_MIN_S = 0.001
 
 #: Releases running after their `async with` was cancelled again: held so they finish.
 _background: Set["asyncio.Future[Any]"] = set()
@@ -96,6 +98,7 @@ class AsyncSocket:
     @staticmethod
     async def connect(scheme: str, host: str, port: int, timeout: float) -> "AsyncSocket":
         origin = Origin(scheme, host, port)
+        timeout = max(timeout, CONNECT_TIMEOUT_MIN_S)  # the same floor as the blocking flavour
         deadline = time.monotonic() + timeout
         try:
             last: Optional[BaseException] = None
@@ -246,26 +249,42 @@ async def pause(
 
 
 class AsyncRenewal:
-    """Mixed into `aio.Lease`: the renewal runs as a task of the loop that acquired."""
+    """Mixed into `aio.Lease`: the renewal runs as a task of the loop that acquired. Until
+    the first renewal falls due there is only a timer: a lease released sooner (the common
+    case) never creates a task."""
 
     def _renew_loop(self) -> Coroutine[Any, Any, None]:
         raise NotImplementedError
 
+    def _renew_interval(self) -> float:
+        raise NotImplementedError
+
     def _init_renewal(self) -> None:
         self._task: Optional["asyncio.Task[None]"] = None
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._due = False
 
     def _start_renewal(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._renew_loop())
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._renew_interval(), self._spawn_renewal, loop)
+
+    def _spawn_renewal(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        self._due = True
+        self._task = loop.create_task(self._renew_loop())
 
     @property
     def renewing(self) -> bool:
-        """Whether the renewal task is still running."""
+        """Whether the lease is still being renewed."""
         t = self._task
-        return t is not None and not t.done()
+        return self._timer is not None or (t is not None and not t.done())
 
     async def _renewal_wait(self, interval: float) -> bool:
-        """Wait until the next renewal is due; False once the renewal is stopped (here the
-        task is cancelled instead)."""
+        """Wait until the next renewal is due (the first wait was the timer's); False once
+        the renewal is stopped (here the task is cancelled instead)."""
+        if self._due:
+            self._due = False
+            return True
         await asyncio.sleep(interval)
         return True
 
@@ -273,6 +292,9 @@ class AsyncRenewal:
         return None
 
     async def _stop_renewal(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         t = self._task
         if t is not None and not t.done():
             t.cancel()

@@ -10,11 +10,13 @@ touches asyncio.
 
 from __future__ import annotations
 
+import heapq
+import os
 import socket
 import ssl
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 from ._config import Timing
 from ._http import Origin
@@ -25,6 +27,8 @@ __all__ = ["SyncSocket", "SyncSlotWaiter", "SyncRenewal", "SyncAcquireMixin", "p
 
 #: Bytes read per receive call.
 RECV_LEN = 65536
+#: The shortest connect timeout tried (what is left of a call's budget may be less).
+CONNECT_TIMEOUT_MIN_S = 0.001
 
 
 class SyncSocket:
@@ -38,6 +42,8 @@ class SyncSocket:
     @staticmethod
     def connect(scheme: str, host: str, port: int, timeout: float) -> "SyncSocket":
         origin = Origin(scheme, host, port)
+        # A zero timeout would make the socket non-blocking: the connect could not finish.
+        timeout = max(timeout, CONNECT_TIMEOUT_MIN_S)
         try:
             sock = socket.create_connection((host, port), timeout)
         except OSError as e:
@@ -117,9 +123,65 @@ def pause(sleep: Optional[Callable[[float], None]], seconds: float, stop: Option
         time.sleep(seconds)
 
 
+class _RenewalTimer:
+    """One daemon thread per process that starts a lease's renewal thread when its first
+    renewal falls due: a lease released sooner (the common case) never starts a thread.
+    Entries of leases already released (their stop event set) are skipped, and swept out
+    when they pile up."""
+
+    #: Skipped entries kept before the heap is rebuilt without them.
+    STALE_MAX = 1024
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: List[Tuple[float, int, threading.Event, Callable[[], None]]] = []
+        self._seq = 0
+        self._thread: Optional[threading.Thread] = None
+
+    def schedule(self, delay: float, stop: threading.Event, fn: Callable[[], None]) -> None:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="ratequeue-renewals", daemon=True)
+                self._thread.start()
+            if len(self._heap) > self.STALE_MAX:
+                self._heap = [e for e in self._heap if not e[2].is_set()]
+                heapq.heapify(self._heap)
+            self._seq += 1
+            heapq.heappush(self._heap, (time.monotonic() + delay, self._seq, stop, fn))
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    while self._heap and self._heap[0][2].is_set():
+                        heapq.heappop(self._heap)
+                    now = time.monotonic()
+                    if self._heap and self._heap[0][0] <= now:
+                        _, _, stop, fn = heapq.heappop(self._heap)
+                        break
+                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
+            if not stop.is_set():
+                fn()
+
+
+_timer = _RenewalTimer()
+
+
+def _after_fork_in_child() -> None:
+    # The timer thread does not survive fork (nor do the parent's leases' renewals).
+    global _timer
+    _timer = _RenewalTimer()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class SyncRenewal:
     """Mixed into `ratequeue.Lease`: the renewal runs in a daemon thread until its stop
-    event is set."""
+    event is set. Until the first renewal falls due there is only an entry in the process's
+    renewal timer."""
 
     id: str
     _timing: Timing
@@ -127,23 +189,41 @@ class SyncRenewal:
     def _renew_loop(self) -> None:
         raise NotImplementedError
 
+    def _renew_interval(self) -> float:
+        raise NotImplementedError
+
     def _init_renewal(self) -> None:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._due = False
+        self._scheduled = False
 
     def _start_renewal(self) -> None:
+        self._scheduled = True
+        _timer.schedule(self._renew_interval(), self._stop, self._spawn_renewal)
+
+    def _spawn_renewal(self) -> None:
         t = threading.Thread(target=self._renew_loop, name=f"ratequeue-renew-{self.id}", daemon=True)
+        self._due = True
         self._thread = t
+        self._scheduled = False
         t.start()
 
     @property
     def renewing(self) -> bool:
-        """Whether the renewal thread is still running."""
+        """Whether the lease is still being renewed."""
+        if self._stop.is_set():
+            t = self._thread
+            return t is not None and t.is_alive()
         t = self._thread
-        return t is not None and t.is_alive()
+        return self._scheduled or (t is not None and t.is_alive())
 
     def _renewal_wait(self, interval: float) -> bool:
-        """Wait until the next renewal is due; False once the renewal is stopped."""
+        """Wait until the next renewal is due (the first wait was the timer's); False once
+        the renewal is stopped."""
+        if self._due:
+            self._due = False
+            return not self._stop.is_set()
         return not self._stop.wait(interval)
 
     def _renewal_stop(self) -> Optional[threading.Event]:
