@@ -1,0 +1,230 @@
+//! `Client`: one cluster's node URLs, API key, connection pool and cached leader; the
+//! lease calls over `runCall`; and the process-wide default clients.
+//!
+//! Owns: `Client`, `defaultClient`, `acquire`, `lease`. One client per process (per
+//! URLs and key) is reused by the module-level functions; it holds no timer and no
+//! referenced socket while idle, so it never keeps Node alive.
+
+import { performance } from "node:perf_hooks";
+
+import type { Timing } from "./config.js";
+import { checkInt, checkLoad, makeTiming, resolveApiKey, resolveUrls, TTL_MS_MAX, TTL_MS_MIN } from "./config.js";
+import type { CallContext, CallSpec, Json } from "./call.js";
+import { Nodes, runCall, sleep } from "./call.js";
+import type { LeaseHost, Logger } from "./lease.js";
+import { Lease } from "./lease.js";
+import type { AcquireRequest, ReleaseState } from "./protocol.js";
+import {
+  acquireSpec,
+  buildAcquireArgs,
+  parseGrant,
+  parseRelease,
+  parseRenewal,
+  releaseSpec,
+  renewSpec,
+} from "./protocol.js";
+import type { Connector } from "./transport.js";
+import { createConnector } from "./transport.js";
+import { VERSION } from "./version.js";
+
+export interface ClientOptions {
+  /** Node base URLs (any node will do; followers redirect to the leader): an array or a
+   *  comma-separated string. Default: RATEQUEUE_URL, else `http://127.0.0.1:7700`. */
+  urls?: string | readonly string[];
+  /** Default: RATEQUEUE_API_KEY. */
+  apiKey?: string;
+  /** Overrides of the delays and bounds (`DEFAULT_TIMING`). */
+  timing?: Partial<Timing>;
+  /** Where lost leases and failed releases are reported. Default: `console`. */
+  logger?: Logger;
+}
+
+/** How the module-level functions pick their client. */
+export interface ConnectOptions {
+  /** Node URLs; default RATEQUEUE_URL. */
+  url?: string | readonly string[];
+  /** Default RATEQUEUE_API_KEY. */
+  apiKey?: string;
+  /** Use this client instead of the process-wide default one. */
+  client?: Client;
+}
+
+export type AcquireOptions = AcquireRequest & ConnectOptions;
+
+export type LeaseScope<T> = (lease: Lease) => T | Promise<T>;
+
+const defaultLogger: Logger = { warn: (m) => console.warn(m) };
+
+/** A client of one ratequeue cluster. Share one per process: it pools connections and
+ *  remembers the leader. */
+export class Client {
+  readonly urls: readonly string[];
+  readonly timing: Timing;
+  readonly #nodes: Nodes;
+  readonly #connector: Connector;
+  readonly #ctx: CallContext;
+  readonly #host: LeaseHost;
+  #closed = false;
+
+  constructor(options: ClientOptions = {}) {
+    this.urls = Object.freeze(resolveUrls(options.urls));
+    this.timing = makeTiming(options.timing);
+    const apiKey = resolveApiKey(options.apiKey);
+    const headers: Record<string, string> = { "user-agent": `ratequeue-js/${VERSION}`, accept: "application/json" };
+    if (apiKey !== undefined) headers["authorization"] = `Bearer ${apiKey}`;
+    this.#nodes = new Nodes(this.urls, Math.random);
+    this.#connector = createConnector(this.timing);
+    const now = (): number => performance.now();
+    this.#ctx = {
+      nodes: this.#nodes,
+      timing: this.timing,
+      headers: Object.freeze(headers),
+      now,
+      random: Math.random,
+      send: (req) => this.#connector.send(req),
+      sleep,
+    };
+    const logger = options.logger ?? defaultLogger;
+    this.#host = {
+      timing: this.timing,
+      logger,
+      now,
+      renewUntil: async (leaseId, deadlineMs, signal) =>
+        parseRenewal(await this.#call(renewSpec(leaseId, undefined, this.timing, deadlineMs, signal, true))),
+      release: (leaseId, actualLoad) => this.release(leaseId, actualLoad),
+    };
+  }
+
+  /** The cached leader's base URL, if one is known. */
+  get leader(): string | undefined {
+    return this.#nodes.leader;
+  }
+
+  /**
+   * Waits for a slot, runs `fn` while holding it (renewed in the background), and
+   * releases it when `fn` returns or throws. Resolves to what `fn` returns. If the lease
+   * was lost meanwhile and `fn` returned normally, rejects with `LeaseLost`; if `fn`
+   * threw, its error propagates unchanged.
+   */
+  acquire<T>(resource: string, fn: LeaseScope<T>): Promise<T>;
+  acquire<T>(resource: string, options: AcquireRequest, fn: LeaseScope<T>): Promise<T>;
+  async acquire<T>(resource: string, a: AcquireRequest | LeaseScope<T>, b?: LeaseScope<T>): Promise<T> {
+    const [options, fn] = typeof a === "function" ? [{}, a] : [a, b];
+    if (typeof fn !== "function") throw new TypeError("acquire(resource, options, fn): fn must be a function");
+    return withLease(await this.lease(resource, options), fn);
+  }
+
+  /**
+   * Waits for a slot and returns the held lease, renewed in the background until
+   * `lease.release()` or the end of an `await using` scope.
+   */
+  async lease(resource: string, options: AcquireRequest = {}): Promise<Lease> {
+    const args = buildAcquireArgs(resource, options, this.timing);
+    const signal = options.signal;
+    signal?.throwIfAborted();
+    const sentAt = this.#ctx.now();
+    const data = await this.#call(acquireSpec(args, this.timing, sentAt, signal));
+    const lease = new Lease(this.#host, parseGrant(data), args.requestId, sentAt);
+    if (signal?.aborted) {
+      // Granted as the caller gave up: give it back rather than strand the slot.
+      lease.release().catch(() => {});
+      throw signal.reason;
+    }
+    lease._startRenewal();
+    return lease;
+  }
+
+  /** Releases a lease by id (what `lease.release()` does), reporting `actualLoad`. */
+  async release(leaseId: string, actualLoad?: number): Promise<ReleaseState> {
+    if (actualLoad !== undefined) checkLoad("actualLoad", actualLoad);
+    const deadline = this.#ctx.now() + this.timing.releaseBudgetMs;
+    return parseRelease(await this.#call(releaseSpec(leaseId, actualLoad, this.timing, deadline)));
+  }
+
+  /** Renews a lease by id (what the background renewal does), optionally with a new TTL. */
+  async renew(leaseId: string, ttlMs?: number): Promise<{ ttlMs: number; fencingToken: number }> {
+    if (ttlMs !== undefined) checkInt("ttlMs", ttlMs, TTL_MS_MIN, TTL_MS_MAX);
+    const deadline = this.#ctx.now() + this.timing.requestTimeoutMs;
+    return parseRenewal(await this.#call(renewSpec(leaseId, ttlMs, this.timing, deadline, undefined, false)));
+  }
+
+  /** Closes the client's connections and refuses further use. Held leases are not
+   *  released (they lapse at their TTL). Idle clients need no close to let Node exit. */
+  close(): void {
+    this.#closed = true;
+    this.#connector.close();
+  }
+
+  #call(spec: CallSpec): Promise<Json> {
+    if (this.#closed) return Promise.reject(new TypeError("this ratequeue Client is closed"));
+    return runCall(spec, this.#ctx);
+  }
+}
+
+async function withLease<T>(lease: Lease, fn: LeaseScope<T>): Promise<T> {
+  let result: T;
+  try {
+    result = await fn(lease);
+  } catch (e) {
+    await lease._exit(true);
+    throw e;
+  }
+  await lease._exit(false);
+  return result;
+}
+
+// --- the process-wide default clients ------------------------------------------------
+
+/** Distinct (urls, apiKey) pairs kept; beyond that the oldest default client is dropped. */
+export const DEFAULT_CLIENTS_MAX = 32;
+const defaults = new Map<string, Client>();
+
+/** The process-wide client for these URLs and key (from the environment when left out).
+ *  Every module-level call with the same URLs and key shares it. */
+export function defaultClient(options: { url?: string | readonly string[]; apiKey?: string } = {}): Client {
+  const urls = resolveUrls(options.url);
+  const apiKey = resolveApiKey(options.apiKey);
+  const key = JSON.stringify([urls, apiKey ?? null]);
+  let c = defaults.get(key);
+  if (c === undefined) {
+    if (defaults.size >= DEFAULT_CLIENTS_MAX) {
+      const oldest = defaults.keys().next().value as string;
+      defaults.delete(oldest); // not closed: its leases may still be held
+    }
+    c = new Client({ urls, ...(apiKey !== undefined ? { apiKey } : {}) });
+    defaults.set(key, c);
+  }
+  return c;
+}
+
+function clientFor(options: ConnectOptions): Client {
+  if (options.client !== undefined) return options.client;
+  return defaultClient({
+    ...(options.url !== undefined ? { url: options.url } : {}),
+    ...(options.apiKey !== undefined ? { apiKey: options.apiKey } : {}),
+  });
+}
+
+function requestOf(options: AcquireOptions): AcquireRequest {
+  const { url: _url, apiKey: _apiKey, client: _client, ...request } = options;
+  return request;
+}
+
+/**
+ * `await acquire("export-api", { load: n }, async (lease) => { ... })`: holds a slot of
+ * the resource while `fn` runs, through the default client for `url` / `apiKey`
+ * (default RATEQUEUE_URL / RATEQUEUE_API_KEY). See `Client.acquire`.
+ */
+export function acquire<T>(resource: string, fn: LeaseScope<T>): Promise<T>;
+export function acquire<T>(resource: string, options: AcquireOptions, fn: LeaseScope<T>): Promise<T>;
+export async function acquire<T>(resource: string, a: AcquireOptions | LeaseScope<T>, b?: LeaseScope<T>): Promise<T> {
+  const [options, fn] = typeof a === "function" ? [{}, a] : [a, b];
+  if (typeof fn !== "function") throw new TypeError("acquire(resource, options, fn): fn must be a function");
+  return clientFor(options).acquire(resource, requestOf(options), fn);
+}
+
+/** `await using lease = await lease("export-api", { load: n })`: a held lease from the
+ *  default client. See `Client.lease`. */
+export function lease(resource: string, options: AcquireOptions = {}): Promise<Lease> {
+  return clientFor(options).lease(resource, requestOf(options));
+}

@@ -1,0 +1,175 @@
+//! The integration tests' cluster: a real ratequeue cluster of separate `ratequeue serve`
+//! processes, started by the test through the shared test-cluster CLI contract (one JSON
+//! line on stdout, line commands on stdin, everything removed on stdin EOF), and admin
+//! helpers over plain `fetch`.
+//!
+//! The binary is $RATEQUEUE_BIN, else <repo>/target/debug/ratequeue.
+
+import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { existsSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+
+const HERE = dirname(fileURLToPath(import.meta.url)); // client/js/build/test/it
+export const REPO = resolve(HERE, "../../../../..");
+export const BIN = process.env["RATEQUEUE_BIN"] ?? join(REPO, "target/debug/ratequeue");
+export const DEADLINE_MS = 60_000;
+
+/** The command that starts a cluster and speaks the contract. */
+function clusterCommand(nodes: number): [string, string[]] {
+  return [process.execPath, [join(HERE, "devcluster-shim.js"), "--nodes", String(nodes)]];
+}
+
+export interface NodeInfo {
+  id: number;
+  api_url: string;
+  peer_addr: string;
+  pid: number;
+  data_dir: string;
+}
+
+interface Started {
+  nodes: NodeInfo[];
+  admin_token: string;
+  leader_id: number;
+  dir: string;
+}
+
+/** Polls `check` until it returns a value other than undefined/false, or throws after
+ *  `deadlineMs` naming `what`. The poll interval is short; correctness never depends on it. */
+export async function until<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, deadlineMs = DEADLINE_MS): Promise<T> {
+  const end = performance.now() + deadlineMs;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined && v !== false) return v;
+    if (performance.now() > end) throw new Error(`timed out after ${deadlineMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+export class Cluster {
+  readonly nodes: NodeInfo[];
+  readonly adminToken: string;
+  #proc: ChildProcessWithoutNullStreams;
+  #lines: AsyncIterator<string>;
+  #exited: Promise<void>;
+
+  private constructor(proc: ChildProcessWithoutNullStreams, lines: AsyncIterator<string>, info: Started) {
+    this.#proc = proc;
+    this.#lines = lines;
+    this.nodes = info.nodes;
+    this.adminToken = info.admin_token;
+    this.#exited = new Promise((r) => proc.once("exit", () => r()));
+  }
+
+  static async start(nodes = 3): Promise<Cluster> {
+    if (!existsSync(BIN)) throw new Error(`ratequeue binary not found at ${BIN}: cargo build -p ratequeue-node, or set RATEQUEUE_BIN`);
+    const [cmd, args] = clusterCommand(nodes);
+    const proc = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, RATEQUEUE_BIN: BIN }, cwd: REPO });
+    let stderr = "";
+    proc.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+    const lines = createInterface({ input: proc.stdout })[Symbol.asyncIterator]();
+    const first = await lines.next();
+    if (first.done) throw new Error(`the test cluster did not start:\n${stderr}`);
+    return new Cluster(proc, lines, JSON.parse(first.value) as Started);
+  }
+
+  get urls(): string[] {
+    return this.nodes.map((n) => n.api_url);
+  }
+
+  url(id: number): string {
+    const n = this.nodes.find((x) => x.id === id);
+    if (!n) throw new Error(`no node ${id}`);
+    return n.api_url;
+  }
+
+  /** Sends one contract command (`kill 2`, `wait-leader`, ...) and returns its answer. */
+  async command(line: string): Promise<Record<string, unknown>> {
+    this.#proc.stdin.write(line + "\n");
+    const next = await this.#lines.next();
+    if (next.done) throw new Error(`the test cluster exited during ${JSON.stringify(line)}`);
+    const reply = JSON.parse(next.value) as Record<string, unknown>;
+    if (reply["ok"] !== true) throw new Error(`${line}: ${String(reply["error"])}`);
+    return reply;
+  }
+
+  async leaderId(): Promise<number> {
+    return (await this.command("wait-leader"))["leader_id"] as number;
+  }
+
+  async close(): Promise<void> {
+    this.#proc.stdin.end();
+    await this.#exited;
+  }
+
+  /** An admin request answered by the leader: follows 307s, waits out 503s and dead nodes. */
+  async admin(method: string, path: string, body?: unknown, token = this.adminToken): Promise<{ status: number; json: any }> {
+    return until(`${method} ${path}`, async () => {
+      for (const base of this.urls) {
+        let url = base + path;
+        try {
+          for (let hop = 0; hop < 5; hop++) {
+            const r = await fetch(url, {
+              method,
+              redirect: "manual",
+              headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+              ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+              signal: AbortSignal.timeout(10_000),
+            });
+            if (r.status === 307 || r.status === 308) {
+              url = new URL(r.headers.get("location")!, url).toString();
+              continue;
+            }
+            if (r.status === 503) break;
+            const text = await r.text();
+            return { status: r.status, json: text ? JSON.parse(text) : undefined };
+          }
+        } catch {
+          // a dead or paused node: ask the next
+        }
+      }
+      return undefined;
+    });
+  }
+
+  async putResource(name: string, spec: Record<string, unknown>): Promise<void> {
+    const r = await this.admin("PUT", `/v1/resources/${name}`, spec);
+    if (r.status !== 200 && r.status !== 201) throw new Error(`PUT ${name}: ${r.status} ${JSON.stringify(r.json)}`);
+  }
+
+  async deleteResource(name: string): Promise<void> {
+    const r = await this.admin("DELETE", `/v1/resources/${name}`);
+    if (r.status !== 204) throw new Error(`DELETE ${name}: ${r.status}`);
+  }
+
+  /** `stats` of a resource, from the leader. */
+  async stats(name: string): Promise<{ held: number; queued: Record<string, number>; grants_total: number }> {
+    const r = await this.admin("GET", `/v1/resources/${name}`);
+    if (r.status !== 200) throw new Error(`GET ${name}: ${r.status}`);
+    return r.json.stats;
+  }
+
+  async queued(name: string): Promise<number> {
+    const q = (await this.stats(name)).queued;
+    return Object.values(q).reduce((a, b) => a + b, 0);
+  }
+
+  async waitQueued(name: string, n: number): Promise<void> {
+    await until(`${n} waiters on ${name}`, async () => (await this.queued(name)) === n);
+  }
+
+  async createKey(name: string, resources: string[], role = "client"): Promise<string> {
+    const r = await this.admin("POST", "/v1/keys", { name, role, resources });
+    if (r.status !== 201 && r.status !== 200) throw new Error(`POST /v1/keys: ${r.status}`);
+    return r.json.key as string;
+  }
+}
+
+let counter = 0;
+/** A fresh resource name per test. */
+export function resourceName(tag: string): string {
+  counter += 1;
+  return `js-${tag}-${process.pid}-${counter}`;
+}
