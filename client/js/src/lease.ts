@@ -66,7 +66,7 @@ export class Lease implements AsyncDisposable {
   /** Aborted (with the `LeaseLost` error) when the lease is lost. */
   readonly #lostController = new AbortController();
 
-  /** @internal Built by `Client.lease`. */
+  /** Built by `Client.lease`; not meant to be called directly. */
   constructor(host: LeaseHost, grant: Grant, requestId: string, sentAt: number) {
     this.#host = host;
     this.id = grant.leaseId;
