@@ -41,10 +41,34 @@ export class RateQueueError extends Error {
   }
 }
 
-/** No slot was granted (HTTP 429): the base of `QueueFull`, `WaitTimeout` and
- *  `WouldBlock`. `retryAfterMs` is computed by the cluster from the binding limit. */
+export interface RejectedOptions extends RateQueueErrorOptions {
+  limit?: string;
+  bucket?: number;
+}
+
+/**
+ * No slot was granted (HTTP 429): the base of `QueueFull`, `WaitTimeout` and
+ * `WouldBlock`. `retryAfterMs` is computed by the cluster from the binding limit; when
+ * the cluster names it, `limit` is that limit (`concurrency`, `request` or `load`) and
+ * `bucket` its index in the resource's `rate` list (undefined for concurrency), as in the
+ * Python SDK.
+ */
 export class Rejected extends RateQueueError {
   static override readonly defaultCode: string = "rejected";
+  readonly limit: string | undefined;
+  readonly bucket: number | undefined;
+
+  constructor(message: string, options: RejectedOptions = {}) {
+    super(message, options);
+    this.limit = options.limit;
+    this.bucket = options.bucket;
+  }
+
+  override toString(): string {
+    const s = super.toString();
+    if (this.limit === undefined) return s;
+    return `${s} limit=${this.limit}${this.bucket !== undefined ? `[${this.bucket}]` : ""}`;
+  }
 }
 
 /** The resource's queue holds `max_queue` waiters already. */
@@ -109,7 +133,7 @@ export class Unavailable extends RateQueueError {
   static override readonly defaultCode: string = "unavailable";
 }
 
-type ErrorClass = new (message: string, options?: RateQueueErrorOptions) => RateQueueError;
+type ErrorClass = new (message: string, options?: RejectedOptions) => RateQueueError;
 
 const BY_CODE: ReadonlyMap<string, ErrorClass> = new Map<string, ErrorClass>([
   ["queue_full", QueueFull],
@@ -157,6 +181,7 @@ export function errorFromResponse(status: number, body: string, retryAfter: stri
   let code: string | undefined;
   let message = `HTTP ${status}`;
   let retryAfterMs: number | undefined;
+  const named: { limit?: string; bucket?: number } = {};
   let parsed: unknown;
   try {
     parsed = body ? JSON.parse(body) : undefined;
@@ -169,13 +194,16 @@ export function errorFromResponse(status: number, body: string, retryAfter: stri
     if (typeof detail["message"] === "string") message = detail["message"];
     const ms = detail["retry_after_ms"];
     if (typeof ms === "number" && Number.isFinite(ms) && ms >= 0) retryAfterMs = ms;
+    if (typeof detail["limit"] === "string") named.limit = detail["limit"];
+    if (typeof detail["bucket"] === "number" && Number.isInteger(detail["bucket"])) named.bucket = detail["bucket"];
   }
   retryAfterMs ??= retryAfterHeader(retryAfter);
   const cls = (code !== undefined ? BY_CODE.get(code) : undefined) ?? BY_STATUS.get(status);
   if (cls === undefined) {
     return new RateQueueError(message, { code: code ?? `http_${status}`, status, ...opt(retryAfterMs) });
   }
-  return new cls(message, { ...(code !== undefined ? { code } : {}), status, ...opt(retryAfterMs) });
+  const extra = cls === Rejected || cls.prototype instanceof Rejected ? named : {};
+  return new cls(message, { ...(code !== undefined ? { code } : {}), status, ...opt(retryAfterMs), ...extra });
 }
 
 function opt(retryAfterMs: number | undefined): { retryAfterMs?: number } {

@@ -28,7 +28,7 @@ export {
   WaitTimeout,
   WouldBlock,
 } from "./errors.js";
-export type { LeaseLostOptions, RateQueueErrorOptions } from "./errors.js";
+export type { LeaseLostOptions, RateQueueErrorOptions, RejectedOptions } from "./errors.js";
 export { Lease } from "./lease.js";
 export type { Logger } from "./lease.js";
 export type { AcquireRequest, Limit, ReleaseState } from "./protocol.js";

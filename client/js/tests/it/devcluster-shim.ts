@@ -85,6 +85,12 @@ function cleanup(): void {
   rmSync(dir, { recursive: true, force: true });
 }
 
+for (const sig of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
+  process.once(sig, () => {
+    cleanup();
+    process.exit(1);
+  });
+}
 for (const n of nodes) start(n);
 const leader = await waitLeader();
 const describe = (): unknown => nodes.map((n) => ({ id: n.id, api_url: apiUrl(n), peer_addr: `${n.host}:7701`, pid: n.proc?.pid ?? null, data_dir: join(dir, `node-${n.id}`) }));

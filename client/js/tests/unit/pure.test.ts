@@ -64,6 +64,17 @@ describe("errors", () => {
     assert.equal(E.errorFromResponse(429, err(429, "queue_full", 1234).body, "9").retryAfterMs, 1234);
     assert.equal(E.errorFromResponse(503, "", "Wed, 21 Oct 2015 07:28:00 GMT").retryAfterMs, undefined);
   });
+  test("a rejection names the binding limit when the cluster does", () => {
+    const body = JSON.stringify({ error: { code: "wait_timeout", message: "m", retry_after_ms: 5, limit: "load", bucket: 1 } });
+    const e = E.errorFromResponse(429, body, undefined) as E.Rejected;
+    assert.equal(e.limit, "load");
+    assert.equal(e.bucket, 1);
+    assert.match(String(e), /limit=load\[1\]$/);
+    const c = E.errorFromResponse(429, JSON.stringify({ error: { code: "queue_full", message: "m", limit: "concurrency" } }), undefined) as E.Rejected;
+    assert.equal(c.limit, "concurrency");
+    assert.equal(c.bucket, undefined);
+    assert.equal((E.errorFromResponse(403, JSON.stringify({ error: { code: "forbidden", message: "m", limit: "x" } }), undefined) as E.Rejected).limit, undefined);
+  });
   test("retryable codes", () => {
     for (const code of ["no_leader", "shutting_down", "commit_timeout"]) assert.ok(E.isRetryable(new E.Unavailable("x", { code })));
     for (const code of ["queue_full", "forbidden", "unreachable"]) assert.ok(!E.isRetryable(new E.RateQueueError("x", { code })));

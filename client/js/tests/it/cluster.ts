@@ -11,7 +11,7 @@ import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 
-const HERE = dirname(fileURLToPath(import.meta.url)); // client/js/build/test/it
+const HERE = dirname(fileURLToPath(import.meta.url)); // client/js/build/tests/it
 export const REPO = resolve(HERE, "../../../../..");
 export const BIN = process.env["RATEQUEUE_BIN"] ?? join(REPO, "target/debug/ratequeue");
 export const DEADLINE_MS = 60_000;
@@ -163,7 +163,21 @@ export class Cluster {
   async createKey(name: string, resources: string[], role = "client"): Promise<string> {
     const r = await this.admin("POST", "/v1/keys", { name, role, resources });
     if (r.status !== 201 && r.status !== 200) throw new Error(`POST /v1/keys: ${r.status}`);
-    return r.json.key as string;
+    const key = r.json.key as string;
+    // A follower authenticates a request before redirecting it, against its own applied
+    // state, which may lag the leader's answer for a moment: wait until every node knows
+    // the key, so a test's first request cannot see a spurious 401.
+    for (const base of this.urls) {
+      await until(`the key on ${base}`, async () => {
+        try {
+          const s = await fetch(`${base}/v1/cluster/status`, { headers: { authorization: `Bearer ${key}` }, signal: AbortSignal.timeout(5000) });
+          return s.status === 200;
+        } catch {
+          return false;
+        }
+      });
+    }
+    return key;
   }
 }
 
