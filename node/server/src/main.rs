@@ -1,4 +1,6 @@
-//! `ratequeue`: `serve` runs one node; `dev` runs a local 3-node cluster in one process.
+//! `ratequeue`: `serve` runs one node; `dev` runs a local 3-node cluster in one process,
+//! or with `--ephemeral --json` a throwaway cluster of separate processes driven over
+//! stdin/stdout for test suites (`ratequeue_testkit::dev`, docs/testkit.md).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -52,7 +54,9 @@ enum LogFormat {
 enum Cmd {
     /// Run one node of a cluster.
     Serve(Box<ServeArgs>),
-    /// Run a local 3-node cluster in this process, with data under ./.ratequeue-dev.
+    /// Run a local 3-node cluster in this process, with data under ./.ratequeue-dev; or,
+    /// with --ephemeral --json, separate node processes in a temporary dir, controlled
+    /// over stdin (docs/testkit.md).
     Dev(DevArgs),
 }
 
@@ -91,6 +95,10 @@ struct ServeArgs {
     snapshot_every: u64,
     #[arg(long, env = "RATEQUEUE_CACHE_MB", default_value_t = 64)]
     cache_mb: u64,
+    /// Exit as soon as process PID, the supervisor that started this node, is gone (a
+    /// test or dev supervisor; on Linux the kernel kills the node with its parent).
+    #[arg(long, env = "RATEQUEUE_PARENT_PID")]
+    parent_pid: Option<u32>,
 }
 
 #[derive(clap::Args)]
@@ -100,6 +108,28 @@ struct DevArgs {
     /// First API port; node N uses port + 10*(N-1) for its API and +1 for peers.
     #[arg(long, default_value_t = 7700)]
     port: u16,
+    /// Separate `ratequeue serve` processes on a free loopback block with a fresh
+    /// temporary data dir; one JSON line describes them, then commands are read from
+    /// stdin (docs/testkit.md). Everything is removed on EOF, `quit`, SIGTERM/SIGINT or
+    /// the parent's exit.
+    #[arg(long, requires = "json", conflicts_with_all = ["dir", "port"])]
+    ephemeral: bool,
+    /// JSON lines on stdout (required with --ephemeral).
+    #[arg(long, requires = "ephemeral")]
+    json: bool,
+    /// With --ephemeral: how many nodes.
+    #[arg(long, default_value_t = 3, requires = "ephemeral")]
+    nodes: u64,
+    /// With --ephemeral: the server binary the nodes run (default: this one).
+    #[arg(long, requires = "ephemeral")]
+    bin: Option<PathBuf>,
+    /// With --ephemeral: one more `serve` flag for every node, repeatable
+    /// (`--serve-arg=--snapshot-every=200`).
+    #[arg(long = "serve-arg", allow_hyphen_values = true, requires = "ephemeral")]
+    serve_args: Vec<String>,
+    /// With --ephemeral: how long to wait for a serving leader at start.
+    #[arg(long, default_value_t = 60_000, requires = "ephemeral")]
+    leader_timeout_ms: u64,
 }
 
 fn init_logging(filter: &str, format: LogFormat) {
@@ -198,17 +228,47 @@ fn serve_config(a: ServeArgs) -> anyhow::Result<Config> {
     })
 }
 
+/// `--parent-pid`: the kernel kills this process when its parent exits (Linux), and a
+/// parent already gone before that was set up means exit now.
+fn exit_with_parent(pid: u32) -> anyhow::Result<()> {
+    #[cfg(target_os = "linux")]
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .context("PR_SET_PDEATHSIG")?;
+    let parent = nix::unistd::getppid().as_raw();
+    if u32::try_from(parent).ok() != Some(pid) {
+        bail!("--parent-pid {pid}: the parent is gone (parent is now {parent})");
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log, cli.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
     match cli.command {
         Cmd::Serve(a) => {
+            if let Some(pid) = a.parent_pid {
+                exit_with_parent(pid)?;
+            }
             let config = serve_config(*a)?;
-            rt.block_on(serve::serve(config, serve::shutdown_signal()))
+            rt()?.block_on(serve::serve(config, serve::shutdown_signal()))
         }
-        Cmd::Dev(a) => rt.block_on(ratequeue_node::dev::run(&a.dir, a.port)),
+        Cmd::Dev(a) if a.ephemeral => {
+            let bin = match a.bin {
+                Some(b) => b,
+                None => std::env::current_exe().context("locating this binary")?,
+            };
+            ratequeue_testkit::dev::run(ratequeue_testkit::dev::DevOptions {
+                nodes: a.nodes,
+                bin,
+                serve_args: a.serve_args,
+                leader_timeout: std::time::Duration::from_millis(a.leader_timeout_ms),
+            })
+        }
+        Cmd::Dev(a) => rt()?.block_on(ratequeue_node::dev::run(&a.dir, a.port)),
     }
 }

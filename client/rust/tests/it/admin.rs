@@ -5,7 +5,7 @@ use std::time::Duration;
 use ratequeue_client::api::{self, AddMember, CreateKeyRequest, NodeRole, Role};
 use ratequeue_client::{Client, ErrorCode};
 
-use crate::harness::{concurrency, eventually, timing, Cluster};
+use crate::cluster::{concurrency, eventually, timing, Cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resources_and_keys() {

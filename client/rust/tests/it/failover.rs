@@ -7,7 +7,7 @@ use std::time::Duration;
 use ratequeue_client::api::{self, ReleaseState};
 use ratequeue_client::{new_request_id, Client};
 
-use crate::harness::{concurrency, eventually, Cluster};
+use crate::cluster::{concurrency, eventually, Cluster};
 
 /// Exactly one lease for `request_id`: re-acquiring with it returns the same lease, and
 /// the resource holds exactly one.

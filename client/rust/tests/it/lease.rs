@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use ratequeue_client::api::{self, ReleaseState};
 use ratequeue_client::{Error, ErrorCode};
 
-use crate::harness::{concurrency, eventually, Cluster};
+use crate::cluster::{concurrency, eventually, Cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acquire_and_release() {
@@ -241,7 +241,7 @@ async fn bad_keys_are_refused_definitely() {
     let bad = ratequeue_client::Client::builder()
         .url(c.url(follower))
         .api_key("wrong")
-        .timing(crate::harness::timing())
+        .timing(crate::cluster::timing())
         .build()
         .unwrap();
     let e = bad.acquire("x").await.unwrap_err();

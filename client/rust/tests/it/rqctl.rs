@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{concurrency, eventually, Cluster};
+use crate::cluster::{concurrency, eventually, Cluster};
 
 fn run(cmd: &mut std::process::Command) -> Output {
     cmd.stdout(Stdio::piped())
@@ -26,7 +26,7 @@ fn text(b: &[u8]) -> String {
 async fn run_limits_a_fleet_of_commands_to_the_concurrency() {
     let c = Cluster::start(3).await;
     c.put_resource("sem", concurrency(2)).await;
-    let log = c.dir.path().join("fleet.log");
+    let log = c.dir().join("fleet.log");
     let script = format!(
         "echo \"$1 start $(date +%s%N)\" >> {log}; sleep 0.3; echo \"$1 end $(date +%s%N)\" >> {log}",
         log = log.display()

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::harness::{eventually, Cluster, ADMIN};
+use crate::cluster::{eventually, Cluster, ADMIN};
 
 /// Concurrency: 50 clients on `concurrency: 3` never hold more than 3 leases at once,
 /// judged from the clients' own timeline (a hold is certain from the grant response
@@ -413,7 +413,7 @@ async fn redirects_idempotency_and_errors() {
         );
     }
     let r = c
-        .http
+        .http()
         .post(format!("{}/v1/resources/r/acquire", c.url(leader)))
         .bearer_auth(ADMIN)
         .header("content-type", "application/json")
@@ -423,7 +423,7 @@ async fn redirects_idempotency_and_errors() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
     let r = c
-        .http
+        .http()
         .post(format!("{}/v1/resources/r/acquire", c.url(leader)))
         .bearer_auth(ADMIN)
         .body(vec![b' '; 1 << 20])
@@ -438,7 +438,7 @@ async fn redirects_idempotency_and_errors() {
     let (s, _) = c.acquire(leader, "tiny", json!({})).await;
     assert_eq!(s, 200);
     let url = c.url(leader);
-    let http = c.http.clone();
+    let http = c.http().clone();
     let waiting = tokio::spawn(async move {
         let r = http
             .post(format!("{url}/v1/resources/tiny/acquire"))
@@ -704,7 +704,7 @@ async fn a_retry_while_waiting_joins_the_first_attempt() {
         let c3 = c3.clone();
         async move {
             let m = c3
-                .http
+                .http()
                 .get(format!("{}/metrics", c3.url(l)))
                 .send()
                 .await

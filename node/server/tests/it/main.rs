@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admission;
-mod harness;
+mod cluster;
+mod dev;
 mod replication;
 mod storage;

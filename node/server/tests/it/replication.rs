@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::harness::{eventually, resource, Cluster, ADMIN};
+use crate::cluster::{eventually, resource, Cluster, ADMIN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_bootstrap_and_agree_on_a_leader() {
@@ -93,7 +93,7 @@ async fn a_follower_redirects_writes_to_the_leader() {
     let leader = c.wait_leader().await;
     let follower = (1..=3).find(|i| *i != leader).unwrap();
     let r = c
-        .http
+        .http()
         .put(format!("{}/v1/resources/x?a=1", c.url(follower)))
         .bearer_auth(ADMIN)
         .json(&resource(1))
@@ -152,7 +152,7 @@ async fn grow_to_five_voters_and_shrink_back_while_writing() {
     c.spawn_extra(5);
     let writer = {
         let urls: Vec<String> = (1..=3).map(|i| c.url(i)).collect();
-        let http = c.http.clone();
+        let http = c.http().clone();
         tokio::spawn(async move {
             let mut acked = Vec::new();
             for i in 0..60u32 {
@@ -194,7 +194,7 @@ async fn grow_to_five_voters_and_shrink_back_while_writing() {
             )
             .await;
         assert_eq!(s, 200, "add {id}: {v}");
-        c.members.push(id);
+        c.add_to_members(id);
     }
     let leader = c.wait_leader().await;
     let s = c.status(leader).await.unwrap();
@@ -212,7 +212,7 @@ async fn grow_to_five_voters_and_shrink_back_while_writing() {
             )
             .await;
         assert_eq!(s, 200, "remove {id}: {v}");
-        c.members.retain(|m| *m != id);
+        c.remove_from_members(id);
     }
     let acked = writer.await.unwrap();
     assert!(!acked.is_empty());
@@ -264,7 +264,7 @@ async fn removing_the_leader_hands_over_first_and_the_new_leader_removes_it() {
         "the removed leader panicked:\n{}",
         c.log(old)
     );
-    c.members.retain(|m| *m != old);
+    c.remove_from_members(old);
     c.kill(old);
     let new = c.wait_leader().await;
     assert_ne!(new, old);
@@ -291,14 +291,14 @@ async fn wrong_tokens_are_refused() {
     assert_eq!(s, 401, "{v}");
     assert_eq!(v["error"]["code"], "unauthorized");
     let r = c
-        .http
+        .http()
         .get(format!("{}/v1/resources", c.url(leader)))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
     let r = c
-        .http
+        .http()
         .get(format!("{}/healthz", c.url(leader)))
         .send()
         .await
@@ -311,7 +311,7 @@ async fn sigterm_on_the_leader_hands_over_and_exits_cleanly() {
     let mut c = Cluster::start(3).await;
     c.put_resource("r", resource(1)).await;
     let old = c.wait_leader().await;
-    let status = c.terminate(old);
+    let status = c.terminate(old).await;
     assert!(status.success(), "exit status {status:?}\n{}", c.log(old));
     let new = c.wait_leader().await;
     assert_ne!(new, old);
@@ -327,7 +327,7 @@ async fn peer_requests_without_the_cluster_secret_are_rejected() {
     let leader = c.wait_leader().await;
     let target = format!("http://{}/raft/vote", c.peer_addr(leader));
     for auth in [None, Some("wrong-secret-wrong-secret")] {
-        let mut req = c.http.post(&target).body(vec![1u8, 2, 3]);
+        let mut req = c.http().post(&target).body(vec![1u8, 2, 3]);
         if let Some(a) = auth {
             req = req.bearer_auth(a);
         }
@@ -336,7 +336,7 @@ async fn peer_requests_without_the_cluster_secret_are_rejected() {
     }
     // The admin token is not the cluster secret either.
     let r = c
-        .http
+        .http()
         .post(&target)
         .bearer_auth(ADMIN)
         .body(vec![0u8])
@@ -355,12 +355,12 @@ async fn a_corrupted_store_is_reported_on_open_not_looped_on() {
     }
     let leader = c.wait_leader().await;
     let victim = (1..=3).find(|i| *i != leader).unwrap();
-    let status = c.terminate(victim);
+    let status = c.terminate(victim).await;
     assert!(status.success());
     // Damage one stored log record the way a bad sector would: sled hands the bytes
     // back unchanged, our record checksum must catch it.
     {
-        let db = sled::open(c.nodes[&victim].data_dir.join("raft")).unwrap();
+        let db = sled::open(c.data_dir(victim).join("raft")).unwrap();
         let log = db.open_tree("log").unwrap();
         let (key, value) = log.iter().nth(2).unwrap().unwrap();
         let mut bad = value.to_vec();
@@ -370,13 +370,11 @@ async fn a_corrupted_store_is_reported_on_open_not_looped_on() {
         db.flush().unwrap();
     }
     c.restart(victim);
-    let node = c.nodes.get_mut(&victim).unwrap();
-    let child = node.child.as_mut().unwrap();
     let exit = eventually(
         Duration::from_secs(30),
         "the corrupted node to exit",
         || {
-            let r = child.try_wait().unwrap();
+            let r = c.try_wait(victim).unwrap();
             async move { r }
         },
     )
@@ -389,8 +387,7 @@ async fn a_corrupted_store_is_reported_on_open_not_looped_on() {
     );
     assert!(!log.contains("panicked"), "an error, not a panic: {log}");
     // The rest of the cluster keeps serving.
-    c.nodes.get_mut(&victim).unwrap().child = None;
-    c.members.retain(|m| *m != victim);
+    c.remove_from_members(victim);
     c.put_resource("after", resource(1)).await;
 }
 
@@ -402,7 +399,7 @@ async fn a_lagging_node_catches_up_from_a_snapshot_after_purge() {
     let leader = c.wait_leader().await;
     let lagging = (1..=3).find(|i| *i != leader).unwrap();
     c.kill(lagging);
-    c.members.retain(|m| *m != lagging);
+    c.remove_from_members(lagging);
     // The harness runs nodes with --snapshot-every 200: 700 entries purge the log
     // well past anything the lagging node has.
     for i in 0..700 {
@@ -413,7 +410,7 @@ async fn a_lagging_node_catches_up_from_a_snapshot_after_purge() {
     let snap = s.snapshot.expect("the leader took a snapshot");
     assert!(snap.index >= 400, "{snap:?}");
     c.restart(lagging);
-    c.members.push(lagging);
+    c.add_to_members(lagging);
     let c = &c;
     let want = (699 % 50, 700);
     eventually(

@@ -1,0 +1,116 @@
+//! The tests' clusters: `ratequeue-testkit` running this crate's `ratequeue` binary,
+//! with request helpers that panic with context instead of returning errors.
+
+use std::ops::{Deref, DerefMut};
+use std::process::ExitStatus;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+pub use ratequeue_testkit::eventually;
+use ratequeue_testkit::ClusterConfig;
+
+pub const ADMIN: &str = "test-admin-token-0123456789";
+
+/// A `ratequeue_testkit::Cluster` (reachable through `Deref`) with panicking helpers.
+pub struct Cluster(ratequeue_testkit::Cluster);
+
+impl Deref for Cluster {
+    type Target = ratequeue_testkit::Cluster;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Cluster {
+    /// `n` voters with small snapshots (`--snapshot-every 200`) and caches, once a
+    /// leader serves.
+    pub async fn start(n: u64) -> Cluster {
+        let c = ClusterConfig::new(env!("CARGO_BIN_EXE_ratequeue"))
+            .nodes(n)
+            .admin_token(ADMIN)
+            .args(["--snapshot-every", "200", "--cache-mb", "16"])
+            .start()
+            .await
+            .unwrap();
+        Cluster(c)
+    }
+
+    /// The agreed, serving leader, once there is one.
+    pub async fn wait_leader(&self) -> u64 {
+        self.0.wait_leader().await.unwrap()
+    }
+
+    /// Starts a node outside the initial membership (it starts empty).
+    pub fn spawn_extra(&mut self, id: u64) {
+        self.0.spawn(id).unwrap();
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        self.0.restart(id).unwrap();
+    }
+
+    /// SIGTERM and the exit status.
+    pub async fn terminate(&mut self, id: u64) -> ExitStatus {
+        self.0.stop(id).await.unwrap()
+    }
+
+    /// A request to node `id`, following 307s: (status, body).
+    pub async fn send(
+        &self,
+        id: u64,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        token: &str,
+    ) -> (u16, Value) {
+        match self.try_send(id, method, path, body, token).await {
+            Ok(r) => r,
+            Err(e) => panic!("{path} on node {id}: {e:#}"),
+        }
+    }
+
+    /// Like `send`, but a transport error (node down, timeout) is returned.
+    pub async fn try_send(
+        &self,
+        id: u64,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        token: &str,
+    ) -> anyhow::Result<(u16, Value)> {
+        self.0.request(id, method, path, body.as_ref(), token).await
+    }
+
+    pub async fn put_resource(&self, name: &str, spec: Value) {
+        let l = self.wait_leader().await;
+        let path = format!("/v1/resources/{name}");
+        let (s, v) = self.send(l, Method::PUT, &path, Some(spec), ADMIN).await;
+        assert!(s == 200 || s == 201, "put resource: {s} {v}");
+    }
+
+    pub async fn acquire(&self, id: u64, resource: &str, body: Value) -> (u16, Value) {
+        let path = format!("/v1/resources/{resource}/acquire");
+        self.send(id, Method::POST, &path, Some(body), ADMIN).await
+    }
+
+    pub async fn release(&self, id: u64, lease: &str, body: Value) -> (u16, Value) {
+        let path = format!("/v1/leases/{lease}/release");
+        self.send(id, Method::POST, &path, Some(body), ADMIN).await
+    }
+
+    pub async fn renew(&self, id: u64, lease: &str, body: Value) -> (u16, Value) {
+        let path = format!("/v1/leases/{lease}/renew");
+        self.send(id, Method::POST, &path, Some(body), ADMIN).await
+    }
+}
+
+pub fn resource(concurrency: u32) -> Value {
+    json!({ "concurrency": concurrency })
+}
