@@ -29,8 +29,8 @@ echo "bench: writing to $out"
 if ! command -v etcd >/dev/null 2>&1; then
   echo "bench: installing etcd-server"
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
-  $sudo_ apt-get install -y -q etcd-server >/dev/null 2>&1 \
-    || { $sudo_ apt-get update -q >/dev/null && $sudo_ apt-get install -y -q etcd-server >/dev/null; }
+  $sudo_ apt-get -o DPkg::Lock::Timeout=600 install -y -q etcd-server >/dev/null 2>&1 \
+    || { $sudo_ apt-get update -q >/dev/null && $sudo_ apt-get -o DPkg::Lock::Timeout=600 install -y -q etcd-server >/dev/null; }
 fi
 python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q matplotlib
 
@@ -41,24 +41,24 @@ bin=target/release
 ulimit -n "$(ulimit -Hn)"
 if [ -w /proc/sys/net/ipv4/ip_local_port_range ]; then echo "1024 65535" >/proc/sys/net/ipv4/ip_local_port_range; fi
 
+. scripts/dev-cluster.sh
 data=$(mktemp -d)
 pids=()
 cleanup() {
+  dev_cluster_stop "$out"
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$data"
 }
 trap cleanup EXIT
 
-export RATEQUEUE_ADMIN_TOKEN=bench-admin-token RATEQUEUE_CLUSTER_SECRET=bench-secret RATEQUEUE_LOG=warn
-peers="1=127.0.3.1:7701,2=127.0.3.2:7701,3=127.0.3.3:7701"
-for i in 1 2 3; do
-  "$bin/ratequeue" serve --id "$i" --api-addr "127.0.3.$i:7700" --peer-addr "127.0.3.$i:7701" \
-    --advertise-api-url "http://127.0.3.$i:7700" --peers "$peers" --data-dir "$data/rq$i" \
-    2>"$out/ratequeue-$i.log" &
-  pids+=($!)
-done
-rq_url="http://127.0.3.1:7700,http://127.0.3.2:7700,http://127.0.3.3:7700"
+export RATEQUEUE_LOG=warn
+# ratequeue: the test-cluster kit's throwaway cluster (docs/testkit.md) on a free loopback
+# block, default server settings; its node logs are copied to OUT_DIR at the end. It
+# answers once a leader serves.
+dev_cluster_start "$bin/ratequeue"
+export RATEQUEUE_ADMIN_TOKEN=$DEV_TOKEN
+rq_url=$DEV_URLS
 
 initial="e1=http://127.0.4.1:2380,e2=http://127.0.4.2:2380,e3=http://127.0.4.3:2380"
 for i in 1 2 3; do
@@ -71,8 +71,7 @@ for i in 1 2 3; do
 done
 etcd_url="http://127.0.4.1:2379,http://127.0.4.2:2379,http://127.0.4.3:2379"
 
-# Both clusters up: rqctl status waits for a leader; etcd answers its health check.
-"$bin/rqctl" --url "$rq_url" --api-key "$RATEQUEUE_ADMIN_TOKEN" status >/dev/null
+# etcd up: it answers its health check.
 for _ in $(seq 1 100); do
   if ETCDCTL_API=3 etcdctl --endpoints "$etcd_url" endpoint health >/dev/null 2>&1; then break; fi
   sleep 0.2
@@ -125,8 +124,7 @@ done
 
 # Acquire latency with 10 000 resources: create them (concurrency 100 and a request
 # bucket each), then the cycle on one of them.
-leader=$(curl -sf "http://127.0.3.1:7700/v1/cluster/status" -H "authorization: Bearer $RATEQUEUE_ADMIN_TOKEN" \
-  | python3 -c 'import json, sys; print(json.load(sys.stdin)["leader_url"])')
+leader=$DEV_LEADER_URL
 seq 1 "${RESOURCES:-10000}" | xargs -P 32 -I{} curl -sf -o /dev/null -X PUT "$leader/v1/resources/many-{}" \
   -H "authorization: Bearer $RATEQUEUE_ADMIN_TOKEN" -H 'content-type: application/json' \
   -d '{"concurrency": 100, "rate": [{"per": "request", "limit": 1000, "window_ms": 1000}]}'

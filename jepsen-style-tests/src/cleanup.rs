@@ -1,55 +1,34 @@
 //! What must be undone however the harness ends: node processes and iptables chains.
 //!
-//! Everything the harness creates outside itself is registered here. `Janitor` undoes
-//! it on drop (normal end, early return, panic unwinding), and the signal task undoes
-//! it on Ctrl-C or SIGTERM before exiting. Undoing twice is harmless.
+//! Node processes are the kit's (`ratequeue_testkit::kill_all_started` kills every one
+//! still running; they also die with this process, `--parent-pid`); iptables chains are
+//! registered here. `Janitor` undoes both on drop (normal end, early return, panic
+//! unwinding), and the signal task on Ctrl-C or SIGTERM before exiting. Undoing twice
+//! is harmless.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
-struct Registry {
-    pids: BTreeSet<u32>,
-    chains: BTreeSet<String>,
-}
+static CHAINS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    pids: BTreeSet::new(),
-    chains: BTreeSet::new(),
-});
-
-fn with<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
-    let mut g = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+fn with<T>(f: impl FnOnce(&mut BTreeSet<String>) -> T) -> T {
+    let mut g = CHAINS.lock().unwrap_or_else(|e| e.into_inner());
     f(&mut g)
 }
 
-pub fn add_pid(pid: u32) {
-    with(|r| r.pids.insert(pid));
-}
-
-pub fn remove_pid(pid: u32) {
-    with(|r| r.pids.remove(&pid));
-}
-
 pub fn add_chain(chain: &str) {
-    with(|r| r.chains.insert(chain.to_owned()));
+    with(|r| r.insert(chain.to_owned()));
 }
 
 pub fn remove_chain(chain: &str) {
-    with(|r| r.chains.remove(chain));
+    with(|r| r.remove(chain));
 }
 
-/// Kills every registered process (SIGKILL works on stopped ones too) and removes every
+/// Kills every node process (SIGKILL works on stopped ones too) and removes every
 /// registered chain.
 pub fn undo_all() {
-    let (pids, chains) = with(|r| (std::mem::take(&mut r.pids), std::mem::take(&mut r.chains)));
-    for pid in pids {
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .stderr(Stdio::null())
-            .status();
-    }
-    for chain in chains {
+    ratequeue_testkit::kill_all_started();
+    for chain in with(std::mem::take) {
         crate::net::delete_chain(&chain);
     }
 }

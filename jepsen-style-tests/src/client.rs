@@ -12,7 +12,7 @@
 //! cannot turn a definite failure into an ambiguous one. Redirects are followed by
 //! hand (method and body kept), at most `HOPS_MAX` times.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,36 +27,9 @@ pub const HOPS_MAX: usize = 3;
 /// Time to establish a connection (loopback: anything longer is a dead or paused host).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Where nodes live: node `id` listens on `127.A.B.id`, the harness's clients use
-/// `127.A.B.200`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Block(pub u8, pub u8);
-
-impl Block {
-    pub fn ip(&self, id: u64) -> Ipv4Addr {
-        Ipv4Addr::new(127, self.0, self.1, u8::try_from(id).unwrap_or(u8::MAX))
-    }
-
-    pub fn client_ip(&self) -> Ipv4Addr {
-        Ipv4Addr::new(127, self.0, self.1, 200)
-    }
-
-    pub fn url(&self, id: u64) -> String {
-        format!("http://{}:7700", self.ip(id))
-    }
-
-    pub fn peer_addr(&self, id: u64) -> String {
-        format!("{}:7701", self.ip(id))
-    }
-
-    /// The node a URL points at, if it is one of ours.
-    pub fn node_of(&self, url: &str) -> Option<u64> {
-        let host = url.split("://").nth(1)?.split([':', '/']).next()?;
-        let ip: Ipv4Addr = host.parse().ok()?;
-        let o = ip.octets();
-        (o[0] == 127 && o[1] == self.0 && o[2] == self.1).then_some(u64::from(o[3]))
-    }
-}
+/// Where nodes live (the kit's addressing): node `id` listens on `127.A.B.id`, the
+/// harness's clients use `127.A.B.200`.
+pub use ratequeue_testkit::Block;
 
 /// What one call came to.
 #[derive(Clone, Debug)]
@@ -253,17 +226,6 @@ mod tests {
             classify_status(504, &e("commit_timeout")).1.as_deref(),
             Some("504 commit_timeout")
         );
-    }
-
-    #[test]
-    fn node_addresses_round_trip() {
-        let b = Block(250, 7);
-        assert_eq!(b.url(3), "http://127.250.7.3:7700");
-        assert_eq!(
-            b.node_of("http://127.250.7.3:7700/v1/resources/x/acquire"),
-            Some(3)
-        );
-        assert_eq!(b.node_of("http://127.0.0.1:7700/"), None);
     }
 
     #[tokio::test]

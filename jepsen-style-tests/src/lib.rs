@@ -1,7 +1,8 @@
 //! jepsen-style-tests: process-level fault injection for ratequeue with Jepsen-style
 //! history checkers (DESIGN.md §7, issue 7).
 //!
-//! The shape follows Jepsen: real `ratequeue` processes (`cluster`), faults from a seeded
+//! The shape follows Jepsen: real `ratequeue` processes (`ratequeue-testkit`'s
+//! `Cluster`, the same kit every crate's tests use), faults from a seeded
 //! schedule (`nemesis`, `net`), clients that record what they saw (`client`,
 //! `workload`, `history`), and checkers that are pure functions of the history
 //! (`checker`). `run` ties one run together; `report` writes what a human reads.
@@ -12,7 +13,6 @@
 pub mod checker;
 pub mod cleanup;
 pub mod client;
-pub mod cluster;
 pub mod history;
 pub mod nemesis;
 pub mod net;

@@ -20,9 +20,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use crate::cluster::Cluster;
 use crate::history::{Op, Recorder, Type, F, NEMESIS};
 use crate::net::Net;
+use ratequeue_testkit::Cluster;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -347,7 +347,7 @@ impl Nemesis {
     }
 
     fn ip(&self, c: &Cluster, id: u64) -> Ipv4Addr {
-        c.block.ip(id)
+        c.block().ip(id)
     }
 
     /// Applies a fault; returns what was done and how to heal it (`None` when the fault
@@ -362,7 +362,7 @@ impl Nemesis {
                 json!({"node": node, "exited_on_its_own": status}),
             );
         }
-        let members: Vec<u64> = c.members.clone();
+        let members: Vec<u64> = c.members().to_vec();
         let mut rng = StdRng::seed_from_u64(step.pick);
         let random = *members.choose(&mut rng).context("no members")?;
         match step.fault {
@@ -419,35 +419,35 @@ impl Nemesis {
             }
             Fault::Membership => {
                 let extras = EXTRAS;
-                let grown = extras.iter().all(|x| c.members.contains(x));
+                let grown = extras.iter().all(|x| c.members().contains(x));
                 if grown {
                     // Shrink: remove the highest first.
                     for x in extras.iter().rev() {
                         c.remove_member(*x).await?;
                     }
-                    Ok((json!({"change": "shrink", "members": c.members}), None))
+                    Ok((json!({"change": "shrink", "members": c.members()}), None))
                 } else {
                     for x in &extras {
-                        if !c.members.contains(x) {
+                        if !c.members().contains(x) {
                             c.add_member(*x).await?;
                         }
                     }
-                    Ok((json!({"change": "grow", "members": c.members}), None))
+                    Ok((json!({"change": "grow", "members": c.members()}), None))
                 }
             }
             Fault::LoseDisks => {
-                let all: Vec<u64> = c.nodes.keys().copied().collect();
+                let all: Vec<u64> = c.ids();
                 c.kill_all();
                 for id in &all {
-                    let initial = c.initial.contains(id);
+                    let initial = c.initial().contains(id);
                     c.wipe(*id, initial)?;
                 }
-                let initial = c.initial.clone();
+                let initial = c.initial().to_vec();
                 for id in &initial {
                     c.spawn(*id)?;
                 }
                 c.set_members(initial);
-                c.wait_leader(Duration::from_secs(30)).await?;
+                c.wait_serving_leader(Duration::from_secs(30)).await?;
                 drop(c);
                 (self.recreate)().await?;
                 Ok((json!({"wiped": all}), None))
@@ -468,7 +468,7 @@ impl Nemesis {
         match h {
             Heal::Restart(id) => {
                 // A node removed meanwhile stays down.
-                if c.members.contains(id) {
+                if c.members().contains(id) {
                     c.restart(*id)?;
                 }
             }
@@ -492,33 +492,33 @@ impl Nemesis {
         for (id, status) in c.reap() {
             notes.push(format!("node {id} had exited on its own: {status}"));
         }
-        let members = c.members.clone();
+        let members = c.members().to_vec();
         for id in &members {
             c.resume(*id)?;
             if !c.is_running(*id) {
                 c.spawn(*id)?;
             }
         }
-        c.wait_leader(Duration::from_secs(30)).await?;
-        let initial = c.initial.clone();
+        c.wait_serving_leader(Duration::from_secs(30)).await?;
+        let initial = c.initial().to_vec();
         let extras = EXTRAS;
         if initial.len() >= 5 {
             for x in &extras {
-                if !c.members.contains(x) {
+                if !c.members().contains(x) {
                     c.add_member(*x).await?;
                     notes.push(format!("re-added node {x}"));
                 }
             }
         } else {
             for x in extras.iter().rev() {
-                if c.members.contains(x) {
+                if c.members().contains(x) {
                     c.remove_member(*x).await?;
                     notes.push(format!("removed node {x}"));
                 }
             }
         }
-        c.wait_leader(Duration::from_secs(30)).await?;
-        Ok(json!({"members": c.members, "notes": notes}))
+        c.wait_serving_leader(Duration::from_secs(30)).await?;
+        Ok(json!({"members": c.members(), "notes": notes}))
     }
 }
 

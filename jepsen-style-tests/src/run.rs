@@ -16,12 +16,16 @@ use tokio::sync::Mutex;
 
 use crate::checker::{self, Config, Verdict, COMMIT_TIMEOUT_MS};
 use crate::client::{Api, Block};
-use crate::cluster::{Cluster, ADMIN_TOKEN};
 use crate::history::{Op, Recorder, Type, F, HARNESS, NEMESIS};
 use crate::nemesis::{self, Fault, Nemesis};
 use crate::net::{self, Net};
 use crate::report;
 use crate::workload::{self, Ctx, Workload};
+use ratequeue_testkit::{Cluster, ClusterConfig};
+
+/// The admin token and cluster secret of every run's nodes.
+pub const ADMIN_TOKEN: &str = "jepsen-admin-token-0123456789";
+pub const CLUSTER_SECRET: &str = "jepsen-cluster-secret-0123456789";
 
 #[derive(Clone, Debug)]
 pub struct RunConfig {
@@ -126,11 +130,21 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
     let rec = Recorder::new(Some(&cfg.out.join("history.jsonl")))?;
     let initial: Vec<u64> = (1..=cfg.nodes).collect();
     let api = Arc::new(Api::new(cfg.block, ADMIN_TOKEN, initial.clone())?);
-    let mut c = Cluster::new(&cfg.bin, &nodes_dir, cfg.block, cfg.nodes, api.clone());
+    let config = ClusterConfig::new(&cfg.bin)
+        .nodes(cfg.nodes)
+        .block(cfg.block)
+        .dir(&nodes_dir)
+        .admin_token(ADMIN_TOKEN)
+        .cluster_secret(CLUSTER_SECRET)
+        .args(["--snapshot-every", "500", "--cache-mb", "16"]);
+    let mut c = Cluster::new(config)?;
+    // Clients talk to the current members; the nemesis changes them.
+    let targets = api.targets.clone();
+    c.on_members_change(Box::new(move |m| *targets.write() = m.to_vec()));
     for id in &initial {
         c.spawn(*id)?;
     }
-    c.wait_leader(Duration::from_secs(60))
+    c.wait_serving_leader(Duration::from_secs(60))
         .await
         .context("the cluster did not elect a leader")?;
     put_resources(&api).await?;
@@ -200,9 +214,8 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
         let c = cluster.lock().await;
         converge(&c, &rec, Duration::from_secs(30)).await;
         let mut crashed = Vec::new();
-        for id in c.nodes.keys() {
-            let log = std::fs::read_to_string(cfg.out.join(format!("nodes/node-{id}.log")))
-                .unwrap_or_default();
+        for id in c.ids() {
+            let log = c.log(id);
             let panics = log.lines().filter(|l| l.contains("panicked at")).count();
             if panics > 0 {
                 crashed.push(json!({"node": id, "panics": panics}));
@@ -210,7 +223,11 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
         }
         crashed
     };
-    cluster.lock().await.kill_all();
+    let data_dirs: Vec<PathBuf> = {
+        let mut c = cluster.lock().await;
+        c.kill_all();
+        c.ids().into_iter().map(|id| c.data_dir(id)).collect()
+    };
     let iptables_rules_left = nem
         .net
         .as_ref()
@@ -220,7 +237,10 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
     drop(nem);
     rec.flush()?;
     if !cfg.keep_data {
-        let _ = std::fs::remove_dir_all(nodes_dir.join("data"));
+        // The node logs stay beside the report; the data goes.
+        for d in data_dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 
     let ops = rec.ops();
@@ -352,25 +372,25 @@ fn next_node(api: &Api, node: u64) -> u64 {
 /// (read twice around the view; `None` if it moved meanwhile or the node did not answer).
 async fn node_view(c: &Cluster, id: u64) -> Option<(u64, Value)> {
     let before = c.status(id).await?;
-    let a = c
-        .api
-        .call(
-            id,
-            Method::GET,
-            "/v1/resources?stale=true",
-            None,
-            Duration::from_secs(5),
-        )
-        .await;
-    if a.kind != Type::Ok || a.node != id {
+    // Stale reads are answered by the node itself; anything but a 200 is no view.
+    let r = c
+        .http()
+        .get(format!("{}/v1/resources?stale=true", c.url(id)))
+        .bearer_auth(c.admin_token())
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    if !r.status().is_success() {
         return None;
     }
+    let body: Value = r.json().await.ok()?;
     let after = c.status(id).await?;
     let idx = before.applied_index?;
     if after.applied_index != Some(idx) {
         return None;
     }
-    let list: api::ResourceList = serde_json::from_value(a.body).ok()?;
+    let list: api::ResourceList = serde_json::from_value(body).ok()?;
     let resources: Vec<Value> = list
         .resources
         .iter()
@@ -392,7 +412,7 @@ async fn converge(c: &Cluster, rec: &Recorder, timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let mut views = Vec::new();
-        for id in &c.members {
+        for id in c.members() {
             views.push((*id, node_view(c, *id).await));
         }
         let indexes: Vec<Option<u64>> =

@@ -1,31 +1,36 @@
-"""The integration tests' cluster harness: a real 3-node ratequeue cluster started from the
-built binary, and admin helpers over plain httpx.
+"""The integration tests' cluster: a real 3-node ratequeue cluster run by
+`ratequeue dev --ephemeral --json` (the project's test-cluster kit, docs/testkit.md), and
+admin helpers over plain httpx.
 
 The binary is $RATEQUEUE_BIN, else <repo>/target/debug/ratequeue (build it with
-`cargo build -p ratequeue-node`). Each node runs `ratequeue serve` on loopback ports picked
-at random, with its own data directory under pytest's tmp dir; the fixture waits (with a
-deadline) until every node's /readyz answers 200, and kills the nodes at the end. Node logs
-are printed when the cluster fails to come up.
+`cargo build -p ratequeue-node`). The kit starts three `ratequeue serve` processes on a free
+loopback block with a temporary data dir, waits for a serving leader and prints the
+cluster as one JSON line; this module then drives it with line commands (`kill 2`,
+`start 2`, ...) and waits (with a deadline) until every node's /readyz answers 200. When the
+session ends, `quit` (or, if this process dies, the kit itself) kills the nodes and removes
+their data. The kit's output is printed when the cluster fails to come up.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import socket
+import queue
 import subprocess
+import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import IO, Any, Dict, List, Optional
 
 import httpx
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[3]
 
-ADMIN_TOKEN = "py-integration-admin-token"
-CLUSTER_SECRET = "py-integration-cluster-secret"
 READY_DEADLINE_S = 60.0
 LEADER_DEADLINE_S = 30.0
+# Bound on one answer of the kit (starting the cluster included) on a busy machine.
+ANSWER_DEADLINE_S = 120.0
 
 
 def binary() -> Path:
@@ -38,84 +43,108 @@ def binary() -> Path:
     return path
 
 
-def free_ports(n: int) -> List[int]:
-    socks = []
+def _tail(path: Path, lines: int = 40) -> str:
     try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class Dev:
+    """The `ratequeue dev --ephemeral --json` process: one JSON line per command."""
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.log_path = root / "dev.log"
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(binary()), "dev", "--ephemeral", "--json", "--nodes", "3"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+        log.close()
+        self._lines: "queue.Queue[Optional[bytes]]" = queue.Queue()
+        assert self.proc.stdout is not None
+        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
+        self.first = self._answer()
+        if not self.first.get("ok"):
+            self.close()
+            raise RuntimeError(f"ratequeue dev: {self.first.get('error')}\n{_tail(self.log_path)}")
+
+    def _read(self, out: IO[bytes]) -> None:
+        for line in out:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def _answer(self) -> Dict[str, Any]:
+        try:
+            line = self._lines.get(timeout=ANSWER_DEADLINE_S)
+        except queue.Empty:
+            raise RuntimeError(f"ratequeue dev did not answer in {ANSWER_DEADLINE_S}s\n{_tail(self.log_path)}")
+        if line is None:
+            raise RuntimeError(f"ratequeue dev exited ({self.proc.poll()})\n{_tail(self.log_path)}")
+        answer: Dict[str, Any] = json.loads(line)
+        return answer
+
+    def command(self, line: str) -> Dict[str, Any]:
+        """Sends one command; returns its answer, raising if it is not ok."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+        answer = self._answer()
+        if not answer.get("ok"):
+            raise RuntimeError(f"ratequeue dev {line!r}: {answer.get('error')}")
+        return answer
+
+    def close(self) -> None:
+        """`quit`: the kit kills every node and removes their data, then exits."""
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(b"quit\n")
+                self.proc.stdin.close()
+                self.proc.wait(ANSWER_DEADLINE_S)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(10)
 
 
 class Node:
-    def __init__(self, node_id: int, api_port: int, peer_port: int, data_dir: Path) -> None:
-        self.id = node_id
-        self.api_port = api_port
-        self.peer_port = peer_port
-        self.url = f"http://127.0.0.1:{api_port}"
-        self.data_dir = data_dir
-        self.log_path = data_dir.parent / f"node{node_id}.log"
-        self.proc: Optional[subprocess.Popen[bytes]] = None
-
-    def start(self, peers: str) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env["RATEQUEUE_ADMIN_TOKEN"] = ADMIN_TOKEN
-        env["RATEQUEUE_CLUSTER_SECRET"] = CLUSTER_SECRET
-        env.setdefault("RATEQUEUE_LOG", "info,openraft=warn")
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [
-                str(binary()),
-                "serve",
-                "--id",
-                str(self.id),
-                "--api-addr",
-                f"127.0.0.1:{self.api_port}",
-                "--peer-addr",
-                f"127.0.0.1:{self.peer_port}",
-                "--advertise-api-url",
-                self.url,
-                "--peers",
-                peers,
-                "--data-dir",
-                str(self.data_dir),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        log.close()
+    def __init__(self, dev: Dev, info: Dict[str, Any]) -> None:
+        self.dev = dev
+        self.id: int = info["id"]
+        self.url: str = info["api_url"]
+        self.peer_addr: str = info["peer_addr"]
+        self.data_dir = Path(info["data_dir"])
+        self.log_path = Path(info["log"])
+        self.pid: Optional[int] = info["pid"]
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.proc = None
+        """SIGKILL, through the kit."""
+        if self.running:
+            self.pid = self.dev.command(f"kill {self.id}")["pid"]
+
+    def start(self) -> None:
+        """Starts the node again with the same data dir and flags."""
+        self.pid = self.dev.command(f"start {self.id}")["pid"]
 
     @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.pid is not None
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return _tail(self.log_path, lines)
 
 
 class Cluster:
     """Three nodes plus admin helpers (resources, keys, status) over plain httpx."""
 
     def __init__(self, root: Path) -> None:
-        ports = free_ports(6)
-        self.nodes = [Node(i + 1, ports[2 * i], ports[2 * i + 1], root / f"node{i + 1}") for i in range(3)]
-        self.peers = ",".join(f"{n.id}=127.0.0.1:{n.peer_port}" for n in self.nodes)
+        self.root = root
+        self.dev: Optional[Dev] = None
+        self.nodes: List[Node] = []
+        self.admin_token = ""
         self.http = httpx.Client(timeout=10.0)
 
     @property
@@ -127,13 +156,14 @@ class Cluster:
         return ",".join(self.urls)
 
     def start(self) -> None:
-        for n in self.nodes:
-            n.start(self.peers)
+        self.dev = Dev(self.root)
+        self.admin_token = self.dev.first["admin_token"]
+        self.nodes = [Node(self.dev, info) for info in self.dev.first["nodes"]]
         self.wait_ready(self.nodes)
 
     def stop(self) -> None:
-        for n in self.nodes:
-            n.kill()
+        if self.dev is not None:
+            self.dev.close()
         self.http.close()
 
     def wait_ready(self, nodes: List[Node], deadline_s: float = READY_DEADLINE_S) -> None:
@@ -141,8 +171,6 @@ class Cluster:
         pending = list(nodes)
         while pending:
             for n in list(pending):
-                if not n.running:
-                    raise RuntimeError(f"node {n.id} exited:\n{n.log_tail()}")
                 try:
                     if self.http.get(n.url + "/readyz", timeout=1.0).status_code == 200:
                         pending.remove(n)
@@ -152,12 +180,12 @@ class Cluster:
                 logs = "\n".join(f"--- node {n.id}\n{n.log_tail()}" for n in pending)
                 raise RuntimeError(f"nodes {[n.id for n in pending]} not ready in {deadline_s}s\n{logs}")
             if pending:
-                time.sleep(0.1)  # polling a child process's readiness, bounded by the deadline
+                time.sleep(0.1)  # polling the nodes' readiness, bounded by the deadline
 
-    def admin(self, method: str, path: str, body: Optional[Dict[str, Any]] = None, token: str = ADMIN_TOKEN) -> httpx.Response:
+    def admin(self, method: str, path: str, body: Optional[Dict[str, Any]] = None, token: Optional[str] = None) -> httpx.Response:
         """An admin request sent to the leader (following 307s, retrying no_leader)."""
         deadline = time.monotonic() + LEADER_DEADLINE_S
-        headers = {"authorization": f"Bearer {token}"}
+        headers = {"authorization": f"Bearer {token or self.admin_token}"}
         while True:
             for n in self.nodes:
                 if not n.running:
@@ -195,7 +223,7 @@ class Cluster:
         return key
 
     def status(self, node: Node) -> Dict[str, Any]:
-        r = self.http.get(node.url + "/v1/cluster/status", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+        r = self.http.get(node.url + "/v1/cluster/status", headers={"authorization": f"Bearer {self.admin_token}"})
         assert r.status_code == 200, r.text
         data: Dict[str, Any] = r.json()
         return data
@@ -222,5 +250,5 @@ class Cluster:
 
     def restart(self, node: Node) -> None:
         node.kill()
-        node.start(self.peers)
+        node.start()
         self.wait_ready([node])
