@@ -120,12 +120,14 @@ fn pids(v: &Value) -> Vec<u64> {
         .collect()
 }
 
-/// Every node process gone and the dir removed.
+/// Every node process gone and the dir removed (polled: after the death of its parent
+/// nothing else tells when the supervisor is done).
 fn assert_cleaned_up(pids: &[u64], dir: &Path) {
     poll(Duration::from_secs(30), "the nodes to be gone", || {
         pids.iter().all(|p| !alive(*p)).then_some(())
     });
-    assert!(!dir.exists(), "{} is left on disk", dir.display());
+    let what = format!("{} to be removed", dir.display());
+    poll(Duration::from_secs(30), &what, || (!dir.exists()).then_some(()));
 }
 
 /// The status code of a plain HTTP/1.1 GET (no client library needed).
