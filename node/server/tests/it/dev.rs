@@ -127,7 +127,9 @@ fn assert_cleaned_up(pids: &[u64], dir: &Path) {
         pids.iter().all(|p| !alive(*p)).then_some(())
     });
     let what = format!("{} to be removed", dir.display());
-    poll(Duration::from_secs(30), &what, || (!dir.exists()).then_some(()));
+    poll(Duration::from_secs(30), &what, || {
+        (!dir.exists()).then_some(())
+    });
 }
 
 /// The status code of a plain HTTP/1.1 GET (no client library needed).
