@@ -204,6 +204,17 @@ describe("errors", () => {
       assert.ok(e instanceof rq.Rejected);
       assert.ok(e.retryAfterMs !== undefined && e.retryAfterMs > 0, String(e));
     }
+    assert.equal((wb as rq.Rejected).limit, "concurrency", "the cluster names the binding limit");
+    assert.equal((wb as rq.Rejected).bucket, undefined);
+  });
+
+  test("a rejection by a load bucket names it", async () => {
+    await client.acquire(name, { load: 1000, waitMs: 0 }, () => {}); // empties the bucket
+    const e = await client.lease(name, { load: 900, waitMs: 0 }).catch((x: unknown) => x);
+    assert.ok(e instanceof rq.WouldBlock, String(e));
+    assert.equal(e.limit, "load");
+    assert.equal(e.bucket, 0);
+    assert.ok(e.retryAfterMs! > 0);
   });
 
   test("lease_not_found, lease_expired", async () => {
