@@ -1,7 +1,7 @@
 //! The integration tests' cluster: a real ratequeue cluster of separate `ratequeue serve`
-//! processes, started by the test through the shared test-cluster CLI contract (one JSON
-//! line on stdout, line commands on stdin, everything removed on stdin EOF), and admin
-//! helpers over plain `fetch`.
+//! processes, started by the test through `ratequeue dev --ephemeral --json` (docs/testkit.md:
+//! one JSON line on stdout, line commands on stdin, everything removed on stdin EOF or the
+//! test's death), and admin helpers over plain `fetch`.
 //!
 //! The binary is $RATEQUEUE_BIN, else <repo>/target/debug/ratequeue.
 
@@ -16,9 +16,9 @@ export const REPO = resolve(HERE, "../../../../..");
 export const BIN = process.env["RATEQUEUE_BIN"] ?? join(REPO, "target/debug/ratequeue");
 export const DEADLINE_MS = 60_000;
 
-/** The command that starts a cluster and speaks the contract. */
+/** The command that starts a cluster and speaks the contract (docs/testkit.md). */
 function clusterCommand(nodes: number): [string, string[]] {
-  return [process.execPath, [join(HERE, "devcluster-shim.js"), "--nodes", String(nodes)]];
+  return [BIN, ["dev", "--ephemeral", "--json", "--nodes", String(nodes)]];
 }
 
 export interface NodeInfo {
@@ -66,13 +66,15 @@ export class Cluster {
   static async start(nodes = 3): Promise<Cluster> {
     if (!existsSync(BIN)) throw new Error(`ratequeue binary not found at ${BIN}: cargo build -p ratequeue-node, or set RATEQUEUE_BIN`);
     const [cmd, args] = clusterCommand(nodes);
-    const proc = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, RATEQUEUE_BIN: BIN }, cwd: REPO });
+    const proc = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"], cwd: REPO });
     let stderr = "";
     proc.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
     const lines = createInterface({ input: proc.stdout })[Symbol.asyncIterator]();
     const first = await lines.next();
     if (first.done) throw new Error(`the test cluster did not start:\n${stderr}`);
-    return new Cluster(proc, lines, JSON.parse(first.value) as Started);
+    const info = JSON.parse(first.value) as Started & { ok?: boolean; error?: string };
+    if (info.ok === false) throw new Error(`the test cluster did not start: ${info.error}\n${stderr}`);
+    return new Cluster(proc, lines, info);
   }
 
   get urls(): string[] {
