@@ -20,7 +20,7 @@ use ratequeue_api::ErrorCode;
 use ratequeue_core::{Command, Grant, Outcome};
 
 use crate::admission::AcquireParams;
-use crate::http::leases::{self, acquire_params, lease_json};
+use crate::http::leases::{self, admit_request, lease_json};
 use crate::http::{ApiError, Body, Caller};
 use crate::node::Node;
 
@@ -36,11 +36,7 @@ pub async fn acquire(
     if node.admission.is_serving() {
         return leases::acquire(State(node), uri, caller, Path(name), Body(body)).await;
     }
-    node.metrics.http_request();
-    if let Err(e) = caller.may_use(&name) {
-        return e.into_response();
-    }
-    let params = match acquire_params(name, body, &node) {
+    let params = match admit_request(&node, &caller, name, body) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };

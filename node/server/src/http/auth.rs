@@ -22,7 +22,7 @@ pub enum Caller {
 }
 
 impl Caller {
-    pub(crate) fn may_use(&self, resource: &str) -> Result<(), ApiError> {
+    pub(super) fn may_use(&self, resource: &str) -> Result<(), ApiError> {
         match self {
             Caller::Admin => Ok(()),
             Caller::Key(k) if k.allows(resource) => Ok(()),

@@ -27,7 +27,7 @@ pub const WAIT_MS_MAX: u64 = 3_600_000;
 /// Default queue wait when the request names none.
 pub const WAIT_MS_DEFAULT: u64 = 30_000;
 
-pub(crate) fn acquire_params(
+fn acquire_params(
     name: String,
     b: api::AcquireRequest,
     node: &Node,
@@ -79,6 +79,19 @@ pub(crate) fn acquire_params(
     })
 }
 
+/// An acquire up to the point of admission: counted, the caller allowed on the
+/// resource, the body validated into `AcquireParams`.
+pub(crate) fn admit_request(
+    node: &Node,
+    caller: &Caller,
+    name: String,
+    body: api::AcquireRequest,
+) -> Result<AcquireParams, ApiError> {
+    node.metrics.http_request();
+    caller.may_use(&name)?;
+    acquire_params(name, body, node)
+}
+
 pub(crate) async fn acquire(
     State(node): State<Arc<Node>>,
     uri: Uri,
@@ -86,11 +99,7 @@ pub(crate) async fn acquire(
     Path(name): Path<String>,
     Body(body): Body<api::AcquireRequest>,
 ) -> Response {
-    node.metrics.http_request();
-    if let Err(e) = caller.may_use(&name) {
-        return e.into_response();
-    }
-    let params = match acquire_params(name, body, &node) {
+    let params = match admit_request(&node, &caller, name, body) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
