@@ -88,7 +88,7 @@ impl State {
                 let hold = hold_ms.unwrap_or_else(|| {
                     let oldest = r
                         .leases
-                        .first()
+                        .get_min()
                         .and_then(|&(_, token)| self.leases.get(&token))
                         .map_or(0, |l| {
                             now.saturating_sub(l.expires_at_ms.saturating_sub(l.ttl_ms))

@@ -213,7 +213,10 @@ impl State {
             },
         );
         while self.ended.len() > TOMBSTONES_MAX {
-            self.ended.pop_first();
+            let Some(&(oldest, _)) = self.ended.get_min() else {
+                break;
+            };
+            self.ended.remove(&oldest);
         }
     }
 

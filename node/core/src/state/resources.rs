@@ -1,10 +1,9 @@
 //! Resources: their configs, token buckets and live-lease index; `fit` (does a load fit
 //! now, and if not, which limit binds and for how long) and the limit views.
 
-use std::collections::BTreeSet;
-
 use serde::{Deserialize, Serialize};
 
+use super::tables::{self, Set};
 use super::{Ended, Fit, LimitKind, LimitView, Outcome, Rejection, State, Table};
 use crate::bucket::Bucket;
 use crate::config::{Per, ResourceConfig};
@@ -16,7 +15,8 @@ pub(super) struct Resource {
     /// One per `config.rate` entry, same order.
     pub(super) buckets: Vec<Bucket>,
     /// Live leases of this resource by expiry: `(expires_at_ms, token)`.
-    pub(super) leases: BTreeSet<(u64, u64)>,
+    #[serde(with = "tables::set")]
+    pub(super) leases: Set<(u64, u64)>,
     pub(super) grants_total: u64,
 }
 
@@ -76,7 +76,7 @@ impl State {
                 let r = Resource {
                     config: config.clone(),
                     buckets,
-                    leases: BTreeSet::new(),
+                    leases: Set::new(),
                     grants_total: 0,
                 };
                 self.resources.insert(name.to_owned(), r);

@@ -72,8 +72,8 @@ impl State {
         }
         if self
             .ended
-            .last_key_value()
-            .is_some_and(|(&t, _)| t >= self.next_token)
+            .get_max()
+            .is_some_and(|&(t, _)| t >= self.next_token)
         {
             return Err("an ended lease was never issued".into());
         }

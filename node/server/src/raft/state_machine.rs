@@ -89,24 +89,27 @@ impl SnapshotHandle {
     }
 }
 
+/// Builds one snapshot from a frozen copy of the applied state.
+///
+/// The copy is taken when openraft asks for the builder, on the state-machine worker
+/// between two applies: `State`'s tables are persistent maps, so the copy is O(1) and
+/// apply never waits for a snapshot (it only copies, later, the few tree nodes it
+/// writes while the snapshot still shares them). Serialising and saving run on a
+/// blocking thread with no lock held.
 pub struct SnapshotBuilder {
-    applied: SharedApplied,
+    frozen: Applied,
     snapshots: Arc<dyn SnapshotStore>,
     current: CurrentSnapshot,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        // Serialise under the read lock: a consistent cut that apply cannot tear. On a
-        // blocking thread, so that a large state does not hold up an async worker
-        // (serialising is faster than cloning the state: see the snapshot_scale example).
-        let applied = self.applied.clone();
-        let (data, last_log_id, membership) = tokio::task::spawn_blocking(move || {
-            let a = applied.read();
-            (a.state.snapshot(), a.last_applied, a.membership.clone())
-        })
-        .await
-        .map_err(sm_error)?;
+        let frozen = std::mem::take(&mut self.frozen);
+        let last_log_id = frozen.last_applied;
+        let membership = frozen.membership.clone();
+        let data = tokio::task::spawn_blocking(move || frozen.state.snapshot())
+            .await
+            .map_err(sm_error)?;
         let snapshot_id = match last_log_id {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, data.len()),
             None => format!("0-0-{}", data.len()),
@@ -165,8 +168,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        let frozen = {
+            let a = self.applied.read();
+            Applied {
+                state: a.state.clone(),
+                last_applied: a.last_applied,
+                membership: a.membership.clone(),
+            }
+        };
         SnapshotBuilder {
-            applied: self.applied.clone(),
+            frozen,
             snapshots: self.snapshots.clone(),
             current: self.current.clone(),
         }
