@@ -106,8 +106,29 @@ class Origin:
         return host if self.port == default else f"{host}:{self.port}"
 
 
+#: Origins parsed so far, by the URL's scheme and authority (a client talks to a handful
+#: of nodes); bounded, then cleared.
+_origins: Dict[str, Origin] = {}
+ORIGINS_CACHED_MAX = 1024
+
+
 def split_url(url: str) -> Tuple[Origin, str]:
     """(origin, request target) of an absolute http(s) URL."""
+    scheme_end = url.find("://")
+    path_at = url.find("/", scheme_end + 3) if scheme_end > 0 else -1
+    if path_at > 0 and "?" not in url and "#" not in url:
+        origin = _origins.get(url[:path_at])
+        if origin is not None:
+            return origin, url[path_at:]
+        origin, target = _split_url(url)
+        if len(_origins) >= ORIGINS_CACHED_MAX:
+            _origins.clear()
+        _origins[url[:path_at]] = origin
+        return origin, target
+    return _split_url(url)
+
+
+def _split_url(url: str) -> Tuple[Origin, str]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
