@@ -94,6 +94,8 @@ class AsyncSocket:
         self._tls: Optional[ssl.SSLObject] = None
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
+        #: A request was just sent and nothing read since.
+        self._awaiting = False
 
     @staticmethod
     async def connect(scheme: str, host: str, port: int, timeout: float) -> "AsyncSocket":
@@ -162,6 +164,12 @@ class AsyncSocket:
                 raise socket.timeout("write timed out")
 
     async def _raw_recv(self, deadline: float) -> bytes:
+        if self._awaiting:
+            # Just sent a request: the answer cannot be there yet, so wait before the first
+            # read instead of spending a system call on a certain EAGAIN.
+            self._awaiting = False
+            if not await _ready(self._sock, False, deadline):
+                raise socket.timeout("read timed out")
         while True:
             try:
                 return self._sock.recv(RECV_LEN)
@@ -171,6 +179,7 @@ class AsyncSocket:
                 raise socket.timeout("read timed out")
 
     async def send_all(self, data: bytes, deadline: float) -> None:
+        self._awaiting = True
         try:
             if self._tls is not None:
                 self._tls.write(data)
