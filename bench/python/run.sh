@@ -5,10 +5,11 @@
 #   bash bench/python/run.sh [OUT_DIR]          # ~6 minutes
 #   SECONDS_PER=3 bash bench/python/run.sh      # a quick pass
 #
-# Starts a fresh 3-node ratequeue cluster (release build, every entry fsynced) on
-# 127.0.6.x and a Redis server (Debian's redis-server, installed if missing; no
-# persistence) on 127.0.6.10, builds a venv under target/bench with the SDK, `limits`
-# and the HTTP clients compared, then, each in turn against the same cluster:
+# Starts a fresh 3-node ratequeue cluster (release build, every entry fsynced) through the
+# test-cluster kit (scripts/dev-cluster.sh) and a Redis server (Debian's redis-server,
+# installed if missing; no persistence, on a free loopback port), builds a venv under
+# target/bench with the SDK, `limits` and the HTTP clients compared, then, each in turn
+# against the same cluster:
 #   1. rqctl bench --workload cycle with 1, 32, 128 and 256 clients (the Rust floor);
 #   2. bench/python/transports.py: the candidate HTTP clients on raw acquire + release;
 #   3. bench/python/sdk.py: the SDK (one caller sync and async, 32 tasks, 4 processes
@@ -43,32 +44,30 @@ py="$venv/bin/python"
 cargo build --release --locked -p ratequeue-node -p ratequeue-client
 bin=target/release
 
-data=$(mktemp -d)
+. scripts/dev-cluster.sh
 pids=()
 cleanup() {
+  dev_cluster_stop "$out"
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$data"
 }
 trap cleanup EXIT
 
-export RATEQUEUE_ADMIN_TOKEN=bench-admin-token RATEQUEUE_CLUSTER_SECRET=bench-secret RATEQUEUE_LOG=warn
-peers="1=127.0.6.1:7701,2=127.0.6.2:7701,3=127.0.6.3:7701"
-for i in 1 2 3; do
-  "$bin/ratequeue" serve --id "$i" --api-addr "127.0.6.$i:7700" --peer-addr "127.0.6.$i:7701" \
-    --advertise-api-url "http://127.0.6.$i:7700" --peers "$peers" --data-dir "$data/rq$i" \
-    2>"$out/ratequeue-$i.log" &
-  pids+=($!)
-done
-redis-server --bind 127.0.6.10 --port 6379 --save '' --appendonly no --daemonize no \
+# The project's test-cluster kit: 3 release nodes on a free loopback block (fsync on).
+RATEQUEUE_LOG=warn dev_cluster_start "$bin/ratequeue"
+redis_port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --daemonize no \
   >"$out/redis.log" 2>&1 &
 pids+=($!)
-urls="http://127.0.6.1:7700,http://127.0.6.2:7700,http://127.0.6.3:7700"
-key=$RATEQUEUE_ADMIN_TOKEN
+for _ in $(seq 1 100); do
+  if redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG; then break; fi
+  sleep 0.1  # bounded wait for a child process to listen
+done
+urls=$DEV_URLS
+key=$DEV_TOKEN
 
 "$bin/rqctl" --url "$urls" --api-key "$key" status >/dev/null
-leader=$(curl -sf "http://127.0.6.1:7700/v1/cluster/status" -H "authorization: Bearer $key" \
-  | "$py" -c 'import json, sys; print(json.load(sys.stdin)["leader_url"])')
+leader=$DEV_LEADER_URL
 curl -sf -o /dev/null -X PUT "$leader/v1/resources/py-bench" -H "authorization: Bearer $key" \
   -H 'content-type: application/json' -d '{"concurrency": 1000000}'
 
@@ -91,7 +90,7 @@ for line in sys.stdin:
   --duration "$S" --warmup 1 --resource rqctl-bench --json | tag rqctl | tee -a "$out/results.jsonl"
 "$py" bench/python/transports.py "$leader" "$key" py-bench --seconds "$S" | tag transports | tee -a "$out/results.jsonl"
 "$py" bench/python/sdk.py "$urls" "$key" py-bench --seconds "$S" | tag sdk | tee -a "$out/results.jsonl"
-"$py" bench/python/limits_redis.py redis://127.0.6.10:6379 --seconds "$S" | tag limits | tee -a "$out/results.jsonl"
+"$py" bench/python/limits_redis.py "redis://127.0.0.1:$redis_port" --seconds "$S" | tag limits | tee -a "$out/results.jsonl"
 
 echo "uptime after: $(uptime)" >>"$out/machine.txt"
 "$py" bench/python/report.py "$out" | tee "$out/report.md"
