@@ -87,12 +87,19 @@ impl Cluster {
                 (t.path().to_owned(), Some(t))
             }
         };
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(0)
             .connect_timeout(Duration::from_secs(2))
-            .local_address(IpAddr::V4(block.client_ip()))
-            .build()?;
+            .local_address(IpAddr::V4(block.client_ip()));
+        if let Some(pem) = &config.tls_ca_pem {
+            let ca = reqwest::Certificate::from_pem(pem.as_bytes()).context("the TLS CA")?;
+            http = http
+                .use_rustls_tls()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(ca);
+        }
+        let http = http.build()?;
         let initial: Vec<u64> = (1..=config.nodes).collect();
         Ok(Cluster {
             config,
@@ -130,8 +137,13 @@ impl Cluster {
         &self.http
     }
 
+    /// `http://127.A.B.id:7700`, or `https://…` when the nodes speak TLS.
     pub fn url(&self, id: u64) -> String {
-        self.block.url(id)
+        let url = self.block.url(id);
+        match &self.config.tls_ca_pem {
+            Some(_) => url.replacen("http://", "https://", 1),
+            None => url,
+        }
     }
 
     pub fn peer_addr(&self, id: u64) -> String {
@@ -287,7 +299,7 @@ impl Cluster {
             .arg("--api-addr")
             .arg(self.block.api_addr(id).to_string())
             .args(["--peer-addr", &self.block.peer_addr(id)])
-            .args(["--advertise-api-url", &self.block.url(id)])
+            .args(["--advertise-api-url", &self.url(id)])
             .args(["--peers", &peers.join(",")])
             .arg("--data-dir")
             .arg(&node.data_dir);

@@ -56,6 +56,9 @@ pub struct ClusterConfig {
     pub leader_timeout: Duration,
     /// How long `stop` waits for a node to exit after SIGTERM (a leader hands over first).
     pub stop_timeout: Duration,
+    /// The nodes serve TLS (their `--tls-*` flags come through `node_arg`/`node_env`):
+    /// URLs are `https://`, and the kit's HTTP client trusts this CA (PEM) only.
+    pub tls_ca_pem: Option<String>,
 }
 
 impl ClusterConfig {
@@ -73,6 +76,7 @@ impl ClusterConfig {
             exit_with_parent: true,
             leader_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(30),
+            tls_ca_pem: None,
         }
     }
 
@@ -149,6 +153,12 @@ impl ClusterConfig {
 
     pub fn stop_timeout(mut self, t: Duration) -> Self {
         self.stop_timeout = t;
+        self
+    }
+
+    /// The nodes speak TLS with certificates from the CA `ca_pem` (see `tls_ca_pem`).
+    pub fn tls_ca(mut self, ca_pem: impl Into<String>) -> Self {
+        self.tls_ca_pem = Some(ca_pem.into());
         self
     }
 

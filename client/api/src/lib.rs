@@ -270,6 +270,9 @@ pub enum ErrorCode {
     MemberNotFound,
     LeaseExpired,
     LoadExceedsLimit,
+    /// A member being added is unreachable or did not prove it is the node named
+    /// (its identity proof, and with TLS its certificate).
+    MemberUnverified,
     QueueFull,
     WaitTimeout,
     WouldBlock,
@@ -292,7 +295,7 @@ impl ErrorCode {
             ResourceNotFound | LeaseNotFound | KeyNotFound | MemberNotFound => 404,
             LeaseExpired => 410,
             PayloadTooLarge => 413,
-            LoadExceedsLimit => 422,
+            LoadExceedsLimit | MemberUnverified => 422,
             QueueFull | WaitTimeout | WouldBlock => 429,
             Internal => 500,
             NoLeader | ShuttingDown => 503,
@@ -317,6 +320,7 @@ impl ErrorCode {
             MemberNotFound => "member_not_found",
             LeaseExpired => "lease_expired",
             LoadExceedsLimit => "load_exceeds_limit",
+            MemberUnverified => "member_unverified",
             QueueFull => "queue_full",
             WaitTimeout => "wait_timeout",
             WouldBlock => "would_block",

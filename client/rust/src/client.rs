@@ -15,7 +15,7 @@ use reqwest::Method;
 use serde::Serialize;
 
 use crate::acquire::Acquire;
-use crate::config::{self, check_lease_id, check_load, check_name, Timing};
+use crate::config::{self, check_lease_id, check_load, check_name, Timing, TlsFiles};
 use crate::error::Error;
 use crate::retry::Idempotency;
 use crate::transport::{Attempt, CallSpec, Reply, Transport};
@@ -28,13 +28,17 @@ pub struct Client {
 }
 
 /// Builds a `Client`. Node URLs: those given, else `RATEQUEUE_URL` (comma-separated),
-/// else `http://127.0.0.1:7700`. API key: the one given, else `RATEQUEUE_API_KEY`.
+/// else `http://127.0.0.1:7700`. API key: the one given, else `RATEQUEUE_API_KEY`. TLS
+/// (for `https://` URLs): the CA bundle and client certificate given, else
+/// `RATEQUEUE_CA_FILE`, `RATEQUEUE_CLIENT_CERT` and `RATEQUEUE_CLIENT_KEY`, else the
+/// system's trust store and no client certificate.
 #[derive(Clone, Debug, Default)]
 pub struct ClientBuilder {
     urls: Vec<String>,
     api_key: Option<String>,
     no_env: bool,
     timing: Timing,
+    tls: Option<TlsFiles>,
 }
 
 impl ClientBuilder {
@@ -69,6 +73,30 @@ impl ClientBuilder {
         self
     }
 
+    /// Trust only the CAs in this PEM bundle for `https://` nodes.
+    pub fn ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls.get_or_insert_with(TlsFiles::default).ca_file = Some(path.into());
+        self
+    }
+
+    /// Present this client certificate and key (PEM files) to nodes that ask for one.
+    pub fn client_cert(
+        mut self,
+        cert: impl Into<std::path::PathBuf>,
+        key: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        let tls = self.tls.get_or_insert_with(TlsFiles::default);
+        tls.client_cert = Some(cert.into());
+        tls.client_key = Some(key.into());
+        self
+    }
+
+    /// All TLS settings at once (replacing any given before).
+    pub fn tls(mut self, tls: TlsFiles) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     pub fn build(self) -> Result<Client, Error> {
         let urls = if !self.urls.is_empty() {
             config::parse_urls(&self.urls)?
@@ -82,8 +110,13 @@ impl ClientBuilder {
             None if self.no_env => None,
             None => config::api_key_from_env(),
         };
+        let tls = match self.tls {
+            Some(t) => t,
+            None if self.no_env => TlsFiles::default(),
+            None => TlsFiles::from_env(),
+        };
         Ok(Client {
-            t: Arc::new(Transport::new(urls, api_key, self.timing)?),
+            t: Arc::new(Transport::new(urls, api_key, self.timing, &tls)?),
         })
     }
 }

@@ -2,7 +2,8 @@
 //! `RATEQUEUE_API_KEY`), every delay and bound the client uses (`Timing`), and the
 //! client-side checks of names and numbers so that bad input fails before any I/O.
 //!
-//! Must never do I/O beyond reading those two environment variables.
+//! Must never do I/O beyond reading those environment variables (and the TLS ones:
+//! `RATEQUEUE_CA_FILE`, `RATEQUEUE_CLIENT_CERT`, `RATEQUEUE_CLIENT_KEY`, see `TlsFiles`).
 
 use std::time::Duration;
 
@@ -12,6 +13,40 @@ use crate::error::Error;
 pub const ENV_URL: &str = "RATEQUEUE_URL";
 /// The bearer token sent with every request.
 pub const ENV_API_KEY: &str = "RATEQUEUE_API_KEY";
+/// PEM bundle of the CAs that node certificates must chain to (`https://` URLs); without
+/// it the system's trust store is used.
+pub const ENV_CA_FILE: &str = "RATEQUEUE_CA_FILE";
+/// PEM certificate and key presented to nodes that require client certificates.
+pub const ENV_CLIENT_CERT: &str = "RATEQUEUE_CLIENT_CERT";
+pub const ENV_CLIENT_KEY: &str = "RATEQUEUE_CLIENT_KEY";
+
+/// TLS settings of a client: which CAs to trust and which certificate to present.
+/// Paths only: the files are read when the client is built.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Trust only the CAs in this PEM bundle (else the system's trust store).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Present this certificate (PEM, leaf first) with `client_key`.
+    pub client_cert: Option<std::path::PathBuf>,
+    pub client_key: Option<std::path::PathBuf>,
+}
+
+impl TlsFiles {
+    /// The three `RATEQUEUE_*` variables, where set and not empty.
+    pub fn from_env() -> TlsFiles {
+        let path = |name| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(std::path::PathBuf::from)
+        };
+        TlsFiles {
+            ca_file: path(ENV_CA_FILE),
+            client_cert: path(ENV_CLIENT_CERT),
+            client_key: path(ENV_CLIENT_KEY),
+        }
+    }
+}
+
 /// Where `ratequeue dev` listens: used when no URL is given at all.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7700";
 

@@ -46,7 +46,7 @@ mod call_tests;
 
 pub use acquire::Acquire;
 pub use client::{new_request_id, Client, ClientBuilder};
-pub use config::Timing;
+pub use config::{Timing, TlsFiles};
 pub use error::{ApiError, Error, LeaseLost};
 pub use permit::Permit;
 pub use ratequeue_api as api;

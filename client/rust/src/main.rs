@@ -21,8 +21,10 @@ use crate::cli::{key, members, resource, run, status, Failure, Global};
     version,
     about = "Operate a ratequeue cluster, and run commands under its limits",
     after_help = "Node URLs and the API key come from --url/--api-key, else RATEQUEUE_URL \
-                  (comma-separated) and RATEQUEUE_API_KEY. Add --json after a subcommand \
-                  for machine-readable output."
+                  (comma-separated) and RATEQUEUE_API_KEY. For https:// URLs, --ca-file \
+                  (RATEQUEUE_CA_FILE) names the CA bundle to trust and --client-cert/--client-key \
+                  (RATEQUEUE_CLIENT_CERT/RATEQUEUE_CLIENT_KEY) a client certificate. Add --json \
+                  after a subcommand for machine-readable output."
 )]
 struct Cli {
     #[command(flatten)]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::{HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use reqwest::Method;
 
-use crate::config::Timing;
+use crate::config::{Timing, TlsFiles};
 use crate::error::{classify_response, Error, Verdict};
 use crate::retry::{
     classify_transport, Decision, Failure, Idempotency, RetryState, TransportClass,
@@ -206,6 +206,7 @@ impl Transport {
         urls: Vec<String>,
         api_key: Option<String>,
         timing: Timing,
+        tls: &TlsFiles,
     ) -> Result<Self, Error> {
         timing.validate()?;
         let api_key = match api_key {
@@ -218,7 +219,7 @@ impl Transport {
             }
             None => None,
         };
-        let http = reqwest::Client::builder()
+        let http = with_tls(reqwest::Client::builder(), tls)?
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(timing.connect_timeout)
             .tcp_nodelay(true)
@@ -522,4 +523,55 @@ mod tests {
         assert!(!nodes.has_untried(&all));
         assert!(urls.contains(&nodes.pick(&all)), "falls back to some node");
     }
+}
+
+/// Applies `tls` to an HTTP client builder (rustls): the CA bundle replaces the system's
+/// trust store; the client certificate is presented to nodes that ask for one. Reads the
+/// files now, so that a wrong path fails when the client is built, naming the file.
+pub(crate) fn with_tls(
+    mut builder: reqwest::ClientBuilder,
+    tls: &TlsFiles,
+) -> Result<reqwest::ClientBuilder, Error> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| Error::InvalidArgument(format!("reading {}: {e}", path.display())))
+    };
+    builder = builder.use_rustls_tls();
+    if let Some(path) = &tls.ca_file {
+        let certs = reqwest::Certificate::from_pem_bundle(&read(path)?).map_err(|e| {
+            Error::InvalidArgument(format!("{}: not a PEM CA bundle: {e}", path.display()))
+        })?;
+        if certs.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{}: no certificate in the CA bundle",
+                path.display()
+            )));
+        }
+        builder = builder.tls_built_in_root_certs(false);
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => {
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "{} / {}: not a PEM certificate and key: {e}",
+                    cert.display(),
+                    key.display()
+                ))
+            })?;
+            builder = builder.identity(identity);
+        }
+        (None, None) => {}
+        _ => {
+            return Err(Error::InvalidArgument(
+                "a client certificate needs both its certificate and its key file".into(),
+            ))
+        }
+    }
+    Ok(builder)
 }

@@ -56,6 +56,8 @@ pub async fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
             admin_token: admin_token.clone(),
             cluster_secret: cluster_secret.clone(),
             raft: RaftTuning::default(),
+            tls: None,
+            insecure: false,
             cache_bytes: 32 * 1024 * 1024,
             handoff: false,
         };

@@ -16,6 +16,7 @@
 pub mod admission;
 pub mod dev;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod node;
 pub mod raft;
@@ -23,3 +24,4 @@ pub mod raft;
 pub mod sabotage;
 pub mod serve;
 pub mod storage;
+pub mod tls;

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ratequeue_node::node::{Config, RaftTuning};
 use ratequeue_node::raft::types::NodeId;
 use ratequeue_node::serve;
+use ratequeue_node::tls::{Tls, TlsPaths};
 
 /// The request path allocates many small short-lived buffers (HTTP, JSON, batches);
 /// glibc malloc showed at the top of the leader's profile.
@@ -69,7 +70,7 @@ struct ServeArgs {
     api_addr: SocketAddr,
     #[arg(long, env = "RATEQUEUE_PEER_ADDR", default_value = "0.0.0.0:7701")]
     peer_addr: SocketAddr,
-    /// Base URL clients are redirected to. Default: http://<api-addr>.
+    /// Base URL clients are redirected to. Default: http://<api-addr> (https:// with TLS).
     #[arg(long, env = "RATEQUEUE_ADVERTISE_API_URL")]
     advertise_api_url: Option<String>,
     /// host:port other nodes use for this node's peer listener. Default: this node's
@@ -99,6 +100,25 @@ struct ServeArgs {
     /// test or dev supervisor; on Linux the kernel kills the node with its parent).
     #[arg(long, env = "RATEQUEUE_PARENT_PID")]
     parent_pid: Option<u32>,
+    /// This node's certificate chain (PEM, leaf first). It must carry the DNS name
+    /// `node-<id>.ratequeue` and the names clients use. Turns on TLS on both listeners
+    /// and mutual TLS between peers; needs --tls-key and --tls-ca.
+    #[arg(long, env = "RATEQUEUE_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "RATEQUEUE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA bundle (PEM) that the other members' certificates must chain to.
+    #[arg(long, env = "RATEQUEUE_TLS_CA", requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
+    /// CA bundle (PEM): API clients must present a certificate it signed.
+    #[arg(long, env = "RATEQUEUE_API_CLIENT_CA", requires = "tls_cert")]
+    api_client_ca: Option<PathBuf>,
+    /// Serve plain HTTP on addresses other than loopback (tokens and the cluster secret
+    /// then cross the network unencrypted). Without TLS and without this flag, such a
+    /// binding is refused.
+    #[arg(long, env = "RATEQUEUE_INSECURE", default_value_t = false)]
+    insecure: bool,
 }
 
 #[derive(clap::Args)]
@@ -197,13 +217,26 @@ fn serve_config(a: ServeArgs) -> anyhow::Result<Config> {
         .advertise_peer_addr
         .or_else(|| peers.get(&id).cloned())
         .unwrap_or_else(|| a.peer_addr.to_string());
+    let tls = match (a.tls_cert, a.tls_key, a.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(
+            Tls::load(TlsPaths {
+                cert,
+                key,
+                ca,
+                api_client_ca: a.api_client_ca,
+            })
+            .context("loading TLS files")?,
+        ),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     Ok(Config {
         id,
         api_addr: a.api_addr,
         peer_addr: a.peer_addr,
         advertise_api_url: a
             .advertise_api_url
-            .unwrap_or_else(|| format!("http://{}", a.api_addr)),
+            .unwrap_or_else(|| format!("{scheme}://{}", a.api_addr)),
         advertise_peer_addr,
         peers,
         data_dir: a.data_dir,
@@ -223,6 +256,8 @@ fn serve_config(a: ServeArgs) -> anyhow::Result<Config> {
             election_max_ms: a.election_timeout_ms * 2,
             snapshot_every: a.snapshot_every,
         },
+        tls,
+        insecure: a.insecure,
         cache_bytes: a.cache_mb * 1024 * 1024,
         handoff: true,
     })

@@ -24,6 +24,7 @@ use crate::raft::network::{ClusterSecret, PeerNetwork};
 use crate::raft::state_machine::{SharedApplied, SnapshotHandle, SnapshotStore, StateMachineStore};
 use crate::raft::types::{NodeId, NodeInfo, Raft, SnapshotMeta, StorageError, TypeConfig};
 use crate::storage::{self, LogStore, SledConfig};
+use crate::tls::Tls;
 
 /// How long membership calls wait for a learner to catch up or a change to commit.
 pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -50,6 +51,10 @@ pub struct Config {
     pub admin_token: String,
     pub cluster_secret: String,
     pub raft: RaftTuning,
+    /// TLS on both listeners and to peers (mutual), or plain HTTP when `None`.
+    pub tls: Option<Tls>,
+    /// Serve plain HTTP on addresses other than loopback (refused otherwise).
+    pub insecure: bool,
     /// sled page cache; several nodes may share a machine.
     pub cache_bytes: u64,
     /// On SIGTERM, hand leadership to a caught-up follower first. Off for `dev`, where
@@ -151,7 +156,8 @@ impl Node {
         let bind_ip: Option<IpAddr> =
             (!config.peer_addr.ip().is_unspecified()).then_some(config.peer_addr.ip());
         let secret = ClusterSecret::new(config.cluster_secret.clone());
-        let net = PeerNetwork::new(secret, bind_ip).context("building the peer client")?;
+        let net = PeerNetwork::new(secret, bind_ip, config.tls.clone())
+            .context("building the peer client")?;
         let peers = net.clone();
         let raft_cfg = Arc::new(raft_config(config.raft)?);
         let raft = Raft::new(config.id, raft_cfg, net, store.clone(), sm)
@@ -390,6 +396,12 @@ impl Node {
                 "peer_addr and api_url are required".into(),
             ));
         }
+        // Reachable, and really node `id` of this cluster (its certificate with TLS, an
+        // identity proof in any case), before Raft sends it the secret and the log.
+        self.peers
+            .verify_member(req.id, &node.peer_addr)
+            .await
+            .map_err(|e| MembershipError::Unverified(e.to_string()))?;
         tokio::time::timeout(
             MEMBERSHIP_TIMEOUT,
             self.raft.add_learner(req.id, node, false),
@@ -504,7 +516,7 @@ impl Node {
         tracing::info!(successor = id, "handing leadership over");
         self.raft.runtime_config().heartbeat(false);
         self.raft.runtime_config().elect(false);
-        if let Err(e) = self.peers.trigger_election(&n.peer_addr).await {
+        if let Err(e) = self.peers.trigger_election(id, &n.peer_addr).await {
             tracing::warn!(error = %e, "successor did not start an election");
         }
         let moved = self
@@ -541,6 +553,9 @@ pub enum MembershipError {
     Invalid(String),
     #[error("no member {0}")]
     NotFound(NodeId),
+    /// The new member is unreachable or could not prove its identity.
+    #[error("{0}")]
+    Unverified(String),
     /// The change may still commit; the caller should look at the cluster status.
     #[error("timed out {0}; check cluster status")]
     Timeout(&'static str),
@@ -623,7 +638,7 @@ async fn publish_api_url(node: Arc<Node>) {
             if id == node.id {
                 info.api_url = node.advertise_api_url.clone();
             } else {
-                match node.peers.api_url(&info.peer_addr).await {
+                match node.peers.api_url(id, &info.peer_addr).await {
                     Ok(url) if !url.is_empty() => info.api_url = url,
                     Ok(_) => continue,
                     Err(e) => {

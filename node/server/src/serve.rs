@@ -4,18 +4,47 @@
 //! The composition sits here, above both `node` and `http`, so that neither knows the
 //! other's wiring: the node is a handle, HTTP a shell over it.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 
+use crate::listener::{self, Plain};
 use crate::node::{Config, Node};
 use crate::raft::network::{self, ClusterSecret};
+use crate::tls;
+
+/// Refuses plain HTTP on an address other than loopback unless `insecure` is set: the
+/// API carries bearer tokens and the peer port the cluster secret, in clear.
+pub fn check_plain_binding(config: &Config) -> anyhow::Result<()> {
+    if config.tls.is_some() || config.insecure {
+        return Ok(());
+    }
+    let exposed = |a: &SocketAddr| !a.ip().is_loopback();
+    for (what, addr) in [("API", config.api_addr), ("peer", config.peer_addr)] {
+        if exposed(&addr) {
+            bail!(
+                "refusing to serve plain HTTP on the {what} address {addr}, which is not \
+                 loopback: tokens and the cluster secret would cross the network in clear. \
+                 Configure TLS (--tls-cert, --tls-key, --tls-ca) or pass --insecure \
+                 (RATEQUEUE_INSECURE=true) to accept that"
+            );
+        }
+    }
+    Ok(())
+}
 
 /// Runs a node until `stop` resolves: API and peer listeners, then graceful shutdown.
 pub async fn serve(
     config: Config,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    check_plain_binding(&config)?;
+    if config.tls.is_none() && config.insecure {
+        tracing::warn!(
+            "serving plain HTTP (--insecure): tokens and the cluster secret are not encrypted"
+        );
+    }
     // Bind first: peers can reach this node as soon as its Raft starts.
     let api_listener = tokio::net::TcpListener::bind(config.api_addr)
         .await
@@ -25,34 +54,64 @@ pub async fn serve(
         .with_context(|| format!("binding peer address {}", config.peer_addr))?;
     let node = Node::start(&config).await?;
     let secret = ClusterSecret::new(config.cluster_secret.clone());
-    let peer_app =
-        network::peer_router(node.raft.clone(), secret, config.advertise_api_url.clone());
+    let peer_app = network::peer_router(
+        node.raft.clone(),
+        secret,
+        config.advertise_api_url.clone(),
+        config.tls.is_some(),
+    );
     let api_app = crate::http::app(node.clone());
-    tracing::info!(id = node.id, api = %config.api_addr, peer = %config.peer_addr, "serving");
+    tracing::info!(
+        id = node.id,
+        api = %config.api_addr,
+        peer = %config.peer_addr,
+        tls = config.tls.is_some(),
+        "serving"
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut api_stop = stop_rx.clone();
-    let api = tokio::spawn(async move {
-        axum::serve(api_listener, api_app)
-            .with_graceful_shutdown(async move {
-                let _ = api_stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
-    let mut peer_stop = stop_rx.clone();
-    let peer = tokio::spawn(async move {
-        axum::serve(peer_listener, peer_app)
-            .with_graceful_shutdown(async move {
-                let _ = peer_stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let (api, peer) = match &config.tls {
+        Some(tls) => {
+            tls.spawn_reloader(tls::RELOAD_POLL);
+            let api = tokio::spawn(listener::serve(
+                api_listener,
+                tls.api_handshake(),
+                api_app,
+                stopped(stop_rx.clone()),
+            ));
+            let peer = tokio::spawn(listener::serve(
+                peer_listener,
+                tls.peer_handshake(),
+                peer_app,
+                stopped(stop_rx.clone()),
+            ));
+            (api, peer)
+        }
+        None => {
+            let api = tokio::spawn(listener::serve(
+                api_listener,
+                Plain,
+                api_app,
+                stopped(stop_rx.clone()),
+            ));
+            let peer = tokio::spawn(listener::serve(
+                peer_listener,
+                Plain,
+                peer_app,
+                stopped(stop_rx.clone()),
+            ));
+            (api, peer)
+        }
+    };
     stop.await;
     tracing::info!(id = node.id, "shutting down");
     node.shutdown(config.handoff).await;
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), peer).await;
+    let _ = tokio::time::timeout(Duration::from_secs(6), api).await;
+    let _ = tokio::time::timeout(Duration::from_secs(6), peer).await;
     Ok(())
 }
 

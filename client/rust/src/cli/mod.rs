@@ -31,6 +31,28 @@ pub struct Global {
     /// API key or admin token (sent as a bearer token).
     #[arg(long, global = true, env = "RATEQUEUE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// CA bundle (PEM) that nodes' certificates must chain to, for https:// URLs
+    /// (default: the system's trust store).
+    #[arg(long, global = true, env = "RATEQUEUE_CA_FILE", value_name = "PEM")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for nodes that require one; needs --client-key.
+    #[arg(
+        long,
+        global = true,
+        env = "RATEQUEUE_CLIENT_CERT",
+        value_name = "PEM",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --client-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "RATEQUEUE_CLIENT_KEY",
+        value_name = "PEM",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<std::path::PathBuf>,
 }
 
 impl Global {
@@ -48,7 +70,17 @@ impl Global {
         if let Some(k) = self.api_key.as_ref().filter(|k| !k.trim().is_empty()) {
             b = b.api_key(k.clone());
         }
+        b = b.tls(self.tls());
         b.build().or_fail(&Out::default())
+    }
+
+    /// The TLS flags (each also from its environment variable).
+    pub fn tls(&self) -> ratequeue_client::TlsFiles {
+        ratequeue_client::TlsFiles {
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        }
     }
 }
 

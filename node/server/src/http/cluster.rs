@@ -99,6 +99,7 @@ fn membership_error(e: MembershipError) -> ApiError {
     let code = match &e {
         MembershipError::Invalid(_) | MembershipError::Refused(_) => ErrorCode::InvalidRequest,
         MembershipError::NotFound(_) => ErrorCode::MemberNotFound,
+        MembershipError::Unverified(_) => ErrorCode::MemberUnverified,
         MembershipError::Timeout(_) => ErrorCode::CommitTimeout,
         MembershipError::NoLeader(_) => ErrorCode::NoLeader,
     };

@@ -6,4 +6,5 @@ mod admission;
 mod cluster;
 mod dev;
 mod replication;
+mod security;
 mod storage;

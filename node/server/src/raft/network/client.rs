@@ -1,18 +1,31 @@
-//! The outgoing side: openraft's `RaftNetworkFactory` over one pooled HTTP client.
+//! The outgoing side: openraft's `RaftNetworkFactory` over pooled HTTP clients.
+//!
+//! Identity before the secret: a connection to a member first checks that the peer is
+//! the node it means to reach, and only then sends requests carrying the cluster
+//! secret. Over plain HTTP the peer answers an identity challenge (`/raft/identify`: an
+//! HMAC keyed with the secret over our random nonce and its id), checked here; with TLS
+//! the handshake also verifies the peer's certificate for `node-<id>.ratequeue`
+//! (`tls.rs`), and this node presents its own. The check is repeated after any failure,
+//! so a member whose address now leads elsewhere is found out again.
 //!
 //! Error mapping (what openraft does next depends on it):
-//! - cannot connect (refused, no route, DNS failure, connect timeout), a bad peer
-//!   address, a peer that rejects our secret (401), is another node (421) or speaks
-//!   another wire format (400, or an answer we cannot decode) -> `RPCError::Unreachable`:
-//!   openraft backs off per `PeerConnection::backoff` instead of retrying at every
-//!   heartbeat, since none of these clears up by itself within milliseconds;
 //! - no answer within the RPC's time budget -> `RPCError::Timeout`;
 //! - an AppendEntries body above [`PEER_BODY_BYTES_MAX`] (or a 413) ->
 //!   `RPCError::PayloadTooLarge`, so openraft resends fewer entries;
 //! - the peer's Raft answered with an error -> `RPCError::RemoteError`;
-//! - anything else (reset mid-request, undecodable answer) -> `RPCError::Network`.
+//! - everything else -> `RPCError::Unreachable`: cannot connect (refused, no route, DNS
+//!   failure, connect timeout, TLS handshake refused), a bad peer address, a failed
+//!   identity check, a peer that rejects our secret (401) or certificate (403), is
+//!   another node (421), speaks another wire format (400, an answer we cannot decode),
+//!   answers with any other status (a web server at a wrong address), or resets the
+//!   connection. openraft then backs off per `PeerConnection::backoff` (exponential,
+//!   with jitter) instead of retrying at once: none of these clears up within
+//!   milliseconds, and a retry at once loops hundreds of times a second.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -31,9 +44,10 @@ use rand::Rng;
 use reqwest::Url;
 use serde::de::DeserializeOwned;
 
-use super::secret::ClusterSecret;
-use super::wire::{self, PEER_BODY_BYTES_MAX};
+use super::secret::{ClusterSecret, NONCE_BYTES};
+use super::wire::{self, IdentifyRequest, IdentifyResponse, PEER_BODY_BYTES_MAX};
 use crate::raft::types::{NodeId, NodeInfo, TypeConfig};
+use crate::tls::Tls;
 
 /// Bound on establishing a TCP connection; a silent peer (dropped SYNs) becomes
 /// `Unreachable` after this even when the RPC's own budget is longer.
@@ -45,8 +59,14 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// 10 % jitter so that the nodes do not retry in lockstep); reset by any success.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// Budget of a control request (leadership hand-off, API URL discovery).
+/// Budget of a control request (leadership hand-off, API URL discovery, identity).
 const CONTROL_RPC_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a membership change keeps trying to reach a new member that does not
+/// accept connections yet (a node just started); a wrong answer fails at once.
+const VERIFY_CONNECT_BUDGET: Duration = Duration::from_secs(10);
+const VERIFY_RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
+/// Most per-member TLS clients kept (one per member id dialled; members are few).
+const TLS_CLIENTS_MAX: usize = 256;
 /// How much of a non-200 answer's text is kept in the error.
 const ERROR_BODY_CHARS_MAX: usize = 200;
 
@@ -56,6 +76,8 @@ pub enum PeerNetworkError {
     SecretNotHeaderSafe,
     #[error("building the peer HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    #[error("building the peer TLS client: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("peer {peer_addr}: {message}")]
     Peer { peer_addr: String, message: String },
     #[error("peer {peer_addr}: {source}")]
@@ -66,38 +88,122 @@ pub enum PeerNetworkError {
 }
 
 /// Creates the connections openraft uses to reach each member. Cheap to clone (the
-/// HTTP client and its connection pool are shared).
+/// HTTP clients and their connection pools are shared).
 #[derive(Clone, Debug)]
 pub struct PeerNetwork {
-    http: reqwest::Client,
+    /// Plain HTTP: one client for every member.
+    plain: reqwest::Client,
+    /// TLS: one client per member id, each verifying that member's certificate.
+    tls: Option<(
+        Tls,
+        Arc<parking_lot::Mutex<BTreeMap<NodeId, reqwest::Client>>>,
+    )>,
+    local_ip: Option<IpAddr>,
+    secret: ClusterSecret,
     /// `Bearer <secret>`, marked sensitive so that it never shows in `Debug` output.
     auth: HeaderValue,
+}
+
+fn client_builder(local_ip: Option<IpAddr>) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .no_proxy()
+        .local_address(local_ip)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .tcp_nodelay(true)
 }
 
 impl PeerNetwork {
     /// `local_ip`: the address outgoing peer connections are bound to (this node's own
     /// peer IP, so that per-source firewall rules partition nodes); `None` lets the OS
-    /// choose.
-    pub fn new(secret: ClusterSecret, local_ip: Option<IpAddr>) -> Result<Self, PeerNetworkError> {
+    /// choose. `tls`: speak HTTPS to members and verify each one's certificate.
+    pub fn new(
+        secret: ClusterSecret,
+        local_ip: Option<IpAddr>,
+        tls: Option<Tls>,
+    ) -> Result<Self, PeerNetworkError> {
         let mut auth = HeaderValue::try_from(format!("Bearer {}", secret.expose()))
             .map_err(|_| PeerNetworkError::SecretNotHeaderSafe)?;
         auth.set_sensitive(true);
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .local_address(local_ip)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .tcp_nodelay(true)
+        let plain = client_builder(local_ip)
             .build()
             .map_err(PeerNetworkError::Client)?;
-        Ok(PeerNetwork { http, auth })
+        Ok(PeerNetwork {
+            plain,
+            tls: tls.map(|t| (t, Arc::default())),
+            local_ip,
+            secret,
+            auth,
+        })
     }
 
-    /// Asks the node at `peer_addr` (`host:port` of its peer listener) to start an
-    /// election now: the leadership hand-off of a leader that is shutting down.
-    pub async fn trigger_election(&self, peer_addr: &str) -> Result<(), PeerNetworkError> {
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The client that reaches member `target` (with TLS: one that accepts only
+    /// `target`'s certificate).
+    fn http_for(&self, target: NodeId) -> Result<reqwest::Client, PeerNetworkError> {
+        let Some((tls, clients)) = &self.tls else {
+            return Ok(self.plain.clone());
+        };
+        let mut clients = clients.lock();
+        if let Some(c) = clients.get(&target) {
+            return Ok(c.clone());
+        }
+        let client = client_builder(self.local_ip)
+            .use_preconfigured_tls(tls.peer_client_config(target)?)
+            .build()
+            .map_err(PeerNetworkError::Client)?;
+        if clients.len() >= TLS_CLIENTS_MAX {
+            clients.clear();
+        }
+        clients.insert(target, client.clone());
+        Ok(client)
+    }
+
+    /// Checks that the node at `peer_addr` is member `target` (its identity proof and,
+    /// with TLS, its certificate) without sending it the cluster secret: what a
+    /// membership change does before it adds a member.
+    pub async fn verify_member(
+        &self,
+        target: NodeId,
+        peer_addr: &str,
+    ) -> Result<(), PeerNetworkError> {
+        let fail = |message: String| PeerNetworkError::Peer {
+            peer_addr: peer_addr.to_owned(),
+            message,
+        };
+        let http = self.http_for(target)?;
+        let url = peer_url(self.scheme(), peer_addr, wire::PATH_IDENTIFY);
+        let deadline = tokio::time::Instant::now() + VERIFY_CONNECT_BUDGET;
+        let mut pause = BACKOFF_MIN;
+        loop {
+            match identify(&http, &self.secret, target, &url, CONTROL_RPC_TIMEOUT).await {
+                Ok(()) => return Ok(()),
+                Err(Failure::Connect(e)) if tokio::time::Instant::now() + pause < deadline => {
+                    tracing::debug!(target, error = %e, "new member not reachable yet");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(VERIFY_RETRY_PAUSE_MAX);
+                }
+                Err(f) => return Err(fail(f.to_string())),
+            }
+        }
+    }
+
+    /// Asks member `target` at `peer_addr` (`host:port` of its peer listener) to start
+    /// an election now: the leadership hand-off of a leader that is shutting down.
+    pub async fn trigger_election(
+        &self,
+        target: NodeId,
+        peer_addr: &str,
+    ) -> Result<(), PeerNetworkError> {
         let result: Result<(), Fatal<NodeId>> = self
-            .control_rpc(peer_addr, wire::PATH_TRIGGER_ELECT)
+            .control_rpc(target, peer_addr, wire::PATH_TRIGGER_ELECT)
             .await?;
         result.map_err(|source| PeerNetworkError::Remote {
             peer_addr: peer_addr.to_owned(),
@@ -105,15 +211,21 @@ impl PeerNetwork {
         })
     }
 
-    /// Asks the node at `peer_addr` for its advertised client API URL.
-    pub async fn api_url(&self, peer_addr: &str) -> Result<String, PeerNetworkError> {
-        self.control_rpc(peer_addr, wire::PATH_API_URL).await
+    /// Asks member `target` at `peer_addr` for its advertised client API URL.
+    pub async fn api_url(
+        &self,
+        target: NodeId,
+        peer_addr: &str,
+    ) -> Result<String, PeerNetworkError> {
+        self.control_rpc(target, peer_addr, wire::PATH_API_URL)
+            .await
     }
 
-    /// A request without arguments to another node's peer listener (outside Raft's own
-    /// RPCs), with its answer decoded as `T`.
+    /// A request without arguments to a member's peer listener (outside Raft's own
+    /// RPCs), after checking its identity, with its answer decoded as `T`.
     async fn control_rpc<T: serde::de::DeserializeOwned>(
         &self,
+        target: NodeId,
         peer_addr: &str,
         path: &str,
     ) -> Result<T, PeerNetworkError> {
@@ -121,12 +233,15 @@ impl PeerNetwork {
             peer_addr: peer_addr.to_owned(),
             message,
         };
-        let url = peer_url(peer_addr, path);
+        self.verify_member(target, peer_addr).await?;
+        let http = self.http_for(target)?;
+        let url = peer_url(self.scheme(), peer_addr, path);
         let body = wire::encode(&()).map_err(|e| fail(e.to_string()))?;
+        let target_header = HeaderValue::from(target);
         let answer = post(
-            &self.http,
-            &self.auth,
-            None,
+            &http,
+            Some(&self.auth),
+            Some(&target_header),
             &url,
             body,
             CONTROL_RPC_TIMEOUT,
@@ -137,18 +252,55 @@ impl PeerNetwork {
     }
 }
 
+/// The identity challenge: a fresh nonce to `url`, whose answer must be `target`'s
+/// proof. Sends no secret.
+async fn identify(
+    http: &reqwest::Client,
+    secret: &ClusterSecret,
+    target: NodeId,
+    url: &Result<Url, String>,
+    timeout: Duration,
+) -> Result<(), Failure> {
+    let nonce: [u8; NONCE_BYTES] = rand::random();
+    let body = wire::encode(&IdentifyRequest { target, nonce })
+        .map_err(|e| Failure::Other(AnyError::error(e.to_string())))?;
+    let answer = post(http, None, None, url, body, timeout).await?;
+    let answer: IdentifyResponse = wire::decode(&answer).map_err(|e| {
+        Failure::Unreachable(AnyError::error(format!(
+            "not a ratequeue node (undecodable identity answer: {e})"
+        )))
+    })?;
+    if answer.node != target {
+        return Err(Failure::Unreachable(AnyError::error(format!(
+            "this address serves node {}, not node {target}",
+            answer.node
+        ))));
+    }
+    if !secret.check_proof(target, &nonce, &answer.proof) {
+        return Err(Failure::Unreachable(AnyError::error(format!(
+            "the node at this address could not prove it is node {target} of this cluster \
+             (another cluster secret?)"
+        ))));
+    }
+    Ok(())
+}
+
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerConnection;
 
     /// Connects lazily: the address is resolved (DNS or IP) when a connection is made.
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerConnection {
-        let url = |path| peer_url(&node.peer_addr, path);
+        let scheme = self.scheme();
+        let url = |path| peer_url(scheme, &node.peer_addr, path);
         PeerConnection {
-            http: self.http.clone(),
+            http: self.http_for(target).map_err(|e| e.to_string()),
             auth: self.auth.clone(),
+            secret: self.secret.clone(),
+            verified: AtomicBool::new(false),
             target,
             target_header: HeaderValue::from(target),
             node: node.clone(),
+            identify: url(wire::PATH_IDENTIFY),
             append_entries: url(wire::PATH_APPEND_ENTRIES),
             vote: url(wire::PATH_VOTE),
             install_snapshot: url(wire::PATH_INSTALL_SNAPSHOT),
@@ -159,12 +311,17 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 /// openraft's handle on one member.
 #[derive(Debug)]
 pub struct PeerConnection {
-    http: reqwest::Client,
+    /// The client for this member, or why none could be built.
+    http: Result<reqwest::Client, String>,
     auth: HeaderValue,
+    secret: ClusterSecret,
+    /// Whether the peer proved its identity since the last failure.
+    verified: AtomicBool,
     target: NodeId,
     target_header: HeaderValue,
     node: NodeInfo,
     /// Each endpoint's URL, or why the member's `peer_addr` is unusable.
+    identify: Result<Url, String>,
     append_entries: Result<Url, String>,
     vote: Result<Url, String>,
     install_snapshot: Result<Url, String>,
@@ -189,16 +346,12 @@ impl PeerConnection {
         T: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let answer = post(
-            &self.http,
-            &self.auth,
-            Some(&self.target_header),
-            rpc.url,
-            body,
-            rpc.timeout,
-        )
-        .await
-        .map_err(|f| self.rpc_error(f, &rpc))?;
+        let answer = self.send(&rpc, body).await.map_err(|f| {
+            if !matches!(f, Failure::Timeout | Failure::TooLarge) {
+                self.verified.store(false, Ordering::Relaxed);
+            }
+            self.rpc_error(f, &rpc)
+        })?;
         let result: Result<T, RaftError<NodeId, E>> = wire::decode(&answer).map_err(|e| {
             RPCError::Unreachable(Unreachable::from(AnyError::error(format!(
                 "undecodable answer from node {}: {e}",
@@ -214,9 +367,32 @@ impl PeerConnection {
         })
     }
 
+    /// Checks the peer's identity if it is not verified yet, then sends `body`.
+    async fn send(&self, rpc: &Rpc<'_>, body: Vec<u8>) -> Result<axum::body::Bytes, Failure> {
+        let http = self
+            .http
+            .as_ref()
+            .map_err(|why| Failure::Unreachable(AnyError::error(why)))?;
+        if !self.verified.load(Ordering::Relaxed) {
+            identify(http, &self.secret, self.target, &self.identify, rpc.timeout).await?;
+            self.verified.store(true, Ordering::Relaxed);
+        }
+        post(
+            http,
+            Some(&self.auth),
+            Some(&self.target_header),
+            rpc.url,
+            body,
+            rpc.timeout,
+        )
+        .await
+    }
+
     fn rpc_error<E: std::error::Error>(&self, failure: Failure, rpc: &Rpc<'_>) -> RpcError<E> {
         match failure {
-            Failure::Unreachable(e) => RPCError::Unreachable(Unreachable::from(e)),
+            Failure::Unreachable(e) | Failure::Connect(e) => {
+                RPCError::Unreachable(Unreachable::from(e))
+            }
             Failure::Timeout => RPCError::Timeout(Timeout {
                 action: rpc.action,
                 id: rpc.sender,
@@ -232,7 +408,7 @@ impl PeerConnection {
                     self.target, rpc.action
                 )))),
             },
-            Failure::Other(e) => RPCError::Network(NetworkError::from(e)),
+            Failure::Other(e) => RPCError::Unreachable(Unreachable::from(e)),
         }
     }
 }
@@ -327,10 +503,11 @@ fn unreachable_backoff() -> impl Iterator<Item = Duration> + Send + 'static {
     })
 }
 
-/// `http://{peer_addr}{path}`, refusing anything but a plain `host:port`.
-fn peer_url(peer_addr: &str, path: &str) -> Result<Url, String> {
+/// `{scheme}://{peer_addr}{path}`, refusing anything but a plain `host:port`.
+pub(super) fn peer_url(scheme: &str, peer_addr: &str, path: &str) -> Result<Url, String> {
     let bad = |why: &str| format!("peer address {peer_addr:?} is not host:port ({why})");
-    let url = Url::parse(&format!("http://{peer_addr}{path}")).map_err(|e| bad(&e.to_string()))?;
+    let url =
+        Url::parse(&format!("{scheme}://{peer_addr}{path}")).map_err(|e| bad(&e.to_string()))?;
     let has_host = matches!(url.host_str(), Some(host) if !host.is_empty());
     if !has_host || url.port().is_none() {
         return Err(bad("host and port required"));
@@ -344,6 +521,9 @@ fn peer_url(peer_addr: &str, path: &str) -> Result<Url, String> {
 /// Why a request got no usable answer.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
+    /// No connection (refused, no route, DNS): may clear up when the peer starts.
+    #[error("cannot connect: {0}")]
+    Connect(AnyError),
     #[error("unreachable: {0}")]
     Unreachable(AnyError),
     #[error("timed out")]
@@ -356,8 +536,11 @@ enum Failure {
 
 impl From<reqwest::Error> for Failure {
     fn from(e: reqwest::Error) -> Self {
-        // A connect timeout is both: it is a connection failure first.
-        if e.is_connect() {
+        // A connect timeout is both: it is a connection failure first. A TLS handshake
+        // that failed (a certificate for another node, another CA) is no passing state.
+        if e.is_connect() && !caused_by_tls(&e) {
+            Failure::Connect(AnyError::new(&e))
+        } else if e.is_connect() {
             Failure::Unreachable(AnyError::new(&e))
         } else if e.is_timeout() {
             Failure::Timeout
@@ -367,10 +550,31 @@ impl From<reqwest::Error> for Failure {
     }
 }
 
-/// POSTs one framed body and returns the 200 answer's body.
+fn caused_by_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        // rustls errors reach reqwest wrapped in io::Error.
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            {
+                return true;
+            }
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// POSTs one framed body and returns the 200 answer's body. `auth`: the cluster
+/// secret's header, for every request but the identity challenge.
 async fn post(
     http: &reqwest::Client,
-    auth: &HeaderValue,
+    auth: Option<&HeaderValue>,
     target: Option<&HeaderValue>,
     url: &Result<Url, String>,
     body: Vec<u8>,
@@ -381,10 +585,12 @@ async fn post(
         .map_err(|why| Failure::Unreachable(AnyError::error(why)))?;
     let mut request = http
         .post(url.clone())
-        .header(AUTHORIZATION, auth.clone())
         .header(CONTENT_TYPE, wire::CONTENT_TYPE_BINCODE)
         .timeout(timeout)
         .body(body);
+    if let Some(auth) = auth {
+        request = request.header(AUTHORIZATION, auth.clone());
+    }
     if let Some(target) = target {
         request = request.header(wire::HEADER_TARGET_ID, target.clone());
     }
@@ -399,6 +605,9 @@ async fn post(
         StatusCode::UNAUTHORIZED => Failure::Unreachable(AnyError::error(
             "the peer rejected our cluster secret (401): every member needs the same RATEQUEUE_CLUSTER_SECRET",
         )),
+        StatusCode::FORBIDDEN => Failure::Unreachable(AnyError::error(format!(
+            "the peer refused our certificate (403): {text}"
+        ))),
         StatusCode::MISDIRECTED_REQUEST => {
             Failure::Unreachable(AnyError::error(format!("wrong node at this address (421): {text}")))
         }
@@ -406,6 +615,8 @@ async fn post(
             "the peer cannot decode our requests (400, another version?): {text}"
         ))),
         StatusCode::PAYLOAD_TOO_LARGE => Failure::TooLarge,
-        _ => Failure::Other(AnyError::error(format!("HTTP {status}: {text}"))),
+        _ => Failure::Unreachable(AnyError::error(format!(
+            "not a ratequeue peer listener? HTTP {status}: {text}"
+        ))),
     })
 }

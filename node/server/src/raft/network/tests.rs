@@ -21,7 +21,10 @@ use tokio::net::TcpListener;
 use self::mem::{MemLog, MemSm};
 use super::client::split_hint;
 use super::{peer_router, wire, ClusterSecret, PeerNetwork, PEER_BODY_BYTES_MAX};
+use crate::listener::{self, Plain};
 use crate::raft::types::{Batch, NodeId, NodeInfo, Raft};
+use crate::tls::test_pki::TestCa;
+use crate::tls::{node_name, Tls};
 
 const SECRET: &str = "correct horse battery staple";
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -58,16 +61,35 @@ fn config() -> Arc<Config> {
 
 /// A Raft node on in-memory stores, serving `peer_router` on its own listener.
 async fn start_node(id: NodeId, config: Arc<Config>) -> TestNode {
-    let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let net = PeerNetwork::new(ClusterSecret::new(SECRET), Some(LOCALHOST)).unwrap();
+    start_node_with(id, config, None).await
+}
+
+/// The same, speaking mutual TLS with `tls` when given.
+async fn start_node_with(id: NodeId, config: Arc<Config>, tls: Option<Tls>) -> TestNode {
+    let tcp = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let net = PeerNetwork::new(ClusterSecret::new(SECRET), Some(LOCALHOST), tls.clone()).unwrap();
     let sm = MemSm::default();
     let raft = Raft::new(id, config, net, MemLog::default(), sm.clone())
         .await
         .unwrap();
-    let app = peer_router(raft.clone(), ClusterSecret::new(SECRET), String::new());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let app = peer_router(
+        raft.clone(),
+        ClusterSecret::new(SECRET),
+        String::new(),
+        tls.is_some(),
+    );
+    let stop = std::future::pending();
+    match tls {
+        Some(tls) => tokio::spawn(listener::serve(tcp, tls.peer_handshake(), app, stop)),
+        None => tokio::spawn(listener::serve(tcp, Plain, app, stop)),
+    };
     TestNode { id, raft, sm, addr }
+}
+
+/// Node `id`'s TLS material, signed by `ca`, naming `names`.
+fn tls_for(ca: &TestCa, dir: &std::path::Path, names: &[String]) -> Tls {
+    Tls::load(ca.write(dir, names)).unwrap()
 }
 
 async fn start_cluster(n: NodeId, config: Arc<Config>) -> Vec<TestNode> {
@@ -75,9 +97,13 @@ async fn start_cluster(n: NodeId, config: Arc<Config>) -> Vec<TestNode> {
     for id in 1..=n {
         nodes.push(start_node(id, config.clone()).await);
     }
+    initialize(&nodes).await;
+    nodes
+}
+
+async fn initialize(nodes: &[TestNode]) {
     let members: BTreeMap<NodeId, NodeInfo> = nodes.iter().map(|n| (n.id, n.info())).collect();
     nodes[0].raft.initialize(members).await.unwrap();
-    nodes
 }
 
 /// Waits until every node names the same leader; returns its index in `nodes`.
@@ -123,7 +149,7 @@ fn node_at(peer_addr: String) -> NodeInfo {
 }
 
 async fn connect(target: NodeId, peer_addr: String, secret: &str) -> super::PeerConnection {
-    let mut net = PeerNetwork::new(ClusterSecret::new(secret), Some(LOCALHOST)).unwrap();
+    let mut net = PeerNetwork::new(ClusterSecret::new(secret), Some(LOCALHOST), None).unwrap();
     net.new_client(target, &node_at(peer_addr)).await
 }
 
@@ -150,8 +176,8 @@ async fn three_nodes_elect_a_leader_and_replicate_a_batch() {
 
     // The leadership hand-off request reaches a follower's Raft.
     let follower = &nodes[(leader + 1) % nodes.len()];
-    let net = PeerNetwork::new(ClusterSecret::new(SECRET), Some(LOCALHOST)).unwrap();
-    net.trigger_election(&follower.addr.to_string())
+    let net = PeerNetwork::new(ClusterSecret::new(SECRET), Some(LOCALHOST), None).unwrap();
+    net.trigger_election(follower.id, &follower.addr.to_string())
         .await
         .unwrap();
 }
@@ -285,17 +311,33 @@ async fn a_silent_peer_times_out() {
     }
 }
 
-/// Serves `answer` to every request, like a peer of another version or a broken proxy.
-async fn fake_peer(answer: (StatusCode, Vec<u8>)) -> SocketAddr {
+/// Serves `answer` to every request, like a peer of another version, a broken proxy or
+/// whatever web server listens at a wrong address. Records each request's
+/// `Authorization` header.
+async fn fake_peer(
+    answer: (StatusCode, Vec<u8>),
+) -> (SocketAddr, Arc<parking_lot::Mutex<Vec<Option<String>>>>) {
     let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback(move || async move { answer });
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let answer = answer.clone();
+        let log = log.clone();
+        async move {
+            let auth = headers
+                .get(AUTHORIZATION)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            log.lock().push(auth);
+            answer
+        }
+    });
     tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    (addr, seen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_incompatible_peer_is_unreachable_and_a_failing_one_a_network_error() {
+async fn an_incompatible_or_failing_peer_is_unreachable() {
     let incompatible = [
         (StatusCode::OK, vec![wire::WIRE_VERSION + 1, 0]),
         (StatusCode::OK, vec![wire::WIRE_VERSION, 0xff, 0xff, 0xff]),
@@ -305,7 +347,7 @@ async fn an_incompatible_peer_is_unreachable_and_a_failing_one_a_network_error()
         ),
     ];
     for answer in incompatible {
-        let addr = fake_peer(answer.clone()).await;
+        let (addr, _) = fake_peer(answer.clone()).await;
         let mut conn = connect(2, addr.to_string(), SECRET).await;
         let err = conn
             .vote(vote_request(1, 1), RPCOption::new(RPC_TTL))
@@ -316,14 +358,159 @@ async fn an_incompatible_peer_is_unreachable_and_a_failing_one_a_network_error()
             "{answer:?}: {err:?}"
         );
     }
-    let addr = fake_peer((StatusCode::BAD_GATEWAY, b"upstream gone".to_vec())).await;
+    // Any other answer too: openraft backs off only after `Unreachable`, and retries
+    // a `Network` error at once, hundreds of times a second.
+    let (addr, _) = fake_peer((StatusCode::BAD_GATEWAY, b"upstream gone".to_vec())).await;
     let mut conn = connect(2, addr.to_string(), SECRET).await;
     let err = conn
         .vote(vote_request(1, 1), RPCOption::new(RPC_TTL))
         .await
         .unwrap_err();
-    assert!(matches!(err, RPCError::Network(_)), "{err:?}");
+    assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
     assert!(err.to_string().contains("upstream gone"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_address_never_receives_the_secret() {
+    // A web server at a mistyped or made-up member address.
+    let (addr, seen) = fake_peer((StatusCode::NOT_FOUND, b"no such page".to_vec())).await;
+    let net = PeerNetwork::new(ClusterSecret::new(SECRET), Some(LOCALHOST), None).unwrap();
+    let err = net.verify_member(2, &addr.to_string()).await.unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+    let mut conn = connect(2, addr.to_string(), SECRET).await;
+    for _ in 0..3 {
+        let err = conn
+            .vote(vote_request(1, 1), RPCOption::new(RPC_TTL))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
+    }
+    assert!(net.api_url(2, &addr.to_string()).await.is_err());
+    assert!(net.trigger_election(2, &addr.to_string()).await.is_err());
+    let seen = seen.lock().clone();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter().all(|auth| auth.is_none()),
+        "the secret was sent to an unverified address: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_at_a_wrong_address_is_retried_with_backoff() {
+    let nodes = start_cluster(1, config()).await;
+    wait_for_leader(&nodes).await;
+    let (addr, seen) = fake_peer((StatusCode::NOT_FOUND, b"no such page".to_vec())).await;
+    nodes[0]
+        .raft
+        .add_learner(2, node_at(addr.to_string()), false)
+        .await
+        .unwrap();
+    // Heartbeats every 50 ms would be 60 requests in 3 s; retrying at once after each
+    // failure was hundreds a second. With backoff (50 ms doubling to 1 s) it is about
+    // 10. A slower machine can only send fewer.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let requests = seen.lock().len();
+    assert!(requests >= 1, "the leader never tried the new member");
+    assert!(requests <= 25, "{requests} requests in 3 s: no backoff");
+}
+
+/// Three nodes with mutual TLS, each certificate naming its node.
+async fn start_tls_cluster(ca: &TestCa, dir: &std::path::Path) -> Vec<TestNode> {
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        let tls = tls_for(ca, &dir.join(format!("n{id}")), &[node_name(id)]);
+        nodes.push(start_node_with(id, config(), Some(tls)).await);
+    }
+    initialize(&nodes).await;
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutual_tls_cluster_elects_and_replicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("cluster ca");
+    let nodes = start_tls_cluster(&ca, dir.path()).await;
+    let leader = wait_for_leader(&nodes).await;
+    let written = batch(7, &["over-tls"]);
+    let index = nodes[leader]
+        .raft
+        .client_write(written.clone())
+        .await
+        .unwrap()
+        .log_id
+        .index;
+    for n in &nodes {
+        n.raft
+            .wait(Some(WAIT))
+            .applied_index_at_least(Some(index), "batch applied")
+            .await
+            .unwrap();
+        assert_eq!(n.sm.batches(), vec![written.clone()], "node {}", n.id);
+    }
+    // Plain HTTP to a TLS peer listener gets nowhere.
+    let mut plain = connect(1, nodes[0].addr.to_string(), SECRET).await;
+    let err = plain
+        .vote(vote_request(9, 2), RPCOption::new(RPC_TTL))
+        .await
+        .unwrap_err();
+    assert!(!matches!(err, RPCError::RemoteError(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_certificate_names_another_node_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("cluster ca");
+    let node = start_node_with(
+        1,
+        config(),
+        Some(tls_for(&ca, &dir.path().join("n1"), &[node_name(1)])),
+    )
+    .await;
+    // Dialled as node 2, node 1's listener presents node 1's certificate: refused in
+    // the handshake, before anything is sent.
+    let caller = tls_for(&ca, &dir.path().join("n3"), &[node_name(3)]);
+    let net = PeerNetwork::new(
+        ClusterSecret::new(SECRET),
+        Some(LOCALHOST),
+        Some(caller.clone()),
+    )
+    .unwrap();
+    let err = net
+        .verify_member(2, &node.addr.to_string())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    net.verify_member(1, &node.addr.to_string()).await.unwrap();
+
+    // Node 3's certificate cannot send a vote on behalf of node 2.
+    let mut net = net;
+    let mut conn = net.new_client(1, &node_at(node.addr.to_string())).await;
+    let err = conn
+        .vote(vote_request(5, 2), RPCOption::new(RPC_TTL))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
+    assert!(err.to_string().contains("403"), "{err}");
+    assert_eq!(node.raft.metrics().borrow().vote.leader_id().term, 0);
+    // On its own behalf it can.
+    let response = conn
+        .vote(vote_request(5, 3), RPCOption::new(RPC_TTL))
+        .await
+        .unwrap();
+    assert!(response.vote_granted, "{response:?}");
+
+    // A certificate from another CA does not get through the handshake.
+    let stranger = tls_for(
+        &TestCa::new("other ca"),
+        &dir.path().join("x"),
+        &[node_name(2)],
+    );
+    let net =
+        PeerNetwork::new(ClusterSecret::new(SECRET), Some(LOCALHOST), Some(stranger)).unwrap();
+    assert!(net.verify_member(1, &node.addr.to_string()).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,7 +529,7 @@ async fn a_request_for_another_node_id_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dns_name_is_resolved_at_connect_time() {
     let node = start_node(1, config()).await;
-    let mut net = PeerNetwork::new(ClusterSecret::new(SECRET), None).unwrap();
+    let mut net = PeerNetwork::new(ClusterSecret::new(SECRET), None, None).unwrap();
     let mut conn = net
         .new_client(1, &node_at(format!("localhost:{}", node.addr.port())))
         .await;
@@ -468,7 +655,7 @@ async fn a_fresh_learner_catches_up_through_a_chunked_snapshot() {
 fn the_secret_never_prints() {
     let secret = ClusterSecret::new(SECRET);
     assert_eq!(format!("{secret:?}"), "ClusterSecret(***)");
-    let net = PeerNetwork::new(secret.clone(), None).unwrap();
+    let net = PeerNetwork::new(secret.clone(), None, None).unwrap();
     assert!(!format!("{net:?}").contains(SECRET));
     assert!(secret.matches(SECRET.as_bytes()));
     assert!(!secret.matches(b""));
@@ -477,7 +664,19 @@ fn the_secret_never_prints() {
 
 #[test]
 fn a_secret_that_cannot_be_a_header_is_refused() {
-    assert!(PeerNetwork::new(ClusterSecret::new("line\nbreak"), None).is_err());
+    assert!(PeerNetwork::new(ClusterSecret::new("line\nbreak"), None, None).is_err());
+}
+
+#[test]
+fn identity_proofs_bind_the_secret_the_node_and_the_nonce() {
+    let secret = ClusterSecret::new(SECRET);
+    let nonce = [7; super::secret::NONCE_BYTES];
+    let proof = secret.proof(2, &nonce);
+    assert!(secret.check_proof(2, &nonce, &proof));
+    assert!(!secret.check_proof(3, &nonce, &proof));
+    assert!(!secret.check_proof(2, &[8; super::secret::NONCE_BYTES], &proof));
+    assert!(!ClusterSecret::new("another secret").check_proof(2, &nonce, &proof));
+    assert!(!secret.check_proof(2, &nonce, &proof[..31]));
 }
 
 #[test]

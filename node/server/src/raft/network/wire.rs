@@ -4,7 +4,9 @@
 //! rejected cleanly (400 / `RPCError::Network`) instead of decoding garbage.
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use super::secret::NONCE_BYTES;
 
 /// Version of the peer body format; bump on any incompatible change of the encoded types.
 pub(super) const WIRE_VERSION: u8 = 1;
@@ -16,6 +18,29 @@ pub(super) const PATH_TRIGGER_ELECT: &str = "/raft/trigger-elect";
 /// The answering node's advertised client API URL (a `String`), so that a leader can
 /// fill in the members' URLs for redirects and status.
 pub(super) const PATH_API_URL: &str = "/raft/api-url";
+
+/// Identity challenge, the one route that needs no cluster secret: the caller sends an
+/// [`IdentifyRequest`], the node answers an [`IdentifyResponse`] whose proof only a
+/// holder of the secret can compute. A node sends its secret to a member only after
+/// this check.
+pub(super) const PATH_IDENTIFY: &str = "/raft/identify";
+/// Largest identify request body (a node id and a nonce, framed).
+pub(super) const IDENTIFY_BODY_BYTES_MAX: usize = 128;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct IdentifyRequest {
+    /// The node the caller means to reach.
+    pub target: u64,
+    pub nonce: [u8; NONCE_BYTES],
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct IdentifyResponse {
+    /// The answering node's id.
+    pub node: u64,
+    /// `ClusterSecret::proof(node, nonce)`.
+    pub proof: [u8; 32],
+}
 
 /// The node id a request is meant for; a node answers 421 when it is not that node.
 pub(super) const HEADER_TARGET_ID: &str = "x-ratequeue-target-id";
