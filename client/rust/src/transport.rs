@@ -465,6 +465,57 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// Applies `tls` to an HTTP client builder (rustls): the CA bundle replaces the system's
+/// trust store; the client certificate is presented to nodes that ask for one. Reads the
+/// files now, so that a wrong path fails when the client is built, naming the file.
+pub(crate) fn with_tls(
+    mut builder: reqwest::ClientBuilder,
+    tls: &TlsFiles,
+) -> Result<reqwest::ClientBuilder, Error> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| Error::InvalidArgument(format!("reading {}: {e}", path.display())))
+    };
+    builder = builder.use_rustls_tls();
+    if let Some(path) = &tls.ca_file {
+        let certs = reqwest::Certificate::from_pem_bundle(&read(path)?).map_err(|e| {
+            Error::InvalidArgument(format!("{}: not a PEM CA bundle: {e}", path.display()))
+        })?;
+        if certs.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{}: no certificate in the CA bundle",
+                path.display()
+            )));
+        }
+        builder = builder.tls_built_in_root_certs(false);
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => {
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "{} / {}: not a PEM certificate and key: {e}",
+                    cert.display(),
+                    key.display()
+                ))
+            })?;
+            builder = builder.identity(identity);
+        }
+        (None, None) => {}
+        _ => {
+            return Err(Error::InvalidArgument(
+                "a client certificate needs both its certificate and its key file".into(),
+            ))
+        }
+    }
+    Ok(builder)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,55 +574,4 @@ mod tests {
         assert!(!nodes.has_untried(&all));
         assert!(urls.contains(&nodes.pick(&all)), "falls back to some node");
     }
-}
-
-/// Applies `tls` to an HTTP client builder (rustls): the CA bundle replaces the system's
-/// trust store; the client certificate is presented to nodes that ask for one. Reads the
-/// files now, so that a wrong path fails when the client is built, naming the file.
-pub(crate) fn with_tls(
-    mut builder: reqwest::ClientBuilder,
-    tls: &TlsFiles,
-) -> Result<reqwest::ClientBuilder, Error> {
-    let read = |path: &std::path::Path| {
-        std::fs::read(path)
-            .map_err(|e| Error::InvalidArgument(format!("reading {}: {e}", path.display())))
-    };
-    builder = builder.use_rustls_tls();
-    if let Some(path) = &tls.ca_file {
-        let certs = reqwest::Certificate::from_pem_bundle(&read(path)?).map_err(|e| {
-            Error::InvalidArgument(format!("{}: not a PEM CA bundle: {e}", path.display()))
-        })?;
-        if certs.is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "{}: no certificate in the CA bundle",
-                path.display()
-            )));
-        }
-        builder = builder.tls_built_in_root_certs(false);
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    match (&tls.client_cert, &tls.client_key) {
-        (Some(cert), Some(key)) => {
-            let mut pem = read(cert)?;
-            pem.push(b'\n');
-            pem.extend(read(key)?);
-            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
-                Error::InvalidArgument(format!(
-                    "{} / {}: not a PEM certificate and key: {e}",
-                    cert.display(),
-                    key.display()
-                ))
-            })?;
-            builder = builder.identity(identity);
-        }
-        (None, None) => {}
-        _ => {
-            return Err(Error::InvalidArgument(
-                "a client certificate needs both its certificate and its key file".into(),
-            ))
-        }
-    }
-    Ok(builder)
 }

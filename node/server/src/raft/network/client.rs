@@ -62,7 +62,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Budget of a control request (leadership hand-off, API URL discovery, identity).
 const CONTROL_RPC_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a membership change keeps trying to reach a new member that does not
-/// accept connections yet (a node just started); a wrong answer fails at once.
+/// accept connections or answer yet (a node just started); a wrong answer fails at once.
 const VERIFY_CONNECT_BUDGET: Duration = Duration::from_secs(10);
 const VERIFY_RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
 /// Most per-member TLS clients kept (one per member id dialled; members are few).
@@ -94,15 +94,15 @@ pub struct PeerNetwork {
     /// Plain HTTP: one client for every member.
     plain: reqwest::Client,
     /// TLS: one client per member id, each verifying that member's certificate.
-    tls: Option<(
-        Tls,
-        Arc<parking_lot::Mutex<BTreeMap<NodeId, reqwest::Client>>>,
-    )>,
+    tls: Option<(Tls, TlsClients)>,
     local_ip: Option<IpAddr>,
     secret: ClusterSecret,
     /// `Bearer <secret>`, marked sensitive so that it never shows in `Debug` output.
     auth: HeaderValue,
 }
+
+/// The TLS client of each member id dialled.
+type TlsClients = Arc<parking_lot::Mutex<BTreeMap<NodeId, reqwest::Client>>>;
 
 fn client_builder(local_ip: Option<IpAddr>) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
@@ -185,8 +185,12 @@ impl PeerNetwork {
         loop {
             match identify(&http, &self.secret, target, &url, CONTROL_RPC_TIMEOUT).await {
                 Ok(()) => return Ok(()),
-                Err(Failure::Connect(e)) if tokio::time::Instant::now() + pause < deadline => {
-                    tracing::debug!(target, error = %e, "new member not reachable yet");
+                // Not listening yet, or listening but not serving yet (a node opens
+                // its storage between binding and serving).
+                Err(f @ (Failure::Connect(_) | Failure::Timeout))
+                    if tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tracing::debug!(target, error = %f, "new member not reachable yet");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(VERIFY_RETRY_PAUSE_MAX);
                 }
