@@ -338,6 +338,11 @@ impl Scheduler {
 
     /// The earliest cluster time at which `poll` has something to do: a deadline or a
     /// blocked head that will fit by then. `None`: nothing until the next event.
+    ///
+    /// It can be at or before the current time when an input since the last `poll`
+    /// made something due (a waiter enqueued with its deadline already reached): the
+    /// shell polls after every input, as `admission.rs` does. Right after a `poll` at
+    /// `clock_ms` (with the state ticked to it), it is always later than `clock_ms`.
     pub fn next_wakeup(&self) -> Option<u64> {
         let deadline = self.deadlines.first().map(|&(at, _)| at);
         let wake = self.wakeups.first().map(|(at, _)| *at);

@@ -219,6 +219,54 @@ fn waiters_time_out_at_their_deadline_with_retry_after() {
     assert_eq!(s.sched.next_wakeup(), None);
 }
 
+/// A queued waiter whose deadline is already reached (`deadline_ms == now`, not try-once)
+/// is due at once: `next_wakeup` says "now" until the next poll, which times it out.
+#[test]
+fn a_waiter_enqueued_at_its_deadline_times_out_at_the_next_poll() {
+    let mut s = shell(&[("r", ResourceConfig::concurrency(1))]);
+    hold(&mut s, "r", 5_000);
+    let r = ratequeue_core::Request {
+        deadline_ms: s.now(),
+        ..s.req("r")
+    };
+    let w = s.wait(r);
+    assert_eq!(
+        s.sched.next_wakeup(),
+        Some(s.now()),
+        "due now, not in the future"
+    );
+    assert_eq!(s.answer(w), None, "answered by a poll, not by the enqueue");
+    s.poll();
+    assert!(matches!(
+        s.answer(w),
+        Some(Answer::Refused(Refusal::WaitTimeout { .. }))
+    ));
+    assert!(s.sched.is_empty());
+    assert_eq!(s.sched.next_wakeup(), None);
+}
+
+/// The shrunk case that once failed the simulation: a waiter that is not try-once with
+/// `wait_ms` 0 behind two holders. The simulated shell must poll before it sleeps.
+#[test]
+fn the_simulation_polls_a_waiter_due_at_enqueue() {
+    let enqueue = |wait_ms| SimOp::Enqueue {
+        res: 0,
+        lane: 0,
+        high: false,
+        load: 0,
+        ttl: 3,
+        try_once: false,
+        wait_ms,
+        rid: None,
+    };
+    let (s, refused) = simulate(&[enqueue(None), enqueue(None), enqueue(Some(0))]).unwrap();
+    assert!(refused.is_empty());
+    assert!(s
+        .answers
+        .values()
+        .any(|a| matches!(a, Answer::Refused(Refusal::WaitTimeout { .. }))));
+}
+
 #[test]
 fn a_timed_out_or_cancelled_head_unblocks_those_behind_it() {
     let mut s = shell(&[("r", limits(None, &[loads(100, 1_000)]))]);
@@ -732,22 +780,22 @@ fn simulate(ops: &[SimOp]) -> Result<(Shell, Vec<Refusal>), TestCaseError> {
             }
         }
     }
-    // Liveness: a shell that polls when there is work and otherwise sleeps until
-    // next_wakeup answers every waiter (leases expire, buckets refill).
+    // Liveness: a shell that polls after every input (as admission.rs does) and
+    // otherwise sleeps until next_wakeup answers every waiter (leases expire, buckets
+    // refill). Before that poll a wakeup may be due now (a waiter enqueued with its
+    // deadline already reached); after it, one at or before now would make the shell spin.
     for _ in 0..10_000 {
-        if s.sched.has_work() {
-            s.poll();
-            continue;
-        }
+        s.poll();
+        prop_assert!(!s.sched.has_work(), "work left after a poll");
         match s.sched.next_wakeup() {
             Some(at) if at < u64::MAX => {
                 prop_assert!(
-                    at > s.now() || s.sched.is_empty(),
-                    "wakeup {} in the past at {}",
+                    at > s.now(),
+                    "wakeup {} in the past at {} after a poll",
                     at,
                     s.now()
                 );
-                s.at(at.max(s.now()));
+                s.at(at);
             }
             _ => break,
         }
