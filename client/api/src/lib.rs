@@ -26,6 +26,10 @@ pub struct AcquireRequest {
     pub wait_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// A label for who holds the lease (host, pod, job): 1–128 printable ASCII
+    /// characters, shown in the dashboard's lease list. Decides nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -255,6 +259,193 @@ pub struct ClusterStatus {
     pub leases: u64,
     /// Waiters in the admission queue (leader only).
     pub waiters: u64,
+}
+
+/// Request header the dashboard sets on its calls: a follower that would answer 307
+/// forwards the request to the leader itself and returns the leader's answer (the page
+/// talks only to the node that served it). Never honoured for acquire.
+pub const FORWARD_HEADER: &str = "x-ratequeue-forward";
+
+/// The dashboard's aggregated views (`/v1/dashboard/…`, docs/dashboard.md): one call per
+/// view and refresh, never one per resource.
+pub mod dashboard {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Serialize};
+
+    use super::{ClusterStatus, Limit, LimitKind, ResourceSpec, Role};
+
+    /// `GET /v1/dashboard/session`: who the presented key is.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Session {
+        /// Key name; `admin` for the bootstrap admin token.
+        pub name: String,
+        pub role: Role,
+        /// The key's resource patterns (empty for admins: everything).
+        pub resources: Vec<String>,
+        /// The node that answered.
+        pub node_id: u64,
+    }
+
+    /// `GET /v1/dashboard/resources` sort keys.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum SortKey {
+        #[default]
+        Name,
+        /// Leases held now.
+        Held,
+        /// The fullest limit: used / limit of the limit closest to (or past) its bound.
+        Usage,
+        Waiting,
+        /// Grants per second over the last 10 s.
+        Rate,
+    }
+
+    /// One row of the resources list: config and live use.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct ResourceRow {
+        pub name: String,
+        pub config: ResourceSpec,
+        pub held: u64,
+        pub limits: Vec<Limit>,
+        /// Waiters per lane (leader's queue, sampled each second).
+        pub waiting: BTreeMap<String, u64>,
+        pub waiting_total: u64,
+        /// The fullest limit's used / limit (may exceed 1 while a load bucket is in debt).
+        pub usage: f64,
+        /// Grants per second over the last 10 s.
+        pub grants_per_s: f64,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct ResourcePage {
+        /// Visible resources matching the filter.
+        pub total: u64,
+        pub offset: u64,
+        pub rows: Vec<ResourceRow>,
+        pub node_id: u64,
+        /// Cluster time of the applied state the rows were read from.
+        pub cluster_time_ms: u64,
+    }
+
+    /// `GET /v1/dashboard/resources/{name}`: everything the one-resource view shows.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct ResourceDetail {
+        pub name: String,
+        pub config: ResourceSpec,
+        pub held: u64,
+        pub grants_total: u64,
+        pub limits: Vec<Limit>,
+        pub queue: Queue,
+        pub leases: Leases,
+        /// `None` when the node's series table is full (docs/dashboard.md).
+        pub series: Option<Series>,
+        pub node_id: u64,
+        pub cluster_time_ms: u64,
+    }
+
+    /// The leader's queue of one resource.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Queue {
+        pub waiting: u64,
+        pub lanes: Vec<LaneQueue>,
+        /// The candidate served next; nothing behind it is granted first.
+        pub head: Option<HeadOfLine>,
+        /// Why the head waits: the limit that frees up last. `None` when nobody waits
+        /// or the head fits now (it is being granted).
+        pub binding: Option<Binding>,
+        /// Some priority groups were left out (at most 256 are listed).
+        pub truncated: bool,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct LaneQueue {
+        pub lane: String,
+        pub weight: u32,
+        pub waiting: u64,
+        /// Highest priority first.
+        pub priorities: Vec<PriorityQueue>,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct PriorityQueue {
+        pub priority: i32,
+        pub waiting: u64,
+        /// How long the group's oldest waiter has waited.
+        pub oldest_wait_ms: u64,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct HeadOfLine {
+        pub lane: String,
+        pub priority: i32,
+        pub load: u64,
+        pub waited_ms: u64,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Binding {
+        pub kind: LimitKind,
+        /// When that limit has room for the head if nobody releases first.
+        pub free_in_ms: u64,
+    }
+
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Leases {
+        /// Leases held now.
+        pub held: u64,
+        /// At most 100, soonest expiry first.
+        pub shown: Vec<HeldLease>,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct HeldLease {
+        pub fencing_token: u64,
+        pub lane: String,
+        pub load: u64,
+        pub holder: Option<String>,
+        /// Cluster time since the grant.
+        pub age_ms: u64,
+        /// Cluster time until expiry unless renewed.
+        pub expires_in_ms: u64,
+    }
+
+    /// Per-second points, oldest first; the last point is the second that ended at
+    /// `end_unix_ms` (the answering node's wall clock). `null` = not known then (the
+    /// leader-only figures before this node led; wait times in a second without grants).
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Series {
+        pub step_ms: u64,
+        pub end_unix_ms: u64,
+        pub grants: Vec<u32>,
+        pub load: Vec<u64>,
+        pub rejections: Vec<Option<u32>>,
+        pub waiting: Vec<Option<u32>>,
+        pub wait_p50_ms: Vec<Option<u32>>,
+        pub wait_p99_ms: Vec<Option<u32>>,
+    }
+
+    /// `GET /v1/dashboard/cluster`: every member's own view, gathered by the answering
+    /// node (members are asked in parallel, each with a short timeout).
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Cluster {
+        pub node_id: u64,
+        pub members: Vec<MemberHealth>,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct MemberHealth {
+        pub id: u64,
+        pub api_url: String,
+        pub voter: bool,
+        /// Its `/readyz`: true on 200.
+        pub ready: bool,
+        /// `/readyz`'s text, or why the member could not be reached.
+        pub detail: String,
+        /// Its `GET /v1/cluster/status`, when it answered.
+        pub status: Option<ClusterStatus>,
+    }
 }
 
 /// Every error code of the API (DESIGN.md §5).

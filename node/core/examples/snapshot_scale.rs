@@ -30,6 +30,7 @@ fn grant(resource: String, i: usize) -> Command {
         ttl_ms: 3_600_000,
         request_id: None,
         nonce: i as u64,
+        holder: Some(format!("worker-{}", i % 64)),
     })
 }
 

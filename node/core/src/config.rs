@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    LANES_PER_RESOURCE_MAX, LANE_WEIGHT_MAX, LIMIT_MAX, NAME_LEN_MAX, QUEUE_LEN_MAX,
+    HOLDER_LEN_MAX, LANES_PER_RESOURCE_MAX, LANE_WEIGHT_MAX, LIMIT_MAX, NAME_LEN_MAX, QUEUE_LEN_MAX,
     RATE_BUCKETS_MAX, TTL_MS_MAX, TTL_MS_MIN, WINDOW_MS_MAX,
 };
 
@@ -146,6 +146,19 @@ pub fn validate_name(name: &str) -> Result<(), String> {
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
     {
         return Err("name may contain only [A-Za-z0-9._:-]".into());
+    }
+    Ok(())
+}
+
+/// A lease's holder label: 1–128 bytes of printable ASCII (space to `~`). It is only
+/// shown (dashboard, lease listings), so control characters and anything a terminal or
+/// a page could mis-render are refused rather than escaped everywhere it appears.
+pub fn validate_holder(holder: &str) -> Result<(), String> {
+    if holder.is_empty() || holder.len() > HOLDER_LEN_MAX {
+        return Err(format!("holder must be 1..={HOLDER_LEN_MAX} characters"));
+    }
+    if !holder.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err("holder may contain only printable ASCII (space to ~)".into());
     }
     Ok(())
 }

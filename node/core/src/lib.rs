@@ -20,16 +20,21 @@ pub mod state;
 pub use clock::LeaderClock;
 pub use config::{LaneConfig, Per, RateLimit, ResourceConfig};
 pub use keys::{ApiKey, Role};
-pub use scheduler::{Admit, Event, Refusal, Request, Scheduler, WaiterId};
+pub use scheduler::{
+    Admit, Event, HeadView, LaneView, PriorityGroup, QueueView, Refusal, Request, Scheduler,
+    WaiterId,
+};
 pub use state::{
-    Ahead, Binding, Command, Estimate, Fit, Grant, LeaseId, LeaseView, LimitKind, LimitView,
-    Outcome, Rejection, State, Table,
+    Ahead, Binding, Command, Estimate, Fit, Grant, HeldLease, LeaseId, LeaseView, LimitKind,
+    LimitView, Outcome, Rejection, State, Table,
 };
 
 /// Resource and lane names: at most this many bytes.
 pub const NAME_LEN_MAX: usize = 128;
 /// `request_id`: at most this many bytes.
 pub const REQUEST_ID_LEN_MAX: usize = 128;
+/// A lease's holder label (`holder` on acquire): at most this many bytes.
+pub const HOLDER_LEN_MAX: usize = 128;
 /// Any `limit` or `concurrency`.
 pub const LIMIT_MAX: u64 = 1_000_000_000_000;
 /// A bucket window: at most 30 days.

@@ -39,6 +39,8 @@ pub struct Request {
     pub try_once: bool,
     /// Cluster time after which the waiter gives up with `WaitTimeout`.
     pub deadline_ms: u64,
+    /// The lease's holder label (carried into the `Grant`).
+    pub holder: Option<String>,
 }
 
 /// What became of an `enqueue`.
@@ -92,6 +94,49 @@ struct Waiter {
 struct Lane {
     pass: u128,
     queue: BTreeMap<(Reverse<i32>, u64), WaiterId>,
+    /// Waiters per priority, kept with `queue` so that `queue_view` costs the number of
+    /// priorities shown, not the number of waiters.
+    by_priority: BTreeMap<Reverse<i32>, usize>,
+}
+
+/// Priority groups `queue_view` lists for one resource (all lanes together); the rest
+/// are counted in `LaneView::waiting` only.
+pub const QUEUE_VIEW_GROUPS_MAX: usize = 256;
+
+/// One resource's queue as the dashboard shows it (`Scheduler::queue_view`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueView {
+    pub waiting: usize,
+    /// Lanes with waiters, by name.
+    pub lanes: Vec<LaneView>,
+    /// The candidate served next (the head of line): nothing behind it is granted first.
+    pub head: Option<HeadView>,
+    /// Some priority groups were left out (`QUEUE_VIEW_GROUPS_MAX`).
+    pub truncated: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaneView {
+    pub lane: String,
+    pub waiting: usize,
+    /// Highest priority first.
+    pub groups: Vec<PriorityGroup>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PriorityGroup {
+    pub priority: i32,
+    pub waiting: usize,
+    /// The group's oldest waiter (FIFO within a priority): the shell knows its age.
+    pub first: WaiterId,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeadView {
+    pub waiter: WaiterId,
+    pub lane: String,
+    pub priority: i32,
+    pub load: u64,
 }
 
 #[derive(Debug, Default)]
@@ -146,6 +191,58 @@ impl Scheduler {
                 .iter()
                 .map(|(name, l)| (name.clone(), l.queue.len()))
                 .collect()
+        })
+    }
+
+    /// The queue of `resource` by lane and priority, with its head of line; `None`
+    /// without waiters. Costs the groups listed (at most `QUEUE_VIEW_GROUPS_MAX`), never
+    /// a walk over the waiters.
+    pub fn queue_view(&self, resource: &str) -> Option<QueueView> {
+        let q = self.queues.get(resource)?;
+        let mut budget = QUEUE_VIEW_GROUPS_MAX;
+        let mut truncated = false;
+        let mut lanes = Vec::new();
+        for (name, l) in q.lanes.iter().filter(|(_, l)| !l.queue.is_empty()) {
+            let mut groups = Vec::new();
+            for (&Reverse(priority), &waiting) in &l.by_priority {
+                if budget == 0 {
+                    truncated = true;
+                    break;
+                }
+                budget -= 1;
+                let first = l
+                    .queue
+                    .range((Reverse(priority), 0)..=(Reverse(priority), u64::MAX))
+                    .next()
+                    .map(|(_, &id)| id);
+                if let Some(first) = first {
+                    groups.push(PriorityGroup {
+                        priority,
+                        waiting,
+                        first,
+                    });
+                }
+            }
+            lanes.push(LaneView {
+                lane: name.clone(),
+                waiting: l.queue.len(),
+                groups,
+            });
+        }
+        let head = self.head(resource).and_then(|id| {
+            let w = self.waiters.get(&id)?;
+            Some(HeadView {
+                waiter: id,
+                lane: w.req.lane.clone(),
+                priority: w.req.priority,
+                load: w.req.load,
+            })
+        });
+        Some(QueueView {
+            waiting: q.len,
+            lanes,
+            head,
+            truncated,
         })
     }
 
@@ -231,6 +328,7 @@ impl Scheduler {
         }
         let key = (Reverse(req.priority), id.0);
         lane.queue.insert(key, id);
+        *lane.by_priority.entry(key.0).or_default() += 1;
         q.len += 1;
         q.load = q.load.saturating_add(req.load);
         self.deadlines.insert((req.deadline_ms, id));
@@ -467,6 +565,7 @@ impl Scheduler {
             ttl_ms: req.ttl_ms,
             request_id: req.request_id.clone(),
             nonce: req.nonce,
+            holder: req.holder.clone(),
         });
         let outcome = state.apply_command(&command);
         // The scheduler only grants what fits, so a grant must apply. Three refusals are
@@ -509,6 +608,12 @@ impl Scheduler {
         if let Some(q) = self.queues.get_mut(&w.req.resource) {
             if let Some(l) = q.lanes.get_mut(&w.req.lane) {
                 l.queue.remove(&w.key);
+                if let Some(n) = l.by_priority.get_mut(&w.key.0) {
+                    *n -= 1;
+                    if *n == 0 {
+                        l.by_priority.remove(&w.key.0);
+                    }
+                }
                 if l.queue.is_empty() && l.pass <= q.vtime {
                     q.lanes.remove(&w.req.lane);
                 }

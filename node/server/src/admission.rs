@@ -26,8 +26,8 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
 use parking_lot::RwLock;
 use ratequeue_core::{
-    Admit, Command, Event, LeaderClock, LeaseView, LimitView, Outcome, Refusal, Rejection, Request,
-    Scheduler, State, WaiterId,
+    Admit, Command, Event, Fit, LeaderClock, LeaseView, LimitView, Outcome, QueueView, Refusal,
+    Rejection, Request, Scheduler, State, WaiterId,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use crate::metrics::Metrics;
 use crate::raft::state_machine::SharedApplied;
 use crate::raft::types::{Batch, BatchOutcome, NodeId, Raft};
+use crate::series::{Series, Waiting};
 
 /// Commands in one Raft entry.
 pub const BATCH_COMMANDS_MAX: usize = 4_096;
@@ -58,6 +59,8 @@ pub struct AcquireParams {
     pub ttl_ms: u64,
     pub wait_ms: u64,
     pub request_id: Option<String>,
+    /// The caller's label for the lease (validated by the HTTP layer).
+    pub holder: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -81,6 +84,17 @@ pub enum Failure {
     Ambiguous,
 }
 
+/// One resource's queue for the dashboard: the scheduler's view, how long the waiters it
+/// names have waited, and whether (and why not) its head fits now.
+#[derive(Clone, Debug)]
+pub struct QueueReport {
+    pub view: QueueView,
+    /// Wait so far of each group's first waiter and of the head.
+    pub waited_ms: HashMap<WaiterId, u64>,
+    /// The head's fit against the speculative state.
+    pub head_fit: Option<Fit>,
+}
+
 type AcquireReply = oneshot::Sender<Result<Granted, Failure>>;
 type WriteReply = oneshot::Sender<Result<Outcome, Failure>>;
 
@@ -100,6 +114,15 @@ enum Msg {
     Queued {
         resource: String,
         reply: oneshot::Sender<Vec<(String, usize)>>,
+    },
+    /// Waiters per lane of every resource with waiters (the series sampler, 1/s).
+    Waiting {
+        reply: oneshot::Sender<Waiting>,
+    },
+    /// One resource's queue in detail (the dashboard's resource view).
+    Queue {
+        resource: String,
+        reply: oneshot::Sender<Option<QueueReport>>,
     },
 }
 
@@ -198,10 +221,36 @@ impl Admission {
         }
         rx.await.unwrap_or_default()
     }
+
+    /// Waiters per lane of every resource with waiters; `None` when not serving.
+    pub async fn waiting(&self) -> Option<Waiting> {
+        let tx = self.sender().ok()?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(Msg::Waiting { reply }).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// The queue of `resource` in detail: `Err(NotLeader)` when not serving, `Ok(None)`
+    /// when nobody waits.
+    pub async fn queue(&self, resource: &str) -> Result<Option<QueueReport>, Failure> {
+        let tx = self.sender()?;
+        let (reply, rx) = oneshot::channel();
+        let resource = resource.to_owned();
+        tx.send(Msg::Queue { resource, reply })
+            .await
+            .map_err(|_| Failure::NotLeader)?;
+        rx.await.map_err(|_| Failure::NotLeader)
+    }
 }
 
 /// Starts the supervisor that runs one admission loop per leadership term of `id`.
-pub fn spawn(raft: Raft, id: NodeId, applied: SharedApplied, metrics: Arc<Metrics>) -> Admission {
+pub fn spawn(
+    raft: Raft,
+    id: NodeId,
+    applied: SharedApplied,
+    metrics: Arc<Metrics>,
+    series: Arc<Series>,
+) -> Admission {
     let admission = Admission {
         slot: Arc::new(RwLock::new(None)),
         tickets: Arc::new(AtomicU64::new(0)),
@@ -223,6 +272,7 @@ pub fn spawn(raft: Raft, id: NodeId, applied: SharedApplied, metrics: Arc<Metric
                     term,
                     applied.clone(),
                     metrics.clone(),
+                    series.clone(),
                     handle.waiters.clone(),
                     rx,
                 );
@@ -281,6 +331,7 @@ struct LeaderLoop {
     term: u64,
     applied: SharedApplied,
     metrics: Arc<Metrics>,
+    series: Arc<Series>,
     waiters_gauge: Arc<AtomicU64>,
     rx: mpsc::Receiver<Msg>,
     spec: State,
@@ -309,6 +360,7 @@ impl LeaderLoop {
         term: u64,
         applied: SharedApplied,
         metrics: Arc<Metrics>,
+        series: Arc<Series>,
         waiters_gauge: Arc<AtomicU64>,
         rx: mpsc::Receiver<Msg>,
     ) -> Result<LeaderLoop, String> {
@@ -326,6 +378,7 @@ impl LeaderLoop {
             term,
             applied,
             metrics,
+            series,
             waiters_gauge,
             rx,
             spec,
@@ -462,7 +515,7 @@ impl LeaderLoop {
                 Event::Grant { waiter, command } => self.push(command, Reply::Waiter(waiter)),
                 Event::Refused { waiter, refusal } => {
                     if let Some(p) = self.take_pending(waiter) {
-                        self.metrics.refused(&p.req.resource, &refusal);
+                        self.refused(&p.req.resource, &refusal);
                         for (ticket, tx) in p.senders {
                             self.tickets.remove(&ticket);
                             let _ = tx.send(Err(Failure::Refused(refusal.clone())));
@@ -505,6 +558,7 @@ impl LeaderLoop {
                     load: params.load,
                     ttl_ms: params.ttl_ms,
                     request_id: params.request_id,
+                    holder: params.holder,
                 };
                 match self.sched.enqueue(&mut self.spec, req.clone()) {
                     Admit::Waiting(id) => {
@@ -526,7 +580,7 @@ impl LeaderLoop {
                         }
                     },
                     Admit::Rejected(refusal) => {
-                        self.metrics.refused(&req.resource, &refusal);
+                        self.refused(&req.resource, &refusal);
                         let _ = reply.send(Err(Failure::Refused(refusal)));
                     }
                 }
@@ -553,6 +607,48 @@ impl LeaderLoop {
             Msg::Queued { resource, reply } => {
                 let _ = reply.send(self.sched.queued(&resource));
             }
+            Msg::Waiting { reply } => {
+                let waiting = self
+                    .sched
+                    .resources()
+                    .map(|r| {
+                        let lanes = self.sched.queued(r).into_iter();
+                        (r.to_owned(), lanes.map(|(l, n)| (l, n as u64)).collect())
+                    })
+                    .collect();
+                let _ = reply.send(waiting);
+            }
+            Msg::Queue { resource, reply } => {
+                let _ = reply.send(self.queue_report(&resource));
+            }
+        }
+    }
+
+    fn queue_report(&self, resource: &str) -> Option<QueueReport> {
+        let view = self.sched.queue_view(resource)?;
+        let waited = |id: &WaiterId| {
+            let p = self.pending.get(id)?;
+            Some((*id, u64::try_from(p.enqueued.elapsed().as_millis()).unwrap_or(u64::MAX)))
+        };
+        let mut waited_ms: HashMap<WaiterId, u64> = view
+            .lanes
+            .iter()
+            .flat_map(|l| l.groups.iter().filter_map(|g| waited(&g.first)))
+            .collect();
+        waited_ms.extend(view.head.as_ref().and_then(|h| waited(&h.waiter)));
+        let head_fit = view.head.as_ref().map(|h| self.spec.fit(resource, h.load));
+        Some(QueueReport {
+            view,
+            waited_ms,
+            head_fit,
+        })
+    }
+
+    /// A refusal, counted in the metrics and the dashboard's series.
+    fn refused(&self, resource: &str, refusal: &Refusal) {
+        self.metrics.refused(resource, refusal);
+        if !matches!(refusal, Refusal::ResourceNotFound) {
+            self.series.refused(resource);
         }
     }
 
@@ -600,21 +696,29 @@ impl LeaderLoop {
                 return false;
             }
         };
+        let mut waits: Vec<(String, u64)> = Vec::new();
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             match reply {
                 Reply::Write(tx) => {
                     let _ = tx.send(Ok(outcome));
                 }
                 Reply::Orphan => {}
-                Reply::Waiter(id) => self.answer_waiter(id, outcome),
+                Reply::Waiter(id) => {
+                    if let Some(w) = self.answer_waiter(id, outcome) {
+                        waits.push(w);
+                    }
+                }
             }
         }
+        self.series
+            .waits(waits.iter().map(|(r, ms)| (r.as_str(), *ms)));
         true
     }
 
-    fn answer_waiter(&mut self, id: WaiterId, outcome: Outcome) {
+    /// Answers a waiter with its applied outcome; a grant returns its resource and wait.
+    fn answer_waiter(&mut self, id: WaiterId, outcome: Outcome) -> Option<(String, u64)> {
         let Some(p) = self.take_pending(id) else {
-            return;
+            return None;
         };
         match outcome {
             Outcome::Granted {
@@ -630,7 +734,7 @@ impl LeaderLoop {
                     };
                     self.sched.propose(&mut self.spec, &release);
                     self.push(release, Reply::Orphan);
-                    return;
+                    return None;
                 }
                 let queued_ms = u64::try_from(p.enqueued.elapsed().as_millis()).unwrap_or(0);
                 self.metrics
@@ -644,6 +748,7 @@ impl LeaderLoop {
                     };
                     let _ = tx.send(Ok(g));
                 }
+                return Some((lease.resource, queued_ms));
             }
             Outcome::Rejected(Rejection::NoRoom { .. }) => {
                 // The speculative state said it fits; the log disagrees. Should never
@@ -692,6 +797,7 @@ impl LeaderLoop {
                 }
             }
         }
+        None
     }
 
     fn put_pending(&mut self, id: WaiterId, p: Pending) {
@@ -755,6 +861,7 @@ impl LeaderLoop {
                     let _ = reply.send(Err(Failure::NotLeader));
                 }
                 Msg::Cancel { .. } | Msg::Queued { .. } => {}
+                Msg::Waiting { .. } | Msg::Queue { .. } => {}
             }
         }
         self.waiters_gauge.store(0, Ordering::Relaxed);

@@ -4,6 +4,7 @@
 //! - `http`: the client API (DESIGN.md §5), a shell over a node handle.
 //! - `serve`: binds the listeners and mounts the API and peer routers over a node.
 //! - `admission`: the leader's queue and group commit.
+//! - `series`: the dashboard's per-second, per-resource series (display only).
 //! - `raft`: openraft types, the state-machine store, the peer network.
 //! - `storage`: the sled-backed log store behind the project's storage trait.
 //! - `dev`: the local 3-node cluster.
@@ -22,6 +23,7 @@ pub mod node;
 pub mod raft;
 #[cfg(feature = "sabotage-follower-grants")]
 pub mod sabotage;
+pub mod series;
 pub mod serve;
 pub mod storage;
 pub mod tls;

@@ -20,6 +20,7 @@ use ratequeue_api as api;
 
 use crate::admission::{self, Admission};
 use crate::metrics::Metrics;
+use crate::series::{self, Series};
 use crate::raft::network::{ClusterSecret, PeerNetwork};
 use crate::raft::state_machine::{SharedApplied, SnapshotHandle, SnapshotStore, StateMachineStore};
 use crate::raft::types::{NodeId, NodeInfo, Raft, SnapshotMeta, StorageError, TypeConfig};
@@ -88,6 +89,8 @@ pub struct Node {
     pub applied: SharedApplied,
     pub admission: Admission,
     pub metrics: Arc<Metrics>,
+    /// The dashboard's per-second series (display only).
+    pub series: Arc<Series>,
     pub admin_token: String,
     advertise_api_url: String,
     /// Control RPCs to other nodes (hand-off, API URL discovery).
@@ -149,7 +152,8 @@ impl Node {
         let store: LogStore<TypeConfig> =
             storage::open_with(config.data_dir.join("raft"), &sled)
                 .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
-        let sm = StateMachineStore::open(Arc::new(store.clone()))
+        let series = Arc::new(Series::default());
+        let sm = StateMachineStore::open(Arc::new(store.clone()), series.clone())
             .context("restoring the state machine from its snapshot")?;
         let applied = sm.applied();
         let snapshot = sm.snapshot_handle();
@@ -164,7 +168,13 @@ impl Node {
             .await
             .context("starting raft")?;
         let metrics = Arc::new(Metrics::default());
-        let admission = admission::spawn(raft.clone(), config.id, applied.clone(), metrics.clone());
+        let admission = admission::spawn(
+            raft.clone(),
+            config.id,
+            applied.clone(),
+            metrics.clone(),
+            series.clone(),
+        );
 
         let is_initial = config.peers.contains_key(&config.id);
         if fresh && is_initial && !raft.is_initialized().await? {
@@ -199,6 +209,7 @@ impl Node {
             applied,
             admission,
             metrics,
+            series,
             admin_token: config.admin_token.clone(),
             advertise_api_url: config.advertise_api_url.clone(),
             peers,
@@ -208,6 +219,7 @@ impl Node {
         });
         tokio::spawn(publish_api_url(node.clone()));
         tokio::spawn(exit_on_fatal(node.clone()));
+        tokio::spawn(sample_series(node.clone()));
         Ok(node)
     }
 
@@ -600,6 +612,21 @@ async fn exit_on_fatal(node: Arc<Node>) {
             tracing::error!(error = %why, "raft stopped on a fatal error; exiting");
             std::process::exit(EXIT_FATAL);
         }
+    }
+}
+
+/// Closes one point of the dashboard's series per second, with the leader's queue
+/// lengths when this node leads (one message to the admission loop). Ends at shutdown.
+async fn sample_series(node: Arc<Node>) {
+    let mut every = tokio::time::interval(series::SAMPLE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        every.tick().await;
+        if node.is_shutting_down() {
+            return;
+        }
+        let waiting = node.admission.waiting().await;
+        node.series.tick(waiting, series::unix_ms());
     }
 }
 

@@ -59,6 +59,7 @@ fn follower_grant(node: &Node, p: AcquireParams) -> Option<api::Lease> {
         ttl_ms: p.ttl_ms,
         request_id: p.request_id,
         nonce: rand::random(),
+        holder: p.holder,
     };
     match state.apply_entry(now_ms, &[Command::Grant(grant)]).pop() {
         Some(Outcome::Granted { lease, limits, .. }) => Some(lease_json(lease, &limits, 0)),

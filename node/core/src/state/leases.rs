@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Fit, Grant, LeaseId, LeaseView, Outcome, Rejection, State, Table};
+use super::{Fit, Grant, HeldLease, LeaseId, LeaseView, Outcome, Rejection, State, Table};
 use crate::config::Per;
 use crate::{LEASES_MAX, LOAD_MAX, REQUEST_ID_LEN_MAX, TOMBSTONES_MAX, TTL_MS_MAX, TTL_MS_MIN};
 
@@ -15,6 +15,9 @@ pub(super) struct Lease {
     pub(super) load: u64,
     pub(super) ttl_ms: u64,
     pub(super) expires_at_ms: u64,
+    /// Cluster time of the grant (renewals move only the expiry).
+    pub(super) granted_at_ms: u64,
+    pub(super) holder: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +62,9 @@ impl State {
         if let Err(e) = crate::config::validate_name(&g.lane) {
             return Outcome::Rejected(Rejection::Invalid(format!("lane {e}")));
         }
+        if let Some(Err(e)) = g.holder.as_deref().map(crate::config::validate_holder) {
+            return Outcome::Rejected(Rejection::Invalid(e));
+        }
         match self.fit(&g.resource, g.load) {
             Fit::Now => {}
             Fit::NoResource => return Outcome::Rejected(Rejection::ResourceNotFound),
@@ -97,6 +103,8 @@ impl State {
                 load: g.load,
                 ttl_ms: g.ttl_ms,
                 expires_at_ms,
+                granted_at_ms: now,
+                holder: g.holder.clone(),
             },
         );
         let lease = LeaseView {
@@ -218,6 +226,26 @@ impl State {
             };
             self.ended.remove(&oldest);
         }
+    }
+
+    /// The live leases of `resource`, soonest expiry first (the index order, so taking
+    /// the first few costs only those few).
+    pub fn held<'a>(&'a self, resource: &str) -> impl Iterator<Item = HeldLease> + 'a {
+        self.resources
+            .get(resource)
+            .into_iter()
+            .flat_map(|r| r.leases.iter())
+            .filter_map(|&(_, token)| {
+                let l = self.leases.get(&token)?;
+                Some(HeldLease {
+                    token,
+                    lane: l.lane.clone(),
+                    load: l.load,
+                    holder: l.holder.clone(),
+                    granted_at_ms: l.granted_at_ms,
+                    expires_at_ms: l.expires_at_ms,
+                })
+            })
     }
 
     /// The resource a live lease belongs to.

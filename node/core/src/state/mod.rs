@@ -74,6 +74,9 @@ pub struct Grant {
     pub ttl_ms: u64,
     pub request_id: Option<String>,
     pub nonce: u64,
+    /// Who holds the lease, as the caller labelled itself (`holder` on acquire; see
+    /// `config::validate_holder`). Shown only; it decides nothing.
+    pub holder: Option<String>,
 }
 
 /// Everything that can change the state. One Raft entry carries a batch of these.
@@ -134,6 +137,19 @@ pub struct LeaseView {
     pub lane: String,
     pub load: u64,
     pub ttl_ms: u64,
+}
+
+/// A live lease as the dashboard lists it (`State::held`). The nonce is left out: the
+/// lease id is its holder's capability, the fencing token is public.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldLease {
+    pub token: u64,
+    pub lane: String,
+    pub load: u64,
+    pub holder: Option<String>,
+    /// Cluster time of the grant.
+    pub granted_at_ms: u64,
+    pub expires_at_ms: u64,
 }
 
 /// Why a command did not take effect. These are outcomes, not errors: replicas agree on them.

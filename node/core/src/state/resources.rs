@@ -169,6 +169,19 @@ impl State {
         self.resources.iter().map(|(n, r)| (n.as_str(), &r.config))
     }
 
+    /// Resources by name after `after` (all of them for `None`): lets a reader walk the
+    /// table in chunks, releasing its lock between them.
+    pub fn resources_after<'a>(
+        &'a self,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = (&'a str, &'a ResourceConfig)> + 'a {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.resources
+            .range::<str, _>((from, Bound::Unbounded))
+            .map(|(n, r)| (n.as_str(), &r.config))
+    }
+
     pub fn resource_stats(&self, name: &str) -> Option<ResourceStats> {
         let r = self.resources.get(name)?;
         Some(ResourceStats {

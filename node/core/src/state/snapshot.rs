@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 use super::State;
 use crate::{IDEMPOTENCY_WINDOW_LEN_MAX, KEYS_MAX, LEASES_MAX, RESOURCES_MAX, TOMBSTONES_MAX};
 
-/// 2: tombstones carry the lease nonce.
-const SNAPSHOT_VERSION: u8 = 2;
+/// 2: tombstones carry the lease nonce. 3: leases carry their grant time and holder
+/// label.
+const SNAPSHOT_VERSION: u8 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -66,6 +67,11 @@ impl State {
                 || token >= self.next_token
                 || self.ended.contains_key(&token)
                 || !self.expiry.contains(&(l.expires_at_ms, token))
+                || l.granted_at_ms > now
+                || l
+                    .holder
+                    .as_deref()
+                    .is_some_and(|h| crate::config::validate_holder(h).is_err())
             {
                 return Err(format!("lease {token} is mis-indexed"));
             }

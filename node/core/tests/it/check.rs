@@ -59,6 +59,7 @@ pub fn grant_cmd(resource: &str, load: u64, n: u64) -> Grant {
         ttl_ms: TTL,
         request_id: None,
         nonce: nonce(n),
+        holder: None,
     }
 }
 
@@ -290,6 +291,7 @@ impl Shell {
             nonce: nonce(self.nonces),
             try_once: false,
             deadline_ms: u64::MAX,
+            holder: None,
         }
     }
 

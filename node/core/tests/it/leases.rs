@@ -1,7 +1,7 @@
 //! Leases: TTL, renew, idempotent release, expiry from cluster time, and the exact
 //! answer for every way a lease id can be wrong.
 
-use ratequeue_core::{LeaseId, Outcome, Rejection, ResourceConfig};
+use ratequeue_core::{Grant, HeldLease, LeaseId, Outcome, Rejection, ResourceConfig, State};
 
 use crate::check::{check, granted, invalid};
 
@@ -184,4 +184,76 @@ fn expiry_frees_concurrency_in_the_same_entry() {
         .state
         .apply_entry(1_000, &[ratequeue_core::Command::Grant(g)]);
     granted(out[0].clone());
+}
+
+#[test]
+fn a_lease_keeps_its_holder_label_and_grant_time_through_renewals_and_snapshots() {
+    let mut c = check(&[("r", ResourceConfig::concurrency(3))]);
+    c.at(1_000);
+    let g = Grant {
+        holder: Some("celery@worker-3 pid 41".into()),
+        ttl_ms: 5_000,
+        ..c.req("r", 7)
+    };
+    let a = granted(c.grant(g)).id;
+    c.at(2_000);
+    let b = c.lease_ttl("r", 1, 1_000);
+    c.at(2_500);
+    assert!(matches!(c.renew(a, Some(10_000)), Outcome::Renewed { .. }));
+    let held: Vec<HeldLease> = c.state.held("r").collect();
+    assert_eq!(
+        held,
+        vec![
+            HeldLease {
+                token: b.token,
+                lane: "default".into(),
+                load: 1,
+                holder: None,
+                granted_at_ms: 2_000,
+                expires_at_ms: 3_000,
+            },
+            HeldLease {
+                token: a.token,
+                lane: "default".into(),
+                load: 7,
+                holder: Some("celery@worker-3 pid 41".into()),
+                granted_at_ms: 1_000,
+                expires_at_ms: 12_500,
+            },
+        ],
+        "soonest expiry first; a renewal moves only the expiry"
+    );
+    let back = State::restore(&c.state.snapshot()).unwrap();
+    assert_eq!(back.held("r").collect::<Vec<_>>(), held);
+    assert_eq!(c.state.held("nope").count(), 0);
+    assert_eq!(c.release(b, None), Outcome::Released { already: false });
+    assert_eq!(c.state.held("r").count(), 1);
+}
+
+#[test]
+fn a_holder_label_must_be_short_printable_ascii() {
+    let mut c = check(&[("r", ResourceConfig::concurrency(10))]);
+    for bad in [
+        String::new(),
+        "x".repeat(ratequeue_core::HOLDER_LEN_MAX + 1),
+        "tab\there".into(),
+        "new\nline".into(),
+        "caf\u{e9}".into(),
+        "\u{202e}reversed".into(),
+    ] {
+        let g = Grant {
+            holder: Some(bad.clone()),
+            ..c.req("r", 1)
+        };
+        invalid(c.grant(g));
+    }
+    assert_eq!(c.state.lease_count(), 0);
+    assert_eq!(c.state.next_token(), 1, "refusals consume no fencing token");
+    for good in ["x".repeat(ratequeue_core::HOLDER_LEN_MAX), " ~!@#$%^&*()".into()] {
+        let g = Grant {
+            holder: Some(good),
+            ..c.req("r", 1)
+        };
+        granted(c.grant(g));
+    }
 }

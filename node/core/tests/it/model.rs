@@ -676,6 +676,9 @@ pub fn resolve(op: &Op, m: &Model, n: &mut u64) -> Command {
                 ttl_ms: TTLS[*ttl],
                 request_id: rid.map(|r| REQUEST_IDS[r].into()),
                 nonce: nonce(*n),
+                // Some leases carry a holder label, so that determinism and the
+                // snapshot round trip cover it.
+                holder: (*n % 3 == 0).then(|| format!("worker {}", *n % 5)),
             })
         }
         Op::Release {

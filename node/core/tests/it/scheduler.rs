@@ -123,6 +123,16 @@ fn higher_priority_goes_first_within_a_lane_fifo_among_equals() {
     let w4 = lane_req(&mut s, "r", "default", 100);
     let w5 = lane_req(&mut s, "r", "default", 100);
     let w6 = lane_req(&mut s, "r", "default", -5);
+    let view = s.sched.queue_view("r").unwrap();
+    let groups: Vec<(i32, usize, WaiterId)> = view.lanes[0]
+        .groups
+        .iter()
+        .map(|g| (g.priority, g.waiting, g.first))
+        .collect();
+    assert_eq!(groups, vec![(100, 2, w4), (10, 3, w1), (-5, 1, w6)]);
+    assert_eq!((view.waiting, view.lanes.len(), view.truncated), (6, 1, false));
+    let head = view.head.unwrap();
+    assert_eq!((head.waiter, head.priority, head.lane.as_str()), (w4, 100, "default"));
     let mut order = Vec::new();
     for _ in 0..6 {
         let (w, lease) = hand_over(&mut s, holder);
@@ -130,6 +140,7 @@ fn higher_priority_goes_first_within_a_lane_fifo_among_equals() {
         order.push(w);
     }
     assert_eq!(order, vec![w4, w5, w1, w2, w3, w6]);
+    assert_eq!(s.sched.queue_view("r"), None, "no waiters, no queue");
 }
 
 #[test]
@@ -779,6 +790,7 @@ fn simulate(ops: &[SimOp]) -> Result<(Shell, Vec<Refusal>), TestCaseError> {
                 }
             }
         }
+        check_queue_views(&s)?;
     }
     // Liveness: a shell that polls after every input (as admission.rs does) and
     // otherwise sleeps until next_wakeup answers every waiter (leases expire, buckets
@@ -811,6 +823,28 @@ fn simulate(ops: &[SimOp]) -> Result<(Shell, Vec<Refusal>), TestCaseError> {
         );
     }
     Ok((s, refused))
+}
+
+/// The dashboard's queue view agrees with the queue: its per-priority counts add up to
+/// each lane's, the lanes' to the resource's, the resources' to every waiter.
+fn check_queue_views(s: &Shell) -> Result<(), TestCaseError> {
+    let mut total = 0;
+    for r in SIM_RESOURCES {
+        let Some(v) = s.sched.queue_view(r) else {
+            continue;
+        };
+        prop_assert!(!v.truncated);
+        prop_assert!(v.head.is_some(), "a queue with waiters has a head");
+        prop_assert_eq!(v.waiting, v.lanes.iter().map(|l| l.waiting).sum::<usize>());
+        for l in &v.lanes {
+            prop_assert!(l.waiting > 0);
+            prop_assert_eq!(l.waiting, l.groups.iter().map(|g| g.waiting).sum::<usize>());
+            prop_assert!(l.groups.windows(2).all(|g| g[0].priority > g[1].priority));
+        }
+        total += v.waiting;
+    }
+    prop_assert_eq!(total, s.sched.len());
+    Ok(())
 }
 
 /// Per bucket, in log order: `(cluster time, tokens charged, is a grant)`; a settle

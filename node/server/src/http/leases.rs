@@ -8,7 +8,7 @@ use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use ratequeue_api as api;
 use ratequeue_api::ErrorCode;
-use ratequeue_core::config::{validate_name, DEFAULT_LANE, DEFAULT_PRIORITY};
+use ratequeue_core::config::{validate_holder, validate_name, DEFAULT_LANE, DEFAULT_PRIORITY};
 use ratequeue_core::{
     Command, LeaseId, LeaseView, LimitView, Outcome, LOAD_MAX, REQUEST_ID_LEN_MAX, TTL_MS_MAX,
     TTL_MS_MIN,
@@ -68,6 +68,9 @@ fn acquire_params(
             )));
         }
     }
+    if let Some(h) = &b.holder {
+        validate_holder(h).map_err(ApiError::invalid)?;
+    }
     Ok(AcquireParams {
         resource: name,
         lane,
@@ -76,6 +79,7 @@ fn acquire_params(
         ttl_ms,
         wait_ms,
         request_id: b.request_id,
+        holder: b.holder,
     })
 }
 

@@ -10,16 +10,21 @@
 //! - `leader`: leader-only requests, 307 redirects, 503 `no_leader`, read barriers.
 //! - `leases`: acquire, release, renew. `resources`: resource CRUD and views.
 //! - `keys`: API keys. `cluster`: status, membership, `/healthz`, `/readyz`, `/metrics`.
+//! - `dashboard`: the dashboard's aggregated views; `ui`: its embedded files;
+//!   `forward`: the layer that sends the dashboard's leader-only calls on to the leader.
 //! - `router`: `app(node)`, every route in one place.
 
 mod auth;
 mod cluster;
+mod dashboard;
 mod error;
+mod forward;
 mod keys;
 mod leader;
 pub(crate) mod leases;
 mod resources;
 mod router;
+mod ui;
 
 pub use auth::{key_hash, Caller};
 pub use error::{ApiError, Body, BODY_BYTES_MAX};

@@ -1,23 +1,26 @@
 //! `app(node)`: the client API router over a node handle, so tests can call it without
-//! sockets. Every route and the body bound are here.
+//! sockets. Every route and the body bound are here, the dashboard's files and views
+//! included, and the layer that forwards the dashboard's calls to the leader.
 
 use std::sync::Arc;
 
 use axum::routing::{delete, get, post};
-use axum::Router;
+use axum::{Extension, Router};
 use ratequeue_api::ErrorCode;
 
-use super::{cluster, keys, leases, resources, ApiError, BODY_BYTES_MAX};
+use super::forward::{self, Upstream};
+use super::{cluster, dashboard, keys, leases, resources, ui, ApiError, BODY_BYTES_MAX};
 use crate::node::Node;
 
-pub fn app(node: Arc<Node>) -> Router {
+pub fn app(node: Arc<Node>) -> anyhow::Result<Router> {
+    let upstream = Upstream::new()?;
     // The deliberately broken build (feature `sabotage-follower-grants`) mounts its own
     // acquire handler; the production handler knows nothing of it.
     #[cfg(not(feature = "sabotage-follower-grants"))]
     let acquire = post(leases::acquire);
     #[cfg(feature = "sabotage-follower-grants")]
     let acquire = post(crate::sabotage::acquire);
-    Router::new()
+    Ok(Router::new()
         .route("/v1/resources/{name}/acquire", acquire)
         .route("/v1/leases/{id}/release", post(leases::release))
         .route("/v1/leases/{id}/renew", post(leases::renew))
@@ -36,7 +39,20 @@ pub fn app(node: Arc<Node>) -> Router {
         .route("/healthz", get(cluster::healthz))
         .route("/readyz", get(cluster::readyz))
         .route("/metrics", get(cluster::metrics))
+        .route("/v1/dashboard/session", get(dashboard::session))
+        .route("/v1/dashboard/resources", get(dashboard::resources))
+        .route("/v1/dashboard/resources/{name}", get(dashboard::resource))
+        .route("/v1/dashboard/cluster", get(dashboard::cluster))
+        .route("/", get(ui::to_index))
+        .route("/ui", get(ui::to_index))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{*path}", get(ui::file))
         .fallback(|| async { ApiError::new(ErrorCode::InvalidRequest, "no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
-        .with_state(node)
+        .layer(axum::middleware::from_fn_with_state(
+            upstream.clone(),
+            forward::to_leader,
+        ))
+        .layer(Extension(upstream))
+        .with_state(node))
 }

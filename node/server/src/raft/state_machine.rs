@@ -13,7 +13,9 @@ use std::sync::Arc;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use parking_lot::RwLock;
-use ratequeue_core::State;
+use ratequeue_core::{Outcome, State};
+
+use crate::series::Series;
 
 use super::types::{
     BatchOutcome, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -42,6 +44,8 @@ pub struct StateMachineStore {
     applied: SharedApplied,
     snapshots: Arc<dyn SnapshotStore>,
     current: CurrentSnapshot,
+    /// Told about every applied grant, after the state's lock is released.
+    series: Arc<Series>,
 }
 
 fn sm_error(e: impl std::error::Error + 'static) -> StorageError {
@@ -50,7 +54,10 @@ fn sm_error(e: impl std::error::Error + 'static) -> StorageError {
 
 impl StateMachineStore {
     /// Restores the state from the persisted snapshot, if any.
-    pub fn open(snapshots: Arc<dyn SnapshotStore>) -> Result<Self, StorageError> {
+    pub fn open(
+        snapshots: Arc<dyn SnapshotStore>,
+        series: Arc<Series>,
+    ) -> Result<Self, StorageError> {
         let mut applied = Applied {
             state: State::new(),
             ..Applied::default()
@@ -66,6 +73,7 @@ impl StateMachineStore {
             applied: Arc::new(RwLock::new(applied)),
             snapshots,
             current: Arc::new(RwLock::new(current)),
+            series,
         })
     }
 
@@ -164,6 +172,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             }
         }
+        drop(a);
+        self.series.applied_grants(out.iter().flat_map(|o| &o.0).filter_map(|o| match o {
+            Outcome::Granted {
+                lease,
+                duplicate: false,
+                ..
+            } => Some((lease.resource.as_str(), lease.load)),
+            _ => None,
+        }));
         Ok(out)
     }
 

@@ -1,0 +1,368 @@
+//! The dashboard's aggregated reads (`/v1/dashboard/…`, docs/dashboard.md): one call per
+//! view and refresh, never one per resource.
+//!
+//! The resource views are served by the leader (a follower's 307 is forwarded by
+//! `forward` when the page asks), from its applied state, its series and one message to
+//! its admission loop for the one resource on screen. They are not linearizable reads:
+//! no ReadIndex round per refresh. The applied state is walked in chunks of
+//! `LOCK_CHUNK_LEN` resources so that a list of 10 000 never holds the lock that apply
+//! needs for more than a few microseconds. The cluster view is served by any node: it
+//! asks every member for its own status and readiness, so it works without a leader.
+//!
+//! What a caller may see is decided in `visibility` only: every view goes through it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use ratequeue_api as api;
+use ratequeue_api::dashboard as ui;
+use ratequeue_api::ErrorCode;
+use ratequeue_core::{Fit, Role, NAME_LEN_MAX};
+use serde::Deserialize;
+
+use super::error::json;
+use super::forward::Upstream;
+use super::keys::role_json;
+use super::leader::{failure, require_leader};
+use super::error::api_kind;
+use super::resources::{check_name, limit_json, resource_spec};
+use super::{ApiError, Caller};
+use crate::node::Node;
+
+/// Rows of one page of the resources list.
+pub const PAGE_LEN_MAX: u64 = 200;
+const PAGE_LEN_DEFAULT: u64 = 50;
+/// Resources read per hold of the applied state's lock.
+const LOCK_CHUNK_LEN: usize = 256;
+/// Held leases listed in the resource view (soonest expiry first).
+pub const LEASES_SHOWN_MAX: usize = 100;
+/// Members the cluster view asks, and how long it waits for each.
+const MEMBERS_MAX: usize = 16;
+const MEMBER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a caller may see. The server decides; the page only hides what it is refused.
+/// Today's rules (`Caller`): a client key sees the resources its patterns allow, admins
+/// see everything; the cluster view is open to every key, as `/v1/cluster/status` is.
+mod visibility {
+    use super::Caller;
+
+    pub(super) fn resource(caller: &Caller, name: &str) -> bool {
+        caller.may_use(name).is_ok()
+    }
+
+    pub(super) fn cluster(_caller: &Caller) -> Result<(), super::ApiError> {
+        Ok(())
+    }
+}
+
+pub(super) async fn session(State(node): State<Arc<Node>>, caller: Caller) -> Response {
+    let s = match caller {
+        Caller::Admin => ui::Session {
+            name: "admin".into(),
+            role: api::Role::Admin,
+            resources: Vec::new(),
+            node_id: node.id,
+        },
+        Caller::Key(k) => ui::Session {
+            name: k.name,
+            role: role_json(k.role),
+            resources: if k.role == Role::Admin {
+                Vec::new()
+            } else {
+                k.resources
+            },
+            node_id: node.id,
+        },
+    };
+    json(s)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    /// Case-insensitive substring of the name.
+    #[serde(default)]
+    filter: String,
+    #[serde(default)]
+    sort: ui::SortKey,
+    #[serde(default)]
+    desc: bool,
+    #[serde(default)]
+    offset: u64,
+    limit: Option<u64>,
+}
+
+/// What a row is sorted by, read in the first pass.
+struct Key {
+    name: String,
+    held: u64,
+    usage: f64,
+    waiting: u64,
+    rate: f64,
+}
+
+fn usage(limits: &[ratequeue_core::LimitView]) -> f64 {
+    limits
+        .iter()
+        .map(|l| {
+            let used = l.limit as f64 - l.remaining as f64;
+            used / (l.limit.max(1) as f64)
+        })
+        .fold(0.0, f64::max)
+}
+
+pub(super) async fn resources(
+    State(node): State<Arc<Node>>,
+    uri: Uri,
+    caller: Caller,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return ApiError::invalid(format!("bad query string: {e}")).into_response(),
+    };
+    if q.filter.len() > NAME_LEN_MAX {
+        return ApiError::invalid(format!("filter must be at most {NAME_LEN_MAX} bytes"))
+            .into_response();
+    }
+    let limit = q.limit.unwrap_or(PAGE_LEN_DEFAULT);
+    if !(1..=PAGE_LEN_MAX).contains(&limit) {
+        return ApiError::invalid(format!("limit must be in 1..={PAGE_LEN_MAX}")).into_response();
+    }
+    if let Err(r) = require_leader(&node, &uri) {
+        return r;
+    }
+    let board = node.series.board();
+    let needle = q.filter.to_ascii_lowercase();
+    let waiting_of = |name: &str| board.waiting.get(name).map_or(0, |l| l.values().sum());
+    // First pass: the sort key of every visible match, a chunk of resources per lock.
+    let mut keys: Vec<Key> = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let a = node.applied.read();
+        let mut last = None;
+        for (name, _) in a.state.resources_after(after.as_deref()).take(LOCK_CHUNK_LEN) {
+            last = Some(name);
+            if !name.to_ascii_lowercase().contains(&needle) || !visibility::resource(&caller, name)
+            {
+                continue;
+            }
+            let Some(stats) = a.state.resource_stats(name) else {
+                continue;
+            };
+            keys.push(Key {
+                name: name.to_owned(),
+                held: stats.held,
+                usage: usage(&stats.limits),
+                waiting: waiting_of(name),
+                rate: board.grants_per_s.get(name).copied().unwrap_or(0.0),
+            });
+        }
+        match last {
+            Some(name) => after = Some(name.to_owned()),
+            None => break,
+        }
+    }
+    keys.sort_by(|a, b| {
+        let by = match q.sort {
+            ui::SortKey::Name => std::cmp::Ordering::Equal,
+            ui::SortKey::Held => a.held.cmp(&b.held),
+            ui::SortKey::Usage => a.usage.total_cmp(&b.usage),
+            ui::SortKey::Waiting => a.waiting.cmp(&b.waiting),
+            ui::SortKey::Rate => a.rate.total_cmp(&b.rate),
+        };
+        let by = by.then_with(|| a.name.cmp(&b.name));
+        if q.desc {
+            by.reverse()
+        } else {
+            by
+        }
+    });
+    let total = keys.len() as u64;
+    let page: Vec<Key> = keys
+        .into_iter()
+        .skip(usize::try_from(q.offset).unwrap_or(usize::MAX))
+        .take(limit as usize)
+        .collect();
+    // Second pass: the rows of the page.
+    let (rows, cluster_time_ms) = {
+        let a = node.applied.read();
+        let rows = page
+            .into_iter()
+            .filter_map(|k| {
+                let config = a.state.resource(&k.name)?;
+                let stats = a.state.resource_stats(&k.name)?;
+                let waiting: BTreeMap<String, u64> =
+                    board.waiting.get(&k.name).cloned().unwrap_or_default();
+                Some(ui::ResourceRow {
+                    config: resource_spec(config),
+                    held: stats.held,
+                    limits: stats.limits.iter().map(limit_json).collect(),
+                    waiting_total: waiting.values().sum(),
+                    waiting,
+                    usage: usage(&stats.limits),
+                    grants_per_s: k.rate,
+                    name: k.name,
+                })
+            })
+            .collect();
+        (rows, a.state.now_ms())
+    };
+    json(ui::ResourcePage {
+        total,
+        offset: q.offset,
+        rows,
+        node_id: node.id,
+        cluster_time_ms,
+    })
+}
+
+pub(super) async fn resource(
+    State(node): State<Arc<Node>>,
+    uri: Uri,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Response {
+    if let Err(e) = check_name(&name) {
+        return e.into_response();
+    }
+    if !visibility::resource(&caller, &name) {
+        return ApiError::new(
+            ErrorCode::Forbidden,
+            format!("this key may not see resource {name:?}"),
+        )
+        .into_response();
+    }
+    if let Err(r) = require_leader(&node, &uri) {
+        return r;
+    }
+    let report = match node.admission.queue(&name).await {
+        Ok(r) => r,
+        Err(f) => return failure(&node, &uri, f),
+    };
+    let read = {
+        let a = node.applied.read();
+        let now = a.state.now_ms();
+        a.state.resource(&name).cloned().and_then(|config| {
+            let stats = a.state.resource_stats(&name)?;
+            let shown: Vec<ui::HeldLease> = a
+                .state
+                .held(&name)
+                .take(LEASES_SHOWN_MAX)
+                .map(|l| ui::HeldLease {
+                    fencing_token: l.token,
+                    lane: l.lane,
+                    load: l.load,
+                    holder: l.holder,
+                    age_ms: now.saturating_sub(l.granted_at_ms),
+                    expires_in_ms: l.expires_at_ms.saturating_sub(now),
+                })
+                .collect();
+            Some((config, stats, shown, now))
+        })
+    };
+    let Some((config, stats, shown, now)) = read else {
+        return ApiError::new(ErrorCode::ResourceNotFound, "no such resource").into_response();
+    };
+    let queue = report.map_or_else(ui::Queue::default, |r| {
+        let waited = |id| r.waited_ms.get(&id).copied().unwrap_or(0);
+        ui::Queue {
+            waiting: r.view.waiting as u64,
+            lanes: r
+                .view
+                .lanes
+                .iter()
+                .map(|l| ui::LaneQueue {
+                    lane: l.lane.clone(),
+                    weight: config.lane_weight(&l.lane),
+                    waiting: l.waiting as u64,
+                    priorities: l
+                        .groups
+                        .iter()
+                        .map(|g| ui::PriorityQueue {
+                            priority: g.priority,
+                            waiting: g.waiting as u64,
+                            oldest_wait_ms: waited(g.first),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            head: r.view.head.as_ref().map(|h| ui::HeadOfLine {
+                lane: h.lane.clone(),
+                priority: h.priority,
+                load: h.load,
+                waited_ms: waited(h.waiter),
+            }),
+            binding: match r.head_fit {
+                Some(Fit::Wait { ms, binding }) => Some(ui::Binding {
+                    kind: api_kind(binding),
+                    free_in_ms: ms,
+                }),
+                _ => None,
+            },
+            truncated: r.view.truncated,
+        }
+    });
+    json(ui::ResourceDetail {
+        config: resource_spec(&config),
+        held: stats.held,
+        grants_total: stats.grants_total,
+        limits: stats.limits.iter().map(limit_json).collect(),
+        queue,
+        leases: ui::Leases {
+            held: stats.held,
+            shown,
+        },
+        series: node.series.of(&name),
+        node_id: node.id,
+        cluster_time_ms: now,
+        name,
+    })
+}
+
+pub(super) async fn cluster(
+    State(node): State<Arc<Node>>,
+    Extension(up): Extension<Upstream>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = visibility::cluster(&caller) {
+        return e.into_response();
+    }
+    let auth = headers.get(AUTHORIZATION).cloned();
+    let local = node.status();
+    let asks = local.members.iter().take(MEMBERS_MAX).map(|m| {
+        let (node, up, auth, local) = (node.clone(), up.clone(), auth.clone(), &local);
+        async move {
+            let (ready, detail, status) = if m.id == node.id {
+                match node.readiness().await {
+                    Ok(()) => (true, "ready".to_owned(), Some(local.clone())),
+                    Err(why) => (false, format!("not ready: {why}"), Some(local.clone())),
+                }
+            } else if m.api_url.is_empty() {
+                (false, "API URL not published yet".to_owned(), None)
+            } else {
+                up.member_health(&m.api_url, auth, MEMBER_TIMEOUT).await
+            };
+            ui::MemberHealth {
+                id: m.id,
+                api_url: m.api_url.clone(),
+                voter: m.voter,
+                ready,
+                detail,
+                status,
+            }
+        }
+    });
+    let members = futures::future::join_all(asks).await;
+    json(ui::Cluster {
+        node_id: node.id,
+        members,
+    })
+}
