@@ -84,11 +84,13 @@ pub enum Failure {
     Ambiguous,
 }
 
-/// One resource's queue for the dashboard: the scheduler's view, how long the waiters it
-/// names have waited, and whether (and why not) its head fits now.
+/// One resource's queue for the dashboard: the scheduler's view (`None`: nobody waits),
+/// how long the waiters it names have waited, whether (and why not) its head fits now,
+/// and the leader's cluster time now (the applied state's stands still between entries).
 #[derive(Clone, Debug)]
 pub struct QueueReport {
-    pub view: QueueView,
+    pub view: Option<QueueView>,
+    pub clock_ms: u64,
     /// Wait so far of each group's first waiter and of the head.
     pub waited_ms: HashMap<WaiterId, u64>,
     /// The head's fit against the speculative state.
@@ -122,7 +124,7 @@ enum Msg {
     /// One resource's queue in detail (the dashboard's resource view).
     Queue {
         resource: String,
-        reply: oneshot::Sender<Option<QueueReport>>,
+        reply: oneshot::Sender<QueueReport>,
     },
 }
 
@@ -230,9 +232,8 @@ impl Admission {
         rx.await.ok()
     }
 
-    /// The queue of `resource` in detail: `Err(NotLeader)` when not serving, `Ok(None)`
-    /// when nobody waits.
-    pub async fn queue(&self, resource: &str) -> Result<Option<QueueReport>, Failure> {
+    /// The queue of `resource` in detail: `Err(NotLeader)` when not serving.
+    pub async fn queue(&self, resource: &str) -> Result<QueueReport, Failure> {
         let tx = self.sender()?;
         let (reply, rx) = oneshot::channel();
         let resource = resource.to_owned();
@@ -624,11 +625,22 @@ impl LeaderLoop {
         }
     }
 
-    fn queue_report(&self, resource: &str) -> Option<QueueReport> {
-        let view = self.sched.queue_view(resource)?;
+    fn queue_report(&self, resource: &str) -> QueueReport {
+        let clock_ms = self.clock_ms();
+        let Some(view) = self.sched.queue_view(resource) else {
+            return QueueReport {
+                view: None,
+                clock_ms,
+                waited_ms: HashMap::new(),
+                head_fit: None,
+            };
+        };
         let waited = |id: &WaiterId| {
             let p = self.pending.get(id)?;
-            Some((*id, u64::try_from(p.enqueued.elapsed().as_millis()).unwrap_or(u64::MAX)))
+            Some((
+                *id,
+                u64::try_from(p.enqueued.elapsed().as_millis()).unwrap_or(u64::MAX),
+            ))
         };
         let mut waited_ms: HashMap<WaiterId, u64> = view
             .lanes
@@ -637,11 +649,12 @@ impl LeaderLoop {
             .collect();
         waited_ms.extend(view.head.as_ref().and_then(|h| waited(&h.waiter)));
         let head_fit = view.head.as_ref().map(|h| self.spec.fit(resource, h.load));
-        Some(QueueReport {
-            view,
+        QueueReport {
+            view: Some(view),
+            clock_ms,
             waited_ms,
             head_fit,
-        })
+        }
     }
 
     /// A refusal, counted in the metrics and the dashboard's series.
@@ -717,9 +730,7 @@ impl LeaderLoop {
 
     /// Answers a waiter with its applied outcome; a grant returns its resource and wait.
     fn answer_waiter(&mut self, id: WaiterId, outcome: Outcome) -> Option<(String, u64)> {
-        let Some(p) = self.take_pending(id) else {
-            return None;
-        };
+        let p = self.take_pending(id)?;
         match outcome {
             Outcome::Granted {
                 lease,

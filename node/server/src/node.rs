@@ -20,10 +20,10 @@ use ratequeue_api as api;
 
 use crate::admission::{self, Admission};
 use crate::metrics::Metrics;
-use crate::series::{self, Series};
 use crate::raft::network::{ClusterSecret, PeerNetwork};
 use crate::raft::state_machine::{SharedApplied, SnapshotHandle, SnapshotStore, StateMachineStore};
 use crate::raft::types::{NodeId, NodeInfo, Raft, SnapshotMeta, StorageError, TypeConfig};
+use crate::series::{self, Series};
 use crate::storage::{self, LogStore, SledConfig};
 use crate::tls::Tls;
 

@@ -112,9 +112,7 @@ struct Point {
 
 impl Point {
     fn is_idle(&self) -> bool {
-        self.grants == 0
-            && self.rejections.unwrap_or(0) == 0
-            && self.waiting.unwrap_or(0) == 0
+        self.grants == 0 && self.rejections.unwrap_or(0) == 0 && self.waiting.unwrap_or(0) == 0
     }
 }
 
@@ -231,7 +229,11 @@ impl Series {
                 grants: acc.grants,
                 load: acc.load,
                 rejections: leader_figures.then_some(acc.rejections),
-                waiting: if leader { Some(queued.unwrap_or(0)) } else { None },
+                waiting: if leader {
+                    Some(queued.unwrap_or(0))
+                } else {
+                    None
+                },
                 wait_p50_ms: acc.waits.as_ref().and_then(|h| h.quantile(0.5)),
                 wait_p99_ms: acc.waits.as_ref().and_then(|h| h.quantile(0.99)),
             };
@@ -314,7 +316,10 @@ mod tests {
             let top = u64::from(wait_bucket_top(b));
             let v32 = v.min(u64::from(u32::MAX));
             assert!(top >= v32, "{v}: top {top}");
-            assert!(top <= v32 + v32 / 8, "{v}: top {top} more than 12.5 % above");
+            assert!(
+                top <= v32 + v32 / 8,
+                "{v}: top {top} more than 12.5 % above"
+            );
         }
     }
 
@@ -349,7 +354,10 @@ mod tests {
         assert_eq!(a.waiting, vec![None, Some(4)]);
         assert_eq!(a.rejections, vec![None, Some(1)]);
         assert_eq!(a.wait_p50_ms, vec![None, Some(3)]);
-        assert_eq!(a.wait_p99_ms.last().copied().flatten().map(|v| v >= 40), Some(true));
+        assert_eq!(
+            a.wait_p99_ms.last().copied().flatten().map(|v| v >= 40),
+            Some(true)
+        );
         let board = s.board();
         assert!(board.leader);
         assert_eq!(board.waiting["a"]["default"], 4);
@@ -366,7 +374,11 @@ mod tests {
         }
         assert_eq!(s.tracked(), SERIES_RESOURCES_MAX);
         assert!(s.of("r5").is_some());
-        assert_eq!(s.of("untracked").map(|_| ()), None, "full: unknown, not zero");
+        assert_eq!(
+            s.of("untracked").map(|_| ()),
+            None,
+            "full: unknown, not zero"
+        );
         for t in 0..SERIES_SECONDS as u64 {
             s.tick(None, t);
         }

@@ -4,6 +4,8 @@ import uPlot from "./vendor/uplot/uPlot.esm.js";
 import { h, num } from "./dom.js";
 
 const COLORS = ["#1f5fbf", "#b3261e", "#2e7d32"];
+/** Seconds on the x axis: the series' length on the server (SERIES_SECONDS). */
+const WINDOW_S = 300;
 
 export class Chart {
   /** series: [{label, unit}] */
@@ -28,22 +30,27 @@ export class Chart {
     if (this.plot) this.plot.setSize({ width: this.width(), height: 160 });
   }
 
-  /** xs: unix seconds; ys: one array per series (null = not known then). */
-  set(xs, ys) {
+  /** xs: unix seconds; ys: one array per series (null = not known then); the x axis
+   *  always spans the WINDOW_S seconds up to `end`. */
+  set(xs, ys, end) {
     const data = [xs, ...ys];
+    this.end = end;
     if (!this.plot) {
       this.plot = new uPlot({
         width: this.width(),
         height: 160,
         legend: { show: this.series.length > 1 },
         cursor: { drag: { x: false, y: false } },
-        scales: { y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
+        scales: {
+          x: { time: true, range: () => [this.end - WINDOW_S, this.end] },
+          y: { range: (u, min, max) => [0, Math.max(1, (max ?? 0) * 1.1)] },
+        },
         axes: [{ stroke: "#333" }, { stroke: "#333", size: 56 }],
         series: [
           {},
           ...this.series.map((s, i) => ({
             label: s.label, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: false,
-            points: { show: false },
+            points: { show: true, size: 3 },
           })),
         ],
       }, data, this.box);

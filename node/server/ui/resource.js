@@ -113,7 +113,7 @@ export function mount(el, params, ctx) {
         const n = s.grants.length;
         const end = s.end_unix_ms / 1000;
         const xs = Array.from({ length: n }, (_, i) => end - (n - 1 - i) * (s.step_ms / 1000));
-        for (const [c, pick] of charts) c.set(xs, pick(s));
+        for (const [c, pick] of charts) c.set(xs, pick(s), end);
       } else {
         seriesNote.textContent = "No series for this resource: the node tracks at most 1 000 active resources.";
       }
@@ -134,7 +134,7 @@ function renderWhy(el, d) {
   }
   const head = q.head;
   const text = q.binding
-    ? `${num(q.waiting)} waiting. Binding limit: ${KIND[q.binding.kind]} (${q.binding.kind}); it has room for the next request in ${dur(q.binding.free_in_ms)} unless a holder releases first.`
+    ? `${num(q.waiting)} waiting. Binding limit: ${KIND[q.binding.kind]}; it has room for the next request in ${dur(q.binding.free_in_ms)} unless a holder releases first.`
     : `${num(q.waiting)} waiting. The next request fits now and is being granted.`;
   el.append(h("p.binding", { "data-binding": q.binding ? q.binding.kind : "fits" , text }));
   if (head) {

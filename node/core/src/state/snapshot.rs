@@ -68,8 +68,7 @@ impl State {
                 || self.ended.contains_key(&token)
                 || !self.expiry.contains(&(l.expires_at_ms, token))
                 || l.granted_at_ms > now
-                || l
-                    .holder
+                || l.holder
                     .as_deref()
                     .is_some_and(|h| crate::config::validate_holder(h).is_err())
             {

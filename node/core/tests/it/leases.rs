@@ -249,7 +249,10 @@ fn a_holder_label_must_be_short_printable_ascii() {
     }
     assert_eq!(c.state.lease_count(), 0);
     assert_eq!(c.state.next_token(), 1, "refusals consume no fencing token");
-    for good in ["x".repeat(ratequeue_core::HOLDER_LEN_MAX), " ~!@#$%^&*()".into()] {
+    for good in [
+        "x".repeat(ratequeue_core::HOLDER_LEN_MAX),
+        " ~!@#$%^&*()".into(),
+    ] {
         let g = Grant {
             holder: Some(good),
             ..c.req("r", 1)

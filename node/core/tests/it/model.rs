@@ -678,7 +678,7 @@ pub fn resolve(op: &Op, m: &Model, n: &mut u64) -> Command {
                 nonce: nonce(*n),
                 // Some leases carry a holder label, so that determinism and the
                 // snapshot round trip cover it.
-                holder: (*n % 3 == 0).then(|| format!("worker {}", *n % 5)),
+                holder: n.is_multiple_of(3).then(|| format!("worker {}", *n % 5)),
             })
         }
         Op::Release {

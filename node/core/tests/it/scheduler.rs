@@ -130,9 +130,15 @@ fn higher_priority_goes_first_within_a_lane_fifo_among_equals() {
         .map(|g| (g.priority, g.waiting, g.first))
         .collect();
     assert_eq!(groups, vec![(100, 2, w4), (10, 3, w1), (-5, 1, w6)]);
-    assert_eq!((view.waiting, view.lanes.len(), view.truncated), (6, 1, false));
+    assert_eq!(
+        (view.waiting, view.lanes.len(), view.truncated),
+        (6, 1, false)
+    );
     let head = view.head.unwrap();
-    assert_eq!((head.waiter, head.priority, head.lane.as_str()), (w4, 100, "default"));
+    assert_eq!(
+        (head.waiter, head.priority, head.lane.as_str()),
+        (w4, 100, "default")
+    );
     let mut order = Vec::new();
     for _ in 0..6 {
         let (w, lease) = hand_over(&mut s, holder);

@@ -26,11 +26,11 @@ use ratequeue_api::ErrorCode;
 use ratequeue_core::{Fit, Role, NAME_LEN_MAX};
 use serde::Deserialize;
 
+use super::error::api_kind;
 use super::error::json;
 use super::forward::Upstream;
 use super::keys::role_json;
 use super::leader::{failure, require_leader};
-use super::error::api_kind;
 use super::resources::{check_name, limit_json, resource_spec};
 use super::{ApiError, Caller};
 use crate::node::Node;
@@ -147,7 +147,11 @@ pub(super) async fn resources(
     loop {
         let a = node.applied.read();
         let mut last = None;
-        for (name, _) in a.state.resources_after(after.as_deref()).take(LOCK_CHUNK_LEN) {
+        for (name, _) in a
+            .state
+            .resources_after(after.as_deref())
+            .take(LOCK_CHUNK_LEN)
+        {
             last = Some(name);
             if !name.to_ascii_lowercase().contains(&needle) || !visibility::resource(&caller, name)
             {
@@ -248,7 +252,8 @@ pub(super) async fn resource(
     };
     let read = {
         let a = node.applied.read();
-        let now = a.state.now_ms();
+        // The leader's clock: cluster time in the applied state moves only with entries.
+        let now = a.state.now_ms().max(report.clock_ms);
         a.state.resource(&name).cloned().and_then(|config| {
             let stats = a.state.resource_stats(&name)?;
             let shown: Vec<ui::HeldLease> = a
@@ -270,45 +275,47 @@ pub(super) async fn resource(
     let Some((config, stats, shown, now)) = read else {
         return ApiError::new(ErrorCode::ResourceNotFound, "no such resource").into_response();
     };
-    let queue = report.map_or_else(ui::Queue::default, |r| {
-        let waited = |id| r.waited_ms.get(&id).copied().unwrap_or(0);
-        ui::Queue {
-            waiting: r.view.waiting as u64,
-            lanes: r
-                .view
-                .lanes
-                .iter()
-                .map(|l| ui::LaneQueue {
-                    lane: l.lane.clone(),
-                    weight: config.lane_weight(&l.lane),
-                    waiting: l.waiting as u64,
-                    priorities: l
-                        .groups
-                        .iter()
-                        .map(|g| ui::PriorityQueue {
-                            priority: g.priority,
-                            waiting: g.waiting as u64,
-                            oldest_wait_ms: waited(g.first),
-                        })
-                        .collect(),
-                })
-                .collect(),
-            head: r.view.head.as_ref().map(|h| ui::HeadOfLine {
-                lane: h.lane.clone(),
-                priority: h.priority,
-                load: h.load,
-                waited_ms: waited(h.waiter),
-            }),
-            binding: match r.head_fit {
-                Some(Fit::Wait { ms, binding }) => Some(ui::Binding {
-                    kind: api_kind(binding),
-                    free_in_ms: ms,
+    let queue = report
+        .view
+        .as_ref()
+        .map_or_else(ui::Queue::default, |view| {
+            let waited = |id| report.waited_ms.get(&id).copied().unwrap_or(0);
+            ui::Queue {
+                waiting: view.waiting as u64,
+                lanes: view
+                    .lanes
+                    .iter()
+                    .map(|l| ui::LaneQueue {
+                        lane: l.lane.clone(),
+                        weight: config.lane_weight(&l.lane),
+                        waiting: l.waiting as u64,
+                        priorities: l
+                            .groups
+                            .iter()
+                            .map(|g| ui::PriorityQueue {
+                                priority: g.priority,
+                                waiting: g.waiting as u64,
+                                oldest_wait_ms: waited(g.first),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+                head: view.head.as_ref().map(|h| ui::HeadOfLine {
+                    lane: h.lane.clone(),
+                    priority: h.priority,
+                    load: h.load,
+                    waited_ms: waited(h.waiter),
                 }),
-                _ => None,
-            },
-            truncated: r.view.truncated,
-        }
-    });
+                binding: match report.head_fit {
+                    Some(Fit::Wait { ms, binding }) => Some(ui::Binding {
+                        kind: api_kind(binding),
+                        free_in_ms: ms,
+                    }),
+                    _ => None,
+                },
+                truncated: view.truncated,
+            }
+        });
     json(ui::ResourceDetail {
         config: resource_spec(&config),
         held: stats.held,

@@ -167,8 +167,7 @@ impl Upstream {
 
 /// The layer: forwards what this node would redirect, when the request asks for it.
 pub async fn to_leader(State(up): State<Upstream>, req: Request, next: Next) -> Response {
-    if !req.headers().contains_key(api::FORWARD_HEADER) || req.uri().path().ends_with("/acquire")
-    {
+    if !req.headers().contains_key(api::FORWARD_HEADER) || req.uri().path().ends_with("/acquire") {
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();

@@ -45,7 +45,10 @@ pub const ASSETS: &[Asset] = &[
     asset!("resource.js", "text/javascript; charset=utf-8"),
     asset!("keys.js", "text/javascript; charset=utf-8"),
     asset!("cluster.js", "text/javascript; charset=utf-8"),
-    asset!("vendor/uplot/uPlot.esm.js", "text/javascript; charset=utf-8"),
+    asset!(
+        "vendor/uplot/uPlot.esm.js",
+        "text/javascript; charset=utf-8"
+    ),
     asset!("vendor/uplot/uPlot.min.css", "text/css; charset=utf-8"),
     asset!("vendor/uplot/LICENSE", "text/plain; charset=utf-8"),
     asset!("vendor/uplot/VERSION", "text/plain; charset=utf-8"),
@@ -135,11 +138,19 @@ mod tests {
         files(&root, &mut found);
         let mut found: Vec<String> = found
             .iter()
-            .map(|p| p.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/"))
+            .map(|p| {
+                p.strip_prefix(&root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/")
+            })
             .collect();
         found.sort();
         let mut listed: Vec<String> = ASSETS.iter().map(|a| a.path.to_owned()).collect();
         listed.sort();
-        assert_eq!(found, listed, "ASSETS in http/ui.rs must list every file of ui/");
+        assert_eq!(
+            found, listed,
+            "ASSETS in http/ui.rs must list every file of ui/"
+        );
     }
 }

@@ -173,14 +173,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         }
         drop(a);
-        self.series.applied_grants(out.iter().flat_map(|o| &o.0).filter_map(|o| match o {
-            Outcome::Granted {
-                lease,
-                duplicate: false,
-                ..
-            } => Some((lease.resource.as_str(), lease.load)),
-            _ => None,
-        }));
+        self.series
+            .applied_grants(out.iter().flat_map(|o| &o.0).filter_map(|o| match o {
+                Outcome::Granted {
+                    lease,
+                    duplicate: false,
+                    ..
+                } => Some((lease.resource.as_str(), lease.load)),
+                _ => None,
+            }));
         Ok(out)
     }
 

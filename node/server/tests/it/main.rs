@@ -4,6 +4,7 @@
 
 mod admission;
 mod cluster;
+mod dashboard;
 mod dev;
 mod replication;
 mod security;
