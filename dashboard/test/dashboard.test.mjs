@@ -205,6 +205,18 @@ test("sign in, resources, waiters and the binding limit, edits, keys, failover",
   await page.getByRole("button", { name: "Save" }).click();
   await expect(page.locator('[data-limit="concurrency"]')).toContainText("of 3", { timeout: 60_000 });
 
+  // Delete a resource from its view.
+  await page.goto(`${cluster.url(follower)}/ui/#/resources/other`);
+  await expect(page.getByRole("heading", { name: "other", level: 1 })).toBeVisible();
+  await expect(page.locator('[data-limit="concurrency"]')).toBeVisible({ timeout: 60_000 });
+  page.once("dialog", (d) => d.accept());
+  await page.getByRole("button", { name: "Delete" }).click();
+  await expect(page.getByRole("heading", { name: "Resources", level: 1 })).toBeVisible({ timeout: TIMEOUT });
+  await expect(page.locator('tr[data-resource="gpt"]')).toBeVisible({ timeout: TIMEOUT });
+  await expect(page.locator('tr[data-resource="other"]')).toHaveCount(0, { timeout: TIMEOUT });
+  const gone = await api(cluster.url(cluster.leaderId), "GET", "/v1/resources/other", { token });
+  assert.equal(gone.status, 404);
+
   // A phone-sized window: the same views, readable.
   const phone = await newPage(cluster.url(follower), { width: 390, height: 844 });
   await signIn(phone, token);

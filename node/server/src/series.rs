@@ -266,7 +266,7 @@ impl Series {
         self.inner.lock().board.clone()
     }
 
-    /// The series of `resource`: all zeros when it had no activity in the window, `None`
+    /// The series of `resource`: empty when it had no activity in the window, `None`
     /// when it may have had some but the table was full.
     pub fn of(&self, resource: &str) -> Option<ui::Series> {
         let inner = self.inner.lock();

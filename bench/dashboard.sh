@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Does an open dashboard load the leader's admission path? The slot cycle (`rqctl bench
+# --workload cycle`, 256 clients) on a fresh 3-node cluster with 10 000 resources,
+# alternating rounds without and with open dashboards (headless Chromium tabs on a
+# follower's /ui/, half on the resources list sorted by grants/s, half on the benched
+# resource's view, each refreshing every second). docs/benchmarks.md, "Dashboard".
+#
+#   flock /tmp/rq-bench.lock bash bench/dashboard.sh [rounds] [seconds] [tabs]
+#
+# Needs the release binaries (built here), Node.js, Chromium and dashboard/node_modules
+# (cd dashboard && npm ci).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+secs=${2:-10}
+tabs=${3:-4}
+clients=${CLIENTS:-256}
+cargo build --release --locked -p ratequeue-node -p ratequeue-client --bins >&2
+bin=target/release
+
+coproc RQ { "$bin/ratequeue" dev --ephemeral --json; }
+read -r line <&"${RQ[0]}"
+field() { python3 -c 'import json,sys; c=json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$line" "$1"; }
+token=$(field 'c["admin_token"]')
+urls=$(field '",".join(n["api_url"] for n in c["nodes"])')
+leader=$(field 'next(n["api_url"] for n in c["nodes"] if n["id"] == c["leader_id"])')
+follower=$(field 'next(n["api_url"] for n in c["nodes"] if n["id"] != c["leader_id"])')
+resource=bench-dashboard
+
+bench() {
+  "$bin/rqctl" --url "$urls" --api-key "$token" bench --workload cycle --clients "$clients" \
+    --duration "$secs" --warmup 2 --resource "$resource" --json
+}
+report() { # label json
+  python3 -c 'import json,sys; r=json.loads(sys.argv[2]); print(f"{sys.argv[1]:<16} {r[\"ops_per_sec\"]:>9.0f} pairs/s   acquire p50 {r[\"acquire_us\"][\"p50\"]/1000:.2f} ms  p99 {r[\"acquire_us\"][\"p99\"]/1000:.2f} ms")' "$1" "$2"
+}
+
+dir=$(mktemp -d)
+ui_pid=
+open_ui() { # resources to create first
+  node dashboard/bench/open.mjs "$follower" "$leader" "$token" "$resource" "$tabs" "$1" >"$dir/ui.out" &
+  ui_pid=$!
+  for _ in $(seq 1 1200); do
+    grep -q '^open$' "$dir/ui.out" && return 0
+    kill -0 "$ui_pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  echo "dashboards did not open" >&2
+  exit 1
+}
+close_ui() { kill "$ui_pid" && wait "$ui_pid" || true; ui_pid=; }
+cleanup() { [ -n "$ui_pid" ] && kill "$ui_pid" 2>/dev/null; echo quit >&"${RQ[1]}" 2>/dev/null || true; rm -rf "$dir"; }
+trap cleanup EXIT
+
+echo "machine: $(nproc) cores; load before: $(uptime)"
+bench >/dev/null # creates the resource and warms the cluster
+open_ui 10000    # and the 10 000 resources
+close_ui
+for r in $(seq 1 "$rounds"); do
+  report "without, round $r" "$(bench)"
+  open_ui 0
+  report "with $tabs tabs, $r" "$(bench)"
+  close_ui
+done
+echo "load after: $(uptime)"
