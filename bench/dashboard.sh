@@ -18,13 +18,13 @@ clients=${CLIENTS:-256}
 cargo build --release --locked -p ratequeue-node -p ratequeue-client --bins >&2
 bin=target/release
 
-coproc RQ { "$bin/ratequeue" dev --ephemeral --json; }
-read -r line <&"${RQ[0]}"
-field() { python3 -c 'import json,sys; c=json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$line" "$1"; }
-token=$(field 'c["admin_token"]')
-urls=$(field '",".join(n["api_url"] for n in c["nodes"])')
-leader=$(field 'next(n["api_url"] for n in c["nodes"] if n["id"] == c["leader_id"])')
-follower=$(field 'next(n["api_url"] for n in c["nodes"] if n["id"] != c["leader_id"])')
+. scripts/dev-cluster.sh
+dev_cluster_start "$bin/ratequeue" 3
+token=$DEV_TOKEN
+urls=$DEV_URLS
+leader=$DEV_LEADER_URL
+# A follower serves the pages (it forwards their calls to the leader, as in production).
+follower=$(tr ',' '\n' <<<"$urls" | grep -vx "$leader" | head -1)
 resource=bench-dashboard
 
 bench() {
@@ -49,7 +49,7 @@ open_ui() { # resources to create first
   exit 1
 }
 close_ui() { kill "$ui_pid" && wait "$ui_pid" || true; ui_pid=; }
-cleanup() { [ -n "$ui_pid" ] && kill "$ui_pid" 2>/dev/null; echo quit >&"${RQ[1]}" 2>/dev/null || true; rm -rf "$dir"; }
+cleanup() { [ -n "$ui_pid" ] && kill "$ui_pid" 2>/dev/null; dev_cluster_stop; rm -rf "$dir"; }
 trap cleanup EXIT
 
 echo "machine: $(nproc) cores; load before: $(uptime)"

@@ -27,7 +27,11 @@ export function mount(el, _params, ctx) {
       clear(created).append(h("div.secret", { role: "alert" },
         h("p", {}, h("strong", { text: `Key ${k.name} created. ` }), "Copy it now: it is shown only this once and cannot be read back."),
         secret,
-        h("button", { type: "button", text: "Copy", on: { click: () => navigator.clipboard?.writeText(k.key) } }),
+        h("button", { type: "button", text: "Copy", on: { click: () => {
+          // The clipboard API needs a secure origin; elsewhere select the text to copy.
+          if (navigator.clipboard && window.isSecureContext) navigator.clipboard.writeText(k.key);
+          else getSelection().selectAllChildren(secret);
+        } } }),
         h("button.link", { type: "button", text: "Done", on: { click: () => clear(created) } })));
       view.refresh().catch(ctx.say);
     } catch (e) {

@@ -129,7 +129,7 @@ function renderWhy(el, d) {
   clear(el).append(h("h2#why-title", { text: "Why requests wait" }));
   const q = d.queue;
   if (!q.waiting) {
-    el.append(h("p", { "data-binding": "none", text: "Nobody waits: every request that arrives now is served at once or queues only briefly." }));
+    el.append(h("p", { "data-binding": "none", text: "Nobody waits now." }));
     return;
   }
   const head = q.head;
