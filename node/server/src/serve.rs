@@ -60,7 +60,7 @@ pub async fn serve(
         config.advertise_api_url.clone(),
         config.tls.is_some(),
     );
-    let api_app = crate::http::app(node.clone())?;
+    let api_app = crate::http::app(node.clone(), config.tls.clone())?;
     tracing::info!(
         id = node.id,
         api = %config.api_addr,

@@ -178,7 +178,7 @@ impl State {
         use std::ops::Bound;
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
         self.resources
-            .range::<str, _>((from, Bound::Unbounded))
+            .range::<_, str>((from, Bound::Unbounded))
             .map(|(n, r)| (n.as_str(), &r.config))
     }
 

@@ -355,7 +355,8 @@ pub(super) async fn cluster(
             } else if m.api_url.is_empty() {
                 (false, "API URL not published yet".to_owned(), None)
             } else {
-                up.member_health(&m.api_url, auth, MEMBER_TIMEOUT).await
+                up.member_health(m.id, &m.api_url, auth, MEMBER_TIMEOUT)
+                    .await
             };
             ui::MemberHealth {
                 id: m.id,

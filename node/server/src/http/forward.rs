@@ -11,10 +11,13 @@
 //! - `member_health`: the cluster view's per-member status and readiness.
 //!
 //! The caller's key goes only where a client following the 307 would send it (the
-//! members' advertised API URLs), and is never logged. Bounded: at most
+//! members' advertised API URLs), and is never logged. With TLS, the answering node must
+//! present member N's certificate (`node-N.ratequeue`, as on the peer port: the same
+//! certificate serves both listeners), whatever host the URL names. Bounded: at most
 //! `FORWARDS_IN_FLIGHT_MAX` calls at once, `FORWARD_TIMEOUT` each, answers of at most
 //! `FORWARD_RESPONSE_BYTES_MAX`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +33,8 @@ use tokio::sync::Semaphore;
 
 use super::error::BODY_BYTES_MAX;
 use super::ApiError;
+use crate::raft::types::NodeId;
+use crate::tls::Tls;
 
 /// Calls to other nodes in flight at once; past it the page gets a retryable 503.
 pub const FORWARDS_IN_FLIGHT_MAX: usize = 64;
@@ -39,11 +44,26 @@ pub const FORWARD_RESPONSE_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Retry-After of a forward that found no serving leader.
 const RETRY_MS: u64 = 500;
 
+/// TLS clients kept, one per member id called; past it the map starts over.
+const TLS_CLIENTS_MAX: usize = 64;
+
 /// The HTTP client for calls to other members' APIs. Cheap to clone.
 #[derive(Clone)]
 pub struct Upstream {
-    client: reqwest::Client,
+    plain: reqwest::Client,
+    /// With TLS: one client per member id, each accepting only that member's certificate.
+    tls: Option<(
+        Tls,
+        Arc<parking_lot::Mutex<BTreeMap<NodeId, reqwest::Client>>>,
+    )>,
     permits: Arc<Semaphore>,
+}
+
+fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(FORWARD_TIMEOUT)
 }
 
 fn unavailable(message: impl Into<String>) -> Response {
@@ -53,21 +73,38 @@ fn unavailable(message: impl Into<String>) -> Response {
 }
 
 impl Upstream {
-    pub fn new() -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(FORWARD_TIMEOUT)
-            .build()?;
+    pub fn new(tls: Option<Tls>) -> Result<Self, reqwest::Error> {
         Ok(Upstream {
-            client,
+            plain: builder().build()?,
+            tls: tls.map(|t| (t, Arc::default())),
             permits: Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT_MAX)),
         })
+    }
+
+    /// The client that reaches member `id` (with TLS, one that verifies its identity).
+    fn client(&self, id: Option<NodeId>) -> Option<reqwest::Client> {
+        let Some((tls, clients)) = &self.tls else {
+            return Some(self.plain.clone());
+        };
+        let id = id?;
+        let mut clients = clients.lock();
+        if let Some(c) = clients.get(&id) {
+            return Some(c.clone());
+        }
+        let config = tls.peer_client_config(id).ok()?;
+        let client = builder().use_preconfigured_tls(config).build().ok()?;
+        if clients.len() >= TLS_CLIENTS_MAX {
+            clients.clear();
+        }
+        clients.insert(id, client.clone());
+        Some(client)
     }
 
     /// Sends a request on to `url` and relays the answer (status, body, the headers a
     /// caller acts on).
     async fn relay(
         &self,
+        leader: Option<NodeId>,
         method: Method,
         url: &str,
         auth: Option<HeaderValue>,
@@ -77,7 +114,10 @@ impl Upstream {
         let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
             return unavailable("this node is forwarding too many requests to the leader; retry");
         };
-        let mut req = self.client.request(method, url).body(body);
+        let Some(client) = self.client(leader) else {
+            return unavailable("no TLS client for the leader; retry");
+        };
+        let mut req = client.request(method, url).body(body);
         if let Some(a) = auth {
             req = req.header(AUTHORIZATION, a);
         }
@@ -128,19 +168,22 @@ impl Upstream {
     /// A member's own `GET /v1/cluster/status` and `/readyz`: `(ready, detail, status)`.
     pub async fn member_health(
         &self,
+        id: NodeId,
         base: &str,
         auth: Option<HeaderValue>,
         timeout: Duration,
     ) -> (bool, String, Option<api::ClusterStatus>) {
+        let Some(client) = self.client(Some(id)) else {
+            return (false, "no TLS client for this member".to_owned(), None);
+        };
         let base = base.trim_end_matches('/');
-        let mut status_req = self
-            .client
+        let mut status_req = client
             .get(format!("{base}/v1/cluster/status"))
             .timeout(timeout);
         if let Some(a) = auth {
             status_req = status_req.header(AUTHORIZATION, a);
         }
-        let ready_req = self.client.get(format!("{base}/readyz")).timeout(timeout);
+        let ready_req = client.get(format!("{base}/readyz")).timeout(timeout);
         let (status, ready) = futures::join!(
             async {
                 let r = status_req.send().await.ok()?;
@@ -191,5 +234,11 @@ pub async fn to_leader(State(up): State<Upstream>, req: Request, next: Next) -> 
     else {
         return resp;
     };
-    up.relay(method, &location, auth, content_type, bytes).await
+    let leader = resp
+        .headers()
+        .get(api::LEADER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<NodeId>().ok());
+    up.relay(leader, method, &location, auth, content_type, bytes)
+        .await
 }

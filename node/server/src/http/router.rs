@@ -11,9 +11,11 @@ use ratequeue_api::ErrorCode;
 use super::forward::{self, Upstream};
 use super::{cluster, dashboard, keys, leases, resources, ui, ApiError, BODY_BYTES_MAX};
 use crate::node::Node;
+use crate::tls::Tls;
 
-pub fn app(node: Arc<Node>) -> anyhow::Result<Router> {
-    let upstream = Upstream::new()?;
+/// `tls`: the node's TLS, for the dashboard's calls to other members' APIs.
+pub fn app(node: Arc<Node>, tls: Option<Tls>) -> anyhow::Result<Router> {
+    let upstream = Upstream::new(tls)?;
     // The deliberately broken build (feature `sabotage-follower-grants`) mounts its own
     // acquire handler; the production handler knows nothing of it.
     #[cfg(not(feature = "sabotage-follower-grants"))]
