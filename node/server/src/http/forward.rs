@@ -47,15 +47,15 @@ const RETRY_MS: u64 = 500;
 /// TLS clients kept, one per member id called; past it the map starts over.
 const TLS_CLIENTS_MAX: usize = 64;
 
+/// The TLS client of each member id called.
+type TlsClients = Arc<parking_lot::Mutex<BTreeMap<NodeId, reqwest::Client>>>;
+
 /// The HTTP client for calls to other members' APIs. Cheap to clone.
 #[derive(Clone)]
 pub struct Upstream {
     plain: reqwest::Client,
     /// With TLS: one client per member id, each accepting only that member's certificate.
-    tls: Option<(
-        Tls,
-        Arc<parking_lot::Mutex<BTreeMap<NodeId, reqwest::Client>>>,
-    )>,
+    tls: Option<(Tls, TlsClients)>,
     permits: Arc<Semaphore>,
 }
 
