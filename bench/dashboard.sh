@@ -15,8 +15,12 @@ rounds=${1:-3}
 secs=${2:-10}
 tabs=${3:-4}
 clients=${CLIENTS:-256}
-cargo build --release --locked -p ratequeue-node -p ratequeue-client --bins >&2
-bin=target/release
+# RATEQUEUE_BIN_DIR: use the binaries there (e.g. target/debug) instead of building release.
+bin=${RATEQUEUE_BIN_DIR:-}
+if [ -z "$bin" ]; then
+  cargo build --release --locked -p ratequeue-node -p ratequeue-client --bins >&2
+  bin=target/release
+fi
 
 . scripts/dev-cluster.sh
 dev_cluster_start "$bin/ratequeue" 3
@@ -32,7 +36,12 @@ bench() {
     --duration "$secs" --warmup 2 --resource "$resource" --json
 }
 report() { # label json
-  python3 -c 'import json,sys; r=json.loads(sys.argv[2]); print(f"{sys.argv[1]:<16} {r[\"ops_per_sec\"]:>9.0f} pairs/s   acquire p50 {r[\"acquire_us\"][\"p50\"]/1000:.2f} ms  p99 {r[\"acquire_us\"][\"p99\"]/1000:.2f} ms")' "$1" "$2"
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+r = json.loads(sys.argv[2])
+a = r["acquire_us"]
+print(f"{sys.argv[1]:<22} {r['ops_per_sec']:>9.0f} pairs/s   acquire p50 {a['p50'] / 1000:.2f} ms  p99 {a['p99'] / 1000:.2f} ms")
+PY
 }
 
 dir=$(mktemp -d)
