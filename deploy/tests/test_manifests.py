@@ -26,6 +26,7 @@ SECRET_ENV = {
 }
 API_PORT = 7700
 PEER_PORT = 7701
+METRICS_PORT = 7702
 DATA_MOUNT = "/var/lib/ratequeue"
 # The leadership hand-off bound of `ratequeue serve` on SIGTERM (DESIGN.md §6,
 # node/server/src/node.rs HANDOFF_TIMEOUT). Read from the source when it is there.
@@ -293,7 +294,31 @@ def check_network_policy(docs, replicas):
         if api in ports:
             admits_api = True
     assert peer_rules >= 1, "no rule admits the peer port from the cluster's own pods"
-    assert admits_api, "the API port (clients, probes, metrics) must be reachable"
+    assert admits_api, "the API port (clients, probes) must be reachable"
+
+
+def check_metrics(docs, replicas):
+    """Prometheus scrapes the metrics listener (no token), which only the monitoring
+    namespace may reach; /metrics on the API port needs a monitor key."""
+    metrics = container_port(docs, "metrics")
+    assert metrics == METRICS_PORT
+    assert env_value(docs, "RATEQUEUE_METRICS_ADDR") == f"0.0.0.0:{metrics}"
+    ann = statefulset(docs)["spec"]["template"]["metadata"]["annotations"]
+    assert ann["prometheus.io/port"] == str(metrics), "scrape the metrics listener"
+    assert ann["prometheus.io/path"] == "/metrics"
+    policy = one(docs, "NetworkPolicy")["spec"]
+    rules = [r for r in policy["ingress"] if metrics in [container_port(docs, p["port"]) for p in r.get("ports", [])]]
+    assert rules, "no rule admits the metrics port"
+    for r in rules:
+        assert r.get("from"), "the unauthenticated metrics port is open to everyone"
+        for src in r["from"]:
+            assert src.get("namespaceSelector", {}).get("matchLabels"), "the metrics port admits any namespace"
+    scrape = yaml.safe_load((DEPLOY / "prometheus" / "scrape.yaml").read_text())
+    job = next(j for j in scrape["scrape_configs"] if j["job_name"] == "ratequeue")
+    kept = {tuple(r["source_labels"]): r["regex"] for r in job["relabel_configs"] if r.get("action") == "keep"}
+    assert kept[("__meta_kubernetes_pod_container_port_name",)] in {
+        p["name"] for p in container(docs)["ports"] if p["containerPort"] == metrics
+    }, "the scrape job must keep the metrics port"
 
 
 def check_secrets(docs, replicas):
@@ -355,6 +380,7 @@ CHECKS = [
     check_scheduling,
     check_termination,
     check_network_policy,
+    check_metrics,
     check_secrets,
     check_resources,
     check_namespace,
@@ -455,6 +481,15 @@ def _mut_netpol_open(docs):
     del one(docs, "NetworkPolicy")["spec"]["ingress"][0]["from"]
 
 
+def _mut_metrics_open(docs):
+    rules = one(docs, "NetworkPolicy")["spec"]["ingress"]
+    del next(r for r in rules if r["ports"][0]["port"] == "metrics")["from"]
+
+
+def _mut_scrape_api(docs):
+    statefulset(docs)["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] = "7700"
+
+
 def _mut_secret_inline(docs):
     e = _env(docs, "RATEQUEUE_CLUSTER_SECRET")
     e.pop("valueFrom")
@@ -493,6 +528,8 @@ MUTATIONS = [
     (_mut_prestop, check_termination),
     (_mut_netpol, check_network_policy),
     (_mut_netpol_open, check_network_policy),
+    (_mut_metrics_open, check_metrics),
+    (_mut_scrape_api, check_metrics),
     (_mut_secret_inline, check_secrets),
     (_mut_secret_object, check_secrets),
     (_mut_antiaffinity, check_scheduling),

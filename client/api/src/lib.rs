@@ -160,34 +160,87 @@ pub struct PutResourceResponse {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// Everything: resources, keys, membership, every lease.
     Admin,
+    /// Leases on the resources its patterns name; reads of those resources.
     Client,
+    /// Read only: cluster status, metrics, every resource's view.
+    Monitor,
 }
 
-/// `POST /v1/keys`.
+/// `POST /v1/keys`. Only `name` and `role` are required.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     pub name: String,
     pub role: Role,
+    /// Glob patterns (`*`, `?`) over resource names (client keys).
     #[serde(default)]
     pub resources: Vec<String>,
+    /// Glob patterns over the lanes the key may queue in; empty: every lane.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lanes: Vec<String>,
+    /// The highest `priority` the key may ask for; absent: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_priority: Option<i32>,
+    /// Waiters the key may have queued at once (default 1 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_waiters: Option<u32>,
+    /// Requests the key may have in flight on one node at once (default 2 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
+    /// The key stops authenticating this long after it is created (cluster time);
+    /// absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_ms: Option<u64>,
 }
 
-/// The key text is shown only in the response that created it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CreatedKey {
-    pub name: String,
-    pub key: String,
-    pub role: Role,
-    pub resources: Vec<String>,
+impl CreateKeyRequest {
+    /// A key of `role` on `resources`, with the default lanes, priority, quotas and no
+    /// expiry.
+    pub fn new(name: &str, role: Role, resources: Vec<String>) -> CreateKeyRequest {
+        CreateKeyRequest {
+            name: name.to_owned(),
+            role,
+            resources,
+            lanes: Vec::new(),
+            max_priority: None,
+            max_waiters: None,
+            max_in_flight: None,
+            expires_in_ms: None,
+        }
+    }
 }
 
+/// `POST /v1/keys/{name}/rotate`: a new secret for the key, same scope.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeyRequest {
+    /// The new secret's lifetime (cluster time); absent: it does not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_ms: Option<u64>,
+}
+
+/// A key as listed: its scope, quotas and remaining lifetime (never its secret).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Key {
     pub name: String,
     pub role: Role,
     pub resources: Vec<String>,
+    pub lanes: Vec<String>,
+    pub max_priority: Option<i32>,
+    pub max_waiters: u32,
+    pub max_in_flight: u32,
+    /// Cluster time left before the key expires; `null`: never; 0: expired.
+    pub expires_in_ms: Option<u64>,
+}
+
+/// The answer to a create or a rotate: the key text is shown only here, once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedKey {
+    pub key: String,
+    #[serde(flatten)]
+    pub info: Key,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -459,17 +512,31 @@ pub enum ErrorCode {
     LeaseNotFound,
     KeyNotFound,
     MemberNotFound,
+    /// `POST /v1/keys` with a name that exists (rotate it instead).
+    KeyExists,
     LeaseExpired,
     LoadExceedsLimit,
     /// A member being added is unreachable or did not prove it is the node named
     /// (its identity proof, and with TLS its certificate).
     MemberUnverified,
+    /// A `request_id` this key already used on this resource with another lane, load or
+    /// TTL (after draft-ietf-httpapi-idempotency-key-header: 422).
+    RequestIdReused,
     QueueFull,
     WaitTimeout,
     WouldBlock,
+    /// The key's `max_waiters` or `max_in_flight` is reached.
+    QuotaExceeded,
+    /// Too many failed authentications from this source address; retry later.
+    AuthThrottled,
+    /// The request body did not arrive in time.
+    RequestTimeout,
     PayloadTooLarge,
     NoLeader,
     ShuttingDown,
+    /// The node is at its connection cap (total or for the source address); retry,
+    /// possibly on another node.
+    TooManyConnections,
     /// A replicated write did not finish in time: it may or may not have been applied.
     /// Retry acquire with the same `request_id`; release and renew are idempotent.
     CommitTimeout,
@@ -484,19 +551,24 @@ impl ErrorCode {
             Unauthorized => 401,
             Forbidden => 403,
             ResourceNotFound | LeaseNotFound | KeyNotFound | MemberNotFound => 404,
+            RequestTimeout => 408,
+            KeyExists => 409,
             LeaseExpired => 410,
             PayloadTooLarge => 413,
-            LoadExceedsLimit | MemberUnverified => 422,
-            QueueFull | WaitTimeout | WouldBlock => 429,
+            LoadExceedsLimit | MemberUnverified | RequestIdReused => 422,
+            QueueFull | WaitTimeout | WouldBlock | QuotaExceeded | AuthThrottled => 429,
             Internal => 500,
-            NoLeader | ShuttingDown => 503,
+            NoLeader | ShuttingDown | TooManyConnections => 503,
             CommitTimeout => 504,
         }
     }
 
     /// Whether the request certainly did not take effect and may be sent again as is.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorCode::NoLeader | ErrorCode::ShuttingDown)
+        matches!(
+            self,
+            ErrorCode::NoLeader | ErrorCode::ShuttingDown | ErrorCode::TooManyConnections
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -509,15 +581,21 @@ impl ErrorCode {
             LeaseNotFound => "lease_not_found",
             KeyNotFound => "key_not_found",
             MemberNotFound => "member_not_found",
+            KeyExists => "key_exists",
             LeaseExpired => "lease_expired",
             LoadExceedsLimit => "load_exceeds_limit",
             MemberUnverified => "member_unverified",
+            RequestIdReused => "request_id_reused",
             QueueFull => "queue_full",
             WaitTimeout => "wait_timeout",
             WouldBlock => "would_block",
+            QuotaExceeded => "quota_exceeded",
+            AuthThrottled => "auth_throttled",
+            RequestTimeout => "request_timeout",
             PayloadTooLarge => "payload_too_large",
             NoLeader => "no_leader",
             ShuttingDown => "shutting_down",
+            TooManyConnections => "too_many_connections",
             CommitTimeout => "commit_timeout",
             Internal => "internal",
         }

@@ -456,14 +456,37 @@ impl Client {
 
     // ---- keys ------------------------------------------------------------------------
 
-    /// `POST /v1/keys`. Retried after an ambiguous attempt: a key is replaced by name,
-    /// so the key text returned is the one that holds.
+    /// `POST /v1/keys`. A name that exists is refused (`409 key_exists`), so an
+    /// ambiguous attempt is not retried (`Error::Ambiguous`): had it been applied, its
+    /// key text would be lost; `rotate_key` gives the key a new one.
     pub async fn create_key(&self, req: &api::CreateKeyRequest) -> Result<api::CreatedKey, Error> {
         check_name("key", &req.name)?;
         let t = &self.t.timing;
         self.simple(
             Method::POST,
             "/v1/keys".into(),
+            Some(encode(req)?),
+            Idempotency::NotIdempotent,
+            t.request_timeout,
+            true,
+        )
+        .await?
+        .json()
+    }
+
+    /// `POST /v1/keys/{name}/rotate`: a new key text for `name` (same scope); the old
+    /// text stops working. Retried after an ambiguous attempt: the text returned is the
+    /// one that holds.
+    pub async fn rotate_key(
+        &self,
+        name: &str,
+        req: &api::RotateKeyRequest,
+    ) -> Result<api::CreatedKey, Error> {
+        check_name("key", name)?;
+        let t = &self.t.timing;
+        self.simple(
+            Method::POST,
+            format!("/v1/keys/{name}/rotate"),
             Some(encode(req)?),
             Idempotency::Idempotent,
             t.request_timeout,

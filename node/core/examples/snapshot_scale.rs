@@ -31,6 +31,7 @@ fn grant(resource: String, i: usize) -> Command {
         request_id: None,
         nonce: i as u64,
         holder: Some(format!("worker-{}", i % 64)),
+        owner: None,
     })
 }
 

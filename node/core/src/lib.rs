@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod keys;
 pub mod scheduler;
+pub mod scope;
 pub mod state;
 
 pub use clock::LeaderClock;
@@ -24,9 +25,10 @@ pub use scheduler::{
     Admit, Event, HeadView, LaneView, PriorityGroup, QueueView, Refusal, Request, Scheduler,
     WaiterId,
 };
+pub use scope::{Caller, Denied};
 pub use state::{
     Ahead, Binding, Command, Estimate, Fit, Grant, HeldLease, LeaseId, LeaseView, LimitKind,
-    LimitView, Outcome, Rejection, State, Table,
+    LimitView, Outcome, Rejection, RequestKey, State, Table,
 };
 
 /// Resource and lane names: at most this many bytes.
@@ -57,6 +59,13 @@ pub const RESOURCES_MAX: usize = 100_000;
 /// Live leases across the cluster.
 pub const LEASES_MAX: usize = 2_000_000;
 pub const KEYS_MAX: usize = 10_000;
+/// Resource or lane patterns of one key, and the length of each.
+pub const KEY_PATTERNS_MAX: usize = 64;
+pub const KEY_PATTERN_LEN_MAX: usize = 256;
+/// A key's `in_flight_max`: requests in flight on one node.
+pub const KEY_IN_FLIGHT_MAX: u32 = 1_000_000;
+/// A key's `expires_in_ms`: at most ten years of cluster time.
+pub const KEY_EXPIRES_IN_MS_MAX: u64 = 10 * 365 * 24 * 3_600_000;
 /// Ended leases remembered for exact release/renew answers.
 pub const TOMBSTONES_MAX: usize = 1_000_000;
 /// A granted `request_id` is remembered for 10 minutes of cluster time...

@@ -11,11 +11,26 @@
 //! Order of service within a resource (DESIGN.md §2): the lane with the smallest stride
 //! pass among backlogged lanes (ties by name), then the highest priority in that lane,
 //! then arrival. The head of that order blocks everything behind it until it fits.
+//!
+//! Lane classes: the lanes named in the resource's config and `default` each have their
+//! own stride pass and weight. Every other lane (a name the config does not know) is
+//! in one shared class of weight 1, and the shared class's turns go round the lanes in
+//! it by their own passes. So any number of made-up lane names gets one lane's share,
+//! never pushing a configured lane to the back. A lane's class is fixed when it becomes
+//! backlogged and kept while it has waiters.
+//!
+//! Quotas: a request carries its key (`owner`) and that key's `waiters_max`; a key with
+//! that many waiters queued (all resources) is refused `QuotaExceeded`. A `request_id`
+//! is scoped to (owner, resource); a retry with other parameters is `RequestIdReused`.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::state::{Ahead, Binding, Command, Estimate, Fit, Grant, Outcome, Rejection, State};
+use crate::config::DEFAULT_LANE;
+use crate::state::{
+    same_request, Ahead, Binding, Command, Estimate, Fit, Grant, Outcome, Rejection, RequestKey,
+    State,
+};
 use crate::{LANES_QUEUED_MAX, WAITERS_MAX};
 
 /// Stride numerator: a lane of weight w advances its pass by `STRIDE / w` per grant.
@@ -41,6 +56,26 @@ pub struct Request {
     pub deadline_ms: u64,
     /// The lease's holder label (carried into the `Grant`).
     pub holder: Option<String>,
+    /// The key asking (`scope::Caller::owner`; `None`: the admin token).
+    pub owner: Option<String>,
+    /// Waiters `owner` may have queued at once; `None`: no quota.
+    pub waiters_max: Option<u32>,
+}
+
+impl Request {
+    /// The idempotency key, if the request carries a `request_id`.
+    pub fn request_key(&self) -> Option<RequestKey> {
+        self.request_id.as_ref().map(|id| RequestKey {
+            owner: self.owner.clone(),
+            resource: self.resource.clone(),
+            request_id: id.clone(),
+        })
+    }
+
+    /// Whether `other` asks for the same grant (a retry may change only `wait_ms`).
+    pub fn same_as(&self, other: &Request) -> bool {
+        self.lane == other.lane && self.load == other.load && self.ttl_ms == other.ttl_ms
+    }
 }
 
 /// What became of an `enqueue`.
@@ -73,6 +108,12 @@ pub enum Refusal {
         retry_after_ms: u64,
         binding: Option<Binding>,
     },
+    /// The key has `waiters_max` waiters queued already.
+    QuotaExceeded {
+        retry_after_ms: u64,
+    },
+    /// The `request_id` was used by this key on this resource with other parameters.
+    RequestIdReused,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,11 +133,14 @@ struct Waiter {
 
 #[derive(Debug, Default)]
 struct Lane {
+    /// For a lane of the shared class, its pass among the shared lanes.
     pass: u128,
     queue: BTreeMap<(Reverse<i32>, u64), WaiterId>,
     /// Waiters per priority, kept with `queue` so that `queue_view` costs the number of
     /// priorities shown, not the number of waiters.
     by_priority: BTreeMap<Reverse<i32>, usize>,
+    /// In the shared class of unconfigured lanes (fixed while backlogged).
+    shared: bool,
 }
 
 /// Priority groups `queue_view` lists for one resource (all lanes together); the rest
@@ -145,18 +189,33 @@ struct Queue {
     len: usize,
     /// Total load of the waiters (what a retry would queue behind).
     load: u64,
-    /// Pass of the lane served last: a lane that becomes backlogged starts here, so
+    /// Pass of the class served last: a class that becomes backlogged starts here, so
     /// idle time banks no credit.
     vtime: u128,
+    /// The shared class: its pass among the classes, the pass of its lane served last,
+    /// and its waiters.
+    shared_pass: u128,
+    shared_vtime: u128,
+    shared_len: usize,
     /// Cluster time at which the blocked head may fit, if any.
     wake_at_ms: Option<u64>,
+}
+
+/// Whether `lane` has a class of its own in `resource` (configured, or `default`).
+fn own_class(state: &State, resource: &str, lane: &str) -> bool {
+    lane == DEFAULT_LANE
+        || state
+            .resource(resource)
+            .is_some_and(|c| c.lanes.contains_key(lane))
 }
 
 #[derive(Debug, Default)]
 pub struct Scheduler {
     queues: BTreeMap<String, Queue>,
     waiters: BTreeMap<WaiterId, Waiter>,
-    by_request: BTreeMap<String, WaiterId>,
+    by_request: BTreeMap<RequestKey, WaiterId>,
+    /// Waiters queued per key (`Request::owner`), for `waiters_max`.
+    by_owner: BTreeMap<String, usize>,
     deadlines: BTreeSet<(u64, WaiterId)>,
     wakeups: BTreeSet<(u64, String)>,
     /// Resources whose head may fit now (something freed capacity or changed the order).
@@ -272,22 +331,27 @@ impl Scheduler {
 
     /// Admits a new acquire. Grants that fit at once appear in `events()` right away.
     pub fn enqueue(&mut self, state: &mut State, req: Request) -> Admit {
-        if let Some(id) = &req.request_id {
-            if let Some(&w) = self.by_request.get(id) {
+        let request_key = req.request_key();
+        if let Some(key) = &request_key {
+            if let Some(&w) = self.by_request.get(key) {
+                if !self.waiters.get(&w).is_some_and(|x| x.req.same_as(&req)) {
+                    return Admit::Rejected(Refusal::RequestIdReused);
+                }
                 return Admit::Attached(w);
+            }
+            if let Some(lease) = state.granted_request(key) {
+                if !same_request(lease, &req.lane, req.load, req.ttl_ms) {
+                    return Admit::Rejected(Refusal::RequestIdReused);
+                }
+                // Already granted: the log answers it with the same lease, in log order.
+                let id = WaiterId(self.next_id);
+                self.next_id += 1;
+                self.grant_command(state, id, &req);
+                return Admit::Waiting(id);
             }
         }
         let id = WaiterId(self.next_id);
         self.next_id += 1;
-        if req
-            .request_id
-            .as_deref()
-            .is_some_and(|r| state.granted_request(r).is_some())
-        {
-            // Already granted: the log answers it with the same lease, in log order.
-            self.grant_command(state, id, &req);
-            return Admit::Waiting(id);
-        }
         let queued = self.queues.get(&req.resource).map_or(0, |q| q.len);
         match state.fit(&req.resource, req.load) {
             Fit::NoResource => return Admit::Rejected(Refusal::ResourceNotFound),
@@ -320,20 +384,42 @@ impl Scheduler {
                 binding: e.binding,
             });
         }
+        if let (Some(owner), Some(max)) = (&req.owner, req.waiters_max) {
+            if self.by_owner.get(owner).copied().unwrap_or(0) >= max as usize {
+                let e = self.estimate(state, &req.resource, req.load);
+                return Admit::Rejected(Refusal::QuotaExceeded {
+                    retry_after_ms: e.wait_ms.max(1),
+                });
+            }
+        }
+        let own = own_class(state, &req.resource, &req.lane);
         let q = self.queues.entry(req.resource.clone()).or_default();
-        let vtime = q.vtime;
         let lane = q.lanes.entry(req.lane.clone()).or_default();
         if lane.queue.is_empty() {
-            lane.pass = lane.pass.max(vtime);
+            lane.shared = !own;
+            if lane.shared {
+                if q.shared_len == 0 {
+                    q.shared_pass = q.shared_pass.max(q.vtime);
+                }
+                lane.pass = lane.pass.max(q.shared_vtime);
+            } else {
+                lane.pass = lane.pass.max(q.vtime);
+            }
         }
         let key = (Reverse(req.priority), id.0);
         lane.queue.insert(key, id);
         *lane.by_priority.entry(key.0).or_default() += 1;
+        if lane.shared {
+            q.shared_len += 1;
+        }
         q.len += 1;
         q.load = q.load.saturating_add(req.load);
         self.deadlines.insert((req.deadline_ms, id));
-        if let Some(r) = &req.request_id {
-            self.by_request.insert(r.clone(), id);
+        if let Some(k) = request_key {
+            self.by_request.insert(k, id);
+        }
+        if let Some(owner) = &req.owner {
+            *self.by_owner.entry(owner.clone()).or_default() += 1;
         }
         self.dirty.insert(req.resource.clone());
         self.waiters.insert(id, Waiter { req, key });
@@ -509,14 +595,23 @@ impl Scheduler {
         }
     }
 
-    /// The next candidate of `resource`: smallest lane pass, then its first waiter.
+    /// The next candidate of `resource`: the class with the smallest pass (an own
+    /// lane, or the shared class; an own lane wins a tie), within the shared class the
+    /// lane with the smallest pass (ties by name), then that lane's first waiter.
     fn head(&self, resource: &str) -> Option<WaiterId> {
         let q = self.queues.get(resource)?;
-        let (_, lane) = q
-            .lanes
-            .iter()
-            .filter(|(_, l)| !l.queue.is_empty())
-            .min_by(|(an, a), (bn, b)| a.pass.cmp(&b.pass).then_with(|| an.cmp(bn)))?;
+        let smallest = |shared: bool| {
+            q.lanes
+                .iter()
+                .filter(|(_, l)| l.shared == shared && !l.queue.is_empty())
+                .min_by(|(an, a), (bn, b)| a.pass.cmp(&b.pass).then_with(|| an.cmp(bn)))
+                .map(|(_, l)| l)
+        };
+        let own = smallest(false);
+        let lane = match own {
+            Some(l) if q.shared_len == 0 || l.pass <= q.shared_pass => l,
+            _ => smallest(true)?,
+        };
         lane.queue.values().next().copied()
     }
 
@@ -541,8 +636,9 @@ impl Scheduler {
         }
     }
 
-    /// Removes the head that is being granted. Its lane's pass advances by the lane's
-    /// stride first, so a lane that empties keeps its debt.
+    /// Removes the head that is being granted. Its class's pass advances by the class's
+    /// stride first (and, in the shared class, its lane's pass among the shared lanes),
+    /// so a lane that empties keeps its debt.
     fn remove_served(&mut self, state: &State, id: WaiterId) -> Option<Waiter> {
         let w = self.waiters.get(&id)?;
         let weight = state
@@ -550,8 +646,15 @@ impl Scheduler {
             .map_or(1, |c| c.lane_weight(&w.req.lane));
         if let Some(q) = self.queues.get_mut(&w.req.resource) {
             if let Some(l) = q.lanes.get_mut(&w.req.lane) {
-                q.vtime = q.vtime.max(l.pass);
-                l.pass += STRIDE / u128::from(weight.max(1));
+                if l.shared {
+                    q.vtime = q.vtime.max(q.shared_pass);
+                    q.shared_pass += STRIDE;
+                    q.shared_vtime = q.shared_vtime.max(l.pass);
+                    l.pass += STRIDE;
+                } else {
+                    q.vtime = q.vtime.max(l.pass);
+                    l.pass += STRIDE / u128::from(weight.max(1));
+                }
             }
         }
         self.remove(id)
@@ -566,6 +669,7 @@ impl Scheduler {
             request_id: req.request_id.clone(),
             nonce: req.nonce,
             holder: req.holder.clone(),
+            owner: req.owner.clone(),
         });
         let outcome = state.apply_command(&command);
         // The scheduler only grants what fits, so a grant must apply. Three refusals are
@@ -578,7 +682,10 @@ impl Scheduler {
                 outcome,
                 Outcome::Granted { .. }
                     | Outcome::Rejected(
-                        Rejection::Invalid(_) | Rejection::TableFull(_) | Rejection::GrantEnded
+                        Rejection::Invalid(_)
+                            | Rejection::TableFull(_)
+                            | Rejection::GrantEnded
+                            | Rejection::RequestIdReused
                     )
             ),
             "a grant decided by the scheduler must apply: {outcome:?}"
@@ -602,8 +709,18 @@ impl Scheduler {
     fn remove(&mut self, id: WaiterId) -> Option<Waiter> {
         let w = self.waiters.remove(&id)?;
         self.deadlines.remove(&(w.req.deadline_ms, id));
-        if let Some(r) = &w.req.request_id {
-            self.by_request.remove(r);
+        if let Some(k) = w.req.request_key() {
+            if self.by_request.get(&k) == Some(&id) {
+                self.by_request.remove(&k);
+            }
+        }
+        if let Some(owner) = &w.req.owner {
+            if let Some(n) = self.by_owner.get_mut(owner) {
+                *n -= 1;
+                if *n == 0 {
+                    self.by_owner.remove(owner);
+                }
+            }
         }
         if let Some(q) = self.queues.get_mut(&w.req.resource) {
             if let Some(l) = q.lanes.get_mut(&w.req.lane) {
@@ -614,7 +731,11 @@ impl Scheduler {
                         l.by_priority.remove(&w.key.0);
                     }
                 }
-                if l.queue.is_empty() && l.pass <= q.vtime {
+                if l.shared {
+                    q.shared_len -= 1;
+                }
+                let vtime = if l.shared { q.shared_vtime } else { q.vtime };
+                if l.queue.is_empty() && l.pass <= vtime {
                     q.lanes.remove(&w.req.lane);
                 }
             }

@@ -13,6 +13,10 @@
 //! while batches are pending so that the speculative and the replicated apply see the
 //! same commands at the same time and reach the same outcomes.
 //!
+//! Releases and renews come as `touch`: checked against the lease's owner in the
+//! speculative state, and answered without a Raft write when the caller may not make
+//! them or their answer is already final in the applied state (issue 15, obs. 6).
+//!
 //! This module never answers HTTP and never touches storage directly.
 
 use std::collections::{HashMap, VecDeque};
@@ -26,13 +30,13 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
 use parking_lot::RwLock;
 use ratequeue_core::{
-    Admit, Command, Event, Fit, LeaderClock, LeaseView, LimitView, Outcome, QueueView, Refusal,
-    Rejection, Request, Scheduler, State, WaiterId,
+    Admit, Command, Event, Fit, LeaderClock, LeaseId, LeaseView, LimitView, Outcome, QueueView,
+    Refusal, Rejection, Request, RequestKey, Scheduler, State, WaiterId,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::raft::state_machine::SharedApplied;
 use crate::raft::types::{Batch, BatchOutcome, NodeId, Raft};
 use crate::series::{Series, Waiting};
@@ -61,6 +65,18 @@ pub struct AcquireParams {
     pub request_id: Option<String>,
     /// The caller's label for the lease (validated by the HTTP layer).
     pub holder: Option<String>,
+    /// The key asking (`Caller::owner`): recorded in the lease, scopes the request id.
+    pub owner: Option<String>,
+    /// Waiters the key may have queued at once (`Caller::waiters_max`).
+    pub waiters_max: Option<u32>,
+}
+
+/// Who releases or renews a lease: an admin (any lease), or the key named (`None`: the
+/// admin token) touching only its own leases.
+#[derive(Clone, Debug)]
+pub struct Toucher {
+    pub admin: bool,
+    pub owner: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -82,6 +98,8 @@ pub enum Failure {
     /// Proposed, but leadership was lost or the write timed out before an answer:
     /// it may or may not have been applied.
     Ambiguous,
+    /// The lease was acquired by another key: nothing was proposed.
+    NotOwner,
 }
 
 /// One resource's queue for the dashboard: the scheduler's view (`None`: nobody waits),
@@ -113,6 +131,13 @@ enum Msg {
         command: Command,
         reply: WriteReply,
     },
+    /// A release or renew, checked against the lease's owner first.
+    Touch {
+        command: Command,
+        lease: LeaseId,
+        by: Toucher,
+        reply: WriteReply,
+    },
     Queued {
         resource: String,
         reply: oneshot::Sender<Vec<(String, usize)>>,
@@ -134,6 +159,9 @@ pub struct Admission {
     slot: Arc<RwLock<Option<mpsc::Sender<Msg>>>>,
     tickets: Arc<AtomicU64>,
     waiters: Arc<AtomicU64>,
+    /// While serving: the cluster time base and when the loop took office, so handlers
+    /// can read cluster time (key expiry) without asking the loop.
+    clock: Arc<RwLock<Option<(u64, Instant)>>>,
 }
 
 /// Sends `Cancel` when an acquire's HTTP request goes away before its answer.
@@ -172,6 +200,13 @@ impl Admission {
         self.waiters.load(Ordering::Relaxed)
     }
 
+    /// Cluster time now, while this node's admission loop serves.
+    pub fn cluster_time_ms(&self) -> Option<u64> {
+        let (base, started) = (*self.clock.read())?;
+        let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Some(LeaderClock::new(base).peek(elapsed))
+    }
+
     /// Waits in the queue and returns the applied grant. Dropping the future (client
     /// disconnect) cancels the waiter; a grant already proposed is then released.
     pub async fn acquire(&self, params: AcquireParams) -> Result<Granted, Failure> {
@@ -202,6 +237,29 @@ impl Admission {
         tx.send(Msg::Write { command, reply })
             .await
             .map_err(|_| Failure::NotLeader)?;
+        rx.await.unwrap_or(Err(Failure::Ambiguous))
+    }
+
+    /// Releases or renews `lease` (`command` is that release or renew) for `by`. The
+    /// answer comes without a Raft write when the caller may not make the command (the
+    /// lease is another key's) or when its answer is already final in the applied state
+    /// (a lease that ended or never existed never comes back).
+    pub async fn touch(
+        &self,
+        command: Command,
+        lease: LeaseId,
+        by: Toucher,
+    ) -> Result<Outcome, Failure> {
+        let tx = self.sender()?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(Msg::Touch {
+            command,
+            lease,
+            by,
+            reply,
+        })
+        .await
+        .map_err(|_| Failure::NotLeader)?;
         rx.await.unwrap_or(Err(Failure::Ambiguous))
     }
 
@@ -256,6 +314,7 @@ pub fn spawn(
         slot: Arc::new(RwLock::new(None)),
         tickets: Arc::new(AtomicU64::new(0)),
         waiters: Arc::new(AtomicU64::new(0)),
+        clock: Arc::new(RwLock::new(None)),
     };
     let handle = admission.clone();
     tokio::spawn(async move {
@@ -279,10 +338,12 @@ pub fn spawn(
                 );
                 match run.await {
                     Ok(mut l) => {
+                        *handle.clock.write() = Some((l.clock.peek(0), l.started));
                         *handle.slot.write() = Some(tx);
                         tracing::info!(term, "admission loop serving");
                         l.run().await;
                         *handle.slot.write() = None;
+                        *handle.clock.write() = None;
                         tracing::info!(term, "admission loop stopped");
                         l.fail_all();
                     }
@@ -345,9 +406,9 @@ struct LeaderLoop {
     in_flight: Option<(WriteFuture, Vec<Reply>)>,
     tickets: HashMap<u64, WaiterId>,
     pending: HashMap<WaiterId, Pending>,
-    /// `request_id` -> its pending waiter (queued, or granted and being committed), so a
+    /// Request key -> its pending waiter (queued, or granted and being committed), so a
     /// retry joins the first attempt instead of racing it.
-    by_request: HashMap<String, WaiterId>,
+    by_request: HashMap<RequestKey, WaiterId>,
     /// Set when an applied outcome differed from the speculative one: rebuild the
     /// speculative state from the applied one as soon as nothing is pending.
     resync: bool,
@@ -534,20 +595,6 @@ impl LeaderLoop {
                 params,
                 reply,
             } => {
-                // A retry of a request that is queued, or whose grant is being
-                // committed, joins the first attempt: it gets the same answer, and the
-                // first attempt's client going away no longer orphans the grant.
-                let joined = params
-                    .request_id
-                    .as_ref()
-                    .and_then(|r| self.by_request.get(r));
-                if let Some(&id) = joined {
-                    if let Some(p) = self.pending.get_mut(&id) {
-                        p.senders.push((ticket, reply));
-                        self.tickets.insert(ticket, id);
-                        return;
-                    }
-                }
                 self.ensure_batch();
                 let req = Request {
                     deadline_ms: self.clock_ms().saturating_add(params.wait_ms),
@@ -560,7 +607,25 @@ impl LeaderLoop {
                     ttl_ms: params.ttl_ms,
                     request_id: params.request_id,
                     holder: params.holder,
+                    owner: params.owner,
+                    waiters_max: params.waiters_max,
                 };
+                // A retry of a request that is queued, or whose grant is being
+                // committed, joins the first attempt: it gets the same answer, and the
+                // first attempt's client going away no longer orphans the grant. A
+                // reuse of the id for another grant is refused.
+                let joined = req.request_key().and_then(|k| self.by_request.get(&k));
+                if let Some(&id) = joined {
+                    if let Some(p) = self.pending.get_mut(&id) {
+                        if !p.req.same_as(&req) {
+                            let _ = reply.send(Err(Failure::Refused(Refusal::RequestIdReused)));
+                            return;
+                        }
+                        p.senders.push((ticket, reply));
+                        self.tickets.insert(ticket, id);
+                        return;
+                    }
+                }
                 match self.sched.enqueue(&mut self.spec, req.clone()) {
                     Admit::Waiting(id) => {
                         let p = Pending {
@@ -604,6 +669,44 @@ impl LeaderLoop {
                 self.ensure_batch();
                 self.sched.propose(&mut self.spec, &command);
                 self.push(command, Reply::Write(reply));
+            }
+            Msg::Touch {
+                command,
+                lease,
+                by,
+                reply,
+            } => {
+                self.ensure_batch();
+                // The speculative state knows every proposed command; where it has the
+                // lease live, its owner is certain. Where it does not, the applied
+                // state's answer is final unless a pending command is what ended it.
+                let owner = match self.spec.lease_owner(lease) {
+                    Ok(owner) => Ok(owner.map(str::to_owned)),
+                    Err(_) => match self.applied.read().state.lease_owner(lease) {
+                        Ok(owner) => Ok(owner.map(str::to_owned)),
+                        Err(r) => Err(r),
+                    },
+                };
+                match owner {
+                    Ok(owner) if by.admin || owner == by.owner => {
+                        self.sched.propose(&mut self.spec, &command);
+                        self.push(command, Reply::Write(reply));
+                    }
+                    Ok(_) => {
+                        self.metrics.unwritten_touch();
+                        let _ = reply.send(Err(Failure::NotOwner));
+                    }
+                    Err(r) => {
+                        self.metrics.unwritten_touch();
+                        let outcome = match (&command, r) {
+                            (Command::Release { .. }, Rejection::LeaseReleased) => {
+                                Outcome::Released { already: true }
+                            }
+                            (_, r) => Outcome::Rejected(r),
+                        };
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
             }
             Msg::Queued { resource, reply } => {
                 let _ = reply.send(self.sched.queued(&resource));
@@ -659,7 +762,8 @@ impl LeaderLoop {
 
     /// A refusal, counted in the metrics and the dashboard's series.
     fn refused(&self, resource: &str, refusal: &Refusal) {
-        self.metrics.refused(resource, refusal);
+        self.metrics
+            .refused(metric_resource(&self.spec, resource), refusal);
         if !matches!(refusal, Refusal::ResourceNotFound) {
             self.series.refused(resource);
         }
@@ -748,8 +852,10 @@ impl LeaderLoop {
                     return None;
                 }
                 let queued_ms = u64::try_from(p.enqueued.elapsed().as_millis()).unwrap_or(0);
-                self.metrics
-                    .granted(&lease.resource, &lease.lane, queued_ms);
+                let config = self.spec.resource(&lease.resource);
+                let lane = metrics::lane_label(config, &lease.lane);
+                let resource = metric_resource(&self.spec, &lease.resource);
+                self.metrics.granted(resource, lane, queued_ms);
                 for (ticket, tx) in p.senders {
                     self.tickets.remove(&ticket);
                     let g = Granted {
@@ -791,6 +897,7 @@ impl LeaderLoop {
                     Rejection::ResourceNotFound
                         | Rejection::LoadExceedsLimit { .. }
                         | Rejection::GrantEnded
+                        | Rejection::RequestIdReused
                 );
                 if !expected {
                     self.metrics.apply_rejection();
@@ -812,17 +919,17 @@ impl LeaderLoop {
     }
 
     fn put_pending(&mut self, id: WaiterId, p: Pending) {
-        if let Some(r) = &p.req.request_id {
-            self.by_request.insert(r.clone(), id);
+        if let Some(k) = p.req.request_key() {
+            self.by_request.insert(k, id);
         }
         self.pending.insert(id, p);
     }
 
     fn take_pending(&mut self, id: WaiterId) -> Option<Pending> {
         let p = self.pending.remove(&id)?;
-        if let Some(r) = &p.req.request_id {
-            if self.by_request.get(r) == Some(&id) {
-                self.by_request.remove(r);
+        if let Some(k) = p.req.request_key() {
+            if self.by_request.get(&k) == Some(&id) {
+                self.by_request.remove(&k);
             }
         }
         Some(p)
@@ -868,7 +975,7 @@ impl LeaderLoop {
                 Msg::Acquire { reply, .. } => {
                     let _ = reply.send(Err(Failure::NotLeader));
                 }
-                Msg::Write { reply, .. } => {
+                Msg::Write { reply, .. } | Msg::Touch { reply, .. } => {
                     let _ = reply.send(Err(Failure::NotLeader));
                 }
                 Msg::Cancel { .. } | Msg::Queued { .. } => {}
@@ -883,6 +990,15 @@ enum Woke {
     Tick,
     Written(WriteResult),
     Msg(Msg),
+}
+
+/// The `resource` label of a figure: the resource if it exists, else `metrics::OTHER`.
+fn metric_resource<'a>(spec: &State, resource: &'a str) -> &'a str {
+    if spec.resource(resource).is_some() {
+        resource
+    } else {
+        metrics::OTHER
+    }
 }
 
 async fn sleep_ms(ms: Option<u64>) {

@@ -2,39 +2,83 @@
 //!
 //! Data lives under `<dir>/node-N`; the admin token and cluster secret are generated
 //! once into `<dir>` (or taken from RATEQUEUE_ADMIN_TOKEN) so restarts keep working.
+//! The secret files are readable by their owner only (mode 0600, also fixed on start
+//! for files an older build wrote 0644); the admin token file is reloaded on change
+//! like `serve --admin-token-file`.
 //! Creates a `demo` resource and prints how to use it. Never for production: all three
 //! replicas share one machine and one process.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
+use crate::admin_token::AdminTokens;
+use crate::listener::ConnLimits;
 use crate::node::{Config, RaftTuning};
 use crate::serve;
 
 const NODES: u64 = 3;
 
-fn token_file(path: &Path, env: &str) -> anyhow::Result<String> {
+/// Writes a secret file readable by its owner only.
+fn write_secret(path: &Path, value: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(value.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Makes an existing secret file owner-only (older builds wrote them 0644).
+fn restrict(path: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("restricting {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The secret at `path` (created with a random value if missing), unless `env` is set.
+/// Returns the value and whether it came from the file.
+fn token_file(path: &Path, env: &str) -> anyhow::Result<(String, bool)> {
     if let Ok(v) = std::env::var(env) {
         if !v.trim().is_empty() {
-            return Ok(v.trim().to_owned());
+            return Ok((v.trim().to_owned(), false));
         }
     }
     if let Ok(v) = std::fs::read_to_string(path) {
-        return Ok(v.trim().to_owned());
+        restrict(path)?;
+        return Ok((v.trim().to_owned(), true));
     }
     let v = hex::encode(rand::random::<[u8; 16]>());
-    std::fs::write(path, &v).with_context(|| format!("writing {}", path.display()))?;
-    Ok(v)
+    write_secret(path, &v)?;
+    Ok((v, true))
 }
 
 pub async fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let admin_token = token_file(&dir.join("admin-token"), "RATEQUEUE_ADMIN_TOKEN")?;
-    let cluster_secret = token_file(&dir.join("cluster-secret"), "RATEQUEUE_CLUSTER_SECRET")?;
+    let admin_path = dir.join("admin-token");
+    let (admin_token, from_file) = token_file(&admin_path, "RATEQUEUE_ADMIN_TOKEN")?;
+    let (cluster_secret, _) = token_file(&dir.join("cluster-secret"), "RATEQUEUE_CLUSTER_SECRET")?;
+    let admin_tokens = Arc::new(if from_file {
+        AdminTokens::from_file(&admin_path)?
+    } else {
+        AdminTokens::fixed(&admin_token)?
+    });
     let addr = |id: u64, off: u16| {
         let p = port + 10 * u16::try_from(id - 1).unwrap_or(0) + off;
         SocketAddr::from((Ipv4Addr::LOCALHOST, p))
@@ -53,13 +97,15 @@ pub async fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
             advertise_peer_addr: addr(id, 1).to_string(),
             peers: peers.clone(),
             data_dir: dir.join(format!("node-{id}")),
-            admin_token: admin_token.clone(),
+            admin_token: admin_tokens.clone(),
             cluster_secret: cluster_secret.clone(),
             raft: RaftTuning::default(),
             tls: None,
             insecure: false,
             cache_bytes: 32 * 1024 * 1024,
             handoff: false,
+            api_limits: ConnLimits::default(),
+            metrics_addr: None,
         };
         let mut stop = stop_rx.clone();
         nodes.push(tokio::spawn(async move {
@@ -142,5 +188,35 @@ async fn create_demo(url: &str, token: &str) -> anyhow::Result<()> {
             anyhow::bail!("creating the demo resource: {why}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 15, observation 9: `dev` wrote its secret files 0644.
+    #[cfg(unix)]
+    #[test]
+    fn secret_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("admin-token");
+        let (value, from_file) = token_file(&fresh, "RATEQUEUE_TEST_UNSET_VARIABLE").unwrap();
+        assert!(from_file);
+        assert_eq!(value.len(), 32);
+        assert_eq!(mode(&fresh), 0o600);
+        // Read again: the same value, still 0600.
+        assert_eq!(
+            token_file(&fresh, "RATEQUEUE_TEST_UNSET_VARIABLE").unwrap(),
+            (value, true)
+        );
+        // A file an older build wrote world-readable is restricted on start.
+        let old = dir.path().join("cluster-secret");
+        std::fs::write(&old, "0123456789abcdef").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        token_file(&old, "RATEQUEUE_TEST_UNSET_VARIABLE").unwrap();
+        assert_eq!(mode(&old), 0o600);
     }
 }

@@ -3,6 +3,9 @@
 //! - `node`: the node handle: start-up, bootstrap, membership, status, shutdown.
 //! - `http`: the client API (DESIGN.md §5), a shell over a node handle.
 //! - `serve`: binds the listeners and mounts the API and peer routers over a node.
+//! - `listener`: the API listener's serve loop: connection caps, header-read and idle
+//!   timeouts, HTTP/1.1 + h2c, over plain or TLS streams (`Handshake`).
+//! - `admin_token`: the admin token(s), reloadable without a restart.
 //! - `admission`: the leader's queue and group commit.
 //! - `series`: the dashboard's per-second, per-resource series (display only).
 //! - `raft`: openraft types, the state-machine store, the peer network.
@@ -14,6 +17,7 @@
 // openraft's `StorageError` is large and is the error type its traits demand.
 #![allow(clippy::result_large_err)]
 
+pub mod admin_token;
 pub mod admission;
 pub mod dev;
 pub mod http;

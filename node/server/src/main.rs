@@ -5,9 +5,13 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
+use ratequeue_node::admin_token::AdminTokens;
+use ratequeue_node::listener::ConnLimits;
 use ratequeue_node::node::{Config, RaftTuning};
 use ratequeue_node::raft::types::NodeId;
 use ratequeue_node::serve;
@@ -41,6 +45,11 @@ struct Cli {
         global = true
     )]
     log_format: LogFormat,
+    /// Log one line per HTTP request (target `ratequeue::access`, with the request span:
+    /// method, path, source, key, resource, lane, lease id, request id, status,
+    /// duration). Off by default; the same as adding `ratequeue::access=info` to --log.
+    #[arg(long, env = "RATEQUEUE_ACCESS_LOG", global = true)]
+    access_log: bool,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -119,6 +128,60 @@ struct ServeArgs {
     /// binding is refused.
     #[arg(long, env = "RATEQUEUE_INSECURE", default_value_t = false)]
     insecure: bool,
+    /// Serve `GET /metrics` without authentication on this address as well (on the API
+    /// port it needs an admin or monitor key). Bind it where only the scraper reaches.
+    #[arg(long, env = "RATEQUEUE_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Bounds of the API listener (docs/operations.md, "Connection limits").
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// Open API connections at once; more are answered 503 and closed.
+    #[arg(long, env = "RATEQUEUE_CONNECTIONS_MAX", default_value_t = 4_096)]
+    connections_max: usize,
+    /// Open API connections at once from one IP address.
+    #[arg(
+        long,
+        env = "RATEQUEUE_CONNECTIONS_PER_SOURCE_MAX",
+        default_value_t = 256
+    )]
+    connections_per_source_max: usize,
+    /// A request's headers must arrive within this long (the first request's from accept).
+    #[arg(
+        long,
+        env = "RATEQUEUE_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    header_read_timeout_ms: u64,
+    /// A connection with no request in flight for this long is closed.
+    #[arg(long, env = "RATEQUEUE_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    idle_timeout_ms: u64,
+    /// Requests in flight at once on one HTTP/2 connection.
+    #[arg(long, env = "RATEQUEUE_H2_STREAMS_MAX", default_value_t = 128)]
+    h2_streams_max: u32,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> anyhow::Result<ConnLimits> {
+        if self.connections_max == 0
+            || self.connections_per_source_max == 0
+            || self.h2_streams_max == 0
+            || self.header_read_timeout_ms == 0
+            || self.idle_timeout_ms == 0
+        {
+            bail!("connection limits and timeouts must be positive");
+        }
+        Ok(ConnLimits {
+            connections_max: self.connections_max,
+            connections_per_source_max: self.connections_per_source_max,
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            h2_streams_max: self.h2_streams_max,
+        })
+    }
 }
 
 #[derive(clap::Args)]
@@ -152,11 +215,21 @@ struct DevArgs {
     leader_timeout_ms: u64,
 }
 
-fn init_logging(filter: &str, format: LogFormat) {
+fn init_logging(filter: &str, format: LogFormat, access_log: bool) {
+    let access = ratequeue_node::http::access::TARGET;
+    let filter = if access_log {
+        format!("{filter},{access}=info")
+    } else if filter.contains(access) {
+        filter.to_owned()
+    } else {
+        format!("{filter},{access}=off")
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: log files and shippers get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
@@ -189,6 +262,20 @@ fn id_from_hostname() -> Option<NodeId> {
     let host = std::env::var("HOSTNAME").ok()?;
     let ordinal: NodeId = host.rsplit_once('-')?.1.parse().ok()?;
     Some(ordinal + 1)
+}
+
+/// The admin token(s): from the file (reloaded on change and SIGHUP), else the
+/// environment (fixed).
+fn admin_tokens(file: Option<&Path>) -> anyhow::Result<AdminTokens> {
+    match file {
+        Some(f) => AdminTokens::from_file(f),
+        None => {
+            let v = std::env::var("RATEQUEUE_ADMIN_TOKEN").context(
+                "admin token missing: set RATEQUEUE_ADMIN_TOKEN or pass --admin-token-file",
+            )?;
+            AdminTokens::fixed(&v)
+        }
+    }
 }
 
 fn secret(file: Option<&Path>, env: &str, what: &str) -> anyhow::Result<String> {
@@ -240,11 +327,7 @@ fn serve_config(a: ServeArgs) -> anyhow::Result<Config> {
         advertise_peer_addr,
         peers,
         data_dir: a.data_dir,
-        admin_token: secret(
-            a.admin_token_file.as_deref(),
-            "RATEQUEUE_ADMIN_TOKEN",
-            "admin token",
-        )?,
+        admin_token: Arc::new(admin_tokens(a.admin_token_file.as_deref())?),
         cluster_secret: secret(
             a.cluster_secret_file.as_deref(),
             "RATEQUEUE_CLUSTER_SECRET",
@@ -260,6 +343,8 @@ fn serve_config(a: ServeArgs) -> anyhow::Result<Config> {
         insecure: a.insecure,
         cache_bytes: a.cache_mb * 1024 * 1024,
         handoff: true,
+        api_limits: a.limits.limits()?,
+        metrics_addr: a.metrics_addr,
     })
 }
 
@@ -278,7 +363,7 @@ fn exit_with_parent(pid: u32) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(&cli.log, cli.log_format);
+    init_logging(&cli.log, cli.log_format, cli.access_log);
     let rt = || {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -1,18 +1,38 @@
 //! Prometheus metrics: counters and histograms kept in memory, rendered as text.
 //!
 //! Deliberately small and dependency-free: atomics for global figures, one mutex-held
-//! map for per-resource figures (bounded by the resource count). Gauges that live
-//! elsewhere (leases held, queue lengths, Raft indexes) are read at scrape time.
+//! map for per-resource figures. Gauges that live elsewhere (leases held, queue
+//! lengths, Raft indexes) are read at scrape time.
+//!
+//! Label sets are bounded (issue 15, obs. 5): a `resource` label names an existing
+//! resource, at most `RESOURCES_TRACKED_MAX` of them, and a `lane` label a lane the
+//! resource's config names or `default`; everything else (made-up lane names, unknown
+//! or deleted resources, resources past the bound) is counted under `OTHER`, which
+//! can never be a resource or lane name. Series of deleted resources are dropped at
+//! the next scrape.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
-use ratequeue_core::Refusal;
+use ratequeue_core::config::DEFAULT_LANE;
+use ratequeue_core::{Refusal, ResourceConfig};
 
-/// Per-resource series are kept for at most this many resources.
-const RESOURCES_TRACKED_MAX: usize = 10_000;
+/// Per-resource series are kept for at most this many resources; the rest share `OTHER`.
+pub const RESOURCES_TRACKED_MAX: usize = 1_000;
+/// The label value of everything past a bound (not a valid resource or lane name).
+pub const OTHER: &str = "(other)";
+
+/// The `lane` label of a grant in `lane` of a resource with `config`.
+pub fn lane_label<'a>(config: Option<&ResourceConfig>, lane: &'a str) -> &'a str {
+    if lane == DEFAULT_LANE || config.is_some_and(|c| c.lanes.contains_key(lane)) {
+        lane
+    } else {
+        OTHER
+    }
+}
 
 /// Upper bounds (inclusive) of histogram buckets.
 const WAIT_MS_BUCKETS: [u64; 12] = [0, 1, 2, 5, 10, 25, 50, 100, 250, 1_000, 5_000, 30_000];
@@ -62,12 +82,29 @@ struct PerResource {
     wait_ms: Histogram,
 }
 
+/// The API listener's connection figures (`listener.rs` keeps them).
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    pub open: AtomicUsize,
+    pub refused_total: AtomicU64,
+    pub refused_per_source_total: AtomicU64,
+    pub header_timeouts_total: AtomicU64,
+    pub idle_closed_total: AtomicU64,
+    /// When the last "connection refused" line was logged (ms since the listener
+    /// started), so a flood logs once a second, not once a connection.
+    pub last_refusal_log_ms: AtomicU64,
+}
+
 #[derive(Default)]
 pub struct Metrics {
+    pub connections: Arc<ConnectionStats>,
     resources: Mutex<BTreeMap<String, PerResource>>,
     batch_size: Mutex<Histogram>,
     apply_rejections: AtomicU64,
     http_requests: AtomicU64,
+    unwritten_touches: AtomicU64,
+    auth_failures: AtomicU64,
+    auth_throttled: AtomicU64,
 }
 
 fn refusal_code(r: &Refusal) -> &'static str {
@@ -77,18 +114,27 @@ fn refusal_code(r: &Refusal) -> &'static str {
         Refusal::QueueFull { .. } => "queue_full",
         Refusal::WouldBlock { .. } => "would_block",
         Refusal::WaitTimeout { .. } => "wait_timeout",
+        Refusal::QuotaExceeded { .. } => "quota_exceeded",
+        Refusal::RequestIdReused => "request_id_reused",
     }
 }
 
 impl Metrics {
+    /// `resource` must be an existing resource's name or `OTHER`.
     fn with_resource(&self, resource: &str, f: impl FnOnce(&mut PerResource)) {
         let mut map = self.resources.lock();
-        if !map.contains_key(resource) && map.len() >= RESOURCES_TRACKED_MAX {
-            return;
+        let resource = if map.contains_key(resource) || map.len() < RESOURCES_TRACKED_MAX {
+            resource
+        } else {
+            OTHER
+        };
+        match map.get_mut(resource) {
+            Some(r) => f(r),
+            None => f(map.entry(resource.to_owned()).or_default()),
         }
-        f(map.entry(resource.to_owned()).or_default());
     }
 
+    /// A grant in `lane` (a `lane_label`) of the existing `resource`.
     pub fn granted(&self, resource: &str, lane: &str, queued_ms: u64) {
         self.with_resource(resource, |r| {
             match r.grants.get_mut(lane) {
@@ -101,6 +147,7 @@ impl Metrics {
         });
     }
 
+    /// A refusal on `resource`: an existing resource's name, or `OTHER`.
     pub fn refused(&self, resource: &str, refusal: &Refusal) {
         let code = refusal_code(refusal);
         self.with_resource(resource, |r| *r.refusals.entry(code).or_default() += 1);
@@ -120,6 +167,26 @@ impl Metrics {
         self.http_requests.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A release or renew answered without a Raft write.
+    pub fn unwritten_touch(&self) {
+        self.unwritten_touches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn auth_failure(&self) {
+        self.auth_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn auth_throttled(&self) {
+        self.auth_throttled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops the series of resources that no longer exist.
+    pub fn retain_resources(&self, exists: impl Fn(&str) -> bool) {
+        self.resources
+            .lock()
+            .retain(|name, _| name == OTHER || exists(name));
+    }
+
     /// Renders every series; `gauges` are figures read by the caller at scrape time.
     pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
         let mut out = String::new();
@@ -131,11 +198,57 @@ impl Metrics {
             "# HELP ratequeue_apply_rejections_total Grants the speculative state allowed but the log rejected (should stay 0).\n# TYPE ratequeue_apply_rejections_total counter\nratequeue_apply_rejections_total {}",
             self.apply_rejections.load(Ordering::Relaxed)
         );
+        let counters = [
+            (
+                "ratequeue_http_requests_total",
+                "HTTP requests served by the lease endpoints.",
+                &self.http_requests,
+            ),
+            (
+                "ratequeue_unwritten_touches_total",
+                "Releases and renews answered without a Raft write (not the caller's lease, or already final).",
+                &self.unwritten_touches,
+            ),
+            (
+                "ratequeue_auth_failures_total",
+                "Requests with a missing, unknown or expired token.",
+                &self.auth_failures,
+            ),
+            (
+                "ratequeue_auth_throttled_total",
+                "Requests refused because their source failed authentication too often.",
+                &self.auth_throttled,
+            ),
+        ];
+        for (name, help, c) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        let conn = &self.connections;
         let _ = writeln!(
             out,
-            "# TYPE ratequeue_http_requests_total counter\nratequeue_http_requests_total {}",
-            self.http_requests.load(Ordering::Relaxed)
+            "# HELP ratequeue_api_connections Open connections on the API listener.\n# TYPE ratequeue_api_connections gauge\nratequeue_api_connections {}",
+            conn.open.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP ratequeue_api_connections_closed_total Connections the API listener refused or closed, by the bound that was reached.\n# TYPE ratequeue_api_connections_closed_total counter"
+        );
+        for (reason, c) in [
+            ("connections_max", &conn.refused_total),
+            ("connections_per_source_max", &conn.refused_per_source_total),
+            ("header_read_timeout", &conn.header_timeouts_total),
+            ("idle_timeout", &conn.idle_closed_total),
+        ] {
+            let _ = writeln!(
+                out,
+                "ratequeue_api_connections_closed_total{{reason=\"{reason}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
         let _ = writeln!(out, "# HELP ratequeue_batch_commands Commands per Raft entry.\n# TYPE ratequeue_batch_commands histogram");
         self.batch_size
             .lock()

@@ -18,7 +18,9 @@ use anyhow::Context as _;
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use ratequeue_api as api;
 
+use crate::admin_token::AdminTokens;
 use crate::admission::{self, Admission};
+use crate::listener::ConnLimits;
 use crate::metrics::Metrics;
 use crate::raft::network::{ClusterSecret, PeerNetwork};
 use crate::raft::state_machine::{SharedApplied, SnapshotHandle, SnapshotStore, StateMachineStore};
@@ -49,7 +51,8 @@ pub struct Config {
     /// of them and its data directory was empty.
     pub peers: BTreeMap<NodeId, String>,
     pub data_dir: PathBuf,
-    pub admin_token: String,
+    /// The bootstrap admin token(s); `serve` reloads them from their file if any.
+    pub admin_token: Arc<AdminTokens>,
     pub cluster_secret: String,
     pub raft: RaftTuning,
     /// TLS on both listeners and to peers (mutual), or plain HTTP when `None`.
@@ -61,6 +64,10 @@ pub struct Config {
     /// On SIGTERM, hand leadership to a caught-up follower first. Off for `dev`, where
     /// every node stops at once and there is nobody to hand over to.
     pub handoff: bool,
+    /// Connection caps and timeouts of the API listener.
+    pub api_limits: ConnLimits,
+    /// Where to serve `/metrics` without authentication as well, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -91,7 +98,7 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     /// The dashboard's per-second series (display only).
     pub series: Arc<Series>,
-    pub admin_token: String,
+    pub admin_token: Arc<AdminTokens>,
     advertise_api_url: String,
     /// Control RPCs to other nodes (hand-off, API URL discovery).
     peers: PeerNetwork,
@@ -237,6 +244,15 @@ impl Node {
             .api_url
             .clone();
         (!url.is_empty()).then_some((id, url))
+    }
+
+    /// Cluster time now as far as this node can tell: the serving leader's clock, or
+    /// else the cluster time of the last applied entry (a lower bound of the leader's).
+    pub fn cluster_time_ms(&self) -> u64 {
+        let applied = self.applied.read().state.now_ms();
+        self.admission
+            .cluster_time_ms()
+            .map_or(applied, |t| t.max(applied))
     }
 
     pub fn is_shutting_down(&self) -> bool {

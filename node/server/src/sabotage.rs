@@ -60,6 +60,7 @@ fn follower_grant(node: &Node, p: AcquireParams) -> Option<api::Lease> {
         request_id: p.request_id,
         nonce: rand::random(),
         holder: p.holder,
+        owner: p.owner,
     };
     match state.apply_entry(now_ms, &[Command::Grant(grant)]).pop() {
         Some(Outcome::Granted { lease, limits, .. }) => Some(lease_json(lease, &limits, 0)),

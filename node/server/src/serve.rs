@@ -1,5 +1,7 @@
-//! Runs one node: binds the API and peer listeners, starts the `Node`, mounts the client
-//! API (`http::app`) and the peer router over it, and shuts down gracefully on `stop`.
+//! Runs one node: binds the API, peer and (optional) metrics listeners, starts the
+//! `Node`, mounts the client API (`http::app`), the peer router and the metrics router
+//! over it (each served by `listener::serve` with its connection limits), watches the
+//! admin token file, and shuts down gracefully on `stop`.
 //!
 //! The composition sits here, above both `node` and `http`, so that neither knows the
 //! other's wiring: the node is a handle, HTTP a shell over it.
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
-use crate::listener::{self, Plain};
+use crate::listener::{self, ConnLimits, Plain};
 use crate::node::{Config, Node};
 use crate::raft::network::{self, ClusterSecret};
 use crate::tls;
@@ -52,6 +54,14 @@ pub async fn serve(
     let peer_listener = tokio::net::TcpListener::bind(config.peer_addr)
         .await
         .with_context(|| format!("binding peer address {}", config.peer_addr))?;
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding metrics address {addr}"))?,
+        ),
+        None => None,
+    };
     let node = Node::start(&config).await?;
     let secret = ClusterSecret::new(config.cluster_secret.clone());
     let peer_app = network::peer_router(
@@ -73,6 +83,22 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    tokio::spawn(config.admin_token.clone().watch(stop_rx.clone()));
+    let api_stats = node.metrics.connections.clone();
+    // The peer and metrics ports keep their own connection figures:
+    // `ratequeue_api_connections*` count the API port.
+    let peer_stats = || std::sync::Arc::new(crate::metrics::ConnectionStats::default());
+    if let Some(l) = metrics_listener {
+        // Always plain HTTP: only the scraper should reach it (docs/operations.md).
+        tokio::spawn(listener::serve(
+            l,
+            Plain,
+            crate::http::metrics_app(node.clone()),
+            config.api_limits,
+            std::sync::Arc::default(),
+            stopped(stop_rx.clone()),
+        ));
+    }
     let (api, peer) = match &config.tls {
         Some(tls) => {
             tls.spawn_reloader(tls::RELOAD_POLL);
@@ -80,12 +106,16 @@ pub async fn serve(
                 api_listener,
                 tls.api_handshake(),
                 api_app,
+                config.api_limits,
+                api_stats,
                 stopped(stop_rx.clone()),
             ));
             let peer = tokio::spawn(listener::serve(
                 peer_listener,
                 tls.peer_handshake(),
                 peer_app,
+                ConnLimits::peer(),
+                peer_stats(),
                 stopped(stop_rx.clone()),
             ));
             (api, peer)
@@ -95,12 +125,16 @@ pub async fn serve(
                 api_listener,
                 Plain,
                 api_app,
+                config.api_limits,
+                api_stats,
                 stopped(stop_rx.clone()),
             ));
             let peer = tokio::spawn(listener::serve(
                 peer_listener,
                 Plain,
                 peer_app,
+                ConnLimits::peer(),
+                peer_stats(),
                 stopped(stop_rx.clone()),
             ));
             (api, peer)

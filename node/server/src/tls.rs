@@ -576,6 +576,8 @@ mod tests {
             tcp,
             tls.api_handshake(),
             app,
+            listener::ConnLimits::default(),
+            Default::default(),
             std::future::pending(),
         ));
         addr

@@ -49,11 +49,11 @@ async fn resources_and_keys() {
 
     // A client key limited to openai-*.
     let key = client
-        .create_key(&CreateKeyRequest {
-            name: "workers".into(),
-            role: Role::Client,
-            resources: vec!["openai-*".into()],
-        })
+        .create_key(&CreateKeyRequest::new(
+            "workers",
+            Role::Client,
+            vec!["openai-*".into()],
+        ))
         .await
         .unwrap();
     assert!(!key.key.is_empty());

@@ -9,15 +9,22 @@ use ratequeue_client::{new_request_id, Client};
 
 use crate::cluster::{concurrency, eventually, Cluster};
 
-/// Exactly one lease for `request_id`: re-acquiring with it returns the same lease, and
-/// the resource holds exactly one.
-async fn assert_one_lease(client: &Client, resource: &str, request_id: &str, lease_id: &str) {
+/// Exactly one lease for `request_id`: re-acquiring with it (and the same TTL, as a
+/// retry must) returns the same lease, and the resource holds exactly one.
+async fn assert_one_lease(
+    client: &Client,
+    resource: &str,
+    request_id: &str,
+    ttl_ms: Option<u64>,
+    lease_id: &str,
+) {
     let again = client
         .acquire_lease(
             resource,
             api::AcquireRequest {
                 request_id: Some(request_id.to_owned()),
                 wait_ms: Some(0),
+                ttl_ms,
                 ..Default::default()
             },
         )
@@ -81,7 +88,7 @@ async fn an_inflight_acquire_survives_a_leader_kill() {
         .expect("the acquire succeeds across the leader kill");
     assert_eq!(permit.request_id(), request_id);
     assert_ne!(client.leader_url(), Some(c.url(old)));
-    assert_one_lease(&client, "sem", &request_id, permit.lease_id()).await;
+    assert_one_lease(&client, "sem", &request_id, Some(60_000), permit.lease_id()).await;
     assert_eq!(permit.release().await.unwrap(), ReleaseState::Released);
 }
 
@@ -109,7 +116,7 @@ async fn an_acquire_right_after_a_leader_kill_finds_the_new_leader() {
     let new = c.leader().await;
     assert_ne!(new, old);
     assert_eq!(client.leader_url(), Some(c.url(new)));
-    assert_one_lease(&client, "sem", &request_id, permit.lease_id()).await;
+    assert_one_lease(&client, "sem", &request_id, None, permit.lease_id()).await;
 
     // The permit renews through the new leader.
     let r = client.renew_lease(permit.lease_id(), None).await.unwrap();

@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Fit, Grant, HeldLease, LeaseId, LeaseView, Outcome, Rejection, State, Table};
+use super::{
+    same_request, Fit, Grant, HeldLease, LeaseId, LeaseView, Outcome, Rejection, State, Table,
+};
 use crate::config::Per;
 use crate::{LEASES_MAX, LOAD_MAX, REQUEST_ID_LEN_MAX, TOMBSTONES_MAX, TTL_MS_MAX, TTL_MS_MIN};
 
@@ -18,6 +20,8 @@ pub(super) struct Lease {
     /// Cluster time of the grant (renewals move only the expiry).
     pub(super) granted_at_ms: u64,
     pub(super) holder: Option<String>,
+    /// The key that acquired it (`None`: the admin token).
+    pub(super) owner: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,8 +41,12 @@ pub(super) struct Tombstone {
 
 impl State {
     pub(super) fn grant(&mut self, g: &Grant) -> Outcome {
-        if let Some(id) = &g.request_id {
-            if let Some(prev) = self.idempotency.get(id) {
+        let request_key = g.request_key();
+        if let Some(key) = &request_key {
+            if let Some(prev) = self.idempotency.get(key) {
+                if !same_request(&prev.lease, &g.lane, g.load, g.ttl_ms) {
+                    return Outcome::Rejected(Rejection::RequestIdReused);
+                }
                 // The lease this request was granted has already ended (released, for
                 // instance by the leader because the first attempt's client went away,
                 // or expired): never hand it out as held, and never grant a second one.
@@ -52,7 +60,7 @@ impl State {
                     duplicate: true,
                 };
             }
-            if id.is_empty() || id.len() > REQUEST_ID_LEN_MAX {
+            if key.request_id.is_empty() || key.request_id.len() > REQUEST_ID_LEN_MAX {
                 return Outcome::Rejected(Rejection::Invalid("bad request_id length".into()));
             }
         }
@@ -105,6 +113,7 @@ impl State {
                 expires_at_ms,
                 granted_at_ms: now,
                 holder: g.holder.clone(),
+                owner: g.owner.clone(),
             },
         );
         let lease = LeaseView {
@@ -117,8 +126,8 @@ impl State {
             load: g.load,
             ttl_ms: g.ttl_ms,
         };
-        if let Some(id) = &g.request_id {
-            self.remember_request(id, &lease);
+        if let Some(key) = request_key {
+            self.remember_request(key, &lease);
         }
         let limits = self.limits(&g.resource);
         Outcome::Granted {
@@ -251,5 +260,11 @@ impl State {
     /// The resource a live lease belongs to.
     pub fn lease_resource(&self, id: LeaseId) -> Option<&str> {
         self.live(id).ok().map(|l| l.resource.as_str())
+    }
+
+    /// Who acquired a live lease (`Ok(None)`: the admin token), or why it is not live:
+    /// the answer a release or renew of it would get.
+    pub fn lease_owner(&self, id: LeaseId) -> Result<Option<&str>, Rejection> {
+        self.live(id).map(|l| l.owner.as_deref())
     }
 }

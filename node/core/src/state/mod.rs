@@ -30,11 +30,13 @@ mod snapshot;
 mod tables;
 
 pub use estimate::{Ahead, Binding, Estimate, EXPIRY_SCAN_MAX, HOLD_GUESS_MS_MIN};
+pub(crate) use idempotency::same_request;
 use idempotency::IdempotentGrant;
+pub use idempotency::RequestKey;
 use leases::{Ended, Lease, Tombstone};
 use resources::Resource;
 pub use resources::ResourceStats;
-pub use snapshot::SnapshotError;
+pub use snapshot::{SnapshotError, SNAPSHOT_VERSION};
 use tables::{Map, Seq, Set};
 
 /// A lease's public identity: the fencing token plus a leader-chosen random nonce, so
@@ -72,11 +74,26 @@ pub struct Grant {
     pub lane: String,
     pub load: u64,
     pub ttl_ms: u64,
+    /// Scoped to (`owner`, `resource`): see `RequestKey`.
     pub request_id: Option<String>,
     pub nonce: u64,
     /// Who holds the lease, as the caller labelled itself (`holder` on acquire; see
     /// `config::validate_holder`). Shown only; it decides nothing.
     pub holder: Option<String>,
+    /// The key that asked (`scope::Caller::owner`); `None`: the admin token. Only this
+    /// key (or an admin) may release or renew the lease.
+    pub owner: Option<String>,
+}
+
+impl Grant {
+    /// The idempotency key of this grant, if it carries a `request_id`.
+    pub fn request_key(&self) -> Option<RequestKey> {
+        self.request_id.as_ref().map(|id| RequestKey {
+            owner: self.owner.clone(),
+            resource: self.resource.clone(),
+            request_id: id.clone(),
+        })
+    }
 }
 
 /// Everything that can change the state. One Raft entry carries a batch of these.
@@ -98,7 +115,20 @@ pub enum Command {
         lease: LeaseId,
         ttl_ms: Option<u64>,
     },
-    PutKey(ApiKey),
+    /// Creates a key; refused (`KeyExists`) if the name is taken. `key.expires_at_ms`
+    /// is ignored: the key expires `expires_in_ms` after this command's cluster time.
+    CreateKey {
+        key: ApiKey,
+        expires_in_ms: Option<u64>,
+    },
+    /// Gives an existing key a new secret (its hash), keeping its scope; the old secret
+    /// stops authenticating. The new secret expires `expires_in_ms` after this
+    /// command's cluster time (`None`: never).
+    RotateKey {
+        name: String,
+        hash: String,
+        expires_in_ms: Option<u64>,
+    },
     DeleteKey {
         name: String,
     },
@@ -173,6 +203,13 @@ pub enum Rejection {
     },
     /// A table of the state is at its bound (leases, resources, keys).
     TableFull(Table),
+    /// A `request_id` this key already used on this resource, with other parameters
+    /// (lane, load or TTL).
+    RequestIdReused,
+    /// `CreateKey` of a name that exists.
+    KeyExists,
+    /// `RotateKey` of a name that does not exist.
+    KeyNotFound,
     Invalid(String),
 }
 
@@ -242,10 +279,10 @@ pub struct State {
     #[serde(with = "tables::map")]
     ended: Map<u64, Tombstone>,
     #[serde(with = "tables::map")]
-    idempotency: Map<String, IdempotentGrant>,
+    idempotency: Map<RequestKey, IdempotentGrant>,
     /// Request ids in grant order, for eviction by age and by count.
     #[serde(with = "tables::seq")]
-    idempotency_order: Seq<String>,
+    idempotency_order: Seq<RequestKey>,
     #[serde(with = "tables::map")]
     keys: Map<String, ApiKey>,
     #[serde(with = "tables::map")]
@@ -302,7 +339,12 @@ impl State {
             Command::Grant(g) => self.grant(g),
             Command::Release { lease, actual_load } => self.release(*lease, *actual_load),
             Command::Renew { lease, ttl_ms } => self.renew(*lease, *ttl_ms),
-            Command::PutKey(key) => self.put_key(key),
+            Command::CreateKey { key, expires_in_ms } => self.create_key(key, *expires_in_ms),
+            Command::RotateKey {
+                name,
+                hash,
+                expires_in_ms,
+            } => self.rotate_key(name, hash, *expires_in_ms),
             Command::DeleteKey { name } => self.delete_key(name),
         }
     }

@@ -7,8 +7,12 @@ use super::State;
 use crate::{IDEMPOTENCY_WINDOW_LEN_MAX, KEYS_MAX, LEASES_MAX, RESOURCES_MAX, TOMBSTONES_MAX};
 
 /// 2: tombstones carry the lease nonce. 3: leases carry their grant time and holder
-/// label.
-const SNAPSHOT_VERSION: u8 = 3;
+/// label. 4: leases carry their owner, the idempotency window is keyed by (owner,
+/// resource, request_id), keys carry lanes, a priority bound, quotas and an expiry.
+/// Older versions are refused (docs/operations.md, "Upgrading"): the log records and
+/// peer messages that would carry them are refused by version too, so no build ever
+/// decodes a record of another layout.
+pub const SNAPSHOT_VERSION: u8 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -82,7 +86,7 @@ impl State {
         {
             return Err("an ended lease was never issued".into());
         }
-        let order: BTreeSet<&String> = self.idempotency_order.iter().collect();
+        let order: BTreeSet<&super::RequestKey> = self.idempotency_order.iter().collect();
         if order.len() != self.idempotency_order.len()
             || order.len() != self.idempotency.len()
             || !order.iter().all(|id| self.idempotency.contains_key(*id))
@@ -90,6 +94,10 @@ impl State {
                 .idempotency
                 .values()
                 .any(|g| g.at_ms > now || g.lease.id.token >= self.next_token)
+            || self
+                .idempotency
+                .iter()
+                .any(|(k, g)| k.resource != g.lease.resource)
         {
             return Err("idempotency window indexes disagree".into());
         }
@@ -100,6 +108,9 @@ impl State {
                 .all(|(name, k)| &k.name == name && self.key_by_hash.get(&k.hash) == Some(name))
         {
             return Err("key indexes disagree".into());
+        }
+        for k in self.keys.values() {
+            k.validate()?;
         }
         Ok(())
     }

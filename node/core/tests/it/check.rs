@@ -60,6 +60,7 @@ pub fn grant_cmd(resource: &str, load: u64, n: u64) -> Grant {
         request_id: None,
         nonce: nonce(n),
         holder: None,
+        owner: None,
     }
 }
 
@@ -292,6 +293,8 @@ impl Shell {
             try_once: false,
             deadline_ms: u64::MAX,
             holder: None,
+            owner: None,
+            waiters_max: None,
         }
     }
 

@@ -1,10 +1,20 @@
 //! The bounded idempotency window: a granted `request_id` answers with the same lease.
 
 use ratequeue_core::{
-    Command, Grant, Outcome, Rejection, ResourceConfig, IDEMPOTENCY_WINDOW_MS, TTL_MS_MAX,
+    Command, Grant, Outcome, Rejection, RequestKey, ResourceConfig, IDEMPOTENCY_WINDOW_MS,
+    TTL_MS_MAX,
 };
 
 use crate::check::{check, granted, invalid, Check};
+
+/// The admin token's `request_id` on resource `r`.
+fn rk(id: &str) -> RequestKey {
+    RequestKey {
+        owner: None,
+        resource: "r".into(),
+        request_id: id.into(),
+    }
+}
 
 fn with_id(c: &mut Check, id: &str) -> Grant {
     Grant {
@@ -38,7 +48,7 @@ fn a_duplicate_request_id_returns_the_same_lease_and_grants_nothing() {
     assert_eq!(c.state.lease_count(), 1);
     assert_eq!(c.state.next_token(), tokens);
     assert_eq!(c.remaining("r"), vec![1]);
-    assert_eq!(c.state.granted_request("req-1"), Some(&first));
+    assert_eq!(c.state.granted_request(&rk("req-1")), Some(&first));
     // Even when the resource is full, the duplicate is answered, not refused.
     c.lease("r", 1);
     assert!(matches!(
@@ -74,7 +84,7 @@ fn the_window_is_ten_minutes_of_cluster_time() {
         }
     ));
     c.at(1_000 + IDEMPOTENCY_WINDOW_MS);
-    assert_eq!(c.state.granted_request("req-1"), None);
+    assert_eq!(c.state.granted_request(&rk("req-1")), None);
     let Outcome::Granted {
         lease, duplicate, ..
     } = c.grant(g)
@@ -106,7 +116,7 @@ fn refused_requests_are_not_remembered() {
         c.grant(g.clone()),
         Outcome::Rejected(Rejection::NoRoom { .. })
     ));
-    assert_eq!(c.state.granted_request("x"), None);
+    assert_eq!(c.state.granted_request(&rk("x")), None);
 }
 
 #[test]
@@ -118,4 +128,80 @@ fn request_ids_are_bounded() {
     invalid(c.grant(long));
     let ok = with_id(&mut c, &"x".repeat(128));
     granted(c.grant(ok));
+}
+
+/// Issue 15, observation 1: a `request_id` is scoped to (key, resource). Key A's
+/// `job-1` on `other` and key B's `job-1` on `demo` are two requests with two leases;
+/// the same key reusing an id on another resource is another request too.
+#[test]
+fn request_ids_are_scoped_to_key_and_resource() {
+    let mut c = check(&[
+        ("demo", ResourceConfig::concurrency(10)),
+        ("other", ResourceConfig::concurrency(10)),
+    ]);
+    let grant = |c: &mut Check, owner: &str, resource: &str| Grant {
+        request_id: Some("job-1".into()),
+        owner: Some(owner.into()),
+        ..c.req(resource, 1)
+    };
+    let a = grant(&mut c, "a", "other");
+    let b = grant(&mut c, "b", "demo");
+    let a_other = granted(c.grant(a));
+    let b_demo = c.grant(b);
+    let Outcome::Granted {
+        lease, duplicate, ..
+    } = b_demo
+    else {
+        panic!("{b_demo:?}")
+    };
+    assert!(!duplicate, "key b must not get key a's lease");
+    assert_eq!(lease.resource, "demo");
+    assert_ne!(lease.id, a_other.id);
+    // The same id from key b on `other`, and from key a on `demo`: new requests too.
+    let b_other = grant(&mut c, "b", "other");
+    let a_demo = grant(&mut c, "a", "demo");
+    for g in [b_other, a_demo] {
+        let resource = g.resource.clone();
+        let lease = granted(c.grant(g));
+        assert_eq!(lease.resource, resource);
+        assert_ne!(lease.id, a_other.id);
+    }
+    assert_eq!(c.state.lease_count(), 4);
+    // ...while key a retrying on `other` gets its first lease back.
+    let retry = grant(&mut c, "a", "other");
+    assert!(
+        matches!(c.grant(retry), Outcome::Granted { lease, duplicate: true, .. } if lease == a_other)
+    );
+}
+
+/// A retry must ask for the same lane, load and TTL; any other reuse of the id is
+/// refused and changes nothing.
+#[test]
+fn a_reuse_with_other_parameters_is_refused() {
+    let mut c = check(&[("r", ResourceConfig::concurrency(10))]);
+    let g = with_id(&mut c, "job-1");
+    granted(c.grant(g.clone()));
+    let tokens = c.state.next_token();
+    for other in [
+        Grant {
+            load: 2,
+            ..g.clone()
+        },
+        Grant {
+            lane: "batch".into(),
+            ..g.clone()
+        },
+        Grant {
+            ttl_ms: g.ttl_ms + 1,
+            ..g.clone()
+        },
+    ] {
+        assert_eq!(
+            c.grant(other),
+            Outcome::Rejected(Rejection::RequestIdReused)
+        );
+    }
+    assert_eq!(c.state.next_token(), tokens);
+    assert_eq!(c.state.lease_count(), 1);
+    c.state.check_invariants().unwrap();
 }

@@ -6,6 +6,7 @@
 //!   of DESIGN.md §2–§3.
 //! - `model`: a naive reference model and the property test comparing it with `State`.
 //! - `snapshot`: determinism and snapshot/restore.
+//! - `scope`: the permission and visibility rules.
 //! - `scheduler`: admission order, head of line, deadlines, bounds, wakeups, and a
 //!   randomised simulation checking that no grant ever exceeds a limit.
 
@@ -21,6 +22,7 @@ mod keys;
 mod leases;
 mod model;
 mod scheduler;
+mod scope;
 mod settle;
 mod snapshot;
 mod state;

@@ -10,8 +10,8 @@ use ratequeue_core::config::{Per, ResourceConfig};
 use ratequeue_core::state::ResourceStats;
 use ratequeue_core::{
     ApiKey, Command, Fit, Grant, LeaseId, LeaseView, LimitKind, LimitView, Outcome, RateLimit,
-    Rejection, Role, State, IDEMPOTENCY_WINDOW_MS, LIMIT_MAX, LOAD_MAX, QUEUE_LEN_MAX, TTL_MS_MAX,
-    TTL_MS_MIN, WINDOW_MS_MAX,
+    Rejection, RequestKey, Role, State, IDEMPOTENCY_WINDOW_MS, KEY_EXPIRES_IN_MS_MAX, LIMIT_MAX,
+    LOAD_MAX, QUEUE_LEN_MAX, TTL_MS_MAX, TTL_MS_MIN, WINDOW_MS_MAX,
 };
 
 use crate::check::{limits, loads, nonce, requests};
@@ -32,6 +32,7 @@ pub struct MLease {
     pub ttl: u64,
     pub expires: u64,
     pub status: Status,
+    pub owner: Option<String>,
 }
 
 /// Tokens held as the exact fraction `num / window_ms`, as of cluster time `at`.
@@ -56,8 +57,8 @@ pub struct Model {
     resources: Vec<MResource>,
     /// Every lease ever issued, in token order.
     pub leases: Vec<MLease>,
-    /// `(request_id, lease, granted_at)`.
-    idem: Vec<(String, LeaseView, u64)>,
+    /// `(request key, lease, granted_at)`.
+    idem: Vec<(RequestKey, LeaseView, u64)>,
     keys: Vec<ApiKey>,
 }
 
@@ -176,21 +177,44 @@ impl Model {
             Command::Grant(g) => self.grant(g),
             Command::Release { lease, actual_load } => self.release(*lease, *actual_load),
             Command::Renew { lease, ttl_ms } => self.renew(*lease, *ttl_ms),
-            Command::PutKey(k) => {
-                if !valid_name(&k.name) || k.hash.len() != 64 {
+            Command::CreateKey { key, expires_in_ms } => {
+                if !valid_name(&key.name) || key.hash.len() != 64 {
                     return invalid();
                 }
-                if self
-                    .keys
-                    .iter()
-                    .any(|o| o.hash == k.hash && o.name != k.name)
-                {
+                let Some(expires_at_ms) = self.key_expiry(*expires_in_ms) else {
+                    return invalid();
+                };
+                if self.keys.iter().any(|o| o.name == key.name) {
+                    return Outcome::Rejected(Rejection::KeyExists);
+                }
+                if self.keys.iter().any(|o| o.hash == key.hash) {
                     return invalid();
                 }
-                let created = !self.keys.iter().any(|o| o.name == k.name);
-                self.keys.retain(|o| o.name != k.name);
-                self.keys.push(k.clone());
-                Outcome::KeyPut { created }
+                self.keys.push(ApiKey {
+                    expires_at_ms,
+                    ..key.clone()
+                });
+                Outcome::KeyPut { created: true }
+            }
+            Command::RotateKey {
+                name,
+                hash,
+                expires_in_ms,
+            } => {
+                let Some(expires_at_ms) = self.key_expiry(*expires_in_ms) else {
+                    return invalid();
+                };
+                if !self.keys.iter().any(|o| &o.name == name) {
+                    return Outcome::Rejected(Rejection::KeyNotFound);
+                }
+                if self.keys.iter().any(|o| &o.hash == hash && &o.name != name) {
+                    return invalid();
+                }
+                for k in self.keys.iter_mut().filter(|k| &k.name == name) {
+                    k.hash = hash.clone();
+                    k.expires_at_ms = expires_at_ms;
+                }
+                Outcome::KeyPut { created: false }
             }
             Command::DeleteKey { name } => {
                 let existed = self.keys.iter().any(|o| &o.name == name);
@@ -315,9 +339,26 @@ impl Model {
         }
     }
 
+    /// `Some(expires_at_ms)` for a valid `expires_in_ms`, `None` if it is out of range.
+    fn key_expiry(&self, expires_in_ms: Option<u64>) -> Option<Option<u64>> {
+        match expires_in_ms {
+            None => Some(None),
+            Some(ms) if (1..=KEY_EXPIRES_IN_MS_MAX).contains(&ms) => Some(Some(self.now + ms)),
+            Some(_) => None,
+        }
+    }
+
     fn grant(&mut self, g: &Grant) -> Outcome {
         if let Some(id) = &g.request_id {
-            if let Some((_, lease, _)) = self.idem.iter().find(|(r, _, _)| r == id) {
+            let key = RequestKey {
+                owner: g.owner.clone(),
+                resource: g.resource.clone(),
+                request_id: id.clone(),
+            };
+            if let Some((_, lease, _)) = self.idem.iter().find(|(r, _, _)| *r == key) {
+                if lease.lane != g.lane || lease.load != g.load || lease.ttl_ms != g.ttl_ms {
+                    return Outcome::Rejected(Rejection::RequestIdReused);
+                }
                 let live = self
                     .leases
                     .iter()
@@ -376,6 +417,7 @@ impl Model {
             ttl: g.ttl_ms,
             expires: now + g.ttl_ms,
             status: Status::Live,
+            owner: g.owner.clone(),
         });
         let lease = LeaseView {
             id,
@@ -385,7 +427,12 @@ impl Model {
             ttl_ms: g.ttl_ms,
         };
         if let Some(rid) = &g.request_id {
-            self.idem.push((rid.clone(), lease.clone(), now));
+            let key = RequestKey {
+                owner: g.owner.clone(),
+                resource: g.resource.clone(),
+                request_id: rid.clone(),
+            };
+            self.idem.push((key, lease.clone(), now));
         }
         Outcome::Granted {
             lease,
@@ -519,6 +566,10 @@ const LANES: [&str; 3] = ["default", "x", "bad lane"];
 const TTLS: [u64; 6] = [100, 250, 1_000, 5_000, 30_000, 99];
 pub const REQUEST_IDS: [&str; 4] = ["r0", "r1", "r2", "r3"];
 pub const KEY_NAMES: [&str; 3] = ["k0", "k1", "bad key"];
+/// Who sends a grant: the admin token or one of two keys.
+pub const OWNERS: [Option<&str>; 3] = [None, Some("k0"), Some("k1")];
+/// `expires_in_ms` of key commands, valid and not.
+pub const KEY_EXPIRIES: [u64; 4] = [0, 1, 60_000, u64::MAX];
 
 pub fn hash(i: u8) -> String {
     format!("{i:064x}")
@@ -554,6 +605,12 @@ pub enum Op {
         load: u64,
         ttl: usize,
         rid: Option<usize>,
+        owner: usize,
+    },
+    /// The same grant again (owner, resource, request id, lane, load, TTL) as one the
+    /// model remembers, with a fresh nonce: a client's retry.
+    Retry {
+        pick: usize,
     },
     Release {
         pick: usize,
@@ -572,10 +629,16 @@ pub enum Op {
     Delete {
         res: usize,
     },
-    PutKey {
+    CreateKey {
         name: usize,
         hash: u8,
         admin: bool,
+        expires: Option<usize>,
+    },
+    RotateKey {
+        name: usize,
+        hash: u8,
+        expires: Option<usize>,
     },
     DeleteKey {
         name: usize,
@@ -592,22 +655,26 @@ pub struct Step {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => (0..3usize, 0..10usize, prop_oneof![0..8u64, 0..120u64], 0..6usize,
-              prop::option::weighted(0.3, 0..4usize))
-            .prop_map(|(res, lane, load, ttl, rid)| Op::Grant {
+              prop::option::weighted(0.3, 0..4usize), 0..OWNERS.len())
+            .prop_map(|(res, lane, load, ttl, rid, owner)| Op::Grant {
                 res,
                 lane: match lane { 0..=4 => 0, 5..=8 => 1, _ => 2 },
                 load,
                 ttl,
                 rid,
+                owner,
             }),
+        2 => any::<usize>().prop_map(|pick| Op::Retry { pick }),
         4 => (any::<usize>(), prop::option::weighted(0.5, 0..200u64), prop::bool::weighted(0.1))
             .prop_map(|(pick, actual, forge)| Op::Release { pick, actual, forge }),
         2 => (any::<usize>(), prop::option::weighted(0.5, 0..6usize), prop::bool::weighted(0.1))
             .prop_map(|(pick, ttl, forge)| Op::Renew { pick, ttl, forge }),
         1 => (0..3usize, 0..10usize).prop_map(|(res, cfg)| Op::Put { res, cfg }),
         1 => (0..3usize).prop_map(|res| Op::Delete { res }),
-        1 => (0..3usize, 0..4u8, any::<bool>())
-            .prop_map(|(name, hash, admin)| Op::PutKey { name, hash, admin }),
+        1 => (0..3usize, 0..4u8, any::<bool>(), prop::option::weighted(0.3, 0..KEY_EXPIRIES.len()))
+            .prop_map(|(name, hash, admin, expires)| Op::CreateKey { name, hash, admin, expires }),
+        1 => (0..3usize, 0..4u8, prop::option::weighted(0.3, 0..KEY_EXPIRIES.len()))
+            .prop_map(|(name, hash, expires)| Op::RotateKey { name, hash, expires }),
         1 => (0..3usize).prop_map(|name| Op::DeleteKey { name }),
     ]
 }
@@ -667,6 +734,7 @@ pub fn resolve(op: &Op, m: &Model, n: &mut u64) -> Command {
             load,
             ttl,
             rid,
+            owner,
         } => {
             *n += 1;
             Command::Grant(Grant {
@@ -679,7 +747,26 @@ pub fn resolve(op: &Op, m: &Model, n: &mut u64) -> Command {
                 // Some leases carry a holder label, so that determinism and the
                 // snapshot round trip cover it.
                 holder: n.is_multiple_of(3).then(|| format!("worker {}", *n % 5)),
+                owner: OWNERS[*owner].map(str::to_owned),
             })
+        }
+        Op::Retry { pick } => {
+            *n += 1;
+            match m.idem.get(pick % m.idem.len().max(1)) {
+                Some((key, lease, _)) => Command::Grant(Grant {
+                    resource: key.resource.clone(),
+                    lane: lease.lane.clone(),
+                    load: lease.load,
+                    ttl_ms: lease.ttl_ms,
+                    request_id: Some(key.request_id.clone()),
+                    nonce: nonce(*n),
+                    holder: None,
+                    owner: key.owner.clone(),
+                }),
+                None => Command::DeleteKey {
+                    name: KEY_NAMES[pick % KEY_NAMES.len()].into(),
+                },
+            }
         }
         Op::Release {
             pick,
@@ -700,16 +787,29 @@ pub fn resolve(op: &Op, m: &Model, n: &mut u64) -> Command {
         Op::Delete { res } => Command::DeleteResource {
             name: RESOURCES[*res].into(),
         },
-        Op::PutKey {
+        Op::CreateKey {
             name,
             hash: h,
             admin,
-        } => Command::PutKey(ApiKey {
+            expires,
+        } => Command::CreateKey {
+            key: ApiKey::new(
+                KEY_NAMES[*name],
+                &hash(*h),
+                if *admin { Role::Admin } else { Role::Client },
+                vec!["a*".into()],
+            ),
+            expires_in_ms: expires.map(|e| KEY_EXPIRIES[e]),
+        },
+        Op::RotateKey {
+            name,
+            hash: h,
+            expires,
+        } => Command::RotateKey {
             name: KEY_NAMES[*name].into(),
             hash: hash(*h),
-            role: if *admin { Role::Admin } else { Role::Client },
-            resources: vec!["a*".into()],
-        }),
+            expires_in_ms: expires.map(|e| KEY_EXPIRIES[e]),
+        },
         Op::DeleteKey { name } => Command::DeleteKey {
             name: KEY_NAMES[*name].into(),
         },
@@ -774,9 +874,22 @@ pub fn assert_same(s: &State, m: &Model) -> Result<(), TestCaseError> {
         let want = (l.status == Status::Live).then_some(l.resource.as_str());
         prop_assert_eq!(s.lease_resource(l.id), want, "lease {}", l.id);
     }
+    for l in &m.leases {
+        let want = (l.status == Status::Live).then_some(l.owner.as_deref());
+        prop_assert_eq!(s.lease_owner(l.id).ok(), want, "owner of lease {}", l.id);
+    }
     for rid in REQUEST_IDS {
-        let want = m.idem.iter().find(|(r, _, _)| r == rid).map(|(_, l, _)| l);
-        prop_assert_eq!(s.granted_request(rid), want);
+        for owner in OWNERS {
+            for r in RESOURCES {
+                let key = RequestKey {
+                    owner: owner.map(str::to_owned),
+                    resource: r.into(),
+                    request_id: rid.into(),
+                };
+                let want = m.idem.iter().find(|(k, _, _)| *k == key).map(|(_, l, _)| l);
+                prop_assert_eq!(s.granted_request(&key), want);
+            }
+        }
     }
     for h in 0..4 {
         let want = m.keys.iter().find(|k| k.hash == hash(h));
@@ -864,6 +977,10 @@ fn random_logs_cover_every_outcome() {
         "ResourceDeleted",
         "KeyPut",
         "KeyDeleted",
+        "KeyExists",
+        "KeyNotFound",
+        "RequestIdReused",
+        "GrantEnded",
     ] {
         assert!(seen.contains(want), "no {want} in {seen:?}");
     }

@@ -1158,3 +1158,134 @@ fn the_estimate_is_a_pure_function_of_the_state() {
     assert_eq!(a.wait_ms, 6 * 40);
     assert_eq!(a.binding, Some(CONCURRENCY));
 }
+
+/// Issue 15, observation 4: waiters spread over 20 made-up lane names (weight 1 each,
+/// as lanes the config does not know used to get) pushed the configured `user-facing`
+/// lane (weight 10) to the back: it got 10 of every 30 grants. All unconfigured lanes
+/// now share one class of weight 1, so `user-facing` keeps 10 of every 11, and the
+/// made-up lanes take turns within their one share.
+#[test]
+fn made_up_lanes_share_one_weight_and_cannot_push_a_configured_lane_back() {
+    let cfg = with_lanes(ResourceConfig::concurrency(1), &[("user-facing", 10)]);
+    let mut s = shell(&[("r", cfg)]);
+    let mut holder = hold(&mut s, "r", 3_600_000);
+    for _ in 0..520 {
+        lane_req(&mut s, "r", "user-facing", 10);
+    }
+    for _ in 0..5 {
+        for i in 0..20 {
+            lane_req(&mut s, "r", &format!("made-up-{i}"), 10);
+        }
+    }
+    let mut per_lane: BTreeMap<String, u32> = BTreeMap::new();
+    for _ in 0..550 {
+        let (_, lease) = hand_over(&mut s, holder);
+        holder = lease.id;
+        *per_lane.entry(lease.lane).or_default() += 1;
+    }
+    let user_facing = per_lane.remove("user-facing").unwrap_or(0);
+    assert!(
+        (495..=505).contains(&user_facing),
+        "user-facing got {user_facing} of 550 (want 10 of every 11)"
+    );
+    // The other 50 went round the 20 made-up lanes: 2 or 3 each.
+    assert_eq!(per_lane.len(), 20, "{per_lane:?}");
+    assert!(
+        per_lane.values().all(|n| (2..=3).contains(n)),
+        "{per_lane:?}"
+    );
+}
+
+/// `default` keeps a class of its own (weight 1 unless configured): made-up lanes do
+/// not dilute it either.
+#[test]
+fn the_default_lane_is_not_in_the_shared_class() {
+    let mut s = shell(&[("r", ResourceConfig::concurrency(1))]);
+    let mut holder = hold(&mut s, "r", 3_600_000);
+    for _ in 0..40 {
+        lane_req(&mut s, "r", "default", 10);
+        for i in 0..5 {
+            lane_req(&mut s, "r", &format!("x{i}"), 10);
+        }
+    }
+    let mut default = 0;
+    for _ in 0..40 {
+        let (_, lease) = hand_over(&mut s, holder);
+        holder = lease.id;
+        default += u32::from(lease.lane == "default");
+    }
+    assert!((19..=21).contains(&default), "default got {default} of 40");
+}
+
+/// Issue 15, observation 4: one key could fill `max_queue` for everyone. A key may have
+/// at most its `waiters_max` waiters queued (all resources together); other keys and the
+/// admin token are not affected, and a served waiter frees room in the quota.
+#[test]
+fn a_key_may_queue_at_most_its_waiters_max() {
+    let mut s = shell(&[
+        ("r", ResourceConfig::concurrency(1)),
+        ("q", ResourceConfig::concurrency(1)),
+    ]);
+    let holder = hold(&mut s, "r", 3_600_000);
+    hold(&mut s, "q", 3_600_000);
+    let as_key = |s: &mut Shell, key: &str, resource: &str| ratequeue_core::Request {
+        owner: Some(key.into()),
+        waiters_max: Some(3),
+        ..s.req(resource)
+    };
+    let mut first = None;
+    for resource in ["r", "q", "r"] {
+        let r = as_key(&mut s, "greedy", resource);
+        let w = s.wait(r);
+        first.get_or_insert(w);
+    }
+    let r = as_key(&mut s, "greedy", "q");
+    assert!(
+        matches!(s.enqueue(r), Admit::Rejected(Refusal::QuotaExceeded { retry_after_ms }) if retry_after_ms > 0),
+        "the fourth waiter of a key with waiters_max 3"
+    );
+    let r = as_key(&mut s, "polite", "r");
+    s.wait(r);
+    for _ in 0..5 {
+        let r = s.req("r");
+        s.wait(r);
+    }
+    assert_eq!(s.sched.len(), 9);
+    // One of the key's waiters is served: it may queue one more.
+    let t = s.now() + 1;
+    s.at(t);
+    s.release(holder);
+    s.poll();
+    s.lease_of(first.unwrap());
+    let r = as_key(&mut s, "greedy", "q");
+    assert!(matches!(s.enqueue(r), Admit::Waiting(_)));
+}
+
+/// A retry must ask for the same grant; a waiting `request_id` reused with another
+/// load is refused, and the same id from another key is another waiter.
+#[test]
+fn a_waiting_request_id_reused_with_other_parameters_is_refused() {
+    let mut s = shell(&[("r", ResourceConfig::concurrency(1))]);
+    hold(&mut s, "r", 5_000);
+    let r = ratequeue_core::Request {
+        request_id: Some("job-1".into()),
+        owner: Some("a".into()),
+        ..s.req("r")
+    };
+    let w = s.wait(r.clone());
+    let other_load = ratequeue_core::Request {
+        load: 2,
+        ..r.clone()
+    };
+    assert_eq!(
+        s.enqueue(other_load),
+        Admit::Rejected(Refusal::RequestIdReused)
+    );
+    let other_key = ratequeue_core::Request {
+        owner: Some("b".into()),
+        ..r.clone()
+    };
+    assert!(matches!(s.enqueue(other_key), Admit::Waiting(x) if x != w));
+    // The same id retried as it was sent attaches to the first waiter.
+    assert_eq!(s.enqueue(r), Admit::Attached(w));
+}

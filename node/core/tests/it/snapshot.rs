@@ -138,3 +138,17 @@ fn fixed_state() -> State {
     }
     s
 }
+
+/// Version 4 (lease owners, idempotency by key and resource, key scopes) changed the
+/// layout: a version-3 snapshot is refused by its version byte, never decoded as
+/// garbage (docs/operations.md, "Upgrading").
+#[test]
+fn a_snapshot_of_the_previous_layout_is_refused_by_version() {
+    use ratequeue_core::state::SNAPSHOT_VERSION;
+    assert_eq!(SNAPSHOT_VERSION, 4);
+    let mut old = fixed_state().snapshot();
+    old[0] = 3;
+    let e = State::restore(&old).unwrap_err();
+    assert!(matches!(e, SnapshotError::Version(3)), "{e}");
+    assert!(e.to_string().contains("version 3 is not supported"), "{e}");
+}

@@ -1,6 +1,8 @@
-//! Cluster and operations endpoints: status, membership changes (admin), and the
-//! probes `/healthz`, `/readyz` and `/metrics` (the scrape-time gauges are gathered here
-//! from the node's views and rendered with its counters).
+//! Cluster and operations endpoints: status (read scope: admin or monitor), membership
+//! changes (admin), the probes `/healthz` and `/readyz` (open), and `/metrics`: behind
+//! the read scope on the API port, open on the separate metrics listener
+//! (`--metrics-addr`) when there is one. The scrape-time gauges are gathered here from
+//! the node's views and rendered with its counters.
 
 use std::sync::Arc;
 
@@ -10,12 +12,16 @@ use axum::response::{IntoResponse, Response};
 use ratequeue_api as api;
 use ratequeue_api::ErrorCode;
 
+use super::auth::denied;
 use super::error::json;
 use super::leader::{leader_error, require_leader, NO_LEADER_RETRY_MS};
 use super::{ApiError, Body, Caller};
 use crate::node::{AfterHandoff, MembershipError, Node};
 
-pub(super) async fn status(State(node): State<Arc<Node>>, _caller: Caller) -> Response {
+pub(super) async fn status(State(node): State<Arc<Node>>, caller: Caller) -> Response {
+    if let Err(d) = caller.may_read_cluster() {
+        return denied(d).into_response();
+    }
     json(node.status())
 }
 
@@ -25,8 +31,8 @@ pub(super) async fn add_member(
     caller: Caller,
     Body(req): Body<api::AddMember>,
 ) -> Response {
-    if let Err(e) = caller.must_be_admin() {
-        return e.into_response();
+    if let Err(d) = caller.may_manage() {
+        return denied(d).into_response();
     }
     if let Err(r) = require_leader(&node, &uri) {
         return r;
@@ -43,8 +49,8 @@ pub(super) async fn remove_member(
     caller: Caller,
     Path(id): Path<u64>,
 ) -> Response {
-    if let Err(e) = caller.must_be_admin() {
-        return e.into_response();
+    if let Err(d) = caller.may_manage() {
+        return denied(d).into_response();
     }
     if let Err(r) = require_leader(&node, &uri) {
         return r;
@@ -84,7 +90,15 @@ pub(super) async fn readyz(State(node): State<Arc<Node>>) -> Response {
     }
 }
 
-pub(super) async fn metrics(State(node): State<Arc<Node>>) -> Response {
+pub(super) async fn metrics(State(node): State<Arc<Node>>, caller: Caller) -> Response {
+    if let Err(d) = caller.may_read_cluster() {
+        return denied(d).into_response();
+    }
+    open_metrics(State(node)).await
+}
+
+/// `/metrics` without authentication: the metrics listener's only route.
+pub(super) async fn open_metrics(State(node): State<Arc<Node>>) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -108,5 +122,10 @@ fn membership_error(e: MembershipError) -> ApiError {
 
 /// The Prometheus text: the node's counters and its scrape-time gauges.
 fn metrics_text(node: &Node) -> String {
+    {
+        let applied = node.applied.read();
+        node.metrics
+            .retain_resources(|r| applied.state.resource(r).is_some());
+    }
     node.metrics.render(&node.gauges())
 }

@@ -23,7 +23,7 @@ use axum::Extension;
 use ratequeue_api as api;
 use ratequeue_api::dashboard as ui;
 use ratequeue_api::ErrorCode;
-use ratequeue_core::{Fit, Role, NAME_LEN_MAX};
+use ratequeue_core::{scope, Fit, Role, NAME_LEN_MAX};
 use serde::Deserialize;
 
 use super::error::api_kind;
@@ -32,7 +32,7 @@ use super::forward::Upstream;
 use super::keys::role_json;
 use super::leader::{failure, require_leader};
 use super::resources::{check_name, limit_json, resource_spec};
-use super::{ApiError, Caller};
+use super::{denied, ApiError, Caller};
 use crate::node::Node;
 
 /// Rows of one page of the resources list.
@@ -46,36 +46,37 @@ pub const LEASES_SHOWN_MAX: usize = 100;
 const MEMBERS_MAX: usize = 16;
 const MEMBER_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What a caller may see. The server decides; the page only hides what it is refused.
-/// Today's rules (`Caller`): a client key sees the resources its patterns allow, admins
-/// see everything; the cluster view is open to every key, as `/v1/cluster/status` is.
+/// What a caller may see: the scope rules (`ratequeue_core::scope`), as for the rest of
+/// the API. The server decides; the page only hides what it is refused. A client key
+/// sees the resources its patterns name; admin and monitor keys see everything; the
+/// cluster view needs the read scope, as `/v1/cluster/status` does.
 mod visibility {
     use super::Caller;
 
     pub(super) fn resource(caller: &Caller, name: &str) -> bool {
-        caller.may_use(name).is_ok()
+        caller.may_see(name)
     }
 
-    pub(super) fn cluster(_caller: &Caller) -> Result<(), super::ApiError> {
-        Ok(())
+    pub(super) fn cluster(caller: &Caller) -> Result<(), super::ApiError> {
+        caller.may_read_cluster().map_err(super::denied)
     }
 }
 
 pub(super) async fn session(State(node): State<Arc<Node>>, caller: Caller) -> Response {
-    let s = match caller {
-        Caller::Admin => ui::Session {
+    let s = match caller.0 {
+        scope::Caller::AdminToken => ui::Session {
             name: "admin".into(),
             role: api::Role::Admin,
             resources: Vec::new(),
             node_id: node.id,
         },
-        Caller::Key(k) => ui::Session {
+        scope::Caller::Key(k) => ui::Session {
             name: k.name,
             role: role_json(k.role),
-            resources: if k.role == Role::Admin {
-                Vec::new()
-            } else {
+            resources: if k.role == Role::Client {
                 k.resources
+            } else {
+                Vec::new()
             },
             node_id: node.id,
         },

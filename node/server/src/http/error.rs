@@ -2,6 +2,10 @@
 //! "retry_after_ms"?, "limit"?, "bucket"?}}` with `Retry-After`), the `Body` JSON
 //! extractor whose rejections use it, and the mapping of the core's refusals and
 //! rejections onto error codes.
+//!
+//! `Body` accepts a JSON object only (an array would be read by position into the
+//! struct's fields), at most `BODY_BYTES_MAX` bytes, received within
+//! `BODY_READ_TIMEOUT`.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -16,6 +20,8 @@ use serde::Serialize;
 
 /// Largest accepted request body.
 pub const BODY_BYTES_MAX: usize = 64 * 1024;
+/// A request body must arrive within this long of its headers (`408 request_timeout`).
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The one error type of the API: `{"error": {"code", "message", "retry_after_ms"?}}`.
 #[derive(Debug)]
@@ -90,17 +96,29 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(ErrorCode::PayloadTooLarge, "request body too large")
-            } else {
-                ApiError::invalid(format!("unreadable body: {e}"))
-            }
-        })?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
+        let read = tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(req, state));
+        let bytes = read
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorCode::RequestTimeout,
+                    format!(
+                        "the request body did not arrive within {} s",
+                        BODY_READ_TIMEOUT.as_secs()
+                    ),
+                )
+            })?
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(ErrorCode::PayloadTooLarge, "request body too large")
+                } else {
+                    ApiError::invalid(format!("unreadable body: {e}"))
+                }
+            })?;
+        let bytes: &[u8] = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            None => b"{}",
+            Some(b'{') => &bytes,
+            Some(_) => return Err(ApiError::invalid("the body must be a JSON object")),
         };
         serde_json::from_slice(bytes)
             .map(Body)
@@ -142,6 +160,12 @@ pub(super) fn refusal(r: Refusal) -> ApiError {
             retry_after_ms,
             binding,
         ),
+        Refusal::QuotaExceeded { retry_after_ms } => ApiError::new(
+            ErrorCode::QuotaExceeded,
+            "the key has its max_waiters waiters queued already",
+        )
+        .retry(retry_after_ms),
+        Refusal::RequestIdReused => request_id_reused(),
     }
 }
 
@@ -187,6 +211,12 @@ pub(super) fn rejection(r: Rejection) -> ApiError {
             ApiError::invalid("the cluster's resource table is full")
         }
         Rejection::TableFull(Table::Keys) => ApiError::invalid("the cluster's key table is full"),
+        Rejection::RequestIdReused => request_id_reused(),
+        Rejection::KeyExists => ApiError::new(
+            ErrorCode::KeyExists,
+            "a key with this name exists; rotate it (POST /v1/keys/{name}/rotate) or delete it first",
+        ),
+        Rejection::KeyNotFound => ApiError::new(ErrorCode::KeyNotFound, "no such key"),
         Rejection::Invalid(m) => ApiError::invalid(m),
     }
 }
@@ -207,6 +237,13 @@ fn limit_name(b: Binding) -> String {
         (LimitKind::Request, None) => "request rate limit".into(),
         (LimitKind::Load, None) => "load rate limit".into(),
     }
+}
+
+fn request_id_reused() -> ApiError {
+    ApiError::new(
+        ErrorCode::RequestIdReused,
+        "this request_id was used by this key on this resource with another lane, load or ttl_ms",
+    )
 }
 
 pub(super) fn json<T: Serialize>(v: T) -> Response {

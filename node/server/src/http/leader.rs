@@ -66,6 +66,11 @@ pub(super) fn failure(node: &Node, uri: &Uri, f: Failure) -> Response {
         )
         .into_response(),
         Failure::Refused(r) => refusal(r).into_response(),
+        Failure::NotOwner => ApiError::new(
+            ErrorCode::Forbidden,
+            "the lease was acquired by another key; only that key or an admin may release or renew it",
+        )
+        .into_response(),
         Failure::Rejected(r) => rejection(r).into_response(),
     }
 }

@@ -1,5 +1,7 @@
-//! Leases: acquire (validated into `AcquireParams` for the admission queue), release
-//! and renew, and the lease body returned to the holder.
+//! Leases: acquire (validated into `AcquireParams` for the admission queue, the
+//! caller's scope checked: resource, lane, priority), release and renew (only the key
+//! that acquired the lease, or an admin; decided by the admission loop without a Raft
+//! write when refused), and the lease body returned to the holder.
 
 use std::sync::Arc;
 
@@ -14,11 +16,13 @@ use ratequeue_core::{
     TTL_MS_MIN,
 };
 
+use super::access;
+use super::auth::denied;
 use super::error::{json, rejection, unexpected};
 use super::leader::{failure, require_leader};
 use super::resources::{check_name, limit_json};
 use super::{ApiError, Body, Caller};
-use crate::admission::AcquireParams;
+use crate::admission::{AcquireParams, Toucher};
 use crate::node::Node;
 
 /// Longest an acquire may wait in the queue.
@@ -31,6 +35,7 @@ fn acquire_params(
     name: String,
     b: api::AcquireRequest,
     node: &Node,
+    caller: &Caller,
 ) -> Result<AcquireParams, ApiError> {
     check_name(&name)?;
     let lane = b.lane.unwrap_or_else(|| DEFAULT_LANE.to_owned());
@@ -71,20 +76,25 @@ fn acquire_params(
     if let Some(h) = &b.holder {
         validate_holder(h).map_err(ApiError::invalid)?;
     }
+    let priority = b.priority.unwrap_or(DEFAULT_PRIORITY);
+    caller.may_acquire(&name, &lane, priority).map_err(denied)?;
     Ok(AcquireParams {
         resource: name,
         lane,
-        priority: b.priority.unwrap_or(DEFAULT_PRIORITY),
+        priority,
         load,
         ttl_ms,
         wait_ms,
         request_id: b.request_id,
         holder: b.holder,
+        owner: caller.owner(),
+        waiters_max: caller.waiters_max(),
     })
 }
 
-/// An acquire up to the point of admission: counted, the caller allowed on the
-/// resource, the body validated into `AcquireParams`.
+/// An acquire up to the point of admission: counted and recorded in the request span,
+/// the body validated into `AcquireParams`, the caller's scope checked (resource, lane,
+/// priority).
 pub(crate) fn admit_request(
     node: &Node,
     caller: &Caller,
@@ -92,8 +102,14 @@ pub(crate) fn admit_request(
     body: api::AcquireRequest,
 ) -> Result<AcquireParams, ApiError> {
     node.metrics.http_request();
-    caller.may_use(&name)?;
-    acquire_params(name, body, node)
+    access::record("resource", &name);
+    if let Some(lane) = &body.lane {
+        access::record("lane", lane);
+    }
+    if let Some(id) = &body.request_id {
+        access::record("request_id", id);
+    }
+    acquire_params(name, body, node, caller)
 }
 
 pub(crate) async fn acquire(
@@ -110,9 +126,11 @@ pub(crate) async fn acquire(
     if let Err(r) = require_leader(&node, &uri) {
         return r;
     }
-    tracing::debug!(resource = %params.resource, lane = %params.lane, request_id = ?params.request_id, "acquire");
     match node.admission.acquire(params).await {
-        Ok(g) => json(lease_json(g.lease, &g.limits, g.queued_ms)),
+        Ok(g) => {
+            access::record("lease_id", &g.lease.id.to_string());
+            json(lease_json(g.lease, &g.limits, g.queued_ms))
+        }
         Err(f) => failure(&node, &uri, f),
     }
 }
@@ -136,18 +154,13 @@ pub(super) fn parse_lease(id: &str) -> Result<LeaseId, ApiError> {
         .map_err(|()| ApiError::new(ErrorCode::LeaseNotFound, "no such lease"))
 }
 
-/// A client key may touch a lease only if it may use the lease's resource.
-pub(super) fn may_touch(node: &Node, caller: &Caller, lease: LeaseId) -> Result<(), ApiError> {
-    let resource = node
-        .applied
-        .read()
-        .state
-        .lease_resource(lease)
-        .map(str::to_owned);
-    match resource {
-        Some(r) => caller.may_use(&r),
-        None => Ok(()),
-    }
+fn toucher(caller: &Caller) -> Result<Toucher, ApiError> {
+    // A monitor key holds no leases; refuse it before anything is looked up.
+    caller.may_hold_leases().map_err(denied)?;
+    Ok(Toucher {
+        admin: caller.is_admin(),
+        owner: caller.owner(),
+    })
 }
 
 pub(super) async fn release(
@@ -158,6 +171,7 @@ pub(super) async fn release(
     Body(body): Body<api::ReleaseRequest>,
 ) -> Response {
     node.metrics.http_request();
+    access::record("lease_id", &id);
     let lease = match parse_lease(&id) {
         Ok(l) => l,
         Err(e) => return e.into_response(),
@@ -166,17 +180,18 @@ pub(super) async fn release(
         return ApiError::invalid(format!("actual_load must be at most {LOAD_MAX}"))
             .into_response();
     }
+    let by = match toucher(&caller) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     if let Err(r) = require_leader(&node, &uri) {
         return r;
-    }
-    if let Err(e) = may_touch(&node, &caller, lease) {
-        return e.into_response();
     }
     let cmd = Command::Release {
         lease,
         actual_load: body.actual_load,
     };
-    match node.admission.write(cmd).await {
+    match node.admission.touch(cmd, lease, by).await {
         Ok(Outcome::Released { already }) => json(api::ReleaseResponse {
             state: if already {
                 api::ReleaseState::AlreadyReleased
@@ -198,6 +213,7 @@ pub(super) async fn renew(
     Body(body): Body<api::RenewRequest>,
 ) -> Response {
     node.metrics.http_request();
+    access::record("lease_id", &id);
     let lease = match parse_lease(&id) {
         Ok(l) => l,
         Err(e) => return e.into_response(),
@@ -209,20 +225,18 @@ pub(super) async fn renew(
         return ApiError::invalid(format!("ttl_ms must be in {TTL_MS_MIN}..={TTL_MS_MAX}"))
             .into_response();
     }
+    let by = match toucher(&caller) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     if let Err(r) = require_leader(&node, &uri) {
         return r;
     }
-    if let Err(e) = may_touch(&node, &caller, lease) {
-        return e.into_response();
-    }
-    match node
-        .admission
-        .write(Command::Renew {
-            lease,
-            ttl_ms: body.ttl_ms,
-        })
-        .await
-    {
+    let cmd = Command::Renew {
+        lease,
+        ttl_ms: body.ttl_ms,
+    };
+    match node.admission.touch(cmd, lease, by).await {
         Ok(Outcome::Renewed { lease }) => json(api::RenewResponse {
             lease_id: lease.id.to_string(),
             fencing_token: lease.id.token,

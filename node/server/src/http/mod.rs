@@ -6,7 +6,10 @@
 //! (follower). Nothing below `http` imports from it.
 //!
 //! - `error`: `ApiError`, the `Body` extractor, core refusals/rejections as errors.
-//! - `auth`: `Caller` from the bearer token; what a caller may touch.
+//! - `access`: the request span and the access log line.
+//! - `auth`: the `authenticate` middleware (bearer token -> `Caller`, failed-auth
+//!   throttle per source, per-key in-flight quota). What a `Caller` may see and do is
+//!   decided in `ratequeue_core::scope`, nowhere here.
 //! - `leader`: leader-only requests, 307 redirects, 503 `no_leader`, read barriers.
 //! - `leases`: acquire, release, renew. `resources`: resource CRUD and views.
 //! - `keys`: API keys. `cluster`: status, membership, `/healthz`, `/readyz`, `/metrics`.
@@ -14,6 +17,7 @@
 //!   `forward`: the layer that sends the dashboard's leader-only calls on to the leader.
 //! - `router`: `app(node)`, every route in one place.
 
+pub mod access;
 mod auth;
 mod cluster;
 mod dashboard;
@@ -26,8 +30,8 @@ mod resources;
 mod router;
 mod ui;
 
-pub use auth::{key_hash, Caller};
-pub use error::{ApiError, Body, BODY_BYTES_MAX};
+pub use auth::{denied, key_hash, AuthGuard, Caller};
+pub use error::{ApiError, Body, BODY_BYTES_MAX, BODY_READ_TIMEOUT};
 pub use leases::{WAIT_MS_DEFAULT, WAIT_MS_MAX};
 pub use resources::{resource_config, resource_spec};
-pub use router::app;
+pub use router::{app, metrics_app};

@@ -1,6 +1,7 @@
 //! Resources: the conversion between the API's resource body and the core's config
 //! (defaults filled in, validated), put/delete (admin), and the read views with live
-//! statistics.
+//! statistics, filtered by the caller's scope (a client key sees only the resources its
+//! patterns name; none at all if they name nothing).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use ratequeue_api::ErrorCode;
 use ratequeue_core::config::validate_name;
 use ratequeue_core::{Command, LaneConfig, LimitView, Outcome, Per, RateLimit, ResourceConfig};
 
+use super::auth::denied;
 use super::error::{json, rejection, unexpected};
 use super::leader::{failure, read_barrier, require_leader, ReadQuery};
 use super::{ApiError, Body, Caller};
@@ -94,8 +96,8 @@ pub(super) async fn put_resource(
     Path(name): Path<String>,
     Body(spec): Body<api::ResourceSpec>,
 ) -> Response {
-    if let Err(e) = caller.must_be_admin() {
-        return e.into_response();
+    if let Err(d) = caller.may_manage() {
+        return denied(d).into_response();
     }
     let config = match check_name(&name).and_then(|()| resource_config(spec)) {
         Ok(c) => c,
@@ -136,7 +138,11 @@ pub(super) async fn delete_resource(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Response {
-    if let Err(e) = caller.must_be_admin().and_then(|()| check_name(&name)) {
+    if let Err(e) = caller
+        .may_manage()
+        .map_err(denied)
+        .and_then(|()| check_name(&name))
+    {
         return e.into_response();
     }
     if let Err(r) = require_leader(&node, &uri) {
@@ -186,12 +192,17 @@ pub(super) const LIST_LEN_MAX: usize = 10_000;
 pub(super) async fn list_resources(
     State(node): State<Arc<Node>>,
     uri: Uri,
-    _caller: Caller,
+    caller: Caller,
     q: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(q)) = q else {
         return ApiError::invalid("bad query string").into_response();
     };
+    if !caller.sees_any() {
+        return json(api::ResourceList {
+            resources: Vec::new(),
+        });
+    }
     if let Err(r) = read_barrier(&node, &uri, q.stale).await {
         return r;
     }
@@ -200,6 +211,7 @@ pub(super) async fn list_resources(
         .read()
         .state
         .resources()
+        .filter(|(n, _)| caller.may_see(n))
         .take(LIST_LEN_MAX)
         .map(|(n, _)| n.to_owned())
         .collect();
@@ -222,7 +234,7 @@ pub(super) async fn get_resource(
     let Ok(Query(q)) = q else {
         return ApiError::invalid("bad query string").into_response();
     };
-    if let Err(e) = check_name(&name).and_then(|()| caller.may_use(&name)) {
+    if let Err(e) = check_name(&name).and_then(|()| caller.may_read(&name).map_err(denied)) {
         return e.into_response();
     }
     if let Err(r) = read_barrier(&node, &uri, q.stale).await {

@@ -1,6 +1,11 @@
 //! `app(node)`: the client API router over a node handle, so tests can call it without
 //! sockets. Every route and the body bound are here, the dashboard's files and views
 //! included, and the layer that forwards the dashboard's calls to the leader.
+//!
+//! Layers, outermost first: the request span and access log (`access`), the forwarding
+//! of the dashboard's calls to the leader (`forward`), the body bound, then on every
+//! route but the probes and the dashboard's static files `authenticate` (`auth`).
+//! Unknown paths get `400 invalid_request` without authentication.
 
 use std::sync::Arc;
 
@@ -8,8 +13,9 @@ use axum::routing::{delete, get, post};
 use axum::{Extension, Router};
 use ratequeue_api::ErrorCode;
 
+use super::auth::{authenticate, AuthGuard};
 use super::forward::{self, Upstream};
-use super::{cluster, dashboard, keys, leases, resources, ui, ApiError, BODY_BYTES_MAX};
+use super::{access, cluster, dashboard, keys, leases, resources, ui, ApiError, BODY_BYTES_MAX};
 use crate::node::Node;
 use crate::tls::Tls;
 
@@ -22,7 +28,8 @@ pub fn app(node: Arc<Node>, tls: Option<Tls>) -> anyhow::Result<Router> {
     let acquire = post(leases::acquire);
     #[cfg(feature = "sabotage-follower-grants")]
     let acquire = post(crate::sabotage::acquire);
-    Ok(Router::new()
+    let guard = Arc::new(AuthGuard::default());
+    let authenticated = Router::new()
         .route("/v1/resources/{name}/acquire", acquire)
         .route("/v1/leases/{id}/release", post(leases::release))
         .route("/v1/leases/{id}/renew", post(leases::renew))
@@ -35,16 +42,23 @@ pub fn app(node: Arc<Node>, tls: Option<Tls>) -> anyhow::Result<Router> {
         )
         .route("/v1/keys", post(keys::create_key).get(keys::list_keys))
         .route("/v1/keys/{name}", delete(keys::delete_key))
+        .route("/v1/keys/{name}/rotate", post(keys::rotate_key))
         .route("/v1/cluster/status", get(cluster::status))
         .route("/v1/cluster/members", post(cluster::add_member))
         .route("/v1/cluster/members/{id}", delete(cluster::remove_member))
-        .route("/healthz", get(cluster::healthz))
-        .route("/readyz", get(cluster::readyz))
         .route("/metrics", get(cluster::metrics))
         .route("/v1/dashboard/session", get(dashboard::session))
         .route("/v1/dashboard/resources", get(dashboard::resources))
         .route("/v1/dashboard/resources/{name}", get(dashboard::resource))
         .route("/v1/dashboard/cluster", get(dashboard::cluster))
+        .route_layer(axum::middleware::from_fn_with_state(
+            (node.clone(), guard),
+            authenticate,
+        ));
+    Ok(Router::new()
+        .merge(authenticated)
+        .route("/healthz", get(cluster::healthz))
+        .route("/readyz", get(cluster::readyz))
         .route("/", get(ui::to_index))
         .route("/ui", get(ui::to_index))
         .route("/ui/", get(ui::index))
@@ -56,5 +70,16 @@ pub fn app(node: Arc<Node>, tls: Option<Tls>) -> anyhow::Result<Router> {
             forward::to_leader,
         ))
         .layer(Extension(upstream))
+        .layer(axum::middleware::from_fn(access::access))
         .with_state(node))
+}
+
+/// The metrics listener's router (`--metrics-addr`): `GET /metrics`, open, and nothing
+/// else.
+pub fn metrics_app(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/metrics", get(cluster::open_metrics))
+        .fallback(|| async { ApiError::new(ErrorCode::InvalidRequest, "no such endpoint") })
+        .layer(axum::middleware::from_fn(access::access))
+        .with_state(node)
 }

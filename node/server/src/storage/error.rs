@@ -53,7 +53,7 @@ pub enum StoreError {
     Truncated { key: RecordKey, len: usize },
 
     /// A record was written by an unknown format version.
-    #[error("corrupt record {key}: format version {found}, this build reads version {expected}")]
+    #[error("record {key} has format version {found}, this build reads version {expected} (written by another build, or corrupt; see docs/operations.md, \"Upgrading\")")]
     Version {
         key: RecordKey,
         found: u8,

@@ -10,8 +10,10 @@ use serde::Serialize;
 
 use super::error::{RecordKey, StoreError};
 
-/// The record format this build writes and reads.
-pub const RECORD_FORMAT_VERSION: u8 = 1;
+/// The record format this build writes and reads. 2: the commands' layout changed
+/// (lease owners, key scopes, `CreateKey`/`RotateKey`); a store written by an older
+/// build is refused on open (docs/operations.md, "Upgrading").
+pub const RECORD_FORMAT_VERSION: u8 = 2;
 
 /// Bytes in front of the payload: version (1) + crc32 (4).
 pub const RECORD_HEADER_LEN: usize = 5;
@@ -126,8 +128,11 @@ mod tests {
         // Two valid varint u64s: decoding one leaves a trailing byte.
         let err = decode::<u64>(RecordKey::Log(1), &framed).unwrap_err();
         assert!(matches!(err, StoreError::Decode { .. }), "{err}");
-        framed[0] = 2;
+        framed[0] = RECORD_FORMAT_VERSION + 1;
         let err = payload(RecordKey::SnapshotData, &framed).unwrap_err();
-        assert!(matches!(err, StoreError::Version { found: 2, .. }), "{err}");
+        assert!(
+            matches!(err, StoreError::Version { found, .. } if found == RECORD_FORMAT_VERSION + 1),
+            "{err}"
+        );
     }
 }

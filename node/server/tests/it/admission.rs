@@ -333,7 +333,7 @@ async fn redirects_idempotency_and_errors() {
     let (s, a) = c.acquire(follower, "r", body.clone()).await;
     assert_eq!(s, 200, "{a}");
     assert_eq!(a["lane"], "batch", "the body survived the redirect");
-    let (s, b) = c.acquire(follower, "r", body).await;
+    let (s, b) = c.acquire(follower, "r", body.clone()).await;
     assert_eq!(s, 200);
     assert_eq!(a["lease_id"], b["lease_id"], "same request id, same lease");
     let (_, v) = c
@@ -346,7 +346,7 @@ async fn redirects_idempotency_and_errors() {
         .release(leader, a["lease_id"].as_str().unwrap(), json!({}))
         .await;
     assert_eq!(s, 200);
-    let (s, v) = c.acquire(leader, "r", json!({"request_id": "req-1"})).await;
+    let (s, v) = c.acquire(leader, "r", body).await;
     assert_eq!(
         (s, v["error"]["code"].as_str().unwrap()),
         (410, "lease_expired"),
@@ -623,11 +623,12 @@ async fn disconnected_waiters_leave_the_queue() {
     assert_eq!(s, 200, "nobody took the slot: {v}");
 }
 
-/// Waiting acquires multiplexed on one HTTP/2 connection: all of them queue (the
-/// leader's gauges show it), and all are granted once the resource grows.
+/// Waiting acquires multiplexed on one HTTP/2 connection (up to its stream bound, 128
+/// by default): all of them queue (the leader's gauges show it), and all are granted
+/// once the resource grows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_waiters_share_one_http2_connection() {
-    const WAITERS: usize = 150;
+    const WAITERS: usize = 120;
     let c = Cluster::start(3).await;
     c.put_resource("h2", json!({"concurrency": 1})).await;
     let l = c.wait_leader().await;
@@ -657,7 +658,11 @@ async fn many_waiters_share_one_http2_connection() {
             .unwrap_or_else(|| panic!("{name} missing from /metrics"))
     };
     let metrics = eventually(Duration::from_secs(20), "every waiter queued", || async {
-        let text = reqwest::get(format!("{}/metrics", c.url(l)))
+        let text = c
+            .http()
+            .get(format!("{}/metrics", c.url(l)))
+            .bearer_auth(ADMIN)
+            .send()
             .await
             .ok()?
             .text()
@@ -706,6 +711,7 @@ async fn a_retry_while_waiting_joins_the_first_attempt() {
             let m = c3
                 .http()
                 .get(format!("{}/metrics", c3.url(l)))
+                .bearer_auth(ADMIN)
                 .send()
                 .await
                 .ok()?;

@@ -32,14 +32,16 @@ impl Cluster {
     /// `n` voters with small snapshots (`--snapshot-every 200`) and caches, once a
     /// leader serves.
     pub async fn start(n: u64) -> Cluster {
-        let c = ClusterConfig::new(env!("CARGO_BIN_EXE_ratequeue"))
+        Cluster::start_with(n, |c| c).await
+    }
+
+    /// Like `start`, with the config adjusted by `f` (extra flags, a fixed block, ...).
+    pub async fn start_with(n: u64, f: impl FnOnce(ClusterConfig) -> ClusterConfig) -> Cluster {
+        let config = ClusterConfig::new(env!("CARGO_BIN_EXE_ratequeue"))
             .nodes(n)
             .admin_token(ADMIN)
-            .args(["--snapshot-every", "200", "--cache-mb", "16"])
-            .start()
-            .await
-            .unwrap();
-        Cluster(c)
+            .args(["--snapshot-every", "200", "--cache-mb", "16"]);
+        Cluster(f(config).start().await.unwrap())
     }
 
     /// The agreed, serving leader, once there is one.

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use self::mem::{MemLog, MemSm};
 use super::client::split_hint;
 use super::{peer_router, wire, ClusterSecret, PeerNetwork, PEER_BODY_BYTES_MAX};
-use crate::listener::{self, Plain};
+use crate::listener::{self, ConnLimits, Plain};
 use crate::raft::types::{Batch, NodeId, NodeInfo, Raft};
 use crate::tls::test_pki::TestCa;
 use crate::tls::{node_name, Tls};
@@ -81,8 +81,22 @@ async fn start_node_with(id: NodeId, config: Arc<Config>, tls: Option<Tls>) -> T
     );
     let stop = std::future::pending();
     match tls {
-        Some(tls) => tokio::spawn(listener::serve(tcp, tls.peer_handshake(), app, stop)),
-        None => tokio::spawn(listener::serve(tcp, Plain, app, stop)),
+        Some(tls) => tokio::spawn(listener::serve(
+            tcp,
+            tls.peer_handshake(),
+            app,
+            ConnLimits::peer(),
+            Default::default(),
+            stop,
+        )),
+        None => tokio::spawn(listener::serve(
+            tcp,
+            Plain,
+            app,
+            ConnLimits::peer(),
+            Default::default(),
+            stop,
+        )),
     };
     TestNode { id, raft, sm, addr }
 }

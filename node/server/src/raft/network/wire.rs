@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::secret::NONCE_BYTES;
 
 /// Version of the peer body format; bump on any incompatible change of the encoded types.
-pub(super) const WIRE_VERSION: u8 = 1;
+/// 2: the commands' layout changed with record format 2 (lease owners, key scopes).
+pub(super) const WIRE_VERSION: u8 = 2;
 
 pub(super) const PATH_APPEND_ENTRIES: &str = "/raft/append-entries";
 pub(super) const PATH_VOTE: &str = "/raft/vote";
