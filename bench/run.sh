@@ -54,9 +54,10 @@ trap cleanup EXIT
 
 export RATEQUEUE_LOG=warn
 # ratequeue: the test-cluster kit's throwaway cluster (docs/testkit.md) on a free loopback
-# block, default server settings; its node logs are copied to OUT_DIR at the end. It
-# answers once a leader serves.
-dev_cluster_start "$bin/ratequeue"
+# block, default server settings but the per-source connection cap: every load-generator
+# client and the waiters probe's 782 HTTP/2 connections come from one address. Its node
+# logs are copied to OUT_DIR at the end. It answers once a leader serves.
+dev_cluster_start "$bin/ratequeue" 3 --serve-arg=--connections-per-source-max=4096
 export RATEQUEUE_ADMIN_TOKEN=$DEV_TOKEN
 rq_url=$DEV_URLS
 

@@ -332,6 +332,10 @@ pub struct Args {
     /// `waiters` workload: acquires to park in the queue.
     #[arg(long, default_value_t = 100_000)]
     waiters: usize,
+    /// `waiters` workload: one HTTP/1.1 connection per waiter instead of HTTP/2 (the
+    /// server's per-source connection cap and both sides' file limits must allow it).
+    #[arg(long)]
+    waiters_http1: bool,
     /// One JSON report per line instead of a table.
     #[arg(long)]
     json: bool,
@@ -370,7 +374,12 @@ pub async fn main(global: &Global, args: Args) -> Result<u8, Failure> {
                 "the waiters probe is for ratequeue only"
             )));
         }
-        let r = waiters::run(&urls, &token, &args.resource, args.waiters)
+        let protocol = if args.waiters_http1 {
+            waiters::Protocol::Http1
+        } else {
+            waiters::Protocol::H2
+        };
+        let r = waiters::run(&urls, &token, &args.resource, args.waiters, protocol)
             .await
             .map_err(fail)?;
         if args.json {

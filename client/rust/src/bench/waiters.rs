@@ -3,8 +3,9 @@
 //!
 //! A waiting acquire is an open request. Over HTTP/1.1 that is a connection each, and
 //! 100 000 of them would need more file descriptors than a process usually may open, so
-//! the probe speaks HTTP/2 (prior knowledge) with `STREAMS_PER_CONNECTION` requests on
-//! each connection. The resource has `concurrency: 1`, held by the probe's own lease, so
+//! by default the probe speaks HTTP/2 (prior knowledge) with `STREAMS_PER_CONNECTION`
+//! requests on each connection; `--waiters-http1` opens one HTTP/1.1 connection per
+//! waiter instead, to measure what a waiter costs that way. The resource has `concurrency: 1`, held by the probe's own lease, so
 //! every other acquire waits. At the end the probe drops every request and checks that
 //! the leader cancels all the waiters.
 
@@ -15,15 +16,27 @@ use serde_json::json;
 use super::http_client;
 use super::ratequeue::{leader_url, put_resource};
 
-/// Below hyper's default limit of 200 concurrent streams per connection.
-const STREAMS_PER_CONNECTION: usize = 190;
+/// The server's default bound of requests in flight on one HTTP/2 connection
+/// (`--h2-streams-max`, 128): more would wait on the client's side, not in the queue.
+const STREAMS_PER_CONNECTION: usize = 128;
 /// The most waiters the probe parks (the cluster's own bound is 1 000 000).
 const WAITERS_MAX: usize = 1_000_000;
 /// How long the queue may take to fill, or to drain after the probe lets go.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// How the probe's acquires reach the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// HTTP/2, `STREAMS_PER_CONNECTION` waiters per connection.
+    H2,
+    /// HTTP/1.1, one connection per waiter.
+    Http1,
+}
+
 #[derive(Debug, serde::Serialize)]
 pub struct Report {
+    pub protocol: Protocol,
     pub waiters: usize,
     pub rss_before_bytes: u64,
     pub rss_bytes: u64,
@@ -39,8 +52,12 @@ impl std::fmt::Display for Report {
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         write!(
             f,
-            "waiters {} | leader RSS {:.1} MiB (before {:.1} MiB, {} B per waiter) | parked in {:.1} s, cancelled in {:.1} s",
+            "waiters {} over {} | leader RSS {:.1} MiB (before {:.1} MiB, {} B per waiter) | parked in {:.1} s, cancelled in {:.1} s",
             self.waiters,
+            match self.protocol {
+                Protocol::H2 => "HTTP/2",
+                Protocol::Http1 => "HTTP/1.1",
+            },
             mib(self.rss_bytes),
             mib(self.rss_before_bytes),
             self.bytes_per_waiter,
@@ -93,7 +110,13 @@ async fn settle(
     }
 }
 
-pub async fn run(urls: &[String], token: &str, resource: &str, n: usize) -> anyhow::Result<Report> {
+pub async fn run(
+    urls: &[String],
+    token: &str,
+    resource: &str,
+    n: usize,
+    protocol: Protocol,
+) -> anyhow::Result<Report> {
     anyhow::ensure!(
         (1..=WAITERS_MAX).contains(&n),
         "waiters must be in 1..={WAITERS_MAX}"
@@ -120,13 +143,20 @@ pub async fn run(urls: &[String], token: &str, resource: &str, n: usize) -> anyh
     let start = Instant::now();
     let body = serde_json::to_vec(&json!({ "wait_ms": 3_600_000 }))?;
     let mut requests = tokio::task::JoinSet::new();
-    for c in 0..n.div_ceil(STREAMS_PER_CONNECTION) {
-        let h2 = reqwest::Client::builder()
-            .http2_prior_knowledge()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        for _ in c * STREAMS_PER_CONNECTION..((c + 1) * STREAMS_PER_CONNECTION).min(n) {
-            let req = h2
+    let per_connection = match protocol {
+        Protocol::H2 => STREAMS_PER_CONNECTION,
+        // One client for all: concurrent HTTP/1.1 requests each open a connection.
+        Protocol::Http1 => n,
+    };
+    for c in 0..n.div_ceil(per_connection) {
+        let builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+        let client = match protocol {
+            Protocol::H2 => builder.http2_prior_knowledge(),
+            Protocol::Http1 => builder.http1_only(),
+        }
+        .build()?;
+        for _ in c * per_connection..((c + 1) * per_connection).min(n) {
+            let req = client
                 .post(&acquire)
                 .bearer_auth(token)
                 .header("content-type", "application/json")
@@ -148,6 +178,7 @@ pub async fn run(urls: &[String], token: &str, resource: &str, n: usize) -> anyh
     while requests.join_next().await.is_some() {}
     settle(&http, &leader, token, |w| w == 0).await?;
     Ok(Report {
+        protocol,
         waiters: n,
         rss_before_bytes: rss_before,
         rss_bytes: rss,
