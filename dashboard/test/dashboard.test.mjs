@@ -3,7 +3,9 @@
 // validation error next to the field first), watch a waiter appear and leave while a
 // client holds and releases the slot, the binding limit named, a limit edited and in
 // effect, a key created and revoked and its client refused, the leader killed and the
-// page following the new leader, 10 000 resources paginated. Waits are Playwright's
+// page following the new leader (and a page whose own node died pointing at the other
+// members), scoped, monitor and empty keys seeing exactly their scope, 10 000 resources
+// paginated. Waits are Playwright's
 // auto-waiting assertions and `eventually` polls, each with a deadline; no fixed sleeps.
 //
 // RATEQUEUE_BIN: the ratequeue binary (default ../target/debug/ratequeue).
@@ -169,17 +171,80 @@ test("sign in, resources, waiters and the binding limit, edits, keys, failover",
   const refused = await api(leaderUrl(), "POST", "/v1/resources/gpt/acquire", { token: secret, body: { wait_ms: 0 } });
   assert.equal(refused.status, 401, "the revoked key's client is refused");
 
-  // A client key sees only its own resources, and no key management.
+  // A scoped client key, created in the form with lanes and a highest priority.
   await api(leaderUrl(), "PUT", "/v1/resources/other", { token, body: { concurrency: 1 } });
-  const scoped = await api(leaderUrl(), "POST", "/v1/keys", { token, body: { name: "gpt-only", role: "client", resources: ["gpt"] } });
+  await page.getByLabel("Name", { exact: true }).fill("gpt-team");
+  await page.getByLabel(/^Resources/).fill("gpt*");
+  await page.getByLabel(/^Lanes/).fill("batch*");
+  await page.getByLabel(/^Highest priority/).fill("5");
+  await page.getByRole("button", { name: "Create key" }).click();
+  const teamKey = (await page.locator("#secret").textContent({ timeout: TIMEOUT })).trim();
+  await page.getByRole("button", { name: "Done" }).click();
+  const teamRow = page.locator('tr[data-key="gpt-team"]');
+  await expect(teamRow).toContainText("batch*", { timeout: TIMEOUT });
+  await expect(teamRow).toContainText("gpt*");
+  const monitorKey = (await api(leaderUrl(), "POST", "/v1/keys", { token, body: { name: "watch", role: "monitor" } })).body.key;
+  const noneKey = (await api(leaderUrl(), "POST", "/v1/keys", { token, body: { name: "nothing", role: "client" } })).body.key;
+  const teamLease = await api(leaderUrl(), "POST", "/v1/resources/gpt/acquire", {
+    token: teamKey, body: { lane: "batch-1", priority: 5, holder: "team-worker", ttl_ms: 120_000 },
+  });
+  assert.equal(teamLease.status, 200, JSON.stringify(teamLease.body));
+  const adminLease = await api(leaderUrl(), "POST", "/v1/resources/gpt/acquire", {
+    token, body: { holder: "admin-job", ttl_ms: 120_000 },
+  });
+  assert.equal(adminLease.status, 200, JSON.stringify(adminLease.body));
+
+  // It sees its scope and nothing else: its resources, its own leases, no management,
+  // no cluster view; what it may not see is refused by the server.
   const scopedPage = await newPage(cluster.url(follower));
-  await signIn(scopedPage, scoped.body.key);
+  await signIn(scopedPage, teamKey);
+  await expect(scopedPage.locator("#scope")).toContainText("in lanes batch*, at priority at most 5");
   await expect(scopedPage.locator('tr[data-resource="gpt"]')).toBeVisible({ timeout: TIMEOUT });
   await expect(scopedPage.locator('tr[data-resource="other"]')).toHaveCount(0);
   await expect(scopedPage.getByRole("link", { name: "API keys" })).toBeHidden();
+  await expect(scopedPage.getByRole("link", { name: "Cluster" })).toBeHidden();
+  await expect(scopedPage.getByRole("button", { name: "New resource" })).toHaveCount(0);
+  await scopedPage.goto(`${cluster.url(follower)}/ui/#/resources/gpt`);
+  await expect(scopedPage.locator("#leases tbody")).toContainText("team-worker", { timeout: TIMEOUT });
+  await expect(scopedPage.locator("#leases tbody")).not.toContainText("admin-job");
+  await expect(scopedPage.locator("#leases-note")).toContainText("1 by this key");
+  await expect(scopedPage.locator("#leases-note")).toContainText("1 by other keys (not shown)");
+  await expect(scopedPage.getByRole("button", { name: "Edit limits" })).toHaveCount(0);
+  await expect(scopedPage.getByRole("button", { name: "Delete" })).toHaveCount(0);
+  await shot(scopedPage, "resource-client-key");
   await scopedPage.goto(`${cluster.url(follower)}/ui/#/resources/other`);
-  await expect(scopedPage.locator("#limits")).toContainText("may not see resource");
+  await expect(scopedPage.locator("#limits")).toContainText('may not use resource "other"', { timeout: TIMEOUT });
+  await scopedPage.goto(`${cluster.url(follower)}/ui/#/cluster`);
+  await expect(scopedPage.locator("#banner")).toContainText("may not read the cluster", { timeout: TIMEOUT });
   await scopedPage.close();
+
+  // A monitor key reads everything (every lease with its key) and changes nothing.
+  const monitorPage = await newPage(cluster.url(follower));
+  await signIn(monitorPage, monitorKey);
+  await expect(monitorPage.locator("#scope")).toContainText("read-only (monitor)");
+  await expect(monitorPage.locator('tr[data-resource="other"]')).toBeVisible({ timeout: TIMEOUT });
+  await expect(monitorPage.locator('tr[data-resource="gpt"]')).toBeVisible();
+  await expect(monitorPage.getByRole("link", { name: "Cluster" })).toBeVisible();
+  await expect(monitorPage.getByRole("link", { name: "API keys" })).toBeHidden();
+  await expect(monitorPage.getByRole("button", { name: "New resource" })).toHaveCount(0);
+  await monitorPage.goto(`${cluster.url(follower)}/ui/#/resources/gpt`);
+  await expect(monitorPage.locator("#leases tbody")).toContainText("admin-job", { timeout: TIMEOUT });
+  await expect(monitorPage.locator("#leases tbody")).toContainText("team-worker");
+  await expect(monitorPage.locator("#leases tbody")).toContainText("gpt-team");
+  await expect(monitorPage.getByRole("button", { name: "Edit limits" })).toHaveCount(0);
+  await monitorPage.close();
+
+  // A key allowed on nothing sees nothing.
+  const nonePage = await newPage(cluster.url(follower));
+  await signIn(nonePage, noneKey);
+  await expect(nonePage.locator("#resources tbody")).toContainText("This key may see no resource.", { timeout: TIMEOUT });
+  await expect(nonePage.locator("#resources tbody tr")).toHaveCount(1);
+  await expect(nonePage.getByRole("link", { name: "Cluster" })).toBeHidden();
+  await nonePage.close();
+  for (const l of [teamLease.body, adminLease.body]) {
+    const r = await api(leaderUrl(), "POST", `/v1/leases/${l.lease_id}/release`, { token, body: {} });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+  }
 
   // Cluster view, then kill the leader: the page (served by a follower) follows the
   // new leader, and the resources view keeps working through it.
@@ -189,7 +254,18 @@ test("sign in, resources, waiters and the binding limit, edits, keys, failover",
   await expect(page.locator(`tr[data-member="${cluster.leaderId}"]`)).toContainText("leader");
   await shot(page, "cluster");
   const old = cluster.leaderId;
+  // A second page, served by the leader itself: when its node dies it can only point
+  // at the other members (the key is per origin, so the user signs in again there).
+  const orphan = await newPage(cluster.url(old));
+  await signIn(orphan, token);
+  await expect(orphan.locator('tr[data-resource="gpt"]')).toBeVisible({ timeout: TIMEOUT });
   await cluster.command(`kill ${old}`);
+  await expect(orphan.locator("#banner")).toContainText("open the dashboard on another member", { timeout: TIMEOUT });
+  const hrefs = await orphan.locator("#banner a").evaluateAll((as) => as.map((a) => a.href));
+  const others = cluster.nodes.filter((n) => n.id !== old).map((n) => `${cluster.url(n.id)}/ui/`);
+  assert.deepEqual(hrefs.sort(), others.sort(), "the banner links every other member's dashboard");
+  await shot(orphan, "node-gone");
+  await orphan.close();
   await expect(page.locator(`tr[data-member="${old}"]`)).toHaveAttribute("data-role", "unreachable", { timeout: TIMEOUT });
   await expect(summary).not.toHaveAttribute("data-leader", String(old), { timeout: 60_000 });
   await expect(summary).not.toHaveAttribute("data-leader", "", { timeout: 60_000 });
@@ -230,7 +306,7 @@ test("sign in, resources, waiters and the binding limit, edits, keys, failover",
   for (const n of cluster.nodes) {
     const log = readFileSync(n.log, "utf8");
     assert.ok(!log.includes(token), `node ${n.id} logged the admin token`);
-    assert.ok(!log.includes(secret), `node ${n.id} logged a key`);
+    for (const k of [secret, teamKey, monitorKey, noneKey]) assert.ok(!log.includes(k), `node ${n.id} logged a key`);
   }
   assert.deepEqual(consoleErrors, [], "no script or CSP errors in the page");
 });

@@ -326,18 +326,45 @@ pub mod dashboard {
 
     use serde::{Deserialize, Serialize};
 
-    use super::{ClusterStatus, Limit, LimitKind, ResourceSpec, Role};
+    use super::{ClusterStatus, Key, Limit, LimitKind, ResourceSpec, Role};
 
-    /// `GET /v1/dashboard/session`: who the presented key is.
+    /// `GET /v1/dashboard/session`: who the presented key is, what it may do (the
+    /// server's scope rules; the page shows only what they allow), and the members'
+    /// API URLs (where to go when the node serving the page dies).
     #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
     pub struct Session {
         /// Key name; `admin` for the bootstrap admin token.
         pub name: String,
         pub role: Role,
-        /// The key's resource patterns (empty for admins: everything).
-        pub resources: Vec<String>,
+        /// The key as `GET /v1/keys` lists it (its scope, quotas and expiry); `None`
+        /// for the bootstrap admin token.
+        pub key: Option<Key>,
+        pub may: Permissions,
+        /// Every member and its advertised API URL (empty until published).
+        pub members: Vec<MemberLink>,
         /// The node that answered.
         pub node_id: u64,
+    }
+
+    /// What the key may do, from the server's scope rules.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Permissions {
+        /// Resources, keys and membership (admins).
+        pub manage: bool,
+        /// The cluster view (admin and monitor keys).
+        pub read_cluster: bool,
+        /// Acquire, release and renew (all but monitor keys).
+        pub hold_leases: bool,
+        /// Every resource, not only those its patterns name (admin and monitor keys).
+        pub see_every_resource: bool,
+        /// Every lease's details, not only its own (admin and monitor keys).
+        pub see_every_lease: bool,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct MemberLink {
+        pub id: u64,
+        pub api_url: String,
     }
 
     /// `GET /v1/dashboard/resources` sort keys.
@@ -446,10 +473,13 @@ pub mod dashboard {
 
     #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
     pub struct Leases {
-        /// Leases held now.
+        /// Leases held now, by every key.
         pub held: u64,
-        /// At most 100, soonest expiry first.
+        /// Those the caller may see (a client key: its own), at most 100, soonest
+        /// expiry first.
         pub shown: Vec<HeldLease>,
+        /// Leases held by other keys, counted but not shown to this caller.
+        pub others: u64,
     }
 
     #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -458,6 +488,8 @@ pub mod dashboard {
         pub lane: String,
         pub load: u64,
         pub holder: Option<String>,
+        /// The key that acquired it; `None`: the bootstrap admin token.
+        pub owner: Option<String>,
         /// Cluster time since the grant.
         pub age_ms: u64,
         /// Cluster time until expiry unless renewed.

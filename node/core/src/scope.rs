@@ -6,7 +6,8 @@
 //! - `client` keys may acquire on resources their patterns name, in the lanes their
 //!   lane patterns name (all, if none), up to their `priority_max`; they see only
 //!   those resources (nothing at all if their patterns name nothing), and touch only
-//!   leases they acquired themselves. They may not read the cluster status or metrics.
+//!   leases they acquired themselves (and see only those in listings). They may not
+//!   read the cluster status or metrics.
 //! - `monitor` keys may read the cluster status, the metrics and every resource's
 //!   view, and nothing else.
 //!
@@ -159,6 +160,24 @@ impl Caller {
             key: self.denied_key(),
             resource: resource.to_owned(),
         })
+    }
+
+    /// Whether every resource is in this caller's listings (admins and monitors), not
+    /// only those its patterns name.
+    pub fn may_see_every_resource(&self) -> bool {
+        self.role() != Role::Client
+    }
+
+    /// Whether every lease is listed to this caller with its details (admins and
+    /// monitors); a client key sees only its own (`may_see_lease`).
+    pub fn may_see_every_lease(&self) -> bool {
+        self.role() != Role::Client
+    }
+
+    /// Whether a lease acquired by `owner` (see `owner`) is listed to this caller with
+    /// its details (holder label, lane, load, times); the others are counted, not shown.
+    pub fn may_see_lease(&self, owner: Option<&str>) -> bool {
+        self.may_see_every_lease() || (owner.is_some() && owner == self.key_name())
     }
 
     /// Whether this caller may see any resource at all (a client key whose patterns

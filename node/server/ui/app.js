@@ -1,6 +1,8 @@
 // The dashboard's shell: sign-in, hash routing (#/resources, #/resources/NAME, #/keys,
 // #/cluster), and one refresh loop that asks the current view for its one aggregated
-// call per second (paused while the tab is hidden).
+// call per second (paused while the tab is hidden). The session (who the key is, what
+// the server lets it do, the members' URLs) is re-read every 30 s; views show only what
+// `session.may` allows, and the server refuses the rest anyway.
 import { ApiError, call, get, key } from "./api.js";
 import { clear, h } from "./dom.js";
 import * as resources from "./resources.js";
@@ -9,6 +11,7 @@ import * as keys from "./keys.js";
 import * as cluster from "./cluster.js";
 
 const REFRESH_MS = 1000;
+const SESSION_MS = 30_000;
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
 const who = document.getElementById("who");
@@ -18,10 +21,25 @@ let view = null;
 let timer = null;
 let generation = 0;
 let session = null;
+let sessionAt = 0;
 
-function say(message) {
+/** `links`: [[text, href]] shown after the message. */
+function say(message, links = []) {
   banner.hidden = !message;
-  banner.textContent = message || "";
+  clear(banner);
+  if (!message) return;
+  banner.append(message);
+  if (links.length) {
+    banner.append(" ", ...links.flatMap(([text, href], i) => [i ? ", " : "", h("a", { href, text })]), ".");
+  }
+}
+
+/** Every other member's dashboard, from the last session read (this node may be gone). */
+function elsewhere() {
+  if (!session) return [];
+  return session.members
+    .filter((m) => m.id !== session.node_id && m.api_url)
+    .map((m) => [`node ${m.id}`, new URL("/ui/", m.api_url).href]);
 }
 
 /** Shown while a refresh fails; cleared by the next one that works. */
@@ -33,7 +51,10 @@ function trouble(e) {
   if (e instanceof ApiError && (e.code === "no_leader" || e.code === "shutting_down")) {
     say("No leader at the moment (election in progress). Retrying…");
   } else if (e instanceof ApiError && e.code === "unreachable") {
-    say("This node does not answer. Retrying… (open /ui/ on another member to keep watching)");
+    const links = elsewhere();
+    say(links.length
+      ? "This node does not answer. Retrying… To keep watching, open the dashboard on another member (you sign in again there):"
+      : "This node does not answer. Retrying…", links);
   } else {
     say(e.message || String(e));
   }
@@ -62,6 +83,7 @@ function signIn(message) {
         if (!token) return;
         try {
           session = await call("GET", "/v1/dashboard/session", undefined, token);
+          sessionAt = Date.now();
           key.set(token);
           location.hash = "#/resources";
           route();
@@ -86,7 +108,7 @@ function signIn(message) {
 
 function showSession() {
   nav.hidden = false;
-  for (const a of nav.querySelectorAll("[data-admin]")) a.hidden = session.role !== "admin";
+  for (const a of nav.querySelectorAll("[data-may]")) a.hidden = !session.may[a.dataset.may];
   clear(who).append(
     h("span", { text: `${session.name} (${session.role})` }),
     h("button.link", { type: "button", text: "Sign out", on: { click: () => signOut() } }),
@@ -105,6 +127,16 @@ async function refresh(gen) {
   if (gen !== generation || !view) return;
   if (!document.hidden) {
     try {
+      if (Date.now() - sessionAt > SESSION_MS) {
+        const was = JSON.stringify(session.may);
+        session = await get("/v1/dashboard/session");
+        sessionAt = Date.now();
+        // The key's permissions changed (rotated into another scope): rebuild the view.
+        if (JSON.stringify(session.may) !== was && gen === generation) {
+          route();
+          return;
+        }
+      }
       await view.refresh();
       if (gen === generation) say("");
     } catch (e) {
@@ -128,6 +160,7 @@ export async function route(message) {
   if (!session) {
     try {
       session = await get("/v1/dashboard/session");
+      sessionAt = Date.now();
     } catch (e) {
       if (e instanceof ApiError && e.status === 401) {
         key.clear();

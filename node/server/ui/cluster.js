@@ -7,7 +7,7 @@ import { bytes, clear, h, num } from "./dom.js";
 export const name = "cluster";
 
 export function mount(el, _params, ctx) {
-  const admin = ctx.session.role === "admin";
+  const admin = ctx.session.may.manage;
   const summary = h("p#cluster-summary", { "aria-live": "polite" });
   const tbody = h("tbody");
   const error = h("p#m-error.field-error", { role: "alert" });

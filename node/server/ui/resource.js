@@ -11,7 +11,8 @@ export const name = "resource";
 const KIND = { concurrency: "the concurrency limit", request: "the request rate", load: "the load rate" };
 
 export function mount(el, params, ctx) {
-  const admin = ctx.session.role === "admin";
+  const admin = ctx.session.may.manage;
+  const everyLease = ctx.session.may.see_every_lease;
   const rname = params.name;
   let last = null;
   const formSlot = h("div.form-slot");
@@ -19,7 +20,7 @@ export function mount(el, params, ctx) {
   const why = h("section.why#why", { "aria-labelledby": "why-title", "aria-live": "polite" });
   const queueBody = h("tbody");
   const leasesBody = h("tbody");
-  const leasesNote = h("p.help");
+  const leasesNote = h("p#leases-note.help");
   const chartsBox = h("div.charts");
   const seriesNote = h("p.help");
   const actions = admin ? h("div.actions", {},
@@ -54,7 +55,8 @@ export function mount(el, params, ctx) {
     h("section", { "aria-labelledby": "leases-title" },
       h("h2#leases-title", { text: "Held leases" }), leasesNote,
       h("div.table-wrap", {}, h("table#leases", {},
-        h("thead", {}, h("tr", {}, ["Fencing token", "Holder", "Lane", "Load", "Held for", "Expires in"].map((t) => h("th", { scope: "col", text: t })))),
+        h("thead", {}, h("tr", {}, ["Fencing token", "Holder", everyLease ? "Key" : null, "Lane", "Load", "Held for", "Expires in"]
+          .filter((t) => t !== null).map((t) => h("th", { scope: "col", text: t })))),
         leasesBody))),
   );
 
@@ -99,14 +101,20 @@ export function mount(el, params, ctx) {
       clear(leasesBody).append(...d.leases.shown.map((l) => h("tr", {},
         h("td", { text: String(l.fencing_token) }),
         h("td", { text: l.holder ?? "–" }),
+        everyLease ? h("td", { text: l.owner ?? "admin token" }) : null,
         h("td", { text: l.lane }),
         h("td", { text: num(l.load) }),
         h("td", { text: dur(l.age_ms) }),
         h("td", { text: dur(l.expires_in_ms) }))));
-      if (!d.leases.shown.length) leasesBody.append(h("tr", {}, h("td", { colspan: "6", text: "No lease held." })));
-      leasesNote.textContent = d.leases.held > d.leases.shown.length
-        ? `${num(d.leases.held)} held; the ${d.leases.shown.length} expiring soonest are listed.`
-        : `${num(d.leases.held)} held.`;
+      const mine = d.leases.held - d.leases.others;
+      if (!d.leases.shown.length) {
+        leasesBody.append(h("tr", {}, h("td", { colspan: everyLease ? "7" : "6", text: everyLease ? "No lease held." : "This key holds no lease here." })));
+      }
+      const listed = mine > d.leases.shown.length
+        ? `the ${d.leases.shown.length} expiring soonest are listed` : "";
+      leasesNote.textContent = everyLease
+        ? `${num(d.leases.held)} held${listed ? `; ${listed}` : ""}.`
+        : `${num(d.leases.held)} held: ${num(mine)} by this key${listed ? ` (${listed})` : ""}, ${num(d.leases.others)} by other keys (not shown).`;
       if (d.series) {
         seriesNote.textContent = "One point per second. Waiting, wait times and rejections are known to the leader only: gaps are seconds before this leader took office.";
         const s = d.series;

@@ -2,7 +2,7 @@
 // and paginated by the server (10 000 resources cost one page), plus the create/edit
 // form, whose errors are the API's own, shown next to the field they name.
 import { ApiError, call, get, seg } from "./api.js";
-import { clear, h, namedLimits, num, usageBar } from "./dom.js";
+import { clear, dur, h, namedLimits, num, usageBar } from "./dom.js";
 
 export const name = "resources";
 
@@ -17,7 +17,7 @@ const PAGE_SIZES = [25, 50, 100, 200];
 
 export function mount(el, _params, ctx) {
   const st = { filter: "", sort: "name", desc: false, offset: 0, limit: 50, total: 0 };
-  const admin = ctx.session.role === "admin";
+  const admin = ctx.session.may.manage;
   const filter = h("input#filter", {
     type: "search", autocomplete: "off", placeholder: "name contains…",
     on: { input: () => { st.filter = filter.value; st.offset = 0; view.refresh().catch(ctx.say); } },
@@ -52,6 +52,7 @@ export function mount(el, _params, ctx) {
         clear(formSlot).append(resourceForm(null, () => { clear(formSlot); view.refresh().catch(ctx.say); }, () => clear(formSlot)));
         formSlot.querySelector("input")?.focus();
       } } }) : null),
+    h("p#scope.help", { text: scopeText(ctx.session) }),
     formSlot,
     h("div.toolbar", {},
       h("label", { for: "filter", text: "Filter by name" }), filter,
@@ -82,7 +83,9 @@ export function mount(el, _params, ctx) {
       }
       clear(tbody).append(...page.rows.map(row));
       if (!page.rows.length) {
-        tbody.append(h("tr", {}, h("td", { colspan: "6", text: st.filter ? "No resource matches." : "No resources yet." })));
+        const none = !ctx.session.may.see_every_resource && !ctx.session.key?.resources.length
+          ? "This key may see no resource." : st.filter ? "No resource matches." : "No resources yet.";
+        tbody.append(h("tr", {}, h("td", { colspan: "6", text: none })));
       }
       const from = page.total ? st.offset + 1 : 0;
       status.textContent = `${num(from)}–${num(st.offset + page.rows.length)} of ${num(page.total)}`;
@@ -91,6 +94,23 @@ export function mount(el, _params, ctx) {
     },
   };
   return view;
+}
+
+/** What the signed-in key may see and do, in words (the server's rules, from the session). */
+export function scopeText(session) {
+  const k = session.key;
+  if (!k) return "Signed in with the admin token: every resource, key and member.";
+  const expiry = k.expires_in_ms === null ? "" : ` The key expires in ${dur(k.expires_in_ms)}.`;
+  if (session.may.manage) return `Key ${k.name} is an admin key: it sees and changes everything.${expiry}`;
+  if (!session.may.hold_leases) {
+    return `Key ${k.name} is read-only (monitor): it sees every resource and the cluster and changes nothing.${expiry}`;
+  }
+  if (!k.resources.length) return `Key ${k.name} may see and use no resource: its patterns name none.${expiry}`;
+  const lanes = k.lanes.length ? `in lanes ${k.lanes.join(", ")}` : "in any lane";
+  const prio = k.max_priority === null ? "at any priority" : `at priority at most ${k.max_priority}`;
+  return `Key ${k.name} may acquire on resources matching ${k.resources.join(", ")}, ${lanes}, ${prio}; `
+    + `at most ${num(k.max_waiters)} waiting and ${num(k.max_in_flight)} in flight at once. `
+    + `It sees only those resources, and only its own leases.${expiry}`;
 }
 
 function row(r) {

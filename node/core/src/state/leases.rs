@@ -251,6 +251,7 @@ impl State {
                     lane: l.lane.clone(),
                     load: l.load,
                     holder: l.holder.clone(),
+                    owner: l.owner.clone(),
                     granted_at_ms: l.granted_at_ms,
                     expires_at_ms: l.expires_at_ms,
                 })

@@ -177,6 +177,8 @@ pub struct HeldLease {
     pub lane: String,
     pub load: u64,
     pub holder: Option<String>,
+    /// The key that acquired it (`None`: the admin token), as `scope::Caller::owner`.
+    pub owner: Option<String>,
     /// Cluster time of the grant.
     pub granted_at_ms: u64,
     pub expires_at_ms: u64,

@@ -192,6 +192,7 @@ fn a_lease_keeps_its_holder_label_and_grant_time_through_renewals_and_snapshots(
     c.at(1_000);
     let g = Grant {
         holder: Some("celery@worker-3 pid 41".into()),
+        owner: Some("workers".into()),
         ttl_ms: 5_000,
         ..c.req("r", 7)
     };
@@ -209,6 +210,7 @@ fn a_lease_keeps_its_holder_label_and_grant_time_through_renewals_and_snapshots(
                 lane: "default".into(),
                 load: 1,
                 holder: None,
+                owner: None,
                 granted_at_ms: 2_000,
                 expires_at_ms: 3_000,
             },
@@ -217,6 +219,7 @@ fn a_lease_keeps_its_holder_label_and_grant_time_through_renewals_and_snapshots(
                 lane: "default".into(),
                 load: 7,
                 holder: Some("celery@worker-3 pid 41".into()),
+                owner: Some("workers".into()),
                 granted_at_ms: 1_000,
                 expires_at_ms: 12_500,
             },

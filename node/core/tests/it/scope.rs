@@ -22,6 +22,8 @@ fn admins_may_do_everything() {
         assert_eq!(c.may_acquire("anything", "any-lane", i32::MAX), Ok(()));
         assert_eq!(c.may_touch_lease(Some("someone-else")), Ok(()));
         assert_eq!(c.may_touch_lease(None), Ok(()));
+        assert!(c.may_see_lease(Some("someone-else")) && c.may_see_lease(None));
+        assert!(c.may_see_every_resource() && c.may_see_every_lease());
     }
     assert_eq!(Caller::AdminToken.owner(), None);
     assert_eq!(Caller::Key(key(Role::Admin, &[])).owner(), Some("k".into()));
@@ -69,6 +71,9 @@ fn client_keys_are_confined_to_their_scope() {
         Err(Denied::Lease { .. })
     ));
     assert!(matches!(c.may_touch_lease(None), Err(Denied::Lease { .. })));
+    assert!(c.may_see_lease(Some("k")));
+    assert!(!c.may_see_lease(Some("other")) && !c.may_see_lease(None));
+    assert!(!c.may_see_every_resource() && !c.may_see_every_lease());
 
     let nothing = Caller::Key(key(Role::Client, &[]));
     assert!(!nothing.sees_any());
@@ -89,4 +94,6 @@ fn monitor_keys_read_everything_and_do_nothing() {
         c.may_touch_lease(Some("k")),
         Err(Denied::ReadOnly { .. })
     ));
+    assert!(c.may_see_lease(Some("someone-else")) && c.may_see_lease(None));
+    assert!(c.may_see_every_resource() && c.may_see_every_lease());
 }

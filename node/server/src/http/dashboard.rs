@@ -23,13 +23,13 @@ use axum::Extension;
 use ratequeue_api as api;
 use ratequeue_api::dashboard as ui;
 use ratequeue_api::ErrorCode;
-use ratequeue_core::{scope, Fit, Role, NAME_LEN_MAX};
+use ratequeue_core::{scope, Fit, NAME_LEN_MAX};
 use serde::Deserialize;
 
 use super::error::api_kind;
 use super::error::json;
 use super::forward::Upstream;
-use super::keys::role_json;
+use super::keys::{key_json, role_json};
 use super::leader::{failure, require_leader};
 use super::resources::{check_name, limit_json, resource_spec};
 use super::{denied, ApiError, Caller};
@@ -48,40 +48,75 @@ const MEMBER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a caller may see: the scope rules (`ratequeue_core::scope`), as for the rest of
 /// the API. The server decides; the page only hides what it is refused. A client key
-/// sees the resources its patterns name; admin and monitor keys see everything; the
-/// cluster view needs the read scope, as `/v1/cluster/status` does.
+/// sees the resources its patterns name (none if they name nothing) and, in a
+/// resource's lease list, only its own leases (the others are counted); admin and
+/// monitor keys see everything; the cluster view needs the read scope, as
+/// `/v1/cluster/status` does.
 mod visibility {
     use super::Caller;
+
+    pub(super) fn any_resource(caller: &Caller) -> bool {
+        caller.sees_any()
+    }
 
     pub(super) fn resource(caller: &Caller, name: &str) -> bool {
         caller.may_see(name)
     }
 
+    pub(super) fn read_resource(caller: &Caller, name: &str) -> Result<(), super::ApiError> {
+        caller.may_read(name).map_err(super::denied)
+    }
+
+    pub(super) fn lease(caller: &Caller, owner: Option<&str>) -> bool {
+        caller.may_see_lease(owner)
+    }
+
+    pub(super) fn every_lease(caller: &Caller) -> bool {
+        caller.may_see_every_lease()
+    }
+
     pub(super) fn cluster(caller: &Caller) -> Result<(), super::ApiError> {
         caller.may_read_cluster().map_err(super::denied)
+    }
+
+    pub(super) fn permissions(caller: &Caller) -> super::ui::Permissions {
+        super::ui::Permissions {
+            manage: caller.may_manage().is_ok(),
+            read_cluster: caller.may_read_cluster().is_ok(),
+            hold_leases: caller.may_hold_leases().is_ok(),
+            see_every_resource: caller.may_see_every_resource(),
+            see_every_lease: caller.may_see_every_lease(),
+        }
     }
 }
 
 pub(super) async fn session(State(node): State<Arc<Node>>, caller: Caller) -> Response {
-    let s = match caller.0 {
-        scope::Caller::AdminToken => ui::Session {
-            name: "admin".into(),
-            role: api::Role::Admin,
-            resources: Vec::new(),
-            node_id: node.id,
-        },
-        scope::Caller::Key(k) => ui::Session {
-            name: k.name,
-            role: role_json(k.role),
-            resources: if k.role == Role::Client {
-                k.resources
-            } else {
-                Vec::new()
-            },
-            node_id: node.id,
-        },
+    let may = visibility::permissions(&caller);
+    let members = node
+        .status()
+        .members
+        .into_iter()
+        .map(|m| ui::MemberLink {
+            id: m.id,
+            api_url: m.api_url,
+        })
+        .collect();
+    let (name, role, key) = match &caller.0 {
+        scope::Caller::AdminToken => ("admin".to_owned(), api::Role::Admin, None),
+        scope::Caller::Key(k) => (
+            k.name.clone(),
+            role_json(k.role),
+            Some(key_json(k, node.cluster_time_ms())),
+        ),
     };
-    json(s)
+    json(ui::Session {
+        name,
+        role,
+        key,
+        may,
+        members,
+        node_id: node.id,
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,6 +173,15 @@ pub(super) async fn resources(
     }
     if let Err(r) = require_leader(&node, &uri) {
         return r;
+    }
+    if !visibility::any_resource(&caller) {
+        return json(ui::ResourcePage {
+            total: 0,
+            offset: q.offset,
+            rows: Vec::new(),
+            node_id: node.id,
+            cluster_time_ms: node.applied.read().state.now_ms(),
+        });
     }
     let board = node.series.board();
     let needle = q.filter.to_ascii_lowercase();
@@ -237,12 +281,8 @@ pub(super) async fn resource(
     if let Err(e) = check_name(&name) {
         return e.into_response();
     }
-    if !visibility::resource(&caller, &name) {
-        return ApiError::new(
-            ErrorCode::Forbidden,
-            format!("this key may not see resource {name:?}"),
-        )
-        .into_response();
+    if let Err(e) = visibility::read_resource(&caller, &name) {
+        return e.into_response();
     }
     if let Err(r) = require_leader(&node, &uri) {
         return r;
@@ -257,23 +297,36 @@ pub(super) async fn resource(
         let now = a.state.now_ms().max(report.clock_ms);
         a.state.resource(&name).cloned().and_then(|config| {
             let stats = a.state.resource_stats(&name)?;
-            let shown: Vec<ui::HeldLease> = a
-                .state
-                .held(&name)
-                .take(LEASES_SHOWN_MAX)
-                .map(|l| ui::HeldLease {
+            // Those of other keys are counted (a client key), the rest listed up to the
+            // bound; the walk stops there when every lease is visible.
+            let mut others = 0u64;
+            let mut shown: Vec<ui::HeldLease> = Vec::new();
+            let every = visibility::every_lease(&caller);
+            for l in a.state.held(&name) {
+                if !visibility::lease(&caller, l.owner.as_deref()) {
+                    others += 1;
+                    continue;
+                }
+                if shown.len() == LEASES_SHOWN_MAX {
+                    if every {
+                        break;
+                    }
+                    continue;
+                }
+                shown.push(ui::HeldLease {
                     fencing_token: l.token,
                     lane: l.lane,
                     load: l.load,
                     holder: l.holder,
+                    owner: l.owner,
                     age_ms: now.saturating_sub(l.granted_at_ms),
                     expires_in_ms: l.expires_at_ms.saturating_sub(now),
-                })
-                .collect();
-            Some((config, stats, shown, now))
+                });
+            }
+            Some((config, stats, shown, others, now))
         })
     };
-    let Some((config, stats, shown, now)) = read else {
+    let Some((config, stats, shown, others, now)) = read else {
         return ApiError::new(ErrorCode::ResourceNotFound, "no such resource").into_response();
     };
     let queue = report
@@ -326,6 +379,7 @@ pub(super) async fn resource(
         leases: ui::Leases {
             held: stats.held,
             shown,
+            others,
         },
         series: node.series.of(&name),
         node_id: node.id,

@@ -256,3 +256,168 @@ async fn every_node_serves_the_page_and_a_follower_forwards_the_pages_calls() {
         );
     }
 }
+
+async fn create_key(c: &Cluster, body: Value) -> String {
+    let l = c.wait_leader().await;
+    let (s, v) = c.send(l, Method::POST, "/v1/keys", Some(body), ADMIN).await;
+    assert_eq!(s, 201, "create key: {v}");
+    v["key"].as_str().unwrap().to_owned()
+}
+
+/// What each key sees through the dashboard's views is its scope (`ratequeue_core::scope`),
+/// decided by the server: a client key with a resource glob, lanes and a highest priority
+/// sees its resources and its own leases only; a monitor sees everything and may change
+/// nothing; a key allowed on nothing sees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_key_sees_exactly_its_scope() {
+    let c = Cluster::start(1).await;
+    let l = c.wait_leader().await;
+    for r in ["team-a-gpt", "team-a-embed", "team-b-gpt"] {
+        c.put_resource(r, json!({"concurrency": 10})).await;
+    }
+    let scoped = create_key(
+        &c,
+        json!({"name": "team-a", "role": "client", "resources": ["team-a-*"],
+               "lanes": ["batch*"], "max_priority": 5, "max_waiters": 10}),
+    )
+    .await;
+    let monitor = create_key(&c, json!({"name": "watch", "role": "monitor"})).await;
+    let nothing = create_key(&c, json!({"name": "none", "role": "client"})).await;
+    let get = |token: &str, path: &str| {
+        let (c, token, path) = (&c, token.to_owned(), path.to_owned());
+        async move { c.send(l, Method::GET, &path, None, &token).await }
+    };
+
+    // The session says who the key is and what the server lets it do.
+    let (s, me) = get(&scoped, "/v1/dashboard/session").await;
+    assert_eq!(s, 200, "{me}");
+    assert_eq!(me["name"], "team-a");
+    assert_eq!(me["key"]["resources"], json!(["team-a-*"]));
+    assert_eq!(me["key"]["lanes"], json!(["batch*"]));
+    assert_eq!(me["key"]["max_priority"], 5);
+    assert_eq!(me["key"]["max_waiters"], 10);
+    assert_eq!(
+        me["may"],
+        json!({"manage": false, "read_cluster": false, "hold_leases": true,
+               "see_every_resource": false, "see_every_lease": false})
+    );
+    assert_eq!(me["members"][0]["id"], 1);
+    assert!(me["members"][0]["api_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("http"));
+    let (_, m) = get(&monitor, "/v1/dashboard/session").await;
+    assert_eq!(
+        m["may"],
+        json!({"manage": false, "read_cluster": true, "hold_leases": false,
+               "see_every_resource": true, "see_every_lease": true})
+    );
+    let (_, a) = get(ADMIN, "/v1/dashboard/session").await;
+    assert_eq!(
+        (a["name"].as_str(), &a["key"]),
+        (Some("admin"), &Value::Null)
+    );
+    assert_eq!(a["may"]["manage"], true);
+
+    // Leases: one of the scoped key's own, one of the admin's, on its resource.
+    let path = "/v1/resources/team-a-gpt/acquire";
+    let body = json!({"lane": "batch-1", "priority": 5, "holder": "a-worker", "ttl_ms": 60000});
+    let (s, own) = c.send(l, Method::POST, path, Some(body), &scoped).await;
+    assert_eq!(s, 200, "{own}");
+    let (s, theirs) = c
+        .acquire(
+            l,
+            "team-a-gpt",
+            json!({"holder": "admin-job", "ttl_ms": 60000}),
+        )
+        .await;
+    assert_eq!(s, 200, "{theirs}");
+    // Its lanes and priority bound it (the API's scope, not the page's).
+    for body in [
+        json!({"lane": "interactive"}),
+        json!({"lane": "batch", "priority": 6}),
+    ] {
+        let (s, v) = c.send(l, Method::POST, path, Some(body), &scoped).await;
+        assert_eq!(s, 403, "{v}");
+    }
+
+    // The list: exactly the resources each key may see.
+    let names = |page: &Value| -> Vec<String> {
+        page["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (s, page) = get(&scoped, "/v1/dashboard/resources").await;
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(names(&page), ["team-a-embed", "team-a-gpt"]);
+    assert_eq!(page["total"], 2);
+    let (_, page) = get(&scoped, "/v1/dashboard/resources?filter=gpt").await;
+    assert_eq!(
+        names(&page),
+        ["team-a-gpt"],
+        "the filter never widens the scope"
+    );
+    let (_, page) = get(&monitor, "/v1/dashboard/resources").await;
+    assert_eq!(page["total"], 3);
+    let (s, page) = get(&nothing, "/v1/dashboard/resources").await;
+    assert_eq!((s, &page["total"]), (200, &json!(0)), "{page}");
+    assert_eq!(page["rows"], json!([]));
+
+    // One resource: another team's is refused; its own shows its own leases only.
+    let (s, v) = get(&scoped, "/v1/dashboard/resources/team-b-gpt").await;
+    assert_eq!((s, v["error"]["code"].as_str()), (403, Some("forbidden")));
+    let (s, v) = get(&nothing, "/v1/dashboard/resources/team-a-gpt").await;
+    assert_eq!(s, 403, "{v}");
+    let (s, d) = get(&scoped, "/v1/dashboard/resources/team-a-gpt").await;
+    assert_eq!(s, 200, "{d}");
+    assert_eq!(d["leases"]["held"], 2);
+    assert_eq!(d["leases"]["others"], 1, "{d}");
+    let shown = d["leases"]["shown"].as_array().unwrap();
+    assert_eq!(shown.len(), 1, "{d}");
+    assert_eq!(shown[0]["holder"], "a-worker");
+    assert_eq!(shown[0]["owner"], "team-a");
+    assert_eq!(shown[0]["fencing_token"], own["fencing_token"]);
+    assert!(!d.to_string().contains("admin-job"), "{d}");
+    let (s, d) = get(&monitor, "/v1/dashboard/resources/team-a-gpt").await;
+    assert_eq!(s, 200, "{d}");
+    assert_eq!(d["leases"]["others"], 0);
+    let holders: Vec<_> = d["leases"]["shown"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["holder"].clone(), l["owner"].clone()))
+        .collect();
+    assert_eq!(holders.len(), 2, "{d}");
+    assert!(holders.contains(&(json!("admin-job"), Value::Null)));
+    assert!(holders.contains(&(json!("a-worker"), json!("team-a"))));
+
+    // The cluster view needs the read scope; changes need an admin.
+    let (s, _) = get(&scoped, "/v1/dashboard/cluster").await;
+    assert_eq!(s, 403);
+    let (s, _) = get(&nothing, "/v1/dashboard/cluster").await;
+    assert_eq!(s, 403);
+    let (s, v) = get(&monitor, "/v1/dashboard/cluster").await;
+    assert_eq!(s, 200, "{v}");
+    for token in [&monitor, &scoped] {
+        let spec = Some(json!({"concurrency": 99}));
+        let (s, _) = c
+            .send(l, Method::PUT, "/v1/resources/team-a-gpt", spec, token)
+            .await;
+        assert_eq!(s, 403);
+        let (s, _) = get(token, "/v1/keys").await;
+        assert_eq!(s, 403);
+    }
+    let (s, _) = c
+        .send(
+            l,
+            Method::DELETE,
+            "/v1/resources/team-a-gpt",
+            None,
+            &monitor,
+        )
+        .await;
+    assert_eq!(s, 403);
+}
