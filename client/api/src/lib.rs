@@ -533,9 +533,15 @@ pub mod dashboard {
     }
 }
 
-/// Every error code of the API (DESIGN.md §5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Every error code of the API (DESIGN.md §5), by its wire name (`as_str`).
+///
+/// A server newer than its client may answer with a code the client does not know: it
+/// decodes as [`ErrorCode::Unknown`] with its wire name kept, so the answer is still a
+/// definite API error with its HTTP status and message, never a decoding failure. Match
+/// with a wildcard arm: codes are added over time (`#[non_exhaustive]`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ErrorCode {
     InvalidRequest,
     Unauthorized,
@@ -573,10 +579,17 @@ pub enum ErrorCode {
     /// Retry acquire with the same `request_id`; release and renew are idempotent.
     CommitTimeout,
     Internal,
+    /// A code this version does not know (from a newer server), with its wire name.
+    /// Never sent by this version's server; never built with a known name (it would
+    /// not compare equal to that code).
+    #[serde(untagged)]
+    Unknown(String),
 }
 
 impl ErrorCode {
-    pub fn status(self) -> u16 {
+    /// The HTTP status the server answers this code with. `Unknown` codes are never
+    /// sent by this version: 500 (a client reads the status from the answer itself).
+    pub fn status(&self) -> u16 {
         use ErrorCode::*;
         match self {
             InvalidRequest => 400,
@@ -589,21 +602,23 @@ impl ErrorCode {
             PayloadTooLarge => 413,
             LoadExceedsLimit | MemberUnverified | RequestIdReused => 422,
             QueueFull | WaitTimeout | WouldBlock | QuotaExceeded | AuthThrottled => 429,
-            Internal => 500,
+            Internal | Unknown(_) => 500,
             NoLeader | ShuttingDown | TooManyConnections => 503,
             CommitTimeout => 504,
         }
     }
 
     /// Whether the request certainly did not take effect and may be sent again as is.
-    pub fn is_retryable(self) -> bool {
+    /// False for `Unknown` codes: nothing is known of them.
+    pub fn is_retryable(&self) -> bool {
         matches!(
             self,
             ErrorCode::NoLeader | ErrorCode::ShuttingDown | ErrorCode::TooManyConnections
         )
     }
 
-    pub fn as_str(self) -> &'static str {
+    /// The wire name (`snake_case`).
+    pub fn as_str(&self) -> &str {
         use ErrorCode::*;
         match self {
             InvalidRequest => "invalid_request",
@@ -630,6 +645,7 @@ impl ErrorCode {
             TooManyConnections => "too_many_connections",
             CommitTimeout => "commit_timeout",
             Internal => "internal",
+            Unknown(name) => name,
         }
     }
 }
@@ -680,6 +696,26 @@ mod tests {
         }
         assert_eq!(ErrorCode::WouldBlock.status(), 429);
         assert_eq!(ErrorCode::LoadExceedsLimit.status(), 422);
+    }
+
+    #[test]
+    fn an_unknown_code_decodes_with_its_name_and_known_ones_keep_theirs() {
+        let body = r#"{"error": {"code": "quota_exceeded_v9", "message": "too many"}}"#;
+        let b: ErrorBody = serde_json::from_str(body).unwrap();
+        assert_eq!(b.error.code, ErrorCode::Unknown("quota_exceeded_v9".into()));
+        assert_eq!(b.error.code.as_str(), "quota_exceeded_v9");
+        assert_eq!(b.error.message, "too many");
+        assert!(!b.error.code.is_retryable());
+        // It encodes back to the same name, and known names still decode as themselves.
+        let json = serde_json::to_string(&b.error.code).unwrap();
+        assert_eq!(json, "\"quota_exceeded_v9\"");
+        for name in ["member_unverified", "no_leader", "internal", "queue_full"] {
+            let code: ErrorCode = serde_json::from_str(&format!("\"{name}\"")).unwrap();
+            assert!(!matches!(code, ErrorCode::Unknown(_)), "{name}");
+            assert_eq!(code.as_str(), name);
+        }
+        // A code that is not a string is still a decoding error.
+        assert!(serde_json::from_str::<ErrorCode>("7").is_err());
     }
 
     #[test]

@@ -128,7 +128,8 @@ export class LeaseLost extends RateQueueError {
 }
 
 /** The cluster could not be reached or had no leader for longer than the retry budget
- *  (`no_leader`, `shutting_down`, `commit_timeout`, or a transport failure). */
+ *  (`no_leader`, `shutting_down`, `too_many_connections`, `commit_timeout`, or a
+ *  transport failure). */
 export class Unavailable extends RateQueueError {
   static override readonly defaultCode: string = "unavailable";
 }
@@ -150,8 +151,14 @@ const BY_CODE: ReadonlyMap<string, ErrorClass> = new Map<string, ErrorClass>([
   ["no_leader", Unavailable],
   ["shutting_down", Unavailable],
   ["commit_timeout", Unavailable],
+  ["too_many_connections", Unavailable],
 ]);
 
+/** Classes for an error answer without the API's error body (a proxy or load balancer in
+ *  front of the cluster answered). A code the SDK does not know (a newer server's) is not
+ *  typed by its status: it is a plain `RateQueueError` with its code and message, or
+ *  `Unavailable` for 502/503/504 (retried as a proxy's answer would be), as in the Rust
+ *  and Python clients. */
 const BY_STATUS: ReadonlyMap<number, ErrorClass> = new Map<number, ErrorClass>([
   [400, InvalidRequest],
   [401, Unauthorized],
@@ -167,7 +174,7 @@ const BY_STATUS: ReadonlyMap<number, ErrorClass> = new Map<number, ErrorClass>([
 
 /** Codes whose request may be sent again as is. `commit_timeout` is ambiguous, but every
  *  call the SDK makes is idempotent (acquire carries a request_id). */
-const RETRYABLE_CODES: ReadonlySet<string> = new Set(["no_leader", "shutting_down", "commit_timeout"]);
+const RETRYABLE_CODES: ReadonlySet<string> = new Set(["no_leader", "shutting_down", "too_many_connections", "commit_timeout"]);
 
 function retryAfterHeader(value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
@@ -198,7 +205,9 @@ export function errorFromResponse(status: number, body: string, retryAfter: stri
     if (typeof detail["bucket"] === "number" && Number.isInteger(detail["bucket"])) named.bucket = detail["bucket"];
   }
   retryAfterMs ??= retryAfterHeader(retryAfter);
-  const cls = (code !== undefined ? BY_CODE.get(code) : undefined) ?? BY_STATUS.get(status);
+  let cls: ErrorClass | undefined;
+  if (code === undefined) cls = BY_STATUS.get(status);
+  else cls = BY_CODE.get(code) ?? ([502, 503, 504].includes(status) ? Unavailable : undefined);
   if (cls === undefined) {
     return new RateQueueError(message, { code: code ?? `http_${status}`, status, ...opt(retryAfterMs) });
   }

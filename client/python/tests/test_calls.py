@@ -304,6 +304,29 @@ def test_retry_after_header_is_used_without_a_body() -> None:
     assert type(e) is ratequeue.RatequeueError and e.code == "http_418"
 
 
+def test_a_code_the_sdk_does_not_know_is_a_plain_error_with_its_code_and_message() -> None:
+    from ratequeue._errors import error_from_response, is_retryable
+
+    # A newer server's code is not typed by its status (a 422 is not LoadExceedsLimit).
+    for status in (400, 409, 422, 429, 500):
+        e = error_from_response(error(status, "from_a_newer_server", "news", retry_after_ms=250))
+        assert type(e) is ratequeue.RatequeueError, status
+        assert (e.code, e.message, e.status, e.retry_after) == (
+            "from_a_newer_server",
+            "news",
+            status,
+            0.25,
+        )
+        assert not is_retryable(e)
+    # 502/503/504 are unavailable, and retried, whatever the code (as a proxy's answer).
+    for status in (502, 503, 504):
+        e = error_from_response(error(status, "from_a_newer_server", "news"))
+        assert isinstance(e, ratequeue.Unavailable) and e.code == "from_a_newer_server"
+        assert is_retryable(e)
+    e = error_from_response(error(503, "too_many_connections", "cap"))
+    assert isinstance(e, ratequeue.Unavailable) and is_retryable(e)
+
+
 def test_lease_errors_map_to_lease_lost() -> None:
     from ratequeue._errors import error_from_response
 

@@ -89,7 +89,7 @@ impl Error {
     /// The API error code, if the cluster answered with one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Error::Api(e) => Some(e.code),
+            Error::Api(e) => Some(e.code.clone()),
             _ => None,
         }
     }
@@ -129,14 +129,18 @@ impl Error {
     }
 
     /// True when trying again later may succeed: rejections, an unavailable cluster,
-    /// `no_leader`/`shutting_down` after the budget, and ambiguous outcomes.
+    /// `no_leader`/`shutting_down`/`too_many_connections` after the budget, and
+    /// ambiguous outcomes.
     pub fn is_temporary(&self) -> bool {
         match self {
             Error::Api(e) => {
                 self.is_rejection()
                     || matches!(
                         e.code,
-                        ErrorCode::NoLeader | ErrorCode::ShuttingDown | ErrorCode::CommitTimeout
+                        ErrorCode::NoLeader
+                            | ErrorCode::ShuttingDown
+                            | ErrorCode::TooManyConnections
+                            | ErrorCode::CommitTimeout
                     )
             }
             Error::Unavailable { .. } | Error::Ambiguous { .. } => true,
@@ -252,13 +256,18 @@ pub(crate) fn classify_response(
     let parsed = serde_json::from_slice::<ErrorBody>(body).is_ok();
     let e = api_error(status, body, retry_after_header);
     if parsed {
-        return match e.code {
-            ErrorCode::NoLeader | ErrorCode::ShuttingDown => Verdict::RetryNotApplied(e),
-            ErrorCode::CommitTimeout => Verdict::RetryMaybeApplied(e),
-            _ => Verdict::Fail(e),
-        };
+        match e.code {
+            ErrorCode::NoLeader | ErrorCode::ShuttingDown | ErrorCode::TooManyConnections => {
+                return Verdict::RetryNotApplied(e)
+            }
+            ErrorCode::CommitTimeout => return Verdict::RetryMaybeApplied(e),
+            // A newer server's code: nothing is known of it but its status.
+            ErrorCode::Unknown(_) => {}
+            _ => return Verdict::Fail(e),
+        }
     }
-    // Not our error format: something in front of the cluster answered.
+    // Not our error format (something in front of the cluster answered), or a code this
+    // client does not know: the status decides.
     match status {
         503 => Verdict::RetryNotApplied(e),
         502 | 504 => Verdict::RetryMaybeApplied(e),
@@ -301,7 +310,7 @@ mod tests {
 
     #[test]
     fn leaderless_codes_retry_as_not_applied() {
-        for code in ["no_leader", "shutting_down"] {
+        for code in ["no_leader", "shutting_down", "too_many_connections"] {
             match classify_response(503, &body(code, Some(500)), Some("1")) {
                 Verdict::RetryNotApplied(e) => {
                     assert_eq!(e.code.as_str(), code);
@@ -310,6 +319,30 @@ mod tests {
                 v => panic!("{code}: {v:?}"),
             }
         }
+    }
+
+    #[test]
+    fn an_unknown_code_is_an_api_error_with_its_name_and_message() {
+        match classify_response(422, &body("member_unverified_v2", None), None) {
+            Verdict::Fail(e) => {
+                assert_eq!(e.code, ErrorCode::Unknown("member_unverified_v2".into()));
+                assert_eq!((e.status, e.message.as_str()), (422, "m"));
+                assert_eq!(e.to_string(), "member_unverified_v2: m (HTTP 422)");
+            }
+            v => panic!("{v:?}"),
+        }
+        // Its status decides whether it is retried, as for an answer from a proxy.
+        match classify_response(503, &body("overloaded", Some(250)), None) {
+            Verdict::RetryNotApplied(e) => {
+                assert_eq!(e.code.as_str(), "overloaded");
+                assert_eq!(e.retry_after, Some(Duration::from_millis(250)));
+            }
+            v => panic!("{v:?}"),
+        }
+        assert!(matches!(
+            classify_response(504, &body("new_timeout", None), None),
+            Verdict::RetryMaybeApplied(_)
+        ));
     }
 
     #[test]
@@ -380,9 +413,13 @@ mod tests {
             }
             v => panic!("{v:?}"),
         }
-        // An unknown code from a newer server is classified by status, never a panic.
+        // An unknown code from a newer server is classified by status, never a panic,
+        // and keeps its name and message.
         match classify_response(418, &body("teapot", None), None) {
-            Verdict::Fail(e) => assert_eq!(e.code, ErrorCode::Internal),
+            Verdict::Fail(e) => {
+                assert_eq!(e.code, ErrorCode::Unknown("teapot".into()));
+                assert_eq!(e.message, "m");
+            }
             v => panic!("{v:?}"),
         }
     }

@@ -60,6 +60,25 @@ describe("errors", () => {
     assert.equal(u.constructor, E.RateQueueError);
     assert.equal(u.code, "http_418");
   });
+  test("a code the SDK does not know is a plain error with its code and message", () => {
+    // A newer server's code is not typed by its status (a 422 is not LoadExceedsLimit).
+    for (const status of [400, 409, 422, 429, 500]) {
+      const e = E.errorFromResponse(status, err(status, "from_a_newer_server", 250).body, undefined);
+      assert.equal(e.constructor, E.RateQueueError, String(status));
+      assert.equal(e.code, "from_a_newer_server");
+      assert.equal(e.status, status);
+      assert.equal(e.retryAfterMs, 250);
+      assert.ok(!E.isRetryable(e));
+    }
+    // 502/503/504 are unavailable, and retried, whatever the code (as a proxy's answer).
+    for (const status of [502, 503, 504]) {
+      const e = E.errorFromResponse(status, err(status, "from_a_newer_server").body, undefined);
+      assert.ok(e instanceof E.Unavailable && E.isRetryable(e));
+      assert.equal(e.code, "from_a_newer_server");
+    }
+    const c = E.errorFromResponse(503, err(503, "too_many_connections").body, undefined);
+    assert.ok(c instanceof E.Unavailable && E.isRetryable(c));
+  });
   test("the body's retry_after_ms wins over the header", () => {
     assert.equal(E.errorFromResponse(429, err(429, "queue_full", 1234).body, "9").retryAfterMs, 1234);
     assert.equal(E.errorFromResponse(503, "", "Wed, 21 Oct 2015 07:28:00 GMT").retryAfterMs, undefined);

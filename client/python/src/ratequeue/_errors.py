@@ -173,7 +173,8 @@ class LeaseLost(RatequeueError):
 
 class Unavailable(RatequeueError):
     """The cluster could not be reached or had no leader for longer than the retry budget
-    (`no_leader`, `shutting_down`, `commit_timeout`, or a transport failure)."""
+    (`no_leader`, `shutting_down`, `too_many_connections`, `commit_timeout`, or a transport
+    failure)."""
 
     default_code = "unavailable"
 
@@ -201,8 +202,14 @@ _BY_CODE: Dict[str, Type[RatequeueError]] = {
     "no_leader": Unavailable,
     "shutting_down": Unavailable,
     "commit_timeout": Unavailable,
+    "too_many_connections": Unavailable,
 }
 
+#: Classes for an error answer without the API's error body (a proxy or load balancer in
+#: front of the cluster answered). A code the SDK does not know (a newer server's) is not
+#: typed by its status: it is a plain `RatequeueError` with its code and message, or
+#: `Unavailable` for 502/503/504 (retried as a proxy's answer would be), as in the Rust
+#: client.
 _BY_STATUS: Dict[int, Type[RatequeueError]] = {
     400: InvalidRequest,
     401: Unauthorized,
@@ -218,7 +225,7 @@ _BY_STATUS: Dict[int, Type[RatequeueError]] = {
 
 #: Codes whose request certainly or idempotently may be sent again as is. `commit_timeout`
 #: is ambiguous, but every call the SDK makes is idempotent (acquire carries a request_id).
-RETRYABLE_CODES = frozenset({"no_leader", "shutting_down", "commit_timeout"})
+RETRYABLE_CODES = frozenset({"no_leader", "shutting_down", "too_many_connections", "commit_timeout"})
 
 
 def _retry_after_header(value: Optional[str]) -> Optional[float]:
@@ -252,9 +259,14 @@ def error_from_response(response: Response) -> RatequeueError:
             retry_after = ms / 1000.0
     if retry_after is None:
         retry_after = _retry_after_header(response.headers.get("retry-after"))
-    cls = _BY_CODE.get(code or "") or _BY_STATUS.get(status) or RatequeueError
+    cls: Type[RatequeueError]
     if code is None:
+        cls = _BY_STATUS.get(status, RatequeueError)
         code = cls.default_code if cls is not RatequeueError else f"http_{status}"
+    elif code in _BY_CODE:
+        cls = _BY_CODE[code]
+    else:
+        cls = Unavailable if status in (502, 503, 504) else RatequeueError
     if issubclass(cls, Rejected):
         limit = detail.get("limit") if isinstance(detail, dict) else None
         bucket = detail.get("bucket") if isinstance(detail, dict) else None
