@@ -268,11 +268,20 @@ impl Cluster {
                 })
             })
             .collect();
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "nodes": nodes,
             "admin_token": self.config.admin_token,
             "leader_id": leader_id,
             "dir": self.dir,
-        })
+        });
+        if let Some(pki) = self.pki() {
+            let mut tls = serde_json::json!({"ca_file": pki.ca_file()});
+            if let Ok((cert, key)) = pki.client_files() {
+                tls["client_cert"] = serde_json::json!(cert);
+                tls["client_key"] = serde_json::json!(key);
+            }
+            v["tls"] = tls;
+        }
+        v
     }
 }

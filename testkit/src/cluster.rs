@@ -19,6 +19,7 @@ use nix::sys::signal::Signal;
 
 use crate::block::{Block, NODE_ID_MAX};
 use crate::config::{ClusterConfig, NodeOptions};
+use crate::pki::{node_name, TestPki};
 use crate::process::Proc;
 
 /// Log lines shown per node when a test panics with a cluster in scope.
@@ -47,6 +48,8 @@ pub struct Cluster {
     pub(crate) members: Vec<u64>,
     pub(crate) nodes: BTreeMap<u64, Node>,
     pub(crate) http: reqwest::Client,
+    /// The certificates of `ClusterConfig::test_tls`.
+    pki: Option<TestPki>,
     started: Instant,
     on_members: Option<MembersHook>,
 }
@@ -63,7 +66,7 @@ impl Cluster {
     }
 
     /// A cluster with nothing started yet.
-    pub fn new(config: ClusterConfig) -> anyhow::Result<Cluster> {
+    pub fn new(mut config: ClusterConfig) -> anyhow::Result<Cluster> {
         if config.nodes == 0 || config.nodes > NODE_ID_MAX {
             bail!("a cluster has 1..={NODE_ID_MAX} nodes");
         }
@@ -87,6 +90,14 @@ impl Cluster {
                 (t.path().to_owned(), Some(t))
             }
         };
+        let pki = match config.test_tls {
+            Some(_) => {
+                let pki = TestPki::new(dir.join("tls"))?;
+                config.tls_ca_pem = Some(pki.ca_pem().to_owned());
+                Some(pki)
+            }
+            None => None,
+        };
         let mut http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(0)
@@ -99,6 +110,14 @@ impl Cluster {
                 .tls_built_in_root_certs(false)
                 .add_root_certificate(ca);
         }
+        if let (Some(pki), Some(t)) = (&pki, config.test_tls) {
+            if t.client_auth {
+                let (cert, key) = pki.client_files()?;
+                let mut pem = std::fs::read(cert)?;
+                pem.extend(std::fs::read(key)?);
+                http = http.identity(reqwest::Identity::from_pem(&pem)?);
+            }
+        }
         let http = http.build()?;
         let initial: Vec<u64> = (1..=config.nodes).collect();
         Ok(Cluster {
@@ -110,6 +129,7 @@ impl Cluster {
             initial,
             nodes: BTreeMap::new(),
             http,
+            pki,
             started: Instant::now(),
             on_members: None,
         })
@@ -135,6 +155,12 @@ impl Cluster {
     /// The kit's HTTP client (no redirects followed, no pooling, from the client address).
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// The certificates the kit made (`ClusterConfig::test_tls`): replace a node's with
+    /// `write_node` before its next start to test identity checks.
+    pub fn pki(&self) -> Option<&TestPki> {
+        self.pki.as_ref()
     }
 
     /// `http://127.A.B.id:7700`, or `https://…` when the nodes speak TLS.
@@ -314,6 +340,15 @@ impl Cluster {
             .env("RUST_BACKTRACE", "1");
         if self.config.exit_with_parent {
             cmd.env("RATEQUEUE_PARENT_PID", std::process::id().to_string());
+        }
+        if let Some(pki) = &self.pki {
+            if !pki.has_node(id) {
+                pki.write_node(id, &[node_name(id), self.block.ip(id).to_string()])?;
+            }
+            cmd.envs(pki.node_env(id));
+            if self.config.test_tls.is_some_and(|t| t.client_auth) {
+                cmd.env("RATEQUEUE_API_CLIENT_CA", pki.ca_file());
+            }
         }
         let per_node = self.config.per_node.get(&id);
         for o in std::iter::once(&self.config.all).chain(per_node) {

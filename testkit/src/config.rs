@@ -59,6 +59,17 @@ pub struct ClusterConfig {
     /// The nodes serve TLS (their `--tls-*` flags come through `node_arg`/`node_env`):
     /// URLs are `https://`, and the kit's HTTP client trusts this CA (PEM) only.
     pub tls_ca_pem: Option<String>,
+    /// The kit makes the certificates itself (`test_tls`).
+    pub test_tls: Option<TestTls>,
+}
+
+/// TLS with certificates the kit makes (`pki.rs`): a CA in `<dir>/tls`, and for node
+/// `id` a certificate naming `node-<id>.ratequeue` and its IP, made at its first start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TestTls {
+    /// The nodes also require API clients to present a certificate from the CA
+    /// (`--api-client-ca`); the kit presents `<dir>/tls/client.crt`.
+    pub client_auth: bool,
 }
 
 impl ClusterConfig {
@@ -77,6 +88,7 @@ impl ClusterConfig {
             leader_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(30),
             tls_ca_pem: None,
+            test_tls: None,
         }
     }
 
@@ -159,6 +171,13 @@ impl ClusterConfig {
     /// The nodes speak TLS with certificates from the CA `ca_pem` (see `tls_ca_pem`).
     pub fn tls_ca(mut self, ca_pem: impl Into<String>) -> Self {
         self.tls_ca_pem = Some(ca_pem.into());
+        self
+    }
+
+    /// The nodes speak TLS with certificates the kit makes (see `TestTls`; the
+    /// `Cluster`'s `pki()` has the files); `client_auth`: API clients need a certificate.
+    pub fn test_tls(mut self, client_auth: bool) -> Self {
+        self.test_tls = Some(TestTls { client_auth });
         self
     }
 

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, BufReader};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::{Cluster, ClusterConfig};
+use crate::{Cluster, ClusterConfig, TestTls};
 
 /// Longest command line accepted; longer ones are answered with an error and skipped.
 pub const LINE_BYTES_MAX: usize = 1024;
@@ -40,6 +40,8 @@ pub struct DevOptions {
     /// Extra `serve` flags for every node.
     pub serve_args: Vec<String>,
     pub leader_timeout: Duration,
+    /// `--tls` (`--tls-client-auth`): TLS with certificates the kit makes.
+    pub tls: Option<TestTls>,
 }
 
 /// Runs the supervisor to the end on a single-threaded runtime of its own. Errors
@@ -101,10 +103,13 @@ async fn supervise(opts: DevOptions) -> anyhow::Result<()> {
         emit(&error(&e))?;
         return Err(e);
     }
-    let config = ClusterConfig::new(&opts.bin)
+    let mut config = ClusterConfig::new(&opts.bin)
         .nodes(opts.nodes)
         .args(&opts.serve_args)
         .leader_timeout(opts.leader_timeout);
+    if let Some(t) = opts.tls {
+        config = config.test_tls(t.client_auth);
+    }
     let started = tokio::select! {
         r = Cluster::start(config) => r,
         () = &mut stop => return Ok(()),

@@ -9,6 +9,8 @@
 //!   pause/resume (SIGSTOP/SIGCONT), restart, wipe, reap; logs and data dirs.
 //! - `api`: status, leaders (`wait_leader`), requests following 307s, membership.
 //! - `process`: one child; the registry behind `kill_all_started`.
+//! - `pki`: test certificates (a CA, per-node identities, a client certificate) for
+//!   clusters that speak TLS (`ClusterConfig::test_tls`).
 //! - `wait`: polling with a deadline (`poll_until`, `eventually`).
 //! - `dev`: the line protocol of `ratequeue dev --ephemeral --json` (docs/testkit.md).
 //!
@@ -20,12 +22,14 @@ pub mod block;
 mod cluster;
 pub mod config;
 pub mod dev;
+pub mod pki;
 mod process;
 pub mod wait;
 
 pub use api::{HOPS_MAX, MEMBERSHIP_TIMEOUT};
 pub use block::Block;
 pub use cluster::{Cluster, MembersHook};
-pub use config::{random_token, ClusterConfig, NodeOptions};
+pub use config::{random_token, ClusterConfig, NodeOptions, TestTls};
+pub use pki::TestPki;
 pub use process::kill_all_started;
 pub use wait::{eventually, poll_until};

@@ -213,6 +213,13 @@ struct DevArgs {
     /// With --ephemeral: how long to wait for a serving leader at start.
     #[arg(long, default_value_t = 60_000, requires = "ephemeral")]
     leader_timeout_ms: u64,
+    /// With --ephemeral: the nodes speak TLS with certificates made for this cluster
+    /// (the first line's `tls` names the CA file and a client certificate).
+    #[arg(long, requires = "ephemeral")]
+    tls: bool,
+    /// With --tls: API clients must also present a certificate from that CA.
+    #[arg(long, requires = "tls")]
+    tls_client_auth: bool,
 }
 
 fn init_logging(filter: &str, format: LogFormat, access_log: bool) {
@@ -387,6 +394,9 @@ fn main() -> anyhow::Result<()> {
                 bin,
                 serve_args: a.serve_args,
                 leader_timeout: std::time::Duration::from_millis(a.leader_timeout_ms),
+                tls: a.tls.then_some(ratequeue_testkit::TestTls {
+                    client_auth: a.tls_client_auth,
+                }),
             })
         }
         Cmd::Dev(a) => rt()?.block_on(ratequeue_node::dev::run(&a.dir, a.port)),

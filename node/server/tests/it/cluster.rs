@@ -117,81 +117,19 @@ pub fn resource(concurrency: u32) -> Value {
     json!({ "concurrency": concurrency })
 }
 
-/// Certificates for a TLS cluster, made at test time (rcgen): a CA, and per node a
-/// certificate in `<dir>/tls-<id>/` (`tls.crt`, `tls.key`, `ca.crt`).
-pub struct TestPki {
-    pub ca_pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    dir: tempfile::TempDir,
-}
-
-impl TestPki {
-    pub fn new() -> TestPki {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "test cluster CA");
-        let ca_pem = params.self_signed(&key).unwrap().pem();
-        TestPki {
-            ca_pem,
-            issuer: rcgen::Issuer::new(params, key),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    pub fn dir_of(&self, id: u64) -> std::path::PathBuf {
-        self.dir.path().join(format!("tls-{id}"))
-    }
-
-    /// Writes node `id`'s certificate, naming `names`.
-    pub fn write(&self, id: u64, names: &[String]) {
-        let dir = self.dir_of(id);
-        std::fs::create_dir_all(&dir).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(names.to_vec()).unwrap();
-        params.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
-        std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
-        std::fs::write(dir.join("ca.crt"), &self.ca_pem).unwrap();
-    }
-
-    /// The `RATEQUEUE_TLS_*` variables of node `id`.
-    pub fn env(&self, id: u64) -> Vec<(&'static str, std::path::PathBuf)> {
-        let dir = self.dir_of(id);
-        vec![
-            ("RATEQUEUE_TLS_CERT", dir.join("tls.crt")),
-            ("RATEQUEUE_TLS_KEY", dir.join("tls.key")),
-            ("RATEQUEUE_TLS_CA", dir.join("ca.crt")),
-        ]
-    }
-}
-
 impl Cluster {
-    /// `n` voters speaking TLS, each certificate naming `node-<id>.ratequeue` and the
-    /// node's IP; node ids up to `ids_max` get certificates (for nodes added later).
-    pub async fn start_tls(n: u64, ids_max: u64) -> (Cluster, TestPki) {
-        let pki = TestPki::new();
-        let block = ratequeue_testkit::Block::pick(ids_max);
-        let mut config = ClusterConfig::new(env!("CARGO_BIN_EXE_ratequeue"))
+    /// `n` voters speaking TLS with the kit's certificates (each naming
+    /// `node-<id>.ratequeue` and the node's IP; `pki()` has them), on a block with room
+    /// for node ids up to `ids_max` (for nodes added later).
+    pub async fn start_tls(n: u64, ids_max: u64) -> Cluster {
+        let c = ClusterConfig::new(env!("CARGO_BIN_EXE_ratequeue"))
             .nodes(n)
-            .block(block)
+            .block(ratequeue_testkit::Block::pick(ids_max))
             .admin_token(ADMIN)
-            .tls_ca(pki.ca_pem.clone());
-        for id in 1..=ids_max {
-            pki.write(
-                id,
-                &[format!("node-{id}.ratequeue"), block.ip(id).to_string()],
-            );
-            for (k, v) in pki.env(id) {
-                config = config.node_env(id, k, v);
-            }
-        }
-        (Cluster(config.start().await.unwrap()), pki)
+            .test_tls(false)
+            .start()
+            .await
+            .unwrap();
+        Cluster(c)
     }
 }

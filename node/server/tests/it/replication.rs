@@ -242,15 +242,15 @@ async fn removing_the_leader_hands_over_first_and_the_new_leader_removes_it() {
     c.put_resource("r", resource(1)).await;
     let old = c.wait_leader().await;
     // Sent to the leader itself: it hands over and redirects; `send` follows the 307.
-    let (s, v) = c
-        .send(
-            old,
-            Method::DELETE,
-            &format!("/v1/cluster/members/{old}"),
-            None,
-            ADMIN,
-        )
-        .await;
+    // The new leader may answer `503 no_leader` until it serves (its first entry
+    // committed): the documented "not applied, retry" answer, retried here as every
+    // client does.
+    let path = format!("/v1/cluster/members/{old}");
+    let (s, v) = eventually(Duration::from_secs(30), "the leader's removal", || async {
+        let (s, v) = c.send(old, Method::DELETE, &path, None, ADMIN).await;
+        (v["error"]["code"] != "no_leader").then_some((s, v))
+    })
+    .await;
     assert_eq!(s, 200, "{v}\n{}", c.log(old));
     let ids: Vec<u64> = v["members"]
         .as_array()

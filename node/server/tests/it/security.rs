@@ -2,8 +2,10 @@
 //! both ports with node identity from the certificate, plain HTTP kept to loopback,
 //! and members checked before they join.
 
-use std::process::Command;
+use std::io::Read as _;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::json;
@@ -54,7 +56,7 @@ async fn a_member_at_a_wrong_address_is_refused_before_it_joins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_cluster_serves_https_and_checks_node_identity() {
-    let (mut c, pki) = Cluster::start_tls(3, 4).await;
+    let mut c = Cluster::start_tls(3, 4).await;
     c.put_resource("tls-demo", resource(2)).await;
     let leader = c.wait_leader().await;
     let (s, v) = c.acquire(leader, "tls-demo", json!({})).await;
@@ -71,7 +73,7 @@ async fn a_tls_cluster_serves_https_and_checks_node_identity() {
     // A fourth node whose certificate names node 5 cannot join as node 4...
     let ip = c.block().ip(4).to_string();
     let names = |id: u64| vec![format!("node-{id}.ratequeue"), ip.clone()];
-    pki.write(4, &names(5));
+    c.pki().unwrap().write_node(4, &names(5)).unwrap();
     c.spawn_extra(4);
     let body = json!({"id": 4, "peer_addr": c.peer_addr(4), "api_url": c.url(4)});
     let (s, v) = c
@@ -94,7 +96,7 @@ async fn a_tls_cluster_serves_https_and_checks_node_identity() {
     );
 
     // ...with its own certificate it can.
-    pki.write(4, &names(4));
+    c.pki().unwrap().write_node(4, &names(4)).unwrap();
     c.restart(4);
     let (s, v) = c
         .send(
@@ -119,7 +121,7 @@ async fn a_tls_cluster_serves_https_and_checks_node_identity() {
 #[test]
 fn plain_http_beyond_loopback_needs_insecure() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ratequeue"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ratequeue"))
         .args(["serve", "--id", "1", "--api-addr", "0.0.0.0:0"])
         .args(["--peer-addr", "127.0.0.1:0", "--peers", "1=127.0.0.1:1"])
         .arg("--data-dir")
@@ -127,10 +129,32 @@ fn plain_http_beyond_loopback_needs_insecure() {
         .env("RATEQUEUE_ADMIN_TOKEN", ADMIN)
         .env("RATEQUEUE_CLUSTER_SECRET", "a-cluster-secret")
         .env_remove("RATEQUEUE_INSECURE")
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // It must refuse at once; one that serves instead is killed and the test fails
+    // (rather than hanging on a node that never exits).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the node served plain HTTP on 0.0.0.0 without --insecure");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(stderr.contains("--insecure"), "{stderr}");
     assert!(!dir.path().join("data").exists(), "it opened storage first");
 }
