@@ -7,8 +7,8 @@
 
 import { performance } from "node:perf_hooks";
 
-import type { Timing } from "./config.js";
-import { checkInt, checkLoad, makeTiming, resolveApiKey, resolveUrls, TTL_MS_MAX, TTL_MS_MIN } from "./config.js";
+import type { Timing, TlsFiles } from "./config.js";
+import { checkInt, checkLoad, makeTiming, resolveApiKey, resolveTls, resolveUrls, TTL_MS_MAX, TTL_MS_MIN } from "./config.js";
 import type { CallContext, CallSpec, Json } from "./call.js";
 import { Nodes, runCall, sleep } from "./call.js";
 import type { LeaseHost, Logger } from "./lease.js";
@@ -33,6 +33,13 @@ export interface ClientOptions {
   urls?: string | readonly string[];
   /** Default: RATEQUEUE_API_KEY. */
   apiKey?: string;
+  /** For `https://` nodes: trust only the CAs in this PEM bundle (default:
+   *  RATEQUEUE_CA_FILE, else Node's bundled CAs). */
+  caFile?: string;
+  /** A client certificate and its key (PEM files) for nodes that require one (default:
+   *  RATEQUEUE_CLIENT_CERT and RATEQUEUE_CLIENT_KEY). Both or neither. */
+  clientCert?: string;
+  clientKey?: string;
   /** Overrides of the delays and bounds (`DEFAULT_TIMING`). */
   timing?: Partial<Timing>;
   /** Where lost leases and failed releases are reported. Default: `console`. */
@@ -60,6 +67,8 @@ const defaultLogger: Logger = { warn: (m) => console.warn(m) };
 export class Client {
   readonly urls: readonly string[];
   readonly timing: Timing;
+  /** The TLS files in use (from the options or the environment). */
+  readonly tls: TlsFiles;
   readonly #nodes: Nodes;
   readonly #connector: Connector;
   readonly #ctx: CallContext;
@@ -73,7 +82,12 @@ export class Client {
     const headers: Record<string, string> = { "user-agent": `ratequeue-js/${VERSION}`, accept: "application/json" };
     if (apiKey !== undefined) headers["authorization"] = `Bearer ${apiKey}`;
     this.#nodes = new Nodes(this.urls, Math.random);
-    this.#connector = createConnector(this.timing);
+    this.tls = resolveTls({
+      ...(options.caFile !== undefined ? { caFile: options.caFile } : {}),
+      ...(options.clientCert !== undefined ? { clientCert: options.clientCert } : {}),
+      ...(options.clientKey !== undefined ? { clientKey: options.clientKey } : {}),
+    });
+    this.#connector = createConnector({ ...this.timing, tls: this.tls });
     const now = (): number => performance.now();
     this.#ctx = {
       nodes: this.#nodes,
@@ -179,12 +193,14 @@ async function withLease<T>(lease: Lease, fn: LeaseScope<T>): Promise<T> {
 export const DEFAULT_CLIENTS_MAX = 32;
 const defaults = new Map<string, Client>();
 
-/** The process-wide client for these URLs and key (from the environment when left out).
- *  Every module-level call with the same URLs and key shares it. */
+/** The process-wide client for these URLs and key (from the environment when left out)
+ *  and the TLS files of the environment (RATEQUEUE_CA_FILE, RATEQUEUE_CLIENT_CERT,
+ *  RATEQUEUE_CLIENT_KEY). Every module-level call with the same URLs, key and files
+ *  shares it. */
 export function defaultClient(options: { url?: string | readonly string[]; apiKey?: string } = {}): Client {
   const urls = resolveUrls(options.url);
   const apiKey = resolveApiKey(options.apiKey);
-  const key = JSON.stringify([urls, apiKey ?? null]);
+  const key = JSON.stringify([urls, apiKey ?? null, resolveTls()]);
   let c = defaults.get(key);
   if (c === undefined) {
     if (defaults.size >= DEFAULT_CLIENTS_MAX) {

@@ -1,8 +1,9 @@
-//! Configuration shared by every call: timing knobs, node URLs and the API key from
-//! options or the environment, and client-side validation of names and numbers.
+//! Configuration shared by every call: timing knobs, node URLs, the API key and the TLS
+//! files from options or the environment, and client-side validation of names and numbers.
 //!
-//! Owns: `Timing`, `resolveUrls`, `resolveApiKey`, the validators. Must never do I/O
-//! beyond reading environment variables.
+//! Owns: `Timing`, `TlsFiles`, `resolveUrls`, `resolveApiKey`, `resolveTls`, the
+//! validators. Must never do I/O beyond reading environment variables (the TLS files are
+//! read by `transport.ts`).
 
 /** Where `ratequeue dev` listens: used when neither `url` nor RATEQUEUE_URL is given. */
 export const DEFAULT_URL = "http://127.0.0.1:7700";
@@ -140,6 +141,49 @@ export function resolveApiKey(apiKey: string | undefined): string | undefined {
     return apiKey || undefined;
   }
   return process.env["RATEQUEUE_API_KEY"] || undefined;
+}
+
+/** Which CAs a client trusts and which certificate it presents to `https://` nodes (PEM
+ *  file paths; read when the client is made). All undefined: Node's bundled CAs (or
+ *  NODE_EXTRA_CA_CERTS) and no client certificate. */
+export interface TlsFiles {
+  /** Trust only the CAs in this bundle (RATEQUEUE_CA_FILE). */
+  readonly caFile?: string;
+  /** Present this certificate (leaf first) and key to nodes that require one
+   *  (RATEQUEUE_CLIENT_CERT, RATEQUEUE_CLIENT_KEY; nodes started with --api-client-ca). */
+  readonly clientCert?: string;
+  readonly clientKey?: string;
+}
+
+/**
+ * The TLS files from the options, else the environment: `caFile` else RATEQUEUE_CA_FILE;
+ * the client certificate and key as a pair, from the options if either is given, else
+ * RATEQUEUE_CLIENT_CERT and RATEQUEUE_CLIENT_KEY. Empty values count as unset. A
+ * certificate without its key (or the reverse) is a TypeError.
+ */
+export function resolveTls(options: TlsFiles = {}): TlsFiles {
+  const given = (what: string, v: unknown): string | undefined => {
+    if (v !== undefined && typeof v !== "string") throw new TypeError(`${what} must be a file path string`);
+    return v || undefined;
+  };
+  const env = (name: string): string | undefined => process.env[name] || undefined;
+  const caFile = given("caFile", options.caFile) ?? env("RATEQUEUE_CA_FILE");
+  let clientCert = given("clientCert", options.clientCert);
+  let clientKey = given("clientKey", options.clientKey);
+  let source = "clientCert and clientKey";
+  if (clientCert === undefined && clientKey === undefined) {
+    clientCert = env("RATEQUEUE_CLIENT_CERT");
+    clientKey = env("RATEQUEUE_CLIENT_KEY");
+    source = "RATEQUEUE_CLIENT_CERT and RATEQUEUE_CLIENT_KEY";
+  }
+  if ((clientCert === undefined) !== (clientKey === undefined)) {
+    throw new TypeError(`a client certificate needs both its certificate and its key file (${source})`);
+  }
+  return Object.freeze({
+    ...(caFile !== undefined ? { caFile } : {}),
+    ...(clientCert !== undefined ? { clientCert } : {}),
+    ...(clientKey !== undefined ? { clientKey } : {}),
+  });
 }
 
 export function checkName(what: string, name: unknown): string {

@@ -13,7 +13,7 @@ import * as errors from "./errors.js";
 export { Client, acquire, defaultClient, lease, DEFAULT_CLIENTS_MAX } from "./client.js";
 export type { AcquireOptions, ClientOptions, ConnectOptions, LeaseScope } from "./client.js";
 export { DEFAULT_TIMING, DEFAULT_URL } from "./config.js";
-export type { Timing } from "./config.js";
+export type { Timing, TlsFiles } from "./config.js";
 export {
   Forbidden,
   InvalidRequest,

@@ -11,11 +11,15 @@
 //! only through undici's own `Agent`, which Node does not expose without the `undici`
 //! package. `node:http` is part of Node, lets a long poll run as long as the caller asked,
 //! and its keep-alive agent `unref`s idle sockets, so an idle client never keeps the
-//! process alive. Connection setup (agents, and later TLS: CA bundle, client certificate)
-//! lives in `createAgent` only.
+//! process alive. Connection setup (agents, TLS: CA bundle, client certificate) lives in
+//! `createAgent` only.
 
+import { readFileSync } from "node:fs";
 import * as http from "node:http";
 import * as https from "node:https";
+import * as tls from "node:tls";
+
+import type { TlsFiles } from "./config.js";
 
 export interface HttpRequest {
   readonly method: string;
@@ -53,6 +57,9 @@ export interface ConnectorOptions {
   readonly connectionsMax: number;
   readonly keepaliveMax: number;
   readonly responseBytesMax: number;
+  /** For `https://`: the CAs to trust and the certificate to present (default: Node's
+   *  CAs, none). */
+  readonly tls?: TlsFiles;
 }
 
 /** Sends single HTTP exchanges over a client's own keep-alive agents. */
@@ -62,8 +69,15 @@ export interface Connector {
   close(): void;
 }
 
-/** The one place where connections are configured. */
-function createAgent(protocol: "http:" | "https:", options: ConnectorOptions): http.Agent {
+/** The one place where connections are configured. `secure` is the TLS context of
+ *  `https://` connections when the client has TLS files (else Node's default: its bundled
+ *  CAs, no client certificate); certificates and host names (or IPs) are verified either
+ *  way, TLS 1.2 at least. */
+function createAgent(
+  protocol: "http:" | "https:",
+  options: ConnectorOptions,
+  secure: tls.SecureContext | undefined,
+): http.Agent {
   const common = {
     keepAlive: true,
     maxSockets: options.connectionsMax,
@@ -71,16 +85,50 @@ function createAgent(protocol: "http:" | "https:", options: ConnectorOptions): h
     maxFreeSockets: options.keepaliveMax,
     scheduling: "lifo" as const,
   };
-  return protocol === "https:" ? new https.Agent(common) : new http.Agent(common);
+  if (protocol === "http:") return new http.Agent(common);
+  return new https.Agent({ ...common, minVersion: "TLSv1.2", ...(secure !== undefined ? { secureContext: secure } : {}) });
+}
+
+/** Reads the TLS files into a context, now, so that a missing or wrong file fails when the
+ *  client is made (a TypeError naming the file), not at the first request. `undefined`
+ *  when there are none. A `caFile` replaces Node's bundled CAs. */
+function secureContext(files: TlsFiles | undefined): tls.SecureContext | undefined {
+  if (files === undefined || (files.caFile === undefined && files.clientCert === undefined)) return undefined;
+  const read = (what: string, path: string): string => {
+    try {
+      return readFileSync(path, "utf8");
+    } catch (e) {
+      const code = (e as { code?: unknown }).code;
+      throw new TypeError(`${what} ${path}: ${code === "ENOENT" ? "no such file" : String((e as Error).message)}`, { cause: e });
+    }
+  };
+  const options: tls.SecureContextOptions = { minVersion: "TLSv1.2" };
+  if (files.caFile !== undefined) {
+    const ca = read("CA bundle", files.caFile);
+    if (!ca.includes("-----BEGIN CERTIFICATE-----")) throw new TypeError(`CA bundle ${files.caFile}: no PEM certificate in it`);
+    options.ca = ca;
+  }
+  if (files.clientCert !== undefined && files.clientKey !== undefined) {
+    options.cert = read("client certificate", files.clientCert);
+    options.key = read("client key", files.clientKey);
+  }
+  try {
+    return tls.createSecureContext(options);
+  } catch (e) {
+    const what = String((e as Error).message);
+    const hint = /key values mismatch/i.test(what) ? "the key does not belong to the certificate" : what;
+    throw new TypeError(`TLS files ${[files.caFile, files.clientCert, files.clientKey].filter((f) => f).join(", ")}: ${hint}`, { cause: e });
+  }
 }
 
 export function createConnector(options: ConnectorOptions): Connector {
+  const secure = secureContext(options.tls);
   const agents = new Map<string, http.Agent>();
   let closed = false;
   const agentFor = (protocol: "http:" | "https:"): http.Agent => {
     let a = agents.get(protocol);
     if (a === undefined) {
-      a = createAgent(protocol, options);
+      a = createAgent(protocol, options, secure);
       agents.set(protocol, a);
     }
     return a;

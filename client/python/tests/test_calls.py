@@ -374,6 +374,32 @@ def test_urls_and_key_come_from_the_environment(monkeypatch: pytest.MonkeyPatch)
     assert ratequeue.default_client("http://c:3") is not ratequeue.default_client()
 
 
+def test_tls_files_come_from_arguments_else_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path
+
+    from ratequeue._config import resolve_tls
+
+    assert resolve_tls() == ratequeue.TLSFiles() and resolve_tls().is_default
+    monkeypatch.setenv("RATEQUEUE_CA_FILE", "/env/ca.crt")
+    monkeypatch.setenv("RATEQUEUE_CLIENT_CERT", "/env/c.crt")
+    monkeypatch.setenv("RATEQUEUE_CLIENT_KEY", "/env/c.key")
+    assert resolve_tls() == ratequeue.TLSFiles("/env/ca.crt", "/env/c.crt", "/env/c.key")
+    # An argument beats its variable; the certificate and key go together.
+    assert resolve_tls(ca_file=Path("/arg/ca.crt")) == ratequeue.TLSFiles("/arg/ca.crt", "/env/c.crt", "/env/c.key")
+    assert resolve_tls(client_cert="/a.crt", client_key="/a.key") == ratequeue.TLSFiles(
+        "/env/ca.crt", "/a.crt", "/a.key"
+    )
+    with pytest.raises(ValueError, match="client_cert= and client_key="):
+        resolve_tls(client_cert="/a.crt")
+    # Empty values count as unset.
+    monkeypatch.setenv("RATEQUEUE_CA_FILE", "")
+    monkeypatch.setenv("RATEQUEUE_CLIENT_CERT", "")
+    with pytest.raises(ValueError, match="RATEQUEUE_CLIENT_CERT and RATEQUEUE_CLIENT_KEY"):
+        resolve_tls()
+    monkeypatch.setenv("RATEQUEUE_CLIENT_KEY", "")
+    assert resolve_tls(ca_file="") == ratequeue.TLSFiles()
+
+
 def test_missing_key_is_unauthorized(cluster: FakeCluster, fake_time: FakeTime) -> None:
     c = ratequeue.Client(URLS, None, timing=FAST, transport=cluster.transport(), sleep=fake_time.sleep)
     with pytest.raises(ratequeue.Unauthorized) as ei:

@@ -1,12 +1,14 @@
 //! The integration tests' cluster: a real ratequeue cluster of separate `ratequeue serve`
 //! processes, started by the test through `ratequeue dev --ephemeral --json` (docs/testkit.md:
 //! one JSON line on stdout, line commands on stdin, everything removed on stdin EOF or the
-//! test's death), and admin helpers over plain `fetch`.
+//! test's death), and admin helpers over plain `fetch` (over `node:https` with the kit's CA
+//! and client certificate for a TLS cluster, `Cluster.start(n, { tls: true })`).
 //!
 //! The binary is $RATEQUEUE_BIN, else <repo>/target/debug/ratequeue.
 
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import * as https from "node:https";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -17,8 +19,66 @@ export const BIN = process.env["RATEQUEUE_BIN"] ?? join(REPO, "target/debug/rate
 export const DEADLINE_MS = 60_000;
 
 /** The command that starts a cluster and speaks the contract (docs/testkit.md). */
-function clusterCommand(nodes: number): [string, string[]] {
-  return [BIN, ["dev", "--ephemeral", "--json", "--nodes", String(nodes)]];
+function clusterCommand(nodes: number, tls: boolean): [string, string[]] {
+  return [BIN, ["dev", "--ephemeral", "--json", "--nodes", String(nodes), ...(tls ? ["--tls", "--tls-client-auth"] : [])]];
+}
+
+/** The files of a TLS cluster (`ratequeue dev --tls`): its CA, and a client certificate
+ *  the nodes accept (they require one: `--tls-client-auth`). */
+export interface TlsInfo {
+  ca_file: string;
+  client_cert: string;
+  client_key: string;
+}
+
+interface Answer {
+  status: number;
+  location: string | null;
+  text: string;
+}
+
+interface RequestInit {
+  method: string;
+  headers: Record<string, string>;
+  body?: string;
+  timeoutMs: number;
+}
+
+/** One request: `fetch` for plain HTTP; for a TLS cluster `node:https` with its CA and
+ *  client certificate (fetch cannot be given a CA without undici's own Agent). */
+function requester(tls: TlsInfo | undefined): (url: string, init: RequestInit) => Promise<Answer> {
+  if (tls === undefined) {
+    return async (url, init) => {
+      const r = await fetch(url, {
+        method: init.method,
+        redirect: "manual",
+        headers: init.headers,
+        ...(init.body === undefined ? {} : { body: init.body }),
+        signal: AbortSignal.timeout(init.timeoutMs),
+      });
+      return { status: r.status, location: r.headers.get("location"), text: await r.text() };
+    };
+  }
+  const agent = new https.Agent({
+    ca: readFileSync(tls.ca_file),
+    cert: readFileSync(tls.client_cert),
+    key: readFileSync(tls.client_key),
+  });
+  return (url, init) =>
+    new Promise((resolve, reject) => {
+      const r = https.request(url, { method: init.method, headers: init.headers, agent, timeout: init.timeoutMs }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("error", reject);
+        res.on("end", () => {
+          const location = res.headers["location"];
+          resolve({ status: res.statusCode ?? 0, location: location ?? null, text: Buffer.concat(chunks).toString("utf8") });
+        });
+      });
+      r.on("timeout", () => r.destroy(new Error(`no answer from ${url} in ${init.timeoutMs} ms`)));
+      r.on("error", reject);
+      r.end(init.body);
+    });
 }
 
 export interface NodeInfo {
@@ -34,6 +94,7 @@ interface Started {
   admin_token: string;
   leader_id: number;
   dir: string;
+  tls?: TlsInfo;
 }
 
 /** Polls `check` until it returns a value other than undefined/false, or throws after
@@ -51,6 +112,9 @@ export async function until<T>(what: string, check: () => Promise<T | undefined 
 export class Cluster {
   readonly nodes: NodeInfo[];
   readonly adminToken: string;
+  /** The CA and client certificate files of a TLS cluster. */
+  readonly tls: TlsInfo | undefined;
+  readonly #request: (url: string, init: RequestInit) => Promise<Answer>;
   #proc: ChildProcessWithoutNullStreams;
   #lines: AsyncIterator<string>;
   #exited: Promise<void>;
@@ -60,12 +124,16 @@ export class Cluster {
     this.#lines = lines;
     this.nodes = info.nodes;
     this.adminToken = info.admin_token;
+    this.tls = info.tls;
+    this.#request = requester(info.tls);
     this.#exited = new Promise((r) => proc.once("exit", () => r()));
   }
 
-  static async start(nodes = 3): Promise<Cluster> {
+  /** `tls`: the nodes speak only TLS and require client certificates (the kit makes
+   *  them; `tls` names the files). */
+  static async start(nodes = 3, options: { tls?: boolean } = {}): Promise<Cluster> {
     if (!existsSync(BIN)) throw new Error(`ratequeue binary not found at ${BIN}: cargo build -p ratequeue-node, or set RATEQUEUE_BIN`);
-    const [cmd, args] = clusterCommand(nodes);
+    const [cmd, args] = clusterCommand(nodes, options.tls === true);
     const proc = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"], cwd: REPO });
     let stderr = "";
     proc.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
@@ -113,20 +181,18 @@ export class Cluster {
         let url = base + path;
         try {
           for (let hop = 0; hop < 5; hop++) {
-            const r = await fetch(url, {
+            const r = await this.#request(url, {
               method,
-              redirect: "manual",
               headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
               ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-              signal: AbortSignal.timeout(10_000),
+              timeoutMs: 10_000,
             });
             if (r.status === 307 || r.status === 308) {
-              url = new URL(r.headers.get("location")!, url).toString();
+              url = new URL(r.location!, url).toString();
               continue;
             }
             if (r.status === 503) break;
-            const text = await r.text();
-            return { status: r.status, json: text ? JSON.parse(text) : undefined };
+            return { status: r.status, json: r.text ? JSON.parse(r.text) : undefined };
           }
         } catch {
           // a dead or paused node: ask the next
@@ -174,7 +240,7 @@ export class Cluster {
         try {
           // Any answer but 401 means this node knows the key (a client key may not read
           // the status: 403).
-          const s = await fetch(`${base}/v1/cluster/status`, { headers: { authorization: `Bearer ${key}` }, signal: AbortSignal.timeout(5000) });
+          const s = await this.#request(`${base}/v1/cluster/status`, { method: "GET", headers: { authorization: `Bearer ${key}` }, timeoutMs: 5000 });
           return s.status !== 401;
         } catch {
           return false;

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import { Nodes, backoffMs, baseOf, runCall, type CallContext } from "../../src/call.js";
-import { DEFAULT_TIMING, makeTiming, resolveApiKey, resolveUrls } from "../../src/config.js";
+import { DEFAULT_TIMING, makeTiming, resolveApiKey, resolveTls, resolveUrls } from "../../src/config.js";
 import * as E from "../../src/errors.js";
 import { acquireSpec, buildAcquireArgs, parseGrant } from "../../src/protocol.js";
 import { TransportFailure, type HttpRequest, type HttpResponse } from "../../src/transport.js";
@@ -120,6 +120,32 @@ describe("config", () => {
     }
     assert.throws(() => resolveUrls("ftp://x"), TypeError);
     assert.throws(() => resolveUrls(" , "), TypeError);
+  });
+  test("TLS files from options, else the environment; the certificate and key go together", () => {
+    const names = ["RATEQUEUE_CA_FILE", "RATEQUEUE_CLIENT_CERT", "RATEQUEUE_CLIENT_KEY"];
+    const saved = names.map((n) => [n, process.env[n]] as const);
+    try {
+      for (const n of names) delete process.env[n];
+      assert.deepEqual(resolveTls(), {});
+      process.env["RATEQUEUE_CA_FILE"] = "/env/ca.crt";
+      process.env["RATEQUEUE_CLIENT_CERT"] = "/env/c.crt";
+      process.env["RATEQUEUE_CLIENT_KEY"] = "/env/c.key";
+      assert.deepEqual(resolveTls(), { caFile: "/env/ca.crt", clientCert: "/env/c.crt", clientKey: "/env/c.key" });
+      assert.deepEqual(resolveTls({ caFile: "/arg/ca.crt" }), { caFile: "/arg/ca.crt", clientCert: "/env/c.crt", clientKey: "/env/c.key" });
+      assert.deepEqual(resolveTls({ clientCert: "/a.crt", clientKey: "/a.key" }), { caFile: "/env/ca.crt", clientCert: "/a.crt", clientKey: "/a.key" });
+      assert.throws(() => resolveTls({ clientCert: "/a.crt" }), /clientCert and clientKey/);
+      // Empty values count as unset.
+      process.env["RATEQUEUE_CA_FILE"] = "";
+      process.env["RATEQUEUE_CLIENT_CERT"] = "";
+      assert.throws(() => resolveTls(), /RATEQUEUE_CLIENT_CERT and RATEQUEUE_CLIENT_KEY/);
+      process.env["RATEQUEUE_CLIENT_KEY"] = "";
+      assert.deepEqual(resolveTls({ caFile: "" }), {});
+    } finally {
+      for (const [n, v] of saved) {
+        if (v === undefined) delete process.env[n];
+        else process.env[n] = v;
+      }
+    }
   });
   test("api key from options or RATEQUEUE_API_KEY", () => {
     const saved = process.env["RATEQUEUE_API_KEY"];

@@ -13,7 +13,7 @@ Async: `import ratequeue.aio as rq` and `async with rq.acquire(...) as lease:`.
 Nodes come from RATEQUEUE_URL (comma-separated), the key from RATEQUEUE_API_KEY.
 """
 
-from ._config import Timing
+from ._config import TLSFiles, Timing
 from ._decorator import current_lease, limited
 from ._errors import (
     Forbidden,
@@ -45,6 +45,7 @@ __all__ = [
     "limited",
     "current_lease",
     "Timing",
+    "TLSFiles",
     "Limit",
     "RELEASE_STATES",
     "RatequeueError",

@@ -25,10 +25,22 @@ from typing import TYPE_CHECKING, Awaitable, Callable, Dict, Optional, Sequence,
 
 from ._async_backend import AsyncAcquireMixin, AsyncRenewal, pause, shielded
 from ._async_transport import AsyncConnectionPool
-from ._config import TTL_MS_MAX, TTL_MS_MIN, Timing, check_load, resolve_api_key, resolve_urls, seconds_to_ms
+from ._config import (
+    TTL_MS_MAX,
+    TTL_MS_MIN,
+    PathArg,
+    Timing,
+    TLSFiles,
+    check_load,
+    resolve_api_key,
+    resolve_tls,
+    resolve_urls,
+    seconds_to_ms,
+)
 from ._errors import LeaseLost, RatequeueError
 from ._http import AsyncTransport, Request, Response, TransportError
 from ._lease import LeaseBase, Stopped, exit_policy, log, pop_current, presumed_lost, push_current
+from ._net import tls_context
 from ._protocol import (
     AcquireArgs,
     CallSpec,
@@ -58,7 +70,11 @@ class Client:
     reconnects in the child) forked processes.
 
     `urls` is a list or a comma-separated string of node base URLs (default RATEQUEUE_URL);
-    `api_key` defaults to RATEQUEUE_API_KEY. Connections are pooled; the leader is cached
+    `api_key` defaults to RATEQUEUE_API_KEY. For `https://` nodes, `ca_file` (default
+    RATEQUEUE_CA_FILE) is the PEM bundle of the CAs to trust instead of the system's, and
+    `client_cert` + `client_key` (default RATEQUEUE_CLIENT_CERT, RATEQUEUE_CLIENT_KEY) a
+    certificate to present to nodes that require one; the files are read here (a bad one
+    is a ValueError naming it). Connections are pooled; the leader is cached
     and redirects from followers are followed with method and body preserved; transient
     failures are retried with backoff and jitter, resending the same request_id.
 
@@ -71,6 +87,9 @@ class Client:
         urls: Union[str, Sequence[str], None] = None,
         api_key: Optional[str] = None,
         *,
+        ca_file: Optional[PathArg] = None,
+        client_cert: Optional[PathArg] = None,
+        client_key: Optional[PathArg] = None,
         timing: Optional[Timing] = None,
         transport: Optional[AsyncTransport] = None,
         clock: Optional[Callable[[], float]] = None,
@@ -80,8 +99,12 @@ class Client:
         self.urls: Tuple[str, ...] = tuple(resolve_urls(urls))
         self._api_key = resolve_api_key(api_key)
         self.timing = timing or Timing()
+        #: The TLS files in use (`ratequeue.TLSFiles`, from the arguments or environment).
+        self.tls = resolve_tls(ca_file, client_cert, client_key)
         self._transport: AsyncTransport = transport or AsyncConnectionPool(
-            self.timing.connections_max, self.timing.keepalive_max
+            self.timing.connections_max,
+            self.timing.keepalive_max,
+            None if self.tls.is_default else tls_context(self.tls),
         )
         self._headers = {**default_headers(self._api_key), "content-type": "application/json"}
         self._clock = clock or time.monotonic
@@ -342,22 +365,25 @@ class AcquireContext(AsyncAcquireMixin):
 
 # --- module-level default clients --------------------------------------------------------
 
-_defaults: Dict[Tuple[Tuple[str, ...], Optional[str]], Client] = {}
+_defaults: Dict[Tuple[Tuple[str, ...], Optional[str], TLSFiles], Client] = {}
 _defaults_lock = threading.Lock()
 #: Distinct (urls, api_key) pairs kept; beyond that the oldest default client is dropped.
 DEFAULT_CLIENTS_MAX = 32
 
 
 def default_client(url: Union[str, Sequence[str], None] = None, api_key: Optional[str] = None) -> Client:
-    """The process-wide client for these URLs and key (from the environment when None).
-    It works in every thread, after a fork, and under any number of `asyncio.run` calls."""
-    key = (tuple(resolve_urls(url)), resolve_api_key(api_key))
+    """The process-wide client for these URLs and key (from the environment when None) and
+    the TLS files of the environment (RATEQUEUE_CA_FILE, RATEQUEUE_CLIENT_CERT,
+    RATEQUEUE_CLIENT_KEY). It works in every thread, after a fork, and under any number of
+    `asyncio.run` calls."""
+    tls = resolve_tls()
+    key = (tuple(resolve_urls(url)), resolve_api_key(api_key), tls)
     with _defaults_lock:
         c = _defaults.get(key)
         if c is None:
             if len(_defaults) >= DEFAULT_CLIENTS_MAX:
                 _defaults.pop(next(iter(_defaults)))
-            c = Client(list(key[0]), key[1])
+            c = Client(list(key[0]), key[1], ca_file=tls.ca_file, client_cert=tls.client_cert, client_key=tls.client_key)
             _defaults[key] = c
         return c
 

@@ -98,7 +98,11 @@ class AsyncSocket:
         self._awaiting = False
 
     @staticmethod
-    async def connect(scheme: str, host: str, port: int, timeout: float) -> "AsyncSocket":
+    async def connect(
+        scheme: str, host: str, port: int, timeout: float, tls: Optional[ssl.SSLContext] = None
+    ) -> "AsyncSocket":
+        """A connection to the node, TLS-wrapped with `tls` (default `tls_context()`) for
+        `https://`."""
         origin = Origin(scheme, host, port)
         timeout = max(timeout, CONNECT_TIMEOUT_MIN_S)  # the same floor as the blocking flavour
         deadline = time.monotonic() + timeout
@@ -118,7 +122,7 @@ class AsyncSocket:
                         raise OSError(err, "connect failed")
                     conn = AsyncSocket(sock, origin)
                     if scheme == "https":
-                        await conn._handshake(deadline)
+                        await conn._handshake(tls or tls_context(), deadline)
                     return conn
                 except OSError as e:
                     sock.close()
@@ -132,8 +136,8 @@ class AsyncSocket:
         except (OSError, asyncio.TimeoutError) as e:
             raise connect_failure(origin, e, timeout) from None
 
-    async def _handshake(self, deadline: float) -> None:
-        self._tls = tls_context().wrap_bio(self._incoming, self._outgoing, server_hostname=self.host)
+    async def _handshake(self, context: ssl.SSLContext, deadline: float) -> None:
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_hostname=self.host)
         while True:
             try:
                 self._tls.do_handshake()

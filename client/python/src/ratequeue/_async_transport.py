@@ -18,6 +18,7 @@ SDK makes is idempotent, which is what makes that retry safe.
 from __future__ import annotations
 
 import os
+import ssl
 import threading
 import time
 from collections import deque
@@ -42,10 +43,14 @@ __all__ = ["AsyncConnectionPool"]
 
 class AsyncConnectionPool:
     """Keep-alive connections per node, at most `connections_max` open at once and at most
-    `keepalive_max` kept idle."""
+    `keepalive_max` kept idle; `https://` ones use the TLS context `tls` (default: the
+    system's trust store, `_net.tls_context()`)."""
 
-    def __init__(self, connections_max: int = 1000, keepalive_max: int = 100) -> None:
+    def __init__(
+        self, connections_max: int = 1000, keepalive_max: int = 100, tls: Optional[ssl.SSLContext] = None
+    ) -> None:
         self._connections_max = connections_max
+        self._tls = tls
         self._keepalive_max = keepalive_max
         self._lock = threading.Lock()
         self._idle: Dict[Tuple[str, str, int], List[AsyncSocket]] = {}
@@ -141,7 +146,7 @@ class AsyncConnectionPool:
                 if queued:  # else it was woken just now: look again
                     raise PoolTimeout(f"all {self._connections_max} connections stayed busy for {t.pool:g} s")
         try:
-            conn = await AsyncSocket.connect(scheme, host, port, t.connect)
+            conn = await AsyncSocket.connect(scheme, host, port, t.connect, self._tls)
         except BaseException:
             self._slot_freed()
             raise

@@ -1,8 +1,10 @@
-"""Configuration shared by the sync and async clients: timing knobs, node URLs and API key
-from arguments or the environment, and client-side validation of names and numbers.
+"""Configuration shared by the sync and async clients: timing knobs, node URLs, API key
+and TLS files from arguments or the environment, and client-side validation of names and
+numbers.
 
-Owns: `Timing`, `resolve_urls`, `resolve_api_key`, the validators. Must never do I/O
-beyond reading environment variables.
+Owns: `Timing`, `TLSFiles`, `resolve_urls`, `resolve_api_key`, `resolve_tls`, the
+validators. Must never do I/O beyond reading environment variables (the TLS files are read
+by `_net.tls_context`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Union
 
-__all__ = ["Timing", "resolve_urls", "resolve_api_key", "DEFAULT_URL"]
+#: A file path argument: a str or any os.PathLike (pathlib.Path).
+PathArg = Union[str, "os.PathLike[str]"]
+
+__all__ = ["Timing", "TLSFiles", "resolve_urls", "resolve_api_key", "resolve_tls", "DEFAULT_URL"]
 
 #: Where `ratequeue dev` listens: used when neither `url` nor RATEQUEUE_URL is given.
 DEFAULT_URL = "http://127.0.0.1:7700"
@@ -112,6 +117,52 @@ def resolve_api_key(api_key: Optional[str]) -> Optional[str]:
     if api_key is None:
         api_key = os.environ.get("RATEQUEUE_API_KEY") or None
     return api_key
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """Which CAs a client trusts and which certificate it presents to `https://` nodes
+    (PEM files; paths only, read when the client is made). All None: the system's trust
+    store (or SSL_CERT_FILE / SSL_CERT_DIR) and no client certificate."""
+
+    #: Trust only the CAs in this bundle (RATEQUEUE_CA_FILE).
+    ca_file: Optional[str] = None
+    #: Present this certificate (leaf first) and key to nodes that require one
+    #: (RATEQUEUE_CLIENT_CERT, RATEQUEUE_CLIENT_KEY; nodes started with --api-client-ca).
+    client_cert: Optional[str] = None
+    client_key: Optional[str] = None
+
+    @property
+    def is_default(self) -> bool:
+        return self == TLSFiles()
+
+
+def resolve_tls(
+    ca_file: Optional[PathArg] = None,
+    client_cert: Optional[PathArg] = None,
+    client_key: Optional[PathArg] = None,
+) -> TLSFiles:
+    """The TLS files from the arguments, else the environment: `ca_file` else
+    RATEQUEUE_CA_FILE; the client certificate and key as a pair, from the arguments if
+    either is given, else RATEQUEUE_CLIENT_CERT and RATEQUEUE_CLIENT_KEY. Empty values
+    count as unset. A certificate without its key (or the reverse) is a ValueError."""
+
+    def given(v: Optional[PathArg]) -> Optional[str]:
+        path = os.fspath(v) if v is not None else None
+        return path or None
+
+    def env(name: str) -> Optional[str]:
+        return os.environ.get(name) or None
+
+    ca = given(ca_file) or env("RATEQUEUE_CA_FILE")
+    cert, key = given(client_cert), given(client_key)
+    source = "client_cert= and client_key="
+    if cert is None and key is None:
+        cert, key = env("RATEQUEUE_CLIENT_CERT"), env("RATEQUEUE_CLIENT_KEY")
+        source = "RATEQUEUE_CLIENT_CERT and RATEQUEUE_CLIENT_KEY"
+    if (cert is None) != (key is None):
+        raise ValueError(f"a client certificate needs both its certificate and its key file ({source})")
+    return TLSFiles(ca, cert, key)
 
 
 def check_name(what: str, name: str) -> str:

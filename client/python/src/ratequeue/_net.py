@@ -4,7 +4,8 @@ blocking and the asyncio transport report the same failure in the same words).
 
 Owns: `tune`, `tls_context`, `idle_ok`, `connect_failure`, `io_failure`, and the process
 hooks of every connection pool (`track`: after fork, at exit). TLS options (a CA bundle, a
-client certificate) belong in `tls_context` and nowhere else.
+client certificate: `_config.TLSFiles`) become a context in `tls_context` and nowhere
+else.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import threading
 import weakref
 from typing import Any, List, Optional
 
+from ._config import TLSFiles
 from ._http import (
     ConnectError,
     ConnectTimeout,
@@ -37,15 +39,53 @@ _tls_lock = threading.Lock()
 _tls: Optional[ssl.SSLContext] = None
 
 
-def tls_context() -> ssl.SSLContext:
-    """The TLS context of `https://` nodes: the system's trust store (or the bundle named by
-    SSL_CERT_FILE / SSL_CERT_DIR), certificates and host names verified. Built once: it
-    costs tens of milliseconds."""
+def tls_context(files: Optional[TLSFiles] = None) -> ssl.SSLContext:
+    """The TLS context of `https://` nodes, certificates and host names (or IP addresses)
+    verified, TLS 1.2 at least.
+
+    Without files (or all None): the system's trust store (or the bundle named by
+    SSL_CERT_FILE / SSL_CERT_DIR), built once per process (it costs tens of milliseconds).
+    With files: a new context that trusts only the CAs in `ca_file` and presents
+    `client_cert` + `client_key`; the files are read now, so a wrong path or file fails
+    here (ValueError naming the file), not at the first request. A client makes its
+    context once: replaced files are read by a new client."""
     global _tls
-    with _tls_lock:
-        if _tls is None:
-            _tls = ssl.create_default_context()
-        return _tls
+    if files is None or files.is_default:
+        with _tls_lock:
+            if _tls is None:
+                _tls = ssl.create_default_context()
+            return _tls
+    try:
+        ctx = ssl.create_default_context(cafile=files.ca_file)
+    except (OSError, ssl.SSLError) as e:
+        raise ValueError(f"CA bundle {files.ca_file}: {_file_error(e)}") from None
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if files.client_cert is not None and files.client_key is not None:
+        try:
+            ctx.load_cert_chain(files.client_cert, files.client_key, password=_no_password)
+        except (OSError, ssl.SSLError) as e:
+            raise ValueError(
+                f"client certificate {files.client_cert} / key {files.client_key}: {_file_error(e)}"
+            ) from None
+    return ctx
+
+
+def _no_password() -> str:
+    # Without a callback OpenSSL would prompt on the terminal for an encrypted key.
+    raise ssl.SSLError("the key is encrypted: give an unencrypted PEM key")
+
+
+def _file_error(e: BaseException) -> str:
+    if isinstance(e, ssl.SSLError):
+        reason = getattr(e, "reason", None)
+        if reason in ("NO_CERTIFICATE_OR_CRL_FOUND", "PEM_LIB", "NO_START_LINE"):
+            return f"not PEM ({reason})"
+        if reason == "KEY_VALUES_MISMATCH":
+            return "the key does not belong to the certificate"
+        return str(reason or e)
+    if isinstance(e, OSError) and e.errno is not None:
+        return _strerror(e.errno)
+    return str(e)
 
 
 def tune(sock: socket.socket) -> None:
@@ -93,9 +133,7 @@ def connect_failure(origin: Origin, exc: BaseException, timeout: float) -> Trans
     elif isinstance(exc, (socket.timeout, TimeoutError)):
         err = ConnectTimeout(f"{where}: no connection within {timeout:g} s")
     elif isinstance(exc, ssl.SSLError):
-        reason = getattr(exc, "reason", None) or exc.__class__.__name__
-        hint = " (is it a plain-text http:// port?)" if reason == "WRONG_VERSION_NUMBER" else ""
-        err = TLSError(f"{where}: TLS handshake failed: {reason}{hint}")
+        err = TLSError(f"{where}: TLS handshake failed: {_tls_reason(exc)}")
     elif isinstance(exc, OSError) and exc.errno is not None:
         err = ConnectError(f"{where}: {_strerror(exc.errno)}")
     else:
@@ -111,13 +149,27 @@ def io_failure(origin: Origin, exc: BaseException, writing: bool) -> TransportEr
     if isinstance(exc, TransportError):
         return exc
     if isinstance(exc, ssl.SSLError):
-        err: TransportError = TLSError(f"{where}: TLS error: {getattr(exc, 'reason', None) or exc}")
+        err: TransportError = TLSError(f"{where}: TLS error: {_tls_reason(exc)}")
     else:
         what = _strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc) or type(exc).__name__
         cls = WriteError if writing else ReadError
         err = cls(f"{where}: connection failed while {'sending' if writing else 'awaiting the answer'}: {what}")
     err.__cause__ = exc
     return err
+
+
+def _tls_reason(exc: ssl.SSLError) -> str:
+    """OpenSSL's reason, what the verifier said, and what to check."""
+    reason = getattr(exc, "reason", None) or exc.__class__.__name__
+    detail = getattr(exc, "verify_message", None)
+    text = f"{reason} ({detail})" if detail else str(reason)
+    if reason == "WRONG_VERSION_NUMBER":
+        return f"{text}; is it a plain-text http:// port?"
+    if reason == "CERTIFICATE_VERIFY_FAILED":
+        return f"{text}; the node's certificate must chain to a CA in ca_file= / RATEQUEUE_CA_FILE"
+    if "CERTIFICATE_REQUIRED" in reason or reason == "SSLV3_ALERT_HANDSHAKE_FAILURE":
+        return f"{text}; the node may require a client certificate (client_cert= / RATEQUEUE_CLIENT_CERT)"
+    return text
 
 
 def timed_out(origin: Origin, what: str) -> TransportError:

@@ -40,7 +40,11 @@ class SyncSocket:
         self.scheme, self.host, self.port = origin.scheme, origin.host, origin.port
 
     @staticmethod
-    def connect(scheme: str, host: str, port: int, timeout: float) -> "SyncSocket":
+    def connect(
+        scheme: str, host: str, port: int, timeout: float, tls: Optional[ssl.SSLContext] = None
+    ) -> "SyncSocket":
+        """A connection to the node, TLS-wrapped with `tls` (default `tls_context()`) for
+        `https://`."""
         origin = Origin(scheme, host, port)
         # A zero timeout would make the socket non-blocking: the connect could not finish.
         timeout = max(timeout, CONNECT_TIMEOUT_MIN_S)
@@ -51,7 +55,7 @@ class SyncSocket:
         try:
             tune(sock)
             if scheme == "https":
-                sock = tls_context().wrap_socket(sock, server_hostname=host)
+                sock = (tls or tls_context()).wrap_socket(sock, server_hostname=host)
         except OSError as e:
             sock.close()
             raise connect_failure(origin, e, timeout) from None

@@ -8,6 +8,7 @@ differently.
 from __future__ import annotations
 
 import os
+import ssl
 import threading
 import time
 from collections import deque
@@ -32,10 +33,14 @@ __all__ = ["SyncConnectionPool"]
 
 class SyncConnectionPool:
     """Keep-alive connections per node, at most `connections_max` open at once and at most
-    `keepalive_max` kept idle."""
+    `keepalive_max` kept idle; `https://` ones use the TLS context `tls` (default: the
+    system's trust store, `_net.tls_context()`)."""
 
-    def __init__(self, connections_max: int = 1000, keepalive_max: int = 100) -> None:
+    def __init__(
+        self, connections_max: int = 1000, keepalive_max: int = 100, tls: Optional[ssl.SSLContext] = None
+    ) -> None:
         self._connections_max = connections_max
+        self._tls = tls
         self._keepalive_max = keepalive_max
         self._lock = threading.Lock()
         self._idle: Dict[Tuple[str, str, int], List[SyncSocket]] = {}
@@ -131,7 +136,7 @@ class SyncConnectionPool:
                 if queued:  # else it was woken just now: look again
                     raise PoolTimeout(f"all {self._connections_max} connections stayed busy for {t.pool:g} s")
         try:
-            conn = SyncSocket.connect(scheme, host, port, t.connect)
+            conn = SyncSocket.connect(scheme, host, port, t.connect, self._tls)
         except BaseException:
             self._slot_freed()
             raise

@@ -13,7 +13,7 @@ threads, reusing warm connections.
 from __future__ import annotations
 
 from ._async import AcquireContext, Client, Lease, acquire, default_client
-from ._config import Timing
+from ._config import TLSFiles, Timing
 from ._decorator import current_lease, limited
 from ._errors import (
     Forbidden,
@@ -47,6 +47,7 @@ __all__ = [
     "limited",
     "current_lease",
     "Timing",
+    "TLSFiles",
     "Limit",
     "RELEASE_STATES",
     "RatequeueError",

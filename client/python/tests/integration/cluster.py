@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import os
 import queue
+import ssl
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Dict, List, Optional
+from typing import IO, Any, Dict, List, Optional, Sequence
 
 import httpx
 
@@ -53,12 +54,12 @@ def _tail(path: Path, lines: int = 40) -> str:
 class Dev:
     """The `ratequeue dev --ephemeral --json` process: one JSON line per command."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, args: Sequence[str] = ()) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.log_path = root / "dev.log"
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(binary()), "dev", "--ephemeral", "--json", "--nodes", "3"],
+            [str(binary()), "dev", "--ephemeral", "--json", "--nodes", "3", *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -138,10 +139,16 @@ class Node:
 
 
 class Cluster:
-    """Three nodes plus admin helpers (resources, keys, status) over plain httpx."""
+    """Three nodes plus admin helpers (resources, keys, status) over plain httpx.
 
-    def __init__(self, root: Path) -> None:
+    `tls=True`: the nodes speak TLS and require client certificates (`ratequeue dev --tls
+    --tls-client-auth`, certificates made by the kit at start); `tls_files` then names the
+    CA bundle and the client certificate and key, which the admin helpers use too."""
+
+    def __init__(self, root: Path, tls: bool = False) -> None:
         self.root = root
+        self.tls = tls
+        self.tls_files: Dict[str, str] = {}
         self.dev: Optional[Dev] = None
         self.nodes: List[Node] = []
         self.admin_token = ""
@@ -156,8 +163,14 @@ class Cluster:
         return ",".join(self.urls)
 
     def start(self) -> None:
-        self.dev = Dev(self.root)
+        self.dev = Dev(self.root, ["--tls", "--tls-client-auth"] if self.tls else [])
         self.admin_token = self.dev.first["admin_token"]
+        if self.tls:
+            self.tls_files = self.dev.first["tls"]
+            ctx = ssl.create_default_context(cafile=self.tls_files["ca_file"])
+            ctx.load_cert_chain(self.tls_files["client_cert"], self.tls_files["client_key"])
+            self.http.close()
+            self.http = httpx.Client(timeout=10.0, verify=ctx)
         self.nodes = [Node(self.dev, info) for info in self.dev.first["nodes"]]
         self.wait_ready(self.nodes)
 
