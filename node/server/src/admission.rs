@@ -3,15 +3,20 @@
 //! One task per leadership term owns a `Scheduler` and a speculative copy of the state
 //! (the applied state plus every proposed command). HTTP handlers talk to it through
 //! `Admission` only. Every command — grants decided by the scheduler, releases, renews,
-//! resource and key changes — enters a batch; while one Raft write is in flight the
-//! next batch fills up (group commit), so there is one entry and one fsync per batch,
-//! never one per request. A caller is answered only with the *applied* outcome of its
-//! command, after commit.
+//! resource and key changes — enters a batch; a batch is one Raft entry. Up to
+//! `WRITES_IN_FLIGHT_MAX` entries are replicating at once (a pipeline: a release that
+//! arrives while a grant is being committed goes out at once, in the next entry, instead
+//! of waiting a whole round); when the pipeline is full the next batch fills up (group
+//! commit), so under load there is one entry and one fsync per many requests. Entries
+//! are submitted in batch order and their outcomes taken in that order. A caller is
+//! answered only with the *applied* outcome of its command, after commit.
 //!
-//! Cluster time (DESIGN.md §3) is read here and nowhere else: a batch is stamped when
-//! it is opened, the speculative state is ticked to that stamp, and it stays frozen
-//! while batches are pending so that the speculative and the replicated apply see the
-//! same commands at the same time and reach the same outcomes.
+//! Cluster time (DESIGN.md §3) is read here and nowhere else (`elapsed_ms`): a batch is
+//! stamped when it is opened, the speculative state is ticked to that stamp, and it
+//! stays frozen while the batch is open, so that the speculative and the replicated
+//! apply see the same commands at the same time in the same order and reach the same
+//! outcomes. Batches are closed in order and stamps never decrease, so entries that
+//! are still replicating never see a later batch's commands or time.
 //!
 //! Releases and renews come as `touch`: checked against the lease's owner in the
 //! speculative state, and answered without a Raft write when the caller may not make
@@ -26,7 +31,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
+use futures::FutureExt as _;
+use openraft::error::ClientWriteError;
 use openraft::ServerState;
 use parking_lot::RwLock;
 use ratequeue_core::{
@@ -48,6 +54,12 @@ pub const BATCH_COMMANDS_MAX: usize = 4_096;
 pub const PENDING_COMMANDS_MAX: usize = 65_536;
 /// Requests queued between the HTTP handlers and the loop.
 pub const CHANNEL_LEN_MAX: usize = 16_384;
+/// Raft entries submitted and not yet applied, at most. openraft 0.9 takes them in
+/// order, appends (and fsyncs) each on its core task, and replicates whatever is
+/// appended when a follower's previous AppendEntries returns; a second entry in flight
+/// lets a command that arrives during a round go out at once, and more than a few only
+/// splits batches without shortening the round.
+pub const WRITES_IN_FLIGHT_MAX: usize = 4;
 /// A replicated write that takes longer is answered `commit_timeout` (ambiguous).
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a new leader waits to apply its log before it starts admitting.
@@ -382,6 +394,12 @@ struct OpenBatch {
 type WriteResult = Result<BatchOutcome, WriteError>;
 type WriteFuture = Pin<Box<dyn Future<Output = WriteResult> + Send>>;
 
+/// A submitted entry: its outcome, and whom to answer with it.
+struct InFlight {
+    outcome: WriteFuture,
+    replies: Vec<Reply>,
+}
+
 #[derive(Debug)]
 enum WriteError {
     NotLeader,
@@ -403,7 +421,8 @@ struct LeaderLoop {
     /// Batches not yet submitted; the back one accepts commands until it is full.
     batches: VecDeque<OpenBatch>,
     pending_commands: usize,
-    in_flight: Option<(WriteFuture, Vec<Reply>)>,
+    /// Submitted entries, oldest first; their outcomes are taken in this order.
+    in_flight: VecDeque<InFlight>,
     tickets: HashMap<u64, WaiterId>,
     pending: HashMap<WaiterId, Pending>,
     /// Request key -> its pending waiter (queued, or granted and being committed), so a
@@ -449,7 +468,7 @@ impl LeaderLoop {
             started: Instant::now(),
             batches: VecDeque::new(),
             pending_commands: 0,
-            in_flight: None,
+            in_flight: VecDeque::new(),
             tickets: HashMap::new(),
             pending: HashMap::new(),
             by_request: HashMap::new(),
@@ -502,7 +521,10 @@ impl LeaderLoop {
         let mut metrics_rx = self.raft.metrics();
         loop {
             self.submit();
-            let frozen = !self.batches.is_empty() || self.in_flight.is_some();
+            // An open batch has its stamp: until it is submitted only deadlines can
+            // make `poll` do something. Entries in flight do not freeze time: the next
+            // batch gets a new, later stamp.
+            let frozen = !self.batches.is_empty();
             let wake_ms = if frozen {
                 self.sched.next_deadline()
             } else {
@@ -523,8 +545,8 @@ impl LeaderLoop {
                         Woke::Tick
                     }
                     done = async {
-                        match in_flight.as_mut() {
-                            Some((fut, _)) => fut.await,
+                        match in_flight.front_mut() {
+                            Some(w) => (&mut w.outcome).await,
                             None => std::future::pending().await,
                         }
                     } => Woke::Written(done),
@@ -538,7 +560,11 @@ impl LeaderLoop {
             match woke {
                 Woke::Tick => {}
                 Woke::Written(done) => {
-                    let replies = self.in_flight.take().map(|(_, r)| r).unwrap_or_default();
+                    let replies = self
+                        .in_flight
+                        .pop_front()
+                        .map(|w| w.replies)
+                        .unwrap_or_default();
                     if !self.write_done(done, replies) {
                         return;
                     }
@@ -551,7 +577,7 @@ impl LeaderLoop {
 
     /// Times out waiters, grants what fits, and queues the resulting commands.
     fn pump(&mut self) {
-        if self.batches.is_empty() && self.in_flight.is_none() && self.resync {
+        if self.batches.is_empty() && self.in_flight.is_empty() && self.resync {
             self.spec = self.applied.read().state.clone();
             self.resync = false;
             tracing::warn!("speculative state rebuilt from the applied state");
@@ -769,38 +795,54 @@ impl LeaderLoop {
         }
     }
 
-    /// Submits the oldest pending batch if no write is in flight.
+    /// Submits pending batches, oldest first, while the pipeline has room. The entry is
+    /// handed to Raft here, in order (openraft's API channel is unbounded, so the send
+    /// does not wait); only its outcome is awaited later.
     fn submit(&mut self) {
-        if self.in_flight.is_some() {
-            return;
-        }
-        let Some(batch) = self.batches.pop_front() else {
-            return;
-        };
-        if batch.commands.is_empty() {
-            return;
-        }
-        self.pending_commands -= batch.commands.len();
-        self.metrics.batch(batch.commands.len());
-        let raft = self.raft.clone();
-        let payload = Batch {
-            now_ms: batch.now_ms,
-            commands: batch.commands,
-        };
-        let fut = async move {
-            match tokio::time::timeout(COMMIT_TIMEOUT, raft.client_write(payload)).await {
-                Ok(Ok(resp)) => Ok(resp.data),
-                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                    Err(WriteError::NotLeader)
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "replicated write failed");
-                    Err(WriteError::NotLeader)
-                }
-                Err(_) => Err(WriteError::Timeout),
+        while self.in_flight.len() < WRITES_IN_FLIGHT_MAX {
+            let Some(batch) = self.batches.pop_front() else {
+                return;
+            };
+            if batch.commands.is_empty() {
+                continue;
             }
-        };
-        self.in_flight = Some((Box::pin(fut), batch.replies));
+            self.pending_commands -= batch.commands.len();
+            self.metrics.batch(batch.commands.len());
+            let payload = Batch {
+                now_ms: batch.now_ms,
+                commands: batch.commands,
+            };
+            let outcome: WriteFuture = match self.raft.client_write_ff(payload).now_or_never() {
+                Some(Ok(rx)) => Box::pin(async move {
+                    match tokio::time::timeout(COMMIT_TIMEOUT, rx).await {
+                        Ok(Ok(Ok(resp))) => Ok(resp.data),
+                        Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => {
+                            Err(WriteError::NotLeader)
+                        }
+                        Ok(Ok(Err(e))) => {
+                            tracing::error!(error = %e, "replicated write failed");
+                            Err(WriteError::NotLeader)
+                        }
+                        // Raft dropped the responder: it stopped, or left office.
+                        Ok(Err(_)) => Err(WriteError::NotLeader),
+                        Err(_) => Err(WriteError::Timeout),
+                    }
+                }),
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "raft stopped");
+                    Box::pin(std::future::ready(Err(WriteError::NotLeader)))
+                }
+                None => {
+                    // Cannot happen with an unbounded channel; never reorder entries.
+                    tracing::error!("raft did not take the entry at once");
+                    Box::pin(std::future::ready(Err(WriteError::NotLeader)))
+                }
+            };
+            self.in_flight.push_back(InFlight {
+                outcome,
+                replies: batch.replies,
+            });
+        }
     }
 
     /// Answers everyone in a committed batch. Returns false if the loop must stop.
@@ -956,8 +998,9 @@ impl LeaderLoop {
     /// On leaving office: everything in flight is ambiguous, everything else certainly
     /// did not happen and may be retried against the new leader.
     fn fail_all(&mut self) {
-        if let Some((_, replies)) = self.in_flight.take() {
-            self.fail_replies(replies, Failure::Ambiguous);
+        let in_flight: Vec<InFlight> = self.in_flight.drain(..).collect();
+        for w in in_flight {
+            self.fail_replies(w.replies, Failure::Ambiguous);
         }
         let batches: Vec<OpenBatch> = self.batches.drain(..).collect();
         for b in batches {
