@@ -6,7 +6,9 @@
 //!   callback is completed by the flush thread only after `backend.flush()` (fsync).
 //! - `save_vote` returns only after the vote is durable. Log and vote writes are issued in
 //!   call order and one flush persists everything before it, so they are never reordered.
-//! - `purge` persists `last_purged` before deleting; `open` finishes an interrupted purge.
+//! - `purge` records `last_purged` at once and hands the deletion to the purge thread
+//!   (`purger.rs`), which persists `last_purged` before deleting; `open` finishes an
+//!   interrupted purge. openraft awaits `purge` on its core task: it must not delete there.
 //! - `save_committed` / `read_committed` are implemented, so `Raft::new` re-applies committed
 //!   entries into the in-memory state machine at startup.
 //! - Every error becomes an openraft `StorageError`, which stops this node's Raft for good.
@@ -27,6 +29,7 @@ use serde::de::DeserializeOwned;
 use super::backend::{LogBackend, MetaKey};
 use super::error::{RecordKey, StoreError};
 use super::flusher::Flusher;
+use super::purger::Purger;
 use super::record::{self, RECORD_HEADER_LEN};
 
 /// The Raft log store. Cheap to clone (one `Arc`); clones share the backend and flush thread.
@@ -36,8 +39,9 @@ pub struct LogStore<C: RaftTypeConfig> {
 }
 
 struct Inner<C: RaftTypeConfig> {
-    // Declared first so it is dropped (thread joined) before the backend below.
+    // Declared first so they are dropped (threads joined) before the backend below.
     flusher: Flusher<C>,
+    purger: Purger,
     backend: Arc<dyn LogBackend>,
 }
 
@@ -88,8 +92,13 @@ impl<C: RaftTypeConfig> LogStore<C> {
             "raft log store opened"
         );
         let flusher = Flusher::start(Arc::clone(&backend))?;
+        let purger = Purger::start(Arc::clone(&backend))?;
         Ok(LogStore {
-            inner: Arc::new(Inner { flusher, backend }),
+            inner: Arc::new(Inner {
+                flusher,
+                purger,
+                backend,
+            }),
         })
     }
 
@@ -109,8 +118,10 @@ impl<C: RaftTypeConfig> LogStore<C> {
         self.inner.backend.size_on_disk()
     }
 
-    /// Wait until every write issued so far is durable (graceful shutdown).
+    /// Wait until every write issued so far, purges included, is durable (graceful
+    /// shutdown).
     pub async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.purger.drain().await?;
         self.inner.flusher.flush().await
     }
 
@@ -286,19 +297,6 @@ pub fn to_storage_error<NID: NodeId>(
 
 use to_storage_error as sto_err;
 
-/// Run blocking backend work (fsync, bulk deletes, large snapshots) off the async workers.
-async fn blocking<T, F>(f: F) -> Result<T, StoreError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StoreError::Task {
-            reason: e.to_string(),
-        })?
-}
-
 fn to_range(range: &impl RangeBounds<u64>) -> Range<u64> {
     let start = match range.start_bound() {
         Bound::Included(s) => *s,
@@ -435,10 +433,11 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
     async fn purge(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
         let err = |e| sto_err(ErrorSubject::Log(log_id.clone()), ErrorVerb::Delete, e);
         let record = record::encode(RecordKey::LastPurged, &log_id).map_err(err)?;
-        let backend = Arc::clone(&self.inner.backend);
-        let upto = log_id.index;
-        blocking(move || backend.purge(upto, record))
-            .await
-            .map_err(err)
+        // Visible to `get_log_state` at once; durable before the purge thread deletes.
+        self.inner
+            .backend
+            .put_meta(MetaKey::LastPurged, record.clone())
+            .map_err(err)?;
+        self.inner.purger.purge(log_id.index, record).map_err(err)
     }
 }

@@ -5,7 +5,9 @@
 //! - `backend`: the project's storage trait [`LogBackend`]; `sled_backend` ([`SledBackend`],
 //!   the production engine) and `mem_backend` ([`MemBackend`], fast tests and crash models).
 //! - `log_store`: [`LogStore`], openraft's `RaftLogStorage` + `RaftLogReader` over any
-//!   backend, and the snapshot slot the state-machine store writes into.
+//!   backend, and the snapshot slot the state-machine store writes into; `flusher` (the
+//!   fsync thread that completes appends) and `purger` (the thread that deletes purged
+//!   entries) keep blocking work off openraft's core task.
 //!
 //! This module owns durability and corruption detection. It knows nothing about the state
 //! machine's contents, HTTP, or the network; openraft types appear only in `log_store`.
@@ -15,6 +17,7 @@ mod error;
 mod flusher;
 mod log_store;
 mod mem_backend;
+mod purger;
 pub mod record;
 mod sled_backend;
 

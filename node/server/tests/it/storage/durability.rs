@@ -48,7 +48,9 @@ async fn acknowledged_writes_survive_losing_unflushed_writes() {
         Some((meta, b"snap".to_vec()))
     );
 
+    // A purge's deletion runs on the purge thread; `flush` waits for it.
     store.purge(log_id(1, 1, 1)).await.unwrap();
+    store.flush().await.unwrap();
     let mut crashed = Store::new(Arc::new(backend.crash_copy())).unwrap();
     let state = crashed.get_log_state().await.unwrap();
     assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 1)));

@@ -16,7 +16,7 @@ use ratequeue_node::storage::{
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use super::support::{normal, Store};
+use super::support::{log_id, normal, Store};
 
 type Events = Arc<Mutex<Vec<&'static str>>>;
 
@@ -43,7 +43,11 @@ impl LogBackend for GatedBackend {
     fn truncate_from(&self, index: u64) -> Result<(), StoreError> {
         self.inner.truncate_from(index)
     }
+    /// The backend contract: `last_purged` made durable (the gated flush), then deleted.
     fn purge(&self, upto: u64, last_purged: Vec<u8>) -> Result<(), StoreError> {
+        self.inner
+            .put_meta(MetaKey::LastPurged, last_purged.clone())?;
+        self.flush()?;
         self.inner.purge(upto, last_purged)
     }
     fn put_meta(&self, key: MetaKey, record: Vec<u8>) -> Result<(), StoreError> {
@@ -207,4 +211,63 @@ async fn appends_queued_during_a_flush_share_the_next_flush() {
         *events.lock().unwrap(),
         ["flushed", "acked", "flushed", "acked", "acked", "acked"]
     );
+}
+
+/// `purge` returns at once (openraft awaits it on its core task): the deletion runs on
+/// the purge thread, which makes `last_purged` durable (a flush) before it deletes.
+#[tokio::test]
+async fn purge_returns_before_its_deletion_which_follows_a_flush() {
+    let (backend, mut entered, release, events) = gated();
+    let store = Store::new(backend.clone()).unwrap();
+    let mut appender = store.clone();
+    let append = tokio::spawn(async move {
+        appender
+            .blocking_append((0..4).map(|i| normal(1, i, "x")))
+            .await
+            .unwrap();
+    });
+    tokio::time::timeout(NEVER, entered.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    release.send(()).unwrap();
+    tokio::time::timeout(NEVER, append).await.unwrap().unwrap();
+
+    let mut purger = store.clone();
+    tokio::time::timeout(NEVER, purger.purge(log_id(1, 1, 2)))
+        .await
+        .expect("purge waited for its deletion")
+        .unwrap();
+    // The purge point is visible at once.
+    let state = purger.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 2)));
+    // The purge thread is now inside its flush: nothing is deleted yet.
+    tokio::time::timeout(NEVER, entered.recv())
+        .await
+        .expect("the purge never flushed")
+        .unwrap();
+    assert_eq!(backend.inner.read_range(0..10).unwrap().len(), 4);
+    release.send(()).unwrap();
+    // `flush` waits for the purge, then flushes once more itself.
+    let flusher = store.clone();
+    let flushed = tokio::spawn(async move { flusher.flush().await });
+    tokio::time::timeout(NEVER, entered.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    release.send(()).unwrap();
+    tokio::time::timeout(NEVER, flushed)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let left: Vec<u64> = backend
+        .inner
+        .read_range(0..10)
+        .unwrap()
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(left, [3]);
+    assert_eq!(*events.lock().unwrap(), ["flushed", "flushed", "flushed"]);
 }
