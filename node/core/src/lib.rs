@@ -66,7 +66,10 @@ pub const KEY_PATTERN_LEN_MAX: usize = 256;
 pub const KEY_IN_FLIGHT_MAX: u32 = 1_000_000;
 /// A key's `expires_in_ms`: at most ten years of cluster time.
 pub const KEY_EXPIRES_IN_MS_MAX: u64 = 10 * 365 * 24 * 3_600_000;
-/// Ended leases remembered for exact release/renew answers.
+/// Ended leases are remembered for exact release/renew answers for this long of
+/// cluster time (longer than any SDK retries a release or renew: 10 s and 30 s)...
+pub const TOMBSTONE_WINDOW_MS: u64 = 60_000;
+/// ...and at most this many (the oldest ended are forgotten first).
 pub const TOMBSTONES_MAX: usize = 1_000_000;
 /// A granted `request_id` is remembered for 10 minutes of cluster time...
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 600_000;

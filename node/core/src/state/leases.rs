@@ -7,7 +7,10 @@ use super::{
     same_request, Fit, Grant, HeldLease, LeaseId, LeaseView, Outcome, Rejection, State, Table,
 };
 use crate::config::Per;
-use crate::{LEASES_MAX, LOAD_MAX, REQUEST_ID_LEN_MAX, TOMBSTONES_MAX, TTL_MS_MAX, TTL_MS_MIN};
+use crate::{
+    LEASES_MAX, LOAD_MAX, REQUEST_ID_LEN_MAX, TOMBSTONES_MAX, TOMBSTONE_WINDOW_MS, TTL_MS_MAX,
+    TTL_MS_MIN,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Lease {
@@ -32,11 +35,13 @@ pub(super) enum Ended {
 
 /// How a lease ended, with its nonce: a forged id (right token, wrong nonce) must get
 /// `LeaseNotFound` after the lease ended just as before, never the real lease's answer
-/// (`already_released` would even settle nothing and report success).
+/// (`already_released` would even settle nothing and report success). `ended_at_ms`
+/// (cluster time) ages it out after `TOMBSTONE_WINDOW_MS`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Tombstone {
     pub(super) how: Ended,
     pub(super) nonce: u64,
+    pub(super) ended_at_ms: u64,
 }
 
 impl State {
@@ -146,7 +151,8 @@ impl State {
                 Some(t) if t.nonce != id.nonce => Err(Rejection::LeaseNotFound),
                 Some(t) if t.how == Ended::Released => Err(Rejection::LeaseReleased),
                 Some(_) => Err(Rejection::LeaseExpired),
-                // Issued once but forgotten: it ended long ago. Tell the holder to stop.
+                // Issued once but forgotten: it ended more than `TOMBSTONE_WINDOW_MS`
+                // ago (or a million leases ago). Tell the holder to stop.
                 None if id.token < self.next_token && id.token > 0 => Err(Rejection::LeaseExpired),
                 None => Err(Rejection::LeaseNotFound),
             },
@@ -214,9 +220,18 @@ impl State {
         Outcome::Renewed { lease }
     }
 
+    /// Ends a live lease: a release or a deleted resource at the current cluster time,
+    /// an expiry at its `expires_at_ms`. Either way the end time does not depend on
+    /// when the entry that ends it was applied (the leader's speculative state reaches
+    /// an expiry earlier than the log may), so every copy of the state agrees on it;
+    /// and end times only grow, since an entry first expires everything up to its time.
     pub(super) fn end_lease(&mut self, token: u64, how: Ended) {
         let Some(l) = self.leases.remove(&token) else {
             return;
+        };
+        let ended_at_ms = match how {
+            Ended::Expired if l.expires_at_ms <= self.now_ms => l.expires_at_ms,
+            _ => self.now_ms,
         };
         self.expiry.remove(&(l.expires_at_ms, token));
         if let Some(r) = self.resources.get_mut(&l.resource) {
@@ -227,13 +242,28 @@ impl State {
             Tombstone {
                 how,
                 nonce: l.nonce,
+                ended_at_ms,
             },
         );
-        while self.ended.len() > TOMBSTONES_MAX {
-            let Some(&(oldest, _)) = self.ended.get_min() else {
+        self.ended_order.push_back(token);
+        self.forget_old_tombstones();
+    }
+
+    /// Forgets tombstones older than `TOMBSTONE_WINDOW_MS` of cluster time, and the
+    /// oldest beyond `TOMBSTONES_MAX`. Tombstones are made in cluster-time order, so
+    /// `ended_order`'s front is always the oldest.
+    pub(super) fn forget_old_tombstones(&mut self) {
+        let now = self.now_ms;
+        while let Some(&token) = self.ended_order.front() {
+            let old = self
+                .ended
+                .get(&token)
+                .is_none_or(|t| t.ended_at_ms.saturating_add(TOMBSTONE_WINDOW_MS) <= now);
+            if !old && self.ended_order.len() <= TOMBSTONES_MAX {
                 break;
-            };
-            self.ended.remove(&oldest);
+            }
+            self.ended_order.pop_front();
+            self.ended.remove(&token);
         }
     }
 

@@ -277,9 +277,12 @@ pub struct State {
     #[serde(with = "tables::set")]
     expiry: Set<(u64, u64)>,
     /// Recently ended leases, so a late release or renew gets the right answer.
-    /// Bounded by `TOMBSTONES_MAX`; the oldest tokens are forgotten first.
+    /// Kept `TOMBSTONE_WINDOW_MS` of cluster time, at most `TOMBSTONES_MAX`.
     #[serde(with = "tables::map")]
     ended: Map<u64, Tombstone>,
+    /// Tokens of `ended` in the order they ended, for forgetting by age and count.
+    #[serde(with = "tables::seq")]
+    ended_order: Seq<u64>,
     #[serde(with = "tables::map")]
     idempotency: Map<RequestKey, IdempotentGrant>,
     /// Request ids in grant order, for eviction by age and by count.
@@ -330,6 +333,7 @@ impl State {
             }
             self.end_lease(token, Ended::Expired);
         }
+        self.forget_old_tombstones();
         self.forget_old_requests();
     }
 

@@ -3,16 +3,27 @@
 
 use std::collections::BTreeSet;
 
-use super::State;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::idempotency::IdempotentGrant;
+use super::leases::{Ended, Lease, Tombstone};
+use super::resources::Resource;
+use super::tables::{self, Map, Seq, Set};
+use super::{RequestKey, State};
+use crate::keys::ApiKey;
 use crate::{IDEMPOTENCY_WINDOW_LEN_MAX, KEYS_MAX, LEASES_MAX, RESOURCES_MAX, TOMBSTONES_MAX};
 
 /// 2: tombstones carry the lease nonce. 3: leases carry their grant time and holder
 /// label. 4: leases carry their owner, the idempotency window is keyed by (owner,
 /// resource, request_id), keys carry lanes, a priority bound, quotas and an expiry.
-/// Older versions are refused (docs/operations.md, "Upgrading"): the log records and
-/// peer messages that would carry them are refused by version too, so no build ever
-/// decodes a record of another layout.
-pub const SNAPSHOT_VERSION: u8 = 4;
+/// 5: tombstones carry when they ended, in an order of their own (`ended_order`), so
+/// they are forgotten by age as well as count. Version 4 snapshots are still restored
+/// (`StateV4`: the log records and peer messages of a version-4 build are the same, so
+/// such a cluster can be rolled); older versions are refused (docs/operations.md,
+/// "Upgrading"): the log records and peer messages that would carry them are refused by
+/// version too, so no build ever decodes a record of another layout.
+pub const SNAPSHOT_VERSION: u8 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -86,7 +97,21 @@ impl State {
         {
             return Err("an ended lease was never issued".into());
         }
-        let order: BTreeSet<&super::RequestKey> = self.idempotency_order.iter().collect();
+        let mut prev_ended = 0;
+        let mut seen = BTreeSet::new();
+        for &token in self.ended_order.iter() {
+            let Some(t) = self.ended.get(&token) else {
+                return Err(format!("ended lease {token} is not remembered"));
+            };
+            if t.ended_at_ms < prev_ended || t.ended_at_ms > now || !seen.insert(token) {
+                return Err("tombstones out of order".into());
+            }
+            prev_ended = t.ended_at_ms;
+        }
+        if seen.len() != self.ended.len() {
+            return Err("tombstone indexes disagree".into());
+        }
+        let order: BTreeSet<&RequestKey> = self.idempotency_order.iter().collect();
         if order.len() != self.idempotency_order.len()
             || order.len() != self.idempotency.len()
             || !order.iter().all(|id| self.idempotency.contains_key(*id))
@@ -129,11 +154,15 @@ impl State {
     /// decode completely, and the result must pass `check_invariants`.
     pub fn restore(bytes: &[u8]) -> Result<State, SnapshotError> {
         let (&version, body) = bytes.split_first().ok_or(SnapshotError::Empty)?;
-        if version != SNAPSHOT_VERSION {
-            return Err(SnapshotError::Version(version));
-        }
-        let (state, used) =
-            decode_bounded(body).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        let decode = |e: bincode::error::DecodeError| SnapshotError::Decode(e.to_string());
+        let (state, used) = match version {
+            SNAPSHOT_VERSION => decode_bounded::<State>(body).map_err(decode)?,
+            4 => {
+                let (old, used) = decode_bounded::<StateV4>(body).map_err(decode)?;
+                (old.upgrade(), used)
+            }
+            _ => return Err(SnapshotError::Version(version)),
+        };
         if used != body.len() {
             return Err(SnapshotError::Decode(format!(
                 "{} trailing bytes",
@@ -157,24 +186,91 @@ impl State {
 /// byte (the worst case is a one-byte varint decoding to an `i128`), so the limit is the
 /// first tier at or above 16 × the body's length (the limit is a const generic, hence
 /// tiers rather than the exact figure).
-fn decode_bounded(body: &[u8]) -> Result<(State, usize), bincode::error::DecodeError> {
+fn decode_bounded<T: DeserializeOwned>(
+    body: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
     /// `2^bits` bytes less one, or `usize::MAX` where that does not fit.
     const fn bound(bits: u32) -> usize {
         usize::MAX >> usize::BITS.saturating_sub(bits)
     }
-    fn decode<const LIMIT: usize>(
+    fn decode<const LIMIT: usize, T: DeserializeOwned>(
         body: &[u8],
-    ) -> Result<(State, usize), bincode::error::DecodeError> {
+    ) -> Result<(T, usize), bincode::error::DecodeError> {
         bincode::serde::decode_from_slice(body, bincode::config::standard().with_limit::<LIMIT>())
     }
     let claims = body.len().saturating_mul(16);
     if claims <= bound(24) {
-        decode::<{ bound(24) }>(body)
+        decode::<{ bound(24) }, T>(body)
     } else if claims <= bound(28) {
-        decode::<{ bound(28) }>(body)
+        decode::<{ bound(28) }, T>(body)
     } else if claims <= bound(32) {
-        decode::<{ bound(32) }>(body)
+        decode::<{ bound(32) }, T>(body)
     } else {
-        decode::<{ bound(36) }>(body)
+        decode::<{ bound(36) }, T>(body)
+    }
+}
+
+/// The state as snapshot version 4 laid it out: tombstones without an end time, and no
+/// `ended_order`.
+#[derive(Deserialize)]
+struct StateV4 {
+    now_ms: u64,
+    next_token: u64,
+    #[serde(with = "tables::map")]
+    resources: Map<String, Resource>,
+    #[serde(with = "tables::map")]
+    leases: Map<u64, Lease>,
+    #[serde(with = "tables::set")]
+    expiry: Set<(u64, u64)>,
+    #[serde(with = "tables::map")]
+    ended: Map<u64, TombstoneV4>,
+    #[serde(with = "tables::map")]
+    idempotency: Map<RequestKey, IdempotentGrant>,
+    #[serde(with = "tables::seq")]
+    idempotency_order: Seq<RequestKey>,
+    #[serde(with = "tables::map")]
+    keys: Map<String, ApiKey>,
+    #[serde(with = "tables::map")]
+    key_by_hash: Map<String, String>,
+}
+
+#[derive(Clone, Copy, Deserialize)]
+struct TombstoneV4 {
+    how: Ended,
+    nonce: u64,
+}
+
+impl StateV4 {
+    /// Version 4 kept no end times: every tombstone counts as ended at the snapshot's
+    /// cluster time (kept a full `TOMBSTONE_WINDOW_MS` more), oldest token first, as
+    /// version 4 forgot them. Replicas upgrading the same snapshot agree.
+    fn upgrade(self) -> State {
+        let now = self.now_ms;
+        let ended: Map<u64, Tombstone> = self
+            .ended
+            .iter()
+            .map(|(&token, t)| {
+                let t = Tombstone {
+                    how: t.how,
+                    nonce: t.nonce,
+                    ended_at_ms: now,
+                };
+                (token, t)
+            })
+            .collect();
+        let ended_order: Seq<u64> = ended.keys().copied().collect();
+        State {
+            now_ms: self.now_ms,
+            next_token: self.next_token,
+            resources: self.resources,
+            leases: self.leases,
+            expiry: self.expiry,
+            ended,
+            ended_order,
+            idempotency: self.idempotency,
+            idempotency_order: self.idempotency_order,
+            keys: self.keys,
+            key_by_hash: self.key_by_hash,
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! Leases: TTL, renew, idempotent release, expiry from cluster time, and the exact
 //! answer for every way a lease id can be wrong.
 
-use ratequeue_core::{Grant, HeldLease, LeaseId, Outcome, Rejection, ResourceConfig, State};
+use ratequeue_core::{
+    Grant, HeldLease, LeaseId, Outcome, Rejection, ResourceConfig, State, TOMBSTONE_WINDOW_MS,
+};
 
 use crate::check::{check, granted, invalid};
 
@@ -89,9 +91,60 @@ fn release_is_idempotent() {
         Outcome::Rejected(Rejection::LeaseReleased)
     );
     // A released lease never comes back to life by time passing.
-    c.at(1_000_000);
+    c.at(TOMBSTONE_WINDOW_MS - 1);
     assert_eq!(c.release(l, None), Outcome::Released { already: true });
     assert_eq!(c.state.lease_count(), 0);
+}
+
+/// Ended leases are remembered for `TOMBSTONE_WINDOW_MS` of cluster time from their
+/// end; after that a release or renew is answered `lease_expired` (the holder must stop)
+/// and a forged id the same (its nonce is forgotten too). Time alone does it: the
+/// tombstone goes at the first entry past the window, whatever the entry carries.
+#[test]
+fn ended_leases_are_forgotten_after_the_window() {
+    let mut c = check(&[("r", ResourceConfig::concurrency(3))]);
+    c.at(1_000);
+    let released = c.lease_ttl("r", 1, 10_000);
+    let expiring = c.lease_ttl("r", 1, 500);
+    let held = c.lease_ttl("r", 1, 3_600_000);
+    c.at(1_500);
+    c.at(2_000);
+    assert_eq!(
+        c.release(released, None),
+        Outcome::Released { already: false }
+    );
+    // `expiring` ended at 1 500 (the entry that reached its expiry), `released` at 2 000.
+    c.at(1_500 + TOMBSTONE_WINDOW_MS - 1);
+    assert_eq!(c.release(expiring, None), expired());
+    assert_eq!(
+        c.renew(released, None),
+        Outcome::Rejected(Rejection::LeaseReleased)
+    );
+    c.at(1_500 + TOMBSTONE_WINDOW_MS);
+    assert_eq!(
+        c.release(expiring, None),
+        expired(),
+        "forgotten: still expired"
+    );
+    assert_eq!(
+        c.release(released, None),
+        Outcome::Released { already: true }
+    );
+    c.at(2_000 + TOMBSTONE_WINDOW_MS);
+    assert_eq!(
+        c.release(released, None),
+        expired(),
+        "forgotten: now expired"
+    );
+    assert_eq!(c.renew(released, None), expired());
+    let forged = LeaseId {
+        token: released.token,
+        nonce: released.nonce ^ 1,
+    };
+    assert_eq!(c.release(forged, None), expired());
+    // A live lease is never forgotten, however old.
+    assert_eq!(c.release(held, None), Outcome::Released { already: false });
+    c.state.check_invariants().unwrap();
 }
 
 #[test]

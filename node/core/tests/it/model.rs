@@ -11,7 +11,7 @@ use ratequeue_core::state::ResourceStats;
 use ratequeue_core::{
     ApiKey, Command, Fit, Grant, LeaseId, LeaseView, LimitKind, LimitView, Outcome, RateLimit,
     Rejection, RequestKey, Role, State, IDEMPOTENCY_WINDOW_MS, KEY_EXPIRES_IN_MS_MAX, LIMIT_MAX,
-    LOAD_MAX, QUEUE_LEN_MAX, TTL_MS_MAX, TTL_MS_MIN, WINDOW_MS_MAX,
+    LOAD_MAX, QUEUE_LEN_MAX, TOMBSTONE_WINDOW_MS, TTL_MS_MAX, TTL_MS_MIN, WINDOW_MS_MAX,
 };
 
 use crate::check::{limits, loads, nonce, requests};
@@ -33,6 +33,8 @@ pub struct MLease {
     pub expires: u64,
     pub status: Status,
     pub owner: Option<String>,
+    /// When it stopped being live: its expiry, or the release / delete.
+    pub ended_at: u64,
 }
 
 /// Tokens held as the exact fraction `num / window_ms`, as of cluster time `at`.
@@ -154,6 +156,7 @@ impl Model {
         for l in &mut self.leases {
             if l.status == Status::Live && l.expires <= now {
                 l.status = Status::Expired;
+                l.ended_at = l.expires;
             }
         }
         self.idem.retain(|(_, _, at)| {
@@ -166,9 +169,11 @@ impl Model {
             Command::PutResource { name, config } => self.put(name, config),
             Command::DeleteResource { name } => {
                 let existed = self.res(name).is_some();
+                let now = self.now;
                 for l in &mut self.leases {
                     if l.status == Status::Live && &l.resource == name {
                         l.status = Status::Expired;
+                        l.ended_at = now;
                     }
                 }
                 self.resources.retain(|r| &r.name != name);
@@ -418,6 +423,7 @@ impl Model {
             expires: now + g.ttl_ms,
             status: Status::Live,
             owner: g.owner.clone(),
+            ended_at: 0,
         });
         let lease = LeaseView {
             id,
@@ -446,9 +452,18 @@ impl Model {
         let i = self
             .leases
             .iter()
-            .position(|l| l.id == id)
+            .position(|l| l.id.token == id.token)
             .ok_or(Rejection::LeaseNotFound)?;
-        match self.leases[i].status {
+        let l = &self.leases[i];
+        // An ended lease is remembered for TOMBSTONE_WINDOW_MS; then any id with its
+        // token is answered as expired, whatever the nonce.
+        if l.status != Status::Live && l.ended_at + TOMBSTONE_WINDOW_MS <= self.now {
+            return Err(Rejection::LeaseExpired);
+        }
+        if l.id != id {
+            return Err(Rejection::LeaseNotFound);
+        }
+        match l.status {
             Status::Live => Ok(i),
             Status::Released => Err(Rejection::LeaseReleased),
             Status::Expired => Err(Rejection::LeaseExpired),
@@ -478,6 +493,7 @@ impl Model {
             }
         }
         self.leases[i].status = Status::Released;
+        self.leases[i].ended_at = self.now;
         Outcome::Released { already: false }
     }
 

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use ratequeue_core::state::SnapshotError;
-use ratequeue_core::{Outcome, State};
+use ratequeue_core::{Command, LeaseId, Outcome, Rejection, State, TOMBSTONE_WINDOW_MS};
 
 use crate::model::{build_log, steps};
 
@@ -63,7 +63,8 @@ fn restore_refuses_empty_wrong_version_and_garbage() {
 
     assert!(matches!(State::restore(&[]), Err(SnapshotError::Empty)));
     let version = good[0];
-    for v in [0u8, version - 1, version + 1, 255] {
+    // 4 is still read (and a current body does not decode as it).
+    for v in [0u8, 1, 2, 3, version + 1, 255] {
         let mut bad = good.clone();
         bad[0] = v;
         assert!(
@@ -71,6 +72,12 @@ fn restore_refuses_empty_wrong_version_and_garbage() {
             "version {v}"
         );
     }
+    let mut older = good.clone();
+    older[0] = 4;
+    assert!(matches!(
+        State::restore(&older),
+        Err(SnapshotError::Decode(_))
+    ));
     assert!(matches!(
         State::restore(&[version]),
         Err(SnapshotError::Decode(_))
@@ -139,16 +146,75 @@ fn fixed_state() -> State {
     s
 }
 
-/// Version 4 (lease owners, idempotency by key and resource, key scopes) changed the
-/// layout: a version-3 snapshot is refused by its version byte, never decoded as
-/// garbage (docs/operations.md, "Upgrading").
+/// Version 4 is the last layout before tombstones carried an end time; anything older
+/// (lease owners, idempotency by key and resource, key scopes came in 4) is refused by
+/// its version byte, never decoded as garbage (docs/operations.md, "Upgrading").
 #[test]
-fn a_snapshot_of_the_previous_layout_is_refused_by_version() {
+fn a_snapshot_older_than_version_4_is_refused_by_version() {
     use ratequeue_core::state::SNAPSHOT_VERSION;
-    assert_eq!(SNAPSHOT_VERSION, 4);
+    assert_eq!(SNAPSHOT_VERSION, 5);
     let mut old = fixed_state().snapshot();
     old[0] = 3;
     let e = State::restore(&old).unwrap_err();
     assert!(matches!(e, SnapshotError::Version(3)), "{e}");
     assert!(e.to_string().contains("version 3 is not supported"), "{e}");
+}
+
+/// A version 4 snapshot (made by the build before tombstones carried an end time) is
+/// still restored: its tombstones count as ended at the snapshot's cluster time, so
+/// they answer exactly for one more window, and the state snapshots again as the
+/// current version.
+#[test]
+fn a_version_4_snapshot_is_restored_and_upgraded() {
+    // Made by the version-4 build: resource "r" (concurrency 10, put at 1 000); grants
+    // at 2 000 of tokens 1..=3 (nonces 11..=13, request ids q11..q13, holders w11..w13,
+    // owners alice / admin / bob, ttl 5 000); at 3 000 token 1 released and token 3
+    // renewed for 60 000; ticked to 8 000, so token 2 expired at 7 000.
+    const V4: &str = "04fb401f04010172010a0000fb3075fb10270001fb18f6030301030d01720764656661756c74\
+        01fb60eafb18f6fbd00701037731330103626f6201fb18f6030201000b02010c0300017203713132020c\
+        01720764656661756c7401fb8813fbd0070105616c696365017203713131010b01720764656661756c74\
+        01fb8813fbd0070103626f62017203713133030d01720764656661756c7401fb8813fbd007030105616c\
+        696365017203713131000172037131320103626f620172037131330000";
+    let bytes: Vec<u8> = (0..V4.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&V4[i..i + 2], 16).unwrap())
+        .collect();
+    let mut s = State::restore(&bytes).unwrap();
+    assert_eq!((s.now_ms(), s.next_token(), s.lease_count()), (8_000, 4, 1));
+    let id = |token, nonce| LeaseId { token, nonce };
+    let release = |s: &mut State, l| {
+        s.apply_command(&Command::Release {
+            lease: l,
+            actual_load: None,
+        })
+    };
+    assert_eq!(
+        release(&mut s, id(1, 11)),
+        Outcome::Released { already: true }
+    );
+    assert_eq!(
+        release(&mut s, id(2, 12)),
+        Outcome::Rejected(Rejection::LeaseExpired)
+    );
+    assert_eq!(
+        release(&mut s, id(1, 99)),
+        Outcome::Rejected(Rejection::LeaseNotFound)
+    );
+    assert_eq!(
+        release(&mut s, id(3, 13)),
+        Outcome::Released { already: false }
+    );
+    let again = s.snapshot();
+    assert_eq!(again[0], 5, "re-snapshotted in the current format");
+    assert_eq!(State::restore(&again).unwrap(), s);
+    s.tick(8_000 + TOMBSTONE_WINDOW_MS);
+    assert_eq!(
+        release(&mut s, id(1, 11)),
+        Outcome::Rejected(Rejection::LeaseExpired)
+    );
+    assert_eq!(
+        release(&mut s, id(3, 13)),
+        Outcome::Rejected(Rejection::LeaseExpired),
+        "released at 8 000 too: forgotten as well"
+    );
 }
