@@ -808,6 +808,11 @@ impl LeaderLoop {
             }
             self.pending_commands -= batch.commands.len();
             self.metrics.batch(batch.commands.len());
+            tracing::debug!(
+                commands = batch.commands.len(),
+                in_flight = self.in_flight.len(),
+                "entry submitted"
+            );
             let payload = Batch {
                 now_ms: batch.now_ms,
                 commands: batch.commands,
@@ -847,6 +852,7 @@ impl LeaderLoop {
 
     /// Answers everyone in a committed batch. Returns false if the loop must stop.
     fn write_done(&mut self, res: WriteResult, replies: Vec<Reply>) -> bool {
+        tracing::debug!(commands = replies.len(), "entry applied; answering");
         let outcomes = match res {
             Ok(o) => o.0,
             Err(e) => {

@@ -158,6 +158,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut a = self.applied.write();
         let mut out = Vec::new();
         for entry in entries {
+            tracing::debug!(index = entry.log_id.index, "apply");
             a.last_applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => out.push(BatchOutcome::default()),

@@ -105,7 +105,11 @@ fn run<C: RaftTypeConfig>(backend: &dyn LogBackend, rx: mpsc::Receiver<FlushJob<
         }
         let result = match &poisoned {
             Some(reason) => Err(format!("an earlier flush failed: {reason}")),
-            None => backend.flush().map_err(|e| e.to_string()),
+            None => {
+                let r = backend.flush().map_err(|e| e.to_string());
+                tracing::debug!(jobs = jobs.len(), "log flushed");
+                r
+            }
         };
         if let Err(reason) = &result {
             if poisoned.is_none() {

@@ -411,7 +411,8 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
             records.push((id.index, record));
         }
         let err = |e| sto_err(ErrorSubject::Logs, ErrorVerb::Write, e);
-        if !records.is_empty() {
+        if let (Some(first), Some(last)) = (records.first(), records.last()) {
+            tracing::debug!(first = first.0, last = last.0, "log append");
             self.inner.backend.append(records).map_err(err)?;
         }
         self.inner

@@ -453,7 +453,10 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             timeout: option.hard_ttl(),
             entries: Some(entries),
         };
-        self.exchange(call, body).await
+        tracing::debug!(entries, bytes = body.len(), "append-entries sent");
+        let res = self.exchange(call, body).await;
+        tracing::debug!(entries, ok = res.is_ok(), "append-entries answered");
+        res
     }
 
     /// One snapshot chunk; openraft's default `full_snapshot` splits the snapshot into

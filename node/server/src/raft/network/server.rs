@@ -185,7 +185,13 @@ fn sender_of(vote: &Vote<NodeId>) -> NodeId {
 async fn append_entries(State(peer): State<Peer>, cert: Cert, body: Bytes) -> Response {
     match wire::decode::<AppendEntriesRequest<TypeConfig>>(&body) {
         Ok(rpc) => match peer.check_sender(cert.as_deref(), sender_of(&rpc.vote)) {
-            Ok(()) => reply(&peer.raft.append_entries(rpc).await),
+            Ok(()) => {
+                let entries = rpc.entries.len();
+                tracing::debug!(entries, "append-entries received");
+                let res = peer.raft.append_entries(rpc).await;
+                tracing::debug!(entries, "append-entries done");
+                reply(&res)
+            }
             Err(refused) => refused,
         },
         Err(e) => bad_request(&e),
