@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # ratequeue beside etcd on this machine, in one run (docs/benchmarks.md).
 #
-#   bash bench/run.sh [OUT_DIR]            # the full run (~25 minutes)
+#   bash bench/run.sh [OUT_DIR]            # the full run (~35 minutes)
 #   QUICK=1 bash bench/run.sh              # a 2-second pass over every point
+#   bash bench/sustained.sh [OUT_DIR]      # the 30-minute sustained run (separate)
 #
-# Starts a fresh 3-node ratequeue cluster (release build; every entry fsynced) and a fresh
-# 3-node etcd cluster (Debian's etcd-server, installed if missing; fsync on, its default),
-# both on loopback, then for every workload and client count runs `rqctl bench` against
-# each system in turn, swapping the order every other point so machine noise hits both.
-# Then: latency at 80 % of each system's measured peak (open loop), acquire latency
-# with 10 000 resources, the 100 000-waiter memory probe and the 1 000 000-lease
-# snapshot probe. Writes results.jsonl, report.md
-# and the plots (plots/*.svg) under OUT_DIR (default target/bench/DATE).
+# Starts a fresh 3-node ratequeue cluster (release build; every entry fsynced), a fresh
+# 3-node etcd cluster (Debian's etcd-server, installed if missing; fsync on, its default)
+# and a bare axum echo server answering the cycle's two requests (the HTTP ceiling), all
+# on loopback; then for every workload and client count runs `rqctl bench` against each
+# system in turn, swapping the order every other point so machine noise hits both (and
+# the echo server after each cycle point). Then: latency at 60 % and 80 % of each
+# system's measured peak (open loop, PACED_DURATION s each), acquire latency with 10 000
+# resources, the 100 000-waiter memory probe and the 1 000 000-lease snapshot probe.
+# Writes results.jsonl, report.md and the plots (plots/*.svg) under OUT_DIR (default
+# target/bench/DATE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +23,10 @@ WORKLOADS=${WORKLOADS:-cycle contended rate}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 WAITERS=${WAITERS:-100000}
-if [ -n "${QUICK:-}" ]; then DURATION=2; WARMUP=0.5; WAITERS=${WAITERS_QUICK:-2000}; fi
+# The paced (open-loop) runs at 60 % and 80 % of peak: long enough to span at least
+# three snapshots of every node (one per 10 000 entries; the report counts them).
+PACED_DURATION=${PACED_DURATION:-60}
+if [ -n "${QUICK:-}" ]; then DURATION=2; WARMUP=0.5; WAITERS=${WAITERS_QUICK:-2000}; PACED_DURATION=2; fi
 out=${1:-target/bench/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -34,7 +40,7 @@ if ! command -v etcd >/dev/null 2>&1; then
 fi
 python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q matplotlib
 
-cargo build --release --locked -p ratequeue-node -p ratequeue-client
+cargo build --release --locked -p ratequeue-node -p ratequeue-client --bins --example echo_server
 bin=target/release
 
 # 1024 clients need 2 sockets each on the client and one on the server, plus ports.
@@ -72,6 +78,15 @@ for i in 1 2 3; do
 done
 etcd_url="http://127.0.4.1:2379,http://127.0.4.2:2379,http://127.0.4.3:2379"
 
+# The HTTP ceiling: a bare axum server answering the cycle's two requests (no Raft).
+echo_url="http://127.0.5.1:7700"
+"$bin/examples/echo_server" 127.0.5.1:7700 2>"$out/echo.log" &
+pids+=($!)
+for _ in $(seq 1 100); do
+  if curl -s -o /dev/null "$echo_url/"; then break; fi
+  sleep 0.1
+done
+
 # etcd up: it answers its health check.
 for _ in $(seq 1 100); do
   if ETCDCTL_API=3 etcdctl --endpoints "$etcd_url" endpoint health >/dev/null 2>&1; then break; fi
@@ -105,23 +120,32 @@ for w in $WORKLOADS; do
     else
       bench etcd "$etcd_url" "$w" "$c"; bench ratequeue "$rq_url" "$w" "$c"
     fi
+    # The ceiling at the same client count, right after (the cycle's requests only).
+    if [ "$w" = cycle ]; then bench echo "$echo_url" cycle "$c"; fi
     n=$((n + 1))
   done
 done
 
-# Latency below saturation: 256 clients paced to 80 % of each system's own cycle peak.
-for system in ratequeue etcd; do
-  case " $WORKLOADS " in *" cycle "*) ;; *) break ;; esac
-  peak=$(python3 - "$out/results.jsonl" "$system" <<'PY'
+# Latency below saturation: 256 clients paced to 60 % and 80 % of each system's own
+# cycle peak, PACED_DURATION seconds each (ratequeue's points span several snapshots).
+peak() { # system
+  python3 - "$out/results.jsonl" "$1" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 print(max(r["ops_per_sec"] for r in rows
           if r["system"] == sys.argv[2] and r["workload"] == "cycle" and r["target_rate"] is None))
 PY
-)
-  url=$rq_url; [ "$system" = etcd ] && url=$etcd_url
-  bench "$system" "$url" cycle 256 --rate "$(python3 -c "print(round(0.8 * $peak))")"
-done
+}
+case " $WORKLOADS " in *" cycle "*)
+  for share in 0.6 0.8; do
+    for system in ratequeue etcd; do
+      url=$rq_url; [ "$system" = etcd ] && url=$etcd_url
+      rate=$(python3 -c "print(round($share * $(peak "$system")))")
+      DURATION=$PACED_DURATION bench "$system" "$url" cycle 256 --rate "$rate"
+    done
+  done
+  ;;
+esac
 
 # Acquire latency with 10 000 resources: create them (concurrency 100 and a request
 # bucket each), then the cycle on one of them.

@@ -5,7 +5,8 @@
 #   dev_cluster_start BIN [NODES [EXTRA_DEV_ARGS...]]
 #       starts NODES (default 3) `BIN serve` processes on a free loopback block, waits for
 #       a serving leader, and sets DEV_URLS (comma-separated API URLs), DEV_TOKEN (the
-#       admin token), DEV_LEADER_URL and DEV_DIR (data and node logs).
+#       admin token), DEV_LEADER_URL, DEV_DIR (data and node logs) and DEV_NODES (one
+#       `id:pid:data_dir` word per node, for samplers).
 #   dev_cluster_stop [LOG_DIR]
 #       copies the node logs into LOG_DIR (if given), then `quit`: the kit kills the nodes
 #       and removes DEV_DIR. Safe to call twice (e.g. from an EXIT trap).
@@ -30,7 +31,8 @@ if not d.get("ok"):
     sys.exit("dev cluster: " + d.get("error", "failed"))
 urls = ",".join(n["api_url"] for n in d["nodes"])
 leader = next(n["api_url"] for n in d["nodes"] if n["id"] == d["leader_id"])
-for k, v in [("DEV_URLS", urls), ("DEV_TOKEN", d["admin_token"]), ("DEV_LEADER_URL", leader), ("DEV_DIR", d["dir"])]:
+nodes = " ".join(f"{n['id']}:{n['pid']}:{n['data_dir']}" for n in d["nodes"])
+for k, v in [("DEV_URLS", urls), ("DEV_TOKEN", d["admin_token"]), ("DEV_LEADER_URL", leader), ("DEV_DIR", d["dir"]), ("DEV_NODES", nodes)]:
     print(f"{k}={shlex.quote(v)}")
 PY
   ) || return 1

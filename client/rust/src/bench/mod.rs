@@ -11,9 +11,13 @@
 //! - `waiters` (ratequeue only, `waiters.rs`): park N acquires in the queue and report
 //!   the leader's resident memory.
 //!
+//! `--system echo` runs the `cycle` against the bare axum server of
+//! `node/server/examples/echo_server.rs` (the same two requests, no Raft): the HTTP
+//! ceiling of the machine, measured in the same run.
+//!
 //! Measurement only: it never retries, and any unexpected answer aborts the run.
 //! `ratequeue.rs` and `etcd.rs` hold each system's operations; this file holds the
-//! driver, which is the same for both.
+//! driver, which is the same for all.
 
 mod etcd;
 mod ratequeue;
@@ -30,6 +34,8 @@ use crate::cli::{Failure, Global};
 pub enum System {
     Ratequeue,
     Etcd,
+    /// The HTTP ceiling: `node/server/examples/echo_server.rs`.
+    Echo,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -62,6 +68,8 @@ pub struct Point {
     /// Each client starts its operations on a fixed schedule, and a late start counts
     /// in the latency, so a stalled server cannot hide its queue (coordinated omission).
     pub rate: Option<f64>,
+    /// Report percentiles per interval of this length too (long sustained runs).
+    pub interval: Option<Duration>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -83,6 +91,19 @@ pub struct Report {
     pub pair_us: Percentiles,
     /// The acquire latency distribution: `(quantile, microseconds)` at `CDF_QUANTILES`.
     pub acquire_cdf_us: Vec<(f64, u64)>,
+    /// The leader's last log index when measuring began and ended (ratequeue only):
+    /// how many Raft entries the point wrote, hence how many snapshots it spanned.
+    pub log_index: Option<(u64, u64)>,
+    /// With `--interval`: the acquire latency of each interval, in order.
+    pub intervals: Vec<Interval>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Interval {
+    /// Seconds from the start of the measured period to the start of the interval.
+    pub start_s: f64,
+    pub ops: u64,
+    pub acquire_us: Percentiles,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -133,6 +154,7 @@ const SAMPLES_PER_CLIENT_MAX: usize = 200_000;
 
 /// A prepared system: the resource exists, and clients can be made.
 enum Target {
+    /// ratequeue, or the echo server (same requests, no resource to create).
     Ratequeue(ratequeue::Target),
     Etcd(etcd::Target),
 }
@@ -146,9 +168,19 @@ enum Client {
 impl Target {
     async fn prepare(p: &Point, http: &reqwest::Client) -> anyhow::Result<Target> {
         Ok(match p.system {
-            System::Ratequeue => Target::Ratequeue(ratequeue::Target::prepare(p, http).await?),
+            System::Ratequeue | System::Echo => {
+                Target::Ratequeue(ratequeue::Target::prepare(p, http).await?)
+            }
             System::Etcd => Target::Etcd(etcd::Target::prepare(p, http).await?),
         })
+    }
+
+    /// The leader's last log index (ratequeue only).
+    async fn log_index(&self) -> Option<u64> {
+        match self {
+            Target::Ratequeue(t) => t.log_index().await,
+            Target::Etcd(_) => None,
+        }
     }
 
     async fn client(&self, index: usize) -> anyhow::Result<Client> {
@@ -190,6 +222,10 @@ pub async fn run(p: Point) -> anyhow::Result<Report> {
         p.workload != Workload::Waiters,
         "the waiters probe is not a closed-loop workload"
     );
+    anyhow::ensure!(
+        p.system != System::Echo || p.workload == Workload::Cycle,
+        "the echo server answers the cycle only"
+    );
     let http = http_client(p.clients)?;
     let target = Arc::new(Target::prepare(&p, &http).await?);
     let measuring = Arc::new(AtomicBool::new(false));
@@ -198,20 +234,23 @@ pub async fn run(p: Point) -> anyhow::Result<Report> {
     let refused = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(p.clients);
     let clients = p.clients;
+    // Set when measuring starts: sample times are taken from it.
+    let epoch = Arc::new(std::sync::OnceLock::<Instant>::new());
     for index in 0..p.clients {
         let target = target.clone();
-        let (measuring, stop, ops, refused) = (
+        let (measuring, stop, ops, refused, epoch) = (
             measuring.clone(),
             stop.clone(),
             ops.clone(),
             refused.clone(),
+            epoch.clone(),
         );
         let period = p
             .rate
             .map(|r| Duration::from_secs_f64(p.clients as f64 / r.max(0.001)));
         tasks.push(tokio::spawn(async move {
             let mut client = target.client(index).await?;
-            let (mut acq, mut pair) = (Vec::new(), Vec::new());
+            let (mut acq, mut pair, mut at_ms) = (Vec::new(), Vec::new(), Vec::new());
             // Clients are staggered over one period so that paced starts spread out.
             let mut next = Instant::now()
                 + period.map_or(Duration::ZERO, |d| d.mul_f64(index as f64 / clients as f64));
@@ -239,6 +278,10 @@ pub async fn run(p: Point) -> anyhow::Result<Report> {
                 }
                 ops.fetch_add(1, Ordering::Relaxed);
                 let keep = acq.len() < SAMPLES_PER_CLIENT_MAX;
+                if keep {
+                    // When the operation ended, for `--interval`; one per kept latency.
+                    at_ms.push(epoch.get().map_or(0, |e| e.elapsed().as_millis() as u64));
+                }
                 match sample {
                     Sample::Pair {
                         acquire_us,
@@ -257,23 +300,34 @@ pub async fn run(p: Point) -> anyhow::Result<Report> {
                 }
             }
             client.close().await?;
-            Ok::<_, anyhow::Error>((acq, pair))
+            Ok::<_, anyhow::Error>((acq, pair, at_ms))
         }));
     }
     tokio::time::sleep(p.warmup).await;
-    measuring.store(true, Ordering::Relaxed);
+    let index_before = target.log_index().await;
     let start = Instant::now();
+    let _ = epoch.set(start);
+    measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(p.duration).await;
     measuring.store(false, Ordering::Relaxed);
     let seconds = start.elapsed().as_secs_f64();
     let done = ops.load(Ordering::Relaxed);
+    let index_after = target.log_index().await;
     stop.store(true, Ordering::Relaxed);
     let (mut acq, mut pair) = (Vec::new(), Vec::new());
+    let mut timed: Vec<(u64, u64)> = Vec::new();
     for t in tasks {
-        let (a, b) = t.await??;
+        let (a, b, at) = t.await??;
+        if p.interval.is_some() {
+            timed.extend(at.iter().copied().zip(a.iter().copied()));
+        }
         acq.extend(a);
         pair.extend(b);
     }
+    let intervals = p
+        .interval
+        .map(|every| intervals(&mut timed, every, p.duration))
+        .unwrap_or_default();
     acq.sort_unstable();
     pair.sort_unstable();
     let acquire_cdf_us = if acq.is_empty() {
@@ -296,7 +350,30 @@ pub async fn run(p: Point) -> anyhow::Result<Report> {
         acquire_us: Percentiles::of(&acq),
         pair_us: Percentiles::of(&pair),
         acquire_cdf_us,
+        log_index: index_before.zip(index_after),
+        intervals,
     })
+}
+
+/// Percentiles of `(ms since start, latency us)` samples per interval of `every`.
+fn intervals(timed: &mut [(u64, u64)], every: Duration, total: Duration) -> Vec<Interval> {
+    let every_ms = every.as_millis().max(1) as u64;
+    let n = total.as_millis().div_ceil(u128::from(every_ms)) as u64;
+    timed.sort_unstable();
+    (0..n)
+        .map(|i| {
+            let (from, to) = (i * every_ms, (i + 1) * every_ms);
+            let lo = timed.partition_point(|&(t, _)| t < from);
+            let hi = timed.partition_point(|&(t, _)| t < to);
+            let mut lat: Vec<u64> = timed[lo..hi].iter().map(|&(_, us)| us).collect();
+            lat.sort_unstable();
+            Interval {
+                start_s: from as f64 / 1000.0,
+                ops: lat.len() as u64,
+                acquire_us: Percentiles::of(&lat),
+            }
+        })
+        .collect()
 }
 
 /// Microseconds since `t`.
@@ -329,6 +406,10 @@ pub struct Args {
     /// measure latency below saturation; default: closed loop, as fast as answered.
     #[arg(long)]
     rate: Option<f64>,
+    /// Also report the acquire latency per interval of this many seconds (sustained
+    /// runs: p99 per minute).
+    #[arg(long)]
+    interval: Option<f64>,
     /// `waiters` workload: acquires to park in the queue.
     #[arg(long, default_value_t = 100_000)]
     waiters: usize,
@@ -366,7 +447,7 @@ pub async fn main(global: &Global, args: Args) -> Result<u8, Failure> {
             .api_key
             .clone()
             .ok_or_else(|| fail(anyhow::anyhow!("bench needs an admin --api-key")))?,
-        System::Etcd => String::new(),
+        System::Etcd | System::Echo => String::new(),
     };
     if args.workload == Workload::Waiters {
         if args.system != System::Ratequeue {
@@ -414,6 +495,10 @@ pub async fn main(global: &Global, args: Args) -> Result<u8, Failure> {
             warmup: Duration::from_secs_f64(args.warmup.max(0.0)),
             resource: args.resource.clone(),
             rate: args.rate,
+            interval: args
+                .interval
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .map(Duration::from_secs_f64),
         };
         let r = run(point).await.map_err(fail)?;
         if args.json {

@@ -1,4 +1,5 @@
-//! The bench's ratequeue side: raw HTTP/1.1 to the leader, one request per step.
+//! The bench's ratequeue side: raw HTTP/1.1 to the leader, one request per step. The
+//! echo server (the HTTP ceiling probe) is driven with the very same requests.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -6,7 +7,7 @@ use std::time::{Duration, Instant};
 use ratequeue_api as api;
 use serde_json::json;
 
-use super::{us_since, Point, Sample, Workload, CONTENDED_SLOTS, RATE_PER_SEC};
+use super::{us_since, Point, Sample, System, Workload, CONTENDED_SLOTS, RATE_PER_SEC};
 
 /// The leader's API URL, from the cluster status of the first endpoint that knows it.
 pub(crate) async fn leader_url(
@@ -81,15 +82,26 @@ struct Shared {
     acquire_url: String,
     auth: String,
     body: Vec<u8>,
+    /// The target is the echo server, not a cluster.
+    echo: bool,
 }
 
 pub(crate) struct Target(Arc<Shared>);
 
 impl Target {
     pub(crate) async fn prepare(p: &Point, http: &reqwest::Client) -> anyhow::Result<Target> {
-        let leader = leader_url(http, &p.urls, &p.token).await?;
-        let spec = resource_spec(p.workload, p.clients);
-        put_resource(http, &leader, &p.token, &p.resource, &spec).await?;
+        let leader = if p.system == System::Echo {
+            // The echo server has no cluster and no resources: the same requests only.
+            p.urls
+                .first()
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("no --url"))?
+        } else {
+            let leader = leader_url(http, &p.urls, &p.token).await?;
+            let spec = resource_spec(p.workload, p.clients);
+            put_resource(http, &leader, &p.token, &p.resource, &spec).await?;
+            leader
+        };
         let wait_ms = if p.workload == Workload::Rate {
             0
         } else {
@@ -101,7 +113,24 @@ impl Target {
             leader,
             auth: format!("Bearer {}", p.token),
             body: serde_json::to_vec(&json!({ "wait_ms": wait_ms }))?,
+            echo: p.system == System::Echo,
         })))
+    }
+
+    /// The leader's last log index, or None (echo, or the status did not answer).
+    pub(crate) async fn log_index(&self) -> Option<u64> {
+        let s = &*self.0;
+        if s.echo {
+            return None;
+        }
+        let r = s
+            .http
+            .get(format!("{}/v1/cluster/status", s.leader))
+            .header("authorization", s.auth.as_str())
+            .send()
+            .await
+            .ok()?;
+        r.json::<api::ClusterStatus>().await.ok()?.last_log_index
     }
 
     pub(crate) fn client(&self) -> Client {
