@@ -838,8 +838,10 @@ impl LeaderLoop {
                     Box::pin(std::future::ready(Err(WriteError::NotLeader)))
                 }
                 None => {
-                    // Cannot happen with an unbounded channel; never reorder entries.
-                    tracing::error!("raft did not take the entry at once");
+                    // openraft's API channel is unbounded: the send itself never waits;
+                    // only reporting that the core has stopped does. Never wait here
+                    // (that would reorder entries): the core is gone either way.
+                    tracing::error!("raft did not take the entry at once: its core stopped");
                     Box::pin(std::future::ready(Err(WriteError::NotLeader)))
                 }
             };
