@@ -5,10 +5,23 @@
 //! URLs and key) is reused by the module-level functions; it holds no timer and no
 //! referenced socket while idle, so it never keeps Node alive.
 
+import { hostname } from "node:os";
 import { performance } from "node:perf_hooks";
 
 import type { Timing, TlsFiles } from "./config.js";
-import { checkInt, checkLoad, makeTiming, resolveApiKey, resolveTls, resolveUrls, TTL_MS_MAX, TTL_MS_MIN } from "./config.js";
+import {
+  checkHolderLabel,
+  checkInt,
+  checkLoad,
+  holder,
+  makeTiming,
+  resolveApiKey,
+  resolveHolder,
+  resolveTls,
+  resolveUrls,
+  TTL_MS_MAX,
+  TTL_MS_MIN,
+} from "./config.js";
 import type { CallContext, CallSpec, Json } from "./call.js";
 import { Nodes, runCall, sleep } from "./call.js";
 import type { LeaseHost, Logger } from "./lease.js";
@@ -40,6 +53,11 @@ export interface ClientOptions {
    *  RATEQUEUE_CLIENT_CERT and RATEQUEUE_CLIENT_KEY). Both or neither. */
   clientCert?: string;
   clientKey?: string;
+  /** A label for this client's leases (`celery`, `nightly-export`; default:
+   *  RATEQUEUE_HOLDER): each acquire sends `holder` = `<label>@<host>:<pid>` (without a
+   *  label `<host>:<pid>`), which the dashboard's lease list shows. 1-128 characters of
+   *  printable ASCII, cut if need be so that host and pid fit in the server's 128. */
+  holder?: string;
   /** Overrides of the delays and bounds (`DEFAULT_TIMING`). */
   timing?: Partial<Timing>;
   /** Where lost leases and failed releases are reported. Default: `console`. */
@@ -69,6 +87,8 @@ export class Client {
   readonly timing: Timing;
   /** The TLS files in use (from the options or the environment). */
   readonly tls: TlsFiles;
+  /** The label of this client's leases (the `holder` option, else RATEQUEUE_HOLDER). */
+  readonly holder: string | undefined;
   readonly #nodes: Nodes;
   readonly #connector: Connector;
   readonly #ctx: CallContext;
@@ -79,6 +99,7 @@ export class Client {
     this.urls = Object.freeze(resolveUrls(options.urls));
     this.timing = makeTiming(options.timing);
     const apiKey = resolveApiKey(options.apiKey);
+    this.holder = resolveHolder(options.holder);
     const headers: Record<string, string> = { "user-agent": `ratequeue-js/${VERSION}`, accept: "application/json" };
     if (apiKey !== undefined) headers["authorization"] = `Bearer ${apiKey}`;
     this.#nodes = new Nodes(this.urls, Math.random);
@@ -133,7 +154,9 @@ export class Client {
    * `lease.release()` or the end of an `await using` scope.
    */
   async lease(resource: string, options: AcquireRequest = {}): Promise<Lease> {
-    const args = buildAcquireArgs(resource, options, this.timing);
+    const label = options.holder === undefined ? this.holder : checkHolderLabel(options.holder);
+    // The pid of the caller, read at each acquire: a forked worker names itself.
+    const args = buildAcquireArgs(resource, options, this.timing, holder(label, hostname(), process.pid));
     const signal = options.signal;
     signal?.throwIfAborted();
     const sentAt = this.#ctx.now();
@@ -194,13 +217,13 @@ export const DEFAULT_CLIENTS_MAX = 32;
 const defaults = new Map<string, Client>();
 
 /** The process-wide client for these URLs and key (from the environment when left out)
- *  and the TLS files of the environment (RATEQUEUE_CA_FILE, RATEQUEUE_CLIENT_CERT,
- *  RATEQUEUE_CLIENT_KEY). Every module-level call with the same URLs, key and files
- *  shares it. */
+ *  and the TLS files and holder label of the environment (RATEQUEUE_CA_FILE,
+ *  RATEQUEUE_CLIENT_CERT, RATEQUEUE_CLIENT_KEY, RATEQUEUE_HOLDER). Every module-level
+ *  call with the same URLs, key, files and label shares it. */
 export function defaultClient(options: { url?: string | readonly string[]; apiKey?: string } = {}): Client {
   const urls = resolveUrls(options.url);
   const apiKey = resolveApiKey(options.apiKey);
-  const key = JSON.stringify([urls, apiKey ?? null, resolveTls()]);
+  const key = JSON.stringify([urls, apiKey ?? null, resolveTls(), resolveHolder(undefined) ?? null]);
   let c = defaults.get(key);
   if (c === undefined) {
     if (defaults.size >= DEFAULT_CLIENTS_MAX) {

@@ -1,8 +1,9 @@
-//! Configuration shared by every call: timing knobs, node URLs, the API key and the TLS
-//! files from options or the environment, and client-side validation of names and numbers.
+//! Configuration shared by every call: timing knobs, node URLs, the API key, the holder
+//! label and the TLS files from options or the environment, and client-side validation of
+//! names and numbers.
 //!
-//! Owns: `Timing`, `TlsFiles`, `resolveUrls`, `resolveApiKey`, `resolveTls`, the
-//! validators. Must never do I/O beyond reading environment variables (the TLS files are
+//! Owns: `Timing`, `TlsFiles`, `resolveUrls`, `resolveApiKey`, `resolveHolder`, `holder`,
+//! `resolveTls`, the validators. Must never do I/O beyond reading environment variables (the TLS files are
 //! read by `transport.ts`).
 
 /** Where `ratequeue dev` listens: used when neither `url` nor RATEQUEUE_URL is given. */
@@ -18,6 +19,11 @@ export const TTL_MS_MAX = 24 * 3_600_000;
 export const REQUEST_ID_BYTES_MAX = 128;
 export const PRIORITY_MIN = -(2 ** 31);
 export const PRIORITY_MAX = 2 ** 31 - 1;
+/** The server's bound on an acquire's `holder`: 1-128 characters of printable ASCII. */
+export const HOLDER_LEN_MAX = 128;
+/** The host name's share of a holder, so that a label and the pid always fit. */
+const HOLDER_HOST_LEN_MAX = 64;
+const HOLDER_RE = /^[ -~]{1,128}$/;
 
 /**
  * Every delay and bound the SDK uses, in milliseconds unless named otherwise. The
@@ -141,6 +147,40 @@ export function resolveApiKey(apiKey: string | undefined): string | undefined {
     return apiKey || undefined;
   }
   return process.env["RATEQUEUE_API_KEY"] || undefined;
+}
+
+/** A holder label: 1-128 characters of printable ASCII (space to `~`), as the server
+ *  requires of `holder`. */
+export function checkHolderLabel(label: unknown): string {
+  if (typeof label !== "string" || !HOLDER_RE.test(label)) {
+    throw new RangeError(`holder label must be 1-${HOLDER_LEN_MAX} characters of printable ASCII, got ${JSON.stringify(label)}`);
+  }
+  return label;
+}
+
+/** The label of a client's leases: the argument, else RATEQUEUE_HOLDER (trimmed; empty
+ *  counts as unset), else undefined. Checked. */
+export function resolveHolder(label: string | undefined): string | undefined {
+  if (label !== undefined) return checkHolderLabel(label);
+  const env = (process.env["RATEQUEUE_HOLDER"] ?? "").trim();
+  if (!env) return undefined;
+  try {
+    return checkHolderLabel(env);
+  } catch (e) {
+    throw new RangeError(`RATEQUEUE_HOLDER: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * What an acquire sends as `holder`: `<label>@<host>:<pid>`, or `<host>:<pid>` without a
+ * label. The host name is cut to 64 characters (anything but printable ASCII becomes `?`)
+ * and the label to what then fits in the server's 128, so host and pid always show.
+ * `label` must have passed `checkHolderLabel`.
+ */
+export function holder(label: string | undefined, host: string, pid: number): string {
+  const h = [...host].slice(0, HOLDER_HOST_LEN_MAX).map((c) => (c >= " " && c <= "~" ? c : "?")).join("") || "unknown-host";
+  const place = `${h}:${pid}`;
+  return label === undefined ? place : `${label.slice(0, HOLDER_LEN_MAX - place.length - 1)}@${place}`;
 }
 
 /** Which CAs a client trusts and which certificate it presents to `https://` nodes (PEM

@@ -16,6 +16,7 @@ import {
   TTL_MS_MAX,
   TTL_MS_MIN,
   WAIT_MS_MAX,
+  checkHolderLabel,
   checkInt,
   checkLoad,
   checkName,
@@ -38,6 +39,9 @@ export interface AcquireRequest {
   ttlMs?: number;
   /** Idempotency key (default: 128 random bits). Retries always resend the same one. */
   requestId?: string;
+  /** This lease's label in the dashboard's lease list, instead of the client's `holder`:
+   *  sent as `<label>@<host>:<pid>`. 1-128 characters of printable ASCII. */
+  holder?: string;
   /** Cancels a waiting acquire: its request is closed and the cluster drops the waiter. */
   signal?: AbortSignal;
 }
@@ -50,9 +54,18 @@ export interface AcquireArgs {
   readonly ttlMs: number | undefined;
   readonly waitMs: number;
   readonly requestId: string;
+  /** Sent as is (`config.holder`: label, host and pid). */
+  readonly holder: string | undefined;
 }
 
-export function buildAcquireArgs(resource: string, o: AcquireRequest, timing: Timing): AcquireArgs {
+/** `holder` is what to send (the client composes it: `config.holder`); `o.holder` is
+ *  only the label it was made from. */
+export function buildAcquireArgs(
+  resource: string,
+  o: AcquireRequest,
+  timing: Timing,
+  holder: string | undefined = undefined,
+): AcquireArgs {
   checkName("resource", resource);
   const load = o.load === undefined ? 1 : checkLoad("load", o.load);
   const priority = o.priority === undefined ? 10 : checkInt("priority", o.priority, PRIORITY_MIN, PRIORITY_MAX);
@@ -65,7 +78,8 @@ export function buildAcquireArgs(resource: string, o: AcquireRequest, timing: Ti
   if (bytes < 1 || bytes > REQUEST_ID_BYTES_MAX) {
     throw new RangeError(`requestId must be 1..=${REQUEST_ID_BYTES_MAX} bytes`);
   }
-  return Object.freeze({ resource, load, priority, lane, ttlMs, waitMs, requestId });
+  if (holder !== undefined) checkHolderLabel(holder);
+  return Object.freeze({ resource, load, priority, lane, ttlMs, waitMs, requestId, holder });
 }
 
 /**
@@ -93,6 +107,7 @@ export function acquireSpec(
       const b: Json = { load: args.load, priority: args.priority, wait_ms: waitMs, request_id: args.requestId };
       if (args.lane !== undefined) b["lane"] = args.lane;
       if (args.ttlMs !== undefined) b["ttl_ms"] = args.ttlMs;
+      if (args.holder !== undefined) b["holder"] = args.holder;
       return b;
     },
     readTimeoutMs(b) {

@@ -17,7 +17,7 @@ from fakecluster import FAST, URLS, FakeCluster, FakeTime  # noqa: E402
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RATEQUEUE_URL", raising=False)
     monkeypatch.delenv("RATEQUEUE_API_KEY", raising=False)
-    for name in ("RATEQUEUE_CA_FILE", "RATEQUEUE_CLIENT_CERT", "RATEQUEUE_CLIENT_KEY"):
+    for name in ("RATEQUEUE_CA_FILE", "RATEQUEUE_CLIENT_CERT", "RATEQUEUE_CLIENT_KEY", "RATEQUEUE_HOLDER"):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -244,7 +244,7 @@ class FakeCluster:
         }
 
     def acquire(self, name: str, body: Dict[str, Any]) -> Response:
-        unknown = set(body) - {"load", "priority", "lane", "ttl_ms", "wait_ms", "request_id"}
+        unknown = set(body) - {"load", "priority", "lane", "ttl_ms", "wait_ms", "request_id", "holder"}
         if unknown:
             return error(400, "invalid_request", f"unknown field {unknown}")
         with self.cond:

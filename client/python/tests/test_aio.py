@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import threading
 from typing import AsyncIterator, Callable, List, Optional
 
@@ -52,6 +54,7 @@ async def test_acquire_and_release(aclient: rq.Client, cluster: FakeCluster) -> 
         "ttl_ms": 20_000,
         "wait_ms": 2000,
         "request_id": lease.request_id,
+        "holder": f"{socket.gethostname()}:{os.getpid()}",
     }
 
 

@@ -6,7 +6,9 @@ Time here is a `FakeTime`: sleeps are recorded and move the clock, never the wal
 
 from __future__ import annotations
 
+import os
 import random
+import socket
 from typing import Optional
 
 import pytest
@@ -49,6 +51,7 @@ def test_acquire_sends_the_documented_body_and_parses_the_lease(cluster: FakeClu
         "ttl_ms": 12_500,
         "wait_ms": 3000,
         "request_id": lease.request_id,
+        "holder": f"{socket.gethostname()}:{os.getpid()}",
     }
     assert acq.headers["authorization"] == "Bearer k3y"
     (rel,) = cluster.of_kind("release")
@@ -62,7 +65,7 @@ def test_defaults_omit_lane_and_ttl_and_wait_the_default(cluster: FakeCluster, f
     with c.acquire("gpt"):
         pass
     (acq,) = cluster.of_kind("acquire")
-    assert set(acq.body) == {"load", "priority", "wait_ms", "request_id"}
+    assert set(acq.body) == {"load", "priority", "wait_ms", "request_id", "holder"}
     assert acq.body["load"] == 1 and acq.body["priority"] == 10 and acq.body["wait_ms"] == 30_000
     (rel,) = cluster.of_kind("release")
     assert rel.body == {}
@@ -372,6 +375,40 @@ def test_urls_and_key_come_from_the_environment(monkeypatch: pytest.MonkeyPatch)
     assert ratequeue.default_client() is ratequeue.default_client()
     assert ratequeue.default_client().urls == ("http://a:1", "http://b:2")
     assert ratequeue.default_client("http://c:3") is not ratequeue.default_client()
+
+
+def test_holder_is_the_label_then_host_and_pid(cluster: FakeCluster, fake_time: FakeTime, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ratequeue._config import holder
+
+    place = f"{socket.gethostname()}:{os.getpid()}"
+    monkeypatch.setenv("RATEQUEUE_HOLDER", " celery ")
+    c = make_client(cluster, fake_time, urls="http://n1:7700")
+    assert c.holder == "celery"
+    with c.acquire("gpt"):
+        pass
+    with c.acquire("gpt", holder="job 42"):
+        pass
+    monkeypatch.delenv("RATEQUEUE_HOLDER")
+    with make_client(cluster, fake_time, urls="http://n1:7700").acquire("gpt"):
+        pass
+    sent = [a.body["holder"] for a in cluster.of_kind("acquire")]
+    assert sent == [f"celery@{place}", f"job 42@{place}", place]
+    # Cut so that host and pid always fit in the server's 128; the host to 64.
+    h = holder("l" * 128, "h" * 100, 4294967295)
+    assert len(h) == 128 and h.endswith("@" + "h" * 64 + ":4294967295")
+    assert holder(None, "hôte\n", 7) == "h?te?:7"
+    assert holder(None, "", 7) == "unknown-host:7"
+    # Labels the server would refuse fail before any request.
+    n = len(cluster.seen)
+    for bad in ["", "tab\t", "é", "a" * 129]:
+        with pytest.raises(ValueError):
+            c.acquire("gpt", holder=bad)
+        with pytest.raises(ValueError):
+            ratequeue.Client("http://n1:7700", holder=bad)
+    monkeypatch.setenv("RATEQUEUE_HOLDER", "é")
+    with pytest.raises(ValueError, match="RATEQUEUE_HOLDER"):
+        ratequeue.Client("http://n1:7700")
+    assert len(cluster.seen) == n
 
 
 def test_tls_files_come_from_arguments_else_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,5 +1,5 @@
 //! The `acquire(…)` builder: `client.acquire("openai").load(2000).priority(100)
-//! .lane("user-facing").ttl(..).timeout(..).await? -> Permit`.
+//! .lane("user-facing").ttl(..).timeout(..).holder(..).await? -> Permit`.
 //!
 //! Owns: turning builder calls into an `AcquireRequest` and the resulting lease into a
 //! `Permit`. Retries, redirects and the `request_id` are `Client::acquire_at`'s.
@@ -93,6 +93,14 @@ impl Acquire {
     /// granted, never a second one.
     pub fn request_id(mut self, id: impl Into<String>) -> Self {
         self.req.request_id = Some(id.into());
+        self
+    }
+
+    /// The label of this lease in the dashboard's lease list, instead of the client's
+    /// (`ClientBuilder::holder`): sent as `<label>@<host>:<pid>`. 1–128 characters of
+    /// printable ASCII.
+    pub fn holder(mut self, label: impl Into<String>) -> Self {
+        self.req.holder = Some(label.into());
         self
     }
 

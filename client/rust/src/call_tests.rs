@@ -191,6 +191,50 @@ async fn redirects_are_followed_by_hand_with_method_body_and_token() {
 }
 
 #[tokio::test]
+async fn every_acquire_sends_its_holder_label_with_host_and_pid() {
+    let node = fake(|_, s| lease(s.path.split('/').nth(3).unwrap_or("?"))).await;
+    let place = format!("{}:{}", crate::config::host_name(), std::process::id());
+    // No label: host and pid.
+    let c = client(&[&node.url], fast());
+    assert_eq!(c.holder_label(), None);
+    c.acquire_lease("r", acquire_req(0)).await.unwrap();
+    // The client's label, then one given for a single acquire.
+    let c = Client::builder()
+        .url(&node.url)
+        .holder("nightly-export")
+        .ignore_env()
+        .build()
+        .unwrap();
+    c.acquire_lease("r", acquire_req(0)).await.unwrap();
+    let p = c
+        .acquire("r")
+        .holder("job 42")
+        .try_once()
+        .auto_renew(false)
+        .await
+        .unwrap();
+    let sent: Vec<Value> = node
+        .seen()
+        .iter()
+        .map(|s| s.body["holder"].clone())
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            Value::from(place.clone()),
+            Value::from(format!("nightly-export@{place}")),
+            Value::from(format!("job 42@{place}")),
+        ]
+    );
+    drop(p);
+    // A label the server would refuse fails before any I/O.
+    let bad = Client::builder().url(&node.url).holder("tab\t").build();
+    assert!(matches!(bad, Err(Error::InvalidArgument(_))), "{bad:?}");
+    let e = c.acquire("r").holder("").await.unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+}
+
+#[tokio::test]
 async fn a_redirect_loop_ends_as_unavailable() {
     // A node that redirects to itself: never a leader.
     let me = Arc::new(Mutex::new(String::new()));

@@ -25,17 +25,22 @@ use crate::transport::{Attempt, CallSpec, Reply, Transport};
 #[derive(Clone, Debug)]
 pub struct Client {
     pub(crate) t: Arc<Transport>,
+    /// The label of this client's leases (`ClientBuilder::holder`, else
+    /// `RATEQUEUE_HOLDER`), sent as `<label>@<host>:<pid>` with every acquire.
+    holder_label: Option<Arc<str>>,
 }
 
 /// Builds a `Client`. Node URLs: those given, else `RATEQUEUE_URL` (comma-separated),
 /// else `http://127.0.0.1:7700`. API key: the one given, else `RATEQUEUE_API_KEY`. TLS
 /// (for `https://` URLs): the CA bundle and client certificate given, else
 /// `RATEQUEUE_CA_FILE`, `RATEQUEUE_CLIENT_CERT` and `RATEQUEUE_CLIENT_KEY`, else the
-/// system's trust store and no client certificate.
+/// system's trust store and no client certificate. Holder label: the one given, else
+/// `RATEQUEUE_HOLDER`, else none (leases are then labelled `<host>:<pid>`).
 #[derive(Clone, Debug, Default)]
 pub struct ClientBuilder {
     urls: Vec<String>,
     api_key: Option<String>,
+    holder_label: Option<String>,
     no_env: bool,
     timing: Timing,
     tls: Option<TlsFiles>,
@@ -62,7 +67,16 @@ impl ClientBuilder {
         self
     }
 
-    /// Do not fall back to `RATEQUEUE_URL` / `RATEQUEUE_API_KEY`.
+    /// A label for this client's leases (`celery`, `nightly-export`): each acquire sends
+    /// `holder` = `<label>@<host>:<pid>`, which the dashboard's lease list shows. 1–128
+    /// characters of printable ASCII (checked by `build`); cut, if need be, so that host
+    /// and pid fit in the server's 128. `Acquire::holder` overrides it per acquire.
+    pub fn holder(mut self, label: impl Into<String>) -> Self {
+        self.holder_label = Some(label.into());
+        self
+    }
+
+    /// Do not fall back to `RATEQUEUE_URL` / `RATEQUEUE_API_KEY` / `RATEQUEUE_HOLDER`.
     pub fn ignore_env(mut self) -> Self {
         self.no_env = true;
         self
@@ -115,8 +129,17 @@ impl ClientBuilder {
             None if self.no_env => TlsFiles::default(),
             None => TlsFiles::from_env(),
         };
+        let holder_label = match self.holder_label {
+            Some(l) => {
+                config::check_holder_label(&l)?;
+                Some(l)
+            }
+            None if self.no_env => None,
+            None => config::holder_label_from_env()?,
+        };
         Ok(Client {
             t: Arc::new(Transport::new(urls, api_key, self.timing, &tls)?),
+            holder_label: holder_label.map(Arc::from),
         })
     }
 }
@@ -166,6 +189,11 @@ impl Client {
 
     pub fn timing(&self) -> &Timing {
         &self.t.timing
+    }
+
+    /// The label of this client's leases, if one was given (or `RATEQUEUE_HOLDER`).
+    pub fn holder_label(&self) -> Option<&str> {
+        self.holder_label.as_deref()
     }
 
     /// Starts an acquire: `client.acquire("openai").load(2000).priority(100).await?`.
@@ -245,6 +273,19 @@ impl Client {
             )));
         }
         req.request_id = Some(request_id.clone());
+        // `req.holder` is a label here (the builder's, checked), like the client's.
+        let label = match req.holder.take() {
+            Some(l) => {
+                config::check_holder_label(&l)?;
+                Some(l)
+            }
+            None => self.holder_label.as_deref().map(str::to_owned),
+        };
+        req.holder = Some(config::holder(
+            label.as_deref(),
+            config::host_name(),
+            std::process::id(),
+        ));
         let timing = &self.t.timing;
         let default_wait = u64::try_from(timing.wait_default.as_millis()).unwrap_or(u64::MAX);
         let wait_ms = req.wait_ms.unwrap_or(default_wait);
@@ -311,7 +352,8 @@ impl Client {
     }
 
     /// `POST /v1/resources/{name}/acquire`, retried with one `request_id` (generated if
-    /// `req` has none). Prefer `acquire(…)`, whose `Permit` renews and releases itself.
+    /// `req` has none). `req.holder` is a label, sent as `<label>@<host>:<pid>` (none:
+    /// the client's label, see `ClientBuilder::holder`). Prefer `acquire(…)`, whose `Permit` renews and releases itself.
     pub async fn acquire_lease(
         &self,
         resource: &str,

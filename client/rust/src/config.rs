@@ -3,7 +3,8 @@
 //! client-side checks of names and numbers so that bad input fails before any I/O.
 //!
 //! Must never do I/O beyond reading those environment variables (and the TLS ones:
-//! `RATEQUEUE_CA_FILE`, `RATEQUEUE_CLIENT_CERT`, `RATEQUEUE_CLIENT_KEY`, see `TlsFiles`).
+//! `RATEQUEUE_CA_FILE`, `RATEQUEUE_CLIENT_CERT`, `RATEQUEUE_CLIENT_KEY`, see `TlsFiles`;
+//! and `RATEQUEUE_HOLDER`) and asking the OS for the host name (`holder`).
 
 use std::time::Duration;
 
@@ -13,6 +14,9 @@ use crate::error::Error;
 pub const ENV_URL: &str = "RATEQUEUE_URL";
 /// The bearer token sent with every request.
 pub const ENV_API_KEY: &str = "RATEQUEUE_API_KEY";
+/// A label for the leases of this process (`celery`, `nightly-export`), shown in the
+/// dashboard's lease list as `<label>@<host>:<pid>`.
+pub const ENV_HOLDER: &str = "RATEQUEUE_HOLDER";
 /// PEM bundle of the CAs that node certificates must chain to (`https://` URLs); without
 /// it the system's trust store is used.
 pub const ENV_CA_FILE: &str = "RATEQUEUE_CA_FILE";
@@ -57,6 +61,10 @@ pub const TTL_MS_MAX: u64 = 24 * 3_600_000;
 pub const WAIT_MS_MAX: u64 = 3_600_000;
 pub const REQUEST_ID_LEN_MAX: usize = 128;
 pub const NAME_LEN_MAX: usize = 128;
+/// The server's bound on an acquire's `holder`: 1–128 characters of printable ASCII.
+pub const HOLDER_LEN_MAX: usize = 128;
+/// The host name's share of a holder, so that a label and the pid always fit.
+const HOLDER_HOST_LEN_MAX: usize = 64;
 
 /// Every delay and bound of the client. The defaults suit production; tests shorten them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,6 +192,72 @@ pub fn api_key_from_env() -> Option<String> {
         .filter(|k| !k.is_empty())
 }
 
+/// The holder label from `RATEQUEUE_HOLDER`, if set and not empty (checked).
+pub fn holder_label_from_env() -> Result<Option<String>, Error> {
+    match std::env::var(ENV_HOLDER) {
+        Ok(v) if !v.trim().is_empty() => {
+            check_holder_label(v.trim()).map(|()| Some(v.trim().to_owned()))
+        }
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(Error::InvalidArgument(format!(
+            "{ENV_HOLDER} must be 1-{HOLDER_LEN_MAX} characters of printable ASCII"
+        ))),
+    }
+}
+
+/// A holder label: 1–128 characters of printable ASCII (space to `~`), as the server
+/// requires of `holder`.
+pub fn check_holder_label(label: &str) -> Result<(), Error> {
+    if !label.is_empty()
+        && label.len() <= HOLDER_LEN_MAX
+        && label.bytes().all(|b| (b' '..=b'~').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "holder label must be 1-{HOLDER_LEN_MAX} characters of printable ASCII, got {label:?}"
+        )))
+    }
+}
+
+/// What an acquire sends as `holder`: `<label>@<host>:<pid>`, or `<host>:<pid>` without
+/// a label. The host name is cut to 64 characters (anything but printable ASCII becomes
+/// `?`) and the label to what then fits in the server's 128, so host and pid always
+/// show. `label` must have passed `check_holder_label`.
+pub fn holder(label: Option<&str>, host: &str, pid: u32) -> String {
+    let host: String = host
+        .chars()
+        .take(HOLDER_HOST_LEN_MAX)
+        .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
+        .collect();
+    let host = if host.is_empty() {
+        "unknown-host".to_owned()
+    } else {
+        host
+    };
+    let place = format!("{host}:{pid}");
+    match label {
+        Some(l) => {
+            let room = HOLDER_LEN_MAX - place.len() - 1;
+            // Printable ASCII: every byte is a char boundary.
+            format!("{}@{place}", &l[..l.len().min(room)])
+        }
+        None => place,
+    }
+}
+
+/// This machine's host name (as `hostname` prints it), else `unknown-host`.
+pub(crate) fn host_name() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unknown-host".to_owned())
+    })
+}
+
 /// Names of resources, lanes and keys: 1–128 characters of `[A-Za-z0-9._:-]`.
 pub fn check_name(what: &str, name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
@@ -263,6 +337,32 @@ mod tests {
             101
         );
         assert!(duration_ms("ttl", Duration::from_millis(99), 100, 1000).is_err());
+    }
+
+    #[test]
+    fn holder_is_label_at_host_and_pid_within_the_bound() {
+        assert_eq!(holder(None, "worker-3", 4121), "worker-3:4121");
+        assert_eq!(
+            holder(Some("celery"), "worker-3", 4121),
+            "celery@worker-3:4121"
+        );
+        // A long label is cut so that host and pid still show; a long host is cut to 64.
+        let h = holder(Some(&"l".repeat(128)), &"h".repeat(100), u32::MAX);
+        assert_eq!(h.len(), HOLDER_LEN_MAX);
+        assert!(
+            h.ends_with(&format!("@{}:{}", "h".repeat(64), u32::MAX)),
+            "{h}"
+        );
+        assert_eq!(holder(None, "hôte\n", 7), "h?te?:7");
+        assert_eq!(holder(None, "", 7), "unknown-host:7");
+        for h in [holder(Some("x"), host_name(), std::process::id()), h] {
+            check_holder_label(&h).unwrap();
+        }
+        assert!(check_holder_label("celery worker ~1").is_ok());
+        assert!(check_holder_label("").is_err());
+        assert!(check_holder_label("tab\there").is_err());
+        assert!(check_holder_label("é").is_err());
+        assert!(check_holder_label(&"a".repeat(129)).is_err());
     }
 
     #[test]

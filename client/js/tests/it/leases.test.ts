@@ -1,9 +1,11 @@
 //! Leases against a real 3-node cluster: release on throw, `await using`, settle,
 //! renewal past the TTL, the lost signal, priority and lane order under contention (read
 //! from the fencing tokens, i.e. the cluster's grant order), abort while waiting (the
-//! server drops the waiter), and every documented error mapped to its class.
+//! server drops the waiter), every documented error mapped to its class, and the holder
+//! label in the dashboard's lease list.
 
 import assert from "node:assert/strict";
+import { hostname } from "node:os";
 import { after, before, describe, test } from "node:test";
 
 import { Nodes, runCall, sleep } from "../../src/call.js";
@@ -226,6 +228,23 @@ describe("errors", () => {
     await assert.rejects(client.renew(l.id), is(rq.LeaseLost, "lease_expired", 410));
     await assert.rejects(l.release(), is(rq.LeaseLost, "lease_expired", 410));
     assert.ok(l.lost);
+  });
+
+  test("the holder label reaches the dashboard's lease list", async () => {
+    const name = resourceName("holder");
+    await cluster.putResource(name, { concurrency: 2 });
+    const labelled = new rq.Client({ urls: cluster.urls, apiKey: cluster.adminToken, holder: "js-it" });
+    try {
+      await using _a = await labelled.lease(name);
+      await using _b = await labelled.lease(name, { holder: "job 7" });
+      const r = await cluster.admin("GET", `/v1/dashboard/resources/${name}`);
+      assert.equal(r.status, 200, JSON.stringify(r.json));
+      const holders = r.json.leases.shown.map((l: { holder: string }) => l.holder).sort();
+      const place = `${hostname()}:${process.pid}`;
+      assert.deepEqual(holders, [`job 7@${place}`, `js-it@${place}`]);
+    } finally {
+      labelled.close();
+    }
   });
 
   test("invalid_request and payload_too_large from the server (bodies the SDK never builds)", async () => {

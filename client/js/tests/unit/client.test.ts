@@ -3,6 +3,7 @@
 //! same request_id, default-client reuse.
 
 import assert from "node:assert/strict";
+import { hostname } from "node:os";
 import { after, before, beforeEach, describe, test } from "node:test";
 
 import { Client, LeaseLost, ResourceNotFound, WouldBlock, acquire, defaultClient, lease } from "../../src/index.js";
@@ -54,10 +55,48 @@ describe("client against a fake cluster", () => {
     assert.equal(out, "done");
     assert.equal(fake.held(), 0);
     const body = fake.seenPath(/acquire$/).at(-1)!.body!;
-    assert.deepEqual({ ...body, request_id: "x" }, { load: 7, priority: 100, lane: "user-facing", ttl_ms: 5000, wait_ms: 30_000, request_id: "x" });
+    assert.deepEqual(
+      { ...body, request_id: "x" },
+      { load: 7, priority: 100, lane: "user-facing", ttl_ms: 5000, wait_ms: 30_000, request_id: "x", holder: `${hostname()}:${process.pid}` },
+    );
     const h = fake.seen.at(-1)!.headers;
     assert.equal(h["authorization"], "Bearer k1");
     assert.match(String(h["user-agent"]), /^ratequeue-js\//);
+  });
+
+  test("every acquire sends its holder: the label (acquire's, client's, RATEQUEUE_HOLDER), host and pid", async () => {
+    const place = `${hostname()}:${process.pid}`;
+    const saved = process.env["RATEQUEUE_HOLDER"];
+    try {
+      process.env["RATEQUEUE_HOLDER"] = " celery ";
+      const env = new Client({ urls: fake.urls, apiKey: "k1", logger: log });
+      assert.equal(env.holder, "celery");
+      await env.acquire("r", () => {});
+      await env.acquire("r", { holder: "job 42" }, () => {});
+      env.close();
+      const given = new Client({ urls: fake.urls, apiKey: "k1", logger: log, holder: "nightly-export" });
+      await given.acquire("r", () => {});
+      given.close();
+      delete process.env["RATEQUEUE_HOLDER"];
+      const none = new Client({ urls: fake.urls, apiKey: "k1", logger: log });
+      await none.acquire("r", () => {});
+      none.close();
+      // Each new client asks a follower first (redirected): count what the leader got.
+      const sent = fake.seenPath(/acquire$/).filter((s) => s.node === fake.leader).slice(-4).map((s) => s.body!["holder"]);
+      assert.deepEqual(sent, [`celery@${place}`, `job 42@${place}`, `nightly-export@${place}`, place]);
+      // Labels the server would refuse fail before any request.
+      const n = fake.seen.length;
+      for (const bad of ["", "tab\t", "é", "a".repeat(129)]) {
+        assert.throws(() => new Client({ urls: fake.urls, holder: bad }), RangeError);
+        await assert.rejects(client.lease("r", { holder: bad }), RangeError);
+      }
+      process.env["RATEQUEUE_HOLDER"] = "é";
+      assert.throws(() => new Client({ urls: fake.urls }), /RATEQUEUE_HOLDER/);
+      assert.equal(fake.seen.length, n);
+    } finally {
+      if (saved === undefined) delete process.env["RATEQUEUE_HOLDER"];
+      else process.env["RATEQUEUE_HOLDER"] = saved;
+    }
   });
 
   test("released when fn throws; fn's error propagates", async () => {

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import { Nodes, backoffMs, baseOf, runCall, type CallContext } from "../../src/call.js";
-import { DEFAULT_TIMING, makeTiming, resolveApiKey, resolveTls, resolveUrls } from "../../src/config.js";
+import { DEFAULT_TIMING, checkHolderLabel, holder, makeTiming, resolveApiKey, resolveTls, resolveUrls } from "../../src/config.js";
 import * as E from "../../src/errors.js";
 import { acquireSpec, buildAcquireArgs, parseGrant } from "../../src/protocol.js";
 import { TransportFailure, type HttpRequest, type HttpResponse } from "../../src/transport.js";
@@ -166,6 +166,17 @@ describe("config", () => {
     assert.throws(() => makeTiming({ attemptsMax: 0 }), RangeError);
     assert.throws(() => makeTiming({ backoffMaxMs: -1 }), RangeError);
     assert.throws(() => makeTiming({ connectTimeoutMs: Number.NaN }), TypeError);
+  });
+  test("holder: label, host and pid within the server's 128", () => {
+    assert.equal(holder(undefined, "worker-3", 4121), "worker-3:4121");
+    assert.equal(holder("celery", "worker-3", 4121), "celery@worker-3:4121");
+    const h = holder("l".repeat(128), "h".repeat(100), 4294967295);
+    assert.equal(h.length, 128);
+    assert.ok(h.endsWith(`@${"h".repeat(64)}:4294967295`), h);
+    assert.equal(holder(undefined, "hôte\n", 7), "h?te?:7");
+    assert.equal(holder(undefined, "", 7), "unknown-host:7");
+    assert.equal(checkHolderLabel("celery worker ~1"), "celery worker ~1");
+    for (const bad of ["", "tab\t", "é", "a".repeat(129), 5]) assert.throws(() => checkHolderLabel(bad), RangeError);
   });
   test("bad acquire arguments fail before any request", () => {
     const t = DEFAULT_TIMING;

@@ -31,11 +31,14 @@ from ._config import (
     PathArg,
     Timing,
     TLSFiles,
+    check_holder_label,
     check_load,
     resolve_api_key,
+    resolve_holder,
     resolve_tls,
     resolve_urls,
     seconds_to_ms,
+    this_process_holder,
 )
 from ._errors import LeaseLost, RatequeueError
 from ._http import AsyncTransport, Request, Response, TransportError
@@ -74,7 +77,9 @@ class Client:
     RATEQUEUE_CA_FILE) is the PEM bundle of the CAs to trust instead of the system's, and
     `client_cert` + `client_key` (default RATEQUEUE_CLIENT_CERT, RATEQUEUE_CLIENT_KEY) a
     certificate to present to nodes that require one; the files are read here (a bad one
-    is a ValueError naming it). Connections are pooled; the leader is cached
+    is a ValueError naming it). `holder` labels this client's leases in the dashboard's
+    lease list (default RATEQUEUE_HOLDER): each acquire sends `<holder>@<host>:<pid>`, or
+    `<host>:<pid>` without one. Connections are pooled; the leader is cached
     and redirects from followers are followed with method and body preserved; transient
     failures are retried with backoff and jitter, resending the same request_id.
 
@@ -90,6 +95,7 @@ class Client:
         ca_file: Optional[PathArg] = None,
         client_cert: Optional[PathArg] = None,
         client_key: Optional[PathArg] = None,
+        holder: Optional[str] = None,
         timing: Optional[Timing] = None,
         transport: Optional[AsyncTransport] = None,
         clock: Optional[Callable[[], float]] = None,
@@ -98,6 +104,8 @@ class Client:
     ) -> None:
         self.urls: Tuple[str, ...] = tuple(resolve_urls(urls))
         self._api_key = resolve_api_key(api_key)
+        #: The label of this client's leases (the `holder` argument, else RATEQUEUE_HOLDER).
+        self.holder: Optional[str] = resolve_holder(holder)
         self.timing = timing or Timing()
         #: The TLS files in use (`ratequeue.TLSFiles`, from the arguments or environment).
         self.tls = resolve_tls(ca_file, client_cert, client_key)
@@ -180,10 +188,13 @@ class Client:
         ttl: Optional[float] = None,
         timeout: Optional[float] = None,
         request_id: Optional[str] = None,
+        holder: Optional[str] = None,
     ) -> "AcquireContext":
         """`async with client.acquire("openai-gpt4", load=2000) as lease:` waits in the
         queue (at most `timeout` seconds; 0 = try once), holds the slot in the block, renews
-        it in the background, and releases it on exit (reporting `lease.set_actual_load`)."""
+        it in the background, and releases it on exit (reporting `lease.set_actual_load`).
+        `holder` labels this lease instead of the client's `holder`."""
+        label = self.holder if holder is None else check_holder_label(holder)
         args = AcquireArgs.build(
             resource,
             load=load,
@@ -193,6 +204,7 @@ class Client:
             timeout=timeout,
             request_id=request_id,
             timing=self.timing,
+            holder=this_process_holder(label),
         )
         return AcquireContext(self, args)
 
@@ -206,11 +218,19 @@ class Client:
         ttl: Optional[float] = None,
         timeout: Optional[float] = None,
         request_id: Optional[str] = None,
+        holder: Optional[str] = None,
     ) -> "Lease":
         """Acquire and return the lease, for use without a block: it renews itself until
         `await lease.release()` (or use it as a context manager)."""
         return await self.acquire(
-            resource, load=load, priority=priority, lane=lane, ttl=ttl, timeout=timeout, request_id=request_id
+            resource,
+            load=load,
+            priority=priority,
+            lane=lane,
+            ttl=ttl,
+            timeout=timeout,
+            request_id=request_id,
+            holder=holder,
         )._acquire()
 
     async def _acquire_args(self, args: AcquireArgs) -> "Lease":
@@ -365,7 +385,7 @@ class AcquireContext(AsyncAcquireMixin):
 
 # --- module-level default clients --------------------------------------------------------
 
-_defaults: Dict[Tuple[Tuple[str, ...], Optional[str], TLSFiles], Client] = {}
+_defaults: Dict[Tuple[Tuple[str, ...], Optional[str], TLSFiles, Optional[str]], Client] = {}
 _defaults_lock = threading.Lock()
 #: Distinct (urls, api_key) pairs kept; beyond that the oldest default client is dropped.
 DEFAULT_CLIENTS_MAX = 32
@@ -373,17 +393,24 @@ DEFAULT_CLIENTS_MAX = 32
 
 def default_client(url: Union[str, Sequence[str], None] = None, api_key: Optional[str] = None) -> Client:
     """The process-wide client for these URLs and key (from the environment when None) and
-    the TLS files of the environment (RATEQUEUE_CA_FILE, RATEQUEUE_CLIENT_CERT,
-    RATEQUEUE_CLIENT_KEY). It works in every thread, after a fork, and under any number of
+    the TLS files and holder label of the environment (RATEQUEUE_CA_FILE,
+    RATEQUEUE_CLIENT_CERT, RATEQUEUE_CLIENT_KEY, RATEQUEUE_HOLDER). It works in every thread, after a fork, and under any number of
     `asyncio.run` calls."""
     tls = resolve_tls()
-    key = (tuple(resolve_urls(url)), resolve_api_key(api_key), tls)
+    key = (tuple(resolve_urls(url)), resolve_api_key(api_key), tls, resolve_holder(None))
     with _defaults_lock:
         c = _defaults.get(key)
         if c is None:
             if len(_defaults) >= DEFAULT_CLIENTS_MAX:
                 _defaults.pop(next(iter(_defaults)))
-            c = Client(list(key[0]), key[1], ca_file=tls.ca_file, client_cert=tls.client_cert, client_key=tls.client_key)
+            c = Client(
+                list(key[0]),
+                key[1],
+                ca_file=tls.ca_file,
+                client_cert=tls.client_cert,
+                client_key=tls.client_key,
+                holder=key[3],
+            )
             _defaults[key] = c
         return c
 
@@ -400,13 +427,21 @@ def acquire(
     url: Union[str, Sequence[str], None] = None,
     request_id: Optional[str] = None,
     client: Optional[Client] = None,
+    holder: Optional[str] = None,
 ) -> AcquireContext:
     """`async with ratequeue.aio.acquire("openai-gpt4", load=n) as lease:` using the
     default client for `url` (default RATEQUEUE_URL) and `api_key` (default
     RATEQUEUE_API_KEY)."""
     c = client if client is not None else default_client(url, api_key)
     return c.acquire(
-        resource, load=load, priority=priority, lane=lane, ttl=ttl, timeout=timeout, request_id=request_id
+        resource,
+        load=load,
+        priority=priority,
+        lane=lane,
+        ttl=ttl,
+        timeout=timeout,
+        request_id=request_id,
+        holder=holder,
     )
 
 

@@ -1,16 +1,17 @@
-"""Configuration shared by the sync and async clients: timing knobs, node URLs, API key
-and TLS files from arguments or the environment, and client-side validation of names and
-numbers.
+"""Configuration shared by the sync and async clients: timing knobs, node URLs, API key,
+holder label and TLS files from arguments or the environment, and client-side validation
+of names and numbers.
 
-Owns: `Timing`, `TLSFiles`, `resolve_urls`, `resolve_api_key`, `resolve_tls`, the
-validators. Must never do I/O beyond reading environment variables (the TLS files are read
-by `_net.tls_context`).
+Owns: `Timing`, `TLSFiles`, `resolve_urls`, `resolve_api_key`, `resolve_tls`,
+`resolve_holder`, `holder`, the validators. Must never do I/O beyond reading environment
+variables and the host name (the TLS files are read by `_net.tls_context`).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import socket
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Union
 
@@ -30,6 +31,11 @@ WAIT_MS_MAX = 3_600_000
 TTL_MS_MIN = 100
 TTL_MS_MAX = 24 * 3_600_000
 REQUEST_ID_LEN_MAX = 128
+#: The server's bound on an acquire's `holder`: 1-128 characters of printable ASCII.
+HOLDER_LEN_MAX = 128
+#: The host name's share of a holder, so that a label and the pid always fit.
+_HOLDER_HOST_LEN_MAX = 64
+_HOLDER_RE = re.compile(r"^[ -~]{1,128}$")
 
 
 @dataclass(frozen=True)
@@ -186,3 +192,43 @@ def seconds_to_ms(what: str, seconds: float, lo: int, hi: int) -> int:
     if not lo <= ms <= hi:
         raise ValueError(f"{what} must be between {lo / 1000:g} and {hi / 1000:g} seconds")
     return ms
+
+
+def check_holder_label(label: str) -> str:
+    """A holder label: 1-128 characters of printable ASCII (space to `~`), as the server
+    requires of `holder`."""
+    if not isinstance(label, str) or not _HOLDER_RE.match(label):
+        raise ValueError(f"holder label must be 1-{HOLDER_LEN_MAX} characters of printable ASCII, got {label!r}")
+    return label
+
+
+def resolve_holder(label: Optional[str]) -> Optional[str]:
+    """The label of a client's leases: the argument, else RATEQUEUE_HOLDER (trimmed; empty
+    counts as unset), else None. Checked."""
+    if label is None:
+        label = os.environ.get("RATEQUEUE_HOLDER", "").strip() or None
+        if label is None:
+            return None
+        try:
+            return check_holder_label(label)
+        except ValueError as e:
+            raise ValueError(f"RATEQUEUE_HOLDER: {e}") from None
+    return check_holder_label(label)
+
+
+def holder(label: Optional[str], host: str, pid: int) -> str:
+    """What an acquire sends as `holder`: `<label>@<host>:<pid>`, or `<host>:<pid>`
+    without a label. The host name is cut to 64 characters (anything but printable ASCII
+    becomes `?`) and the label to what then fits in the server's 128, so host and pid always
+    show. `label` must have passed `check_holder_label`."""
+    host = "".join(c if " " <= c <= "~" else "?" for c in host[:_HOLDER_HOST_LEN_MAX]) or "unknown-host"
+    place = f"{host}:{pid}"
+    if label is None:
+        return place
+    return f"{label[: HOLDER_LEN_MAX - len(place) - 1]}@{place}"
+
+
+def this_process_holder(label: Optional[str]) -> str:
+    """`holder` for this host and process (the pid of the caller: a forked worker names
+    itself, not its parent)."""
+    return holder(label, socket.gethostname(), os.getpid())

@@ -30,12 +30,13 @@ def limited(
     api_key: Optional[str] = None,
     url: Union[str, Sequence[str], None] = None,
     client: Optional[Any] = None,
+    holder: Optional[str] = None,
 ) -> Callable[[F], F]:
     """Hold a lease of `resource` for every call of the decorated function.
 
     `load` is an int or a callable given the function's arguments that returns one
     (e.g. an estimate of the prompt's tokens). Coroutine functions use `ratequeue.aio`,
-    other functions the sync API; `client` must match (`ratequeue.aio.Client` for
+    other functions the sync API; `holder` labels the leases (see `Client`); `client` must match (`ratequeue.aio.Client` for
     coroutine functions, `ratequeue.Client` otherwise).
 
         @limited("openai-gpt4", load=lambda prompt: estimate_tokens(prompt), lane="batch")
@@ -69,6 +70,7 @@ def limited(
                     api_key=api_key,
                     url=url,
                     client=client,
+                    holder=holder,
                 )
                 async with ctx:
                     return await fn(*args, **kwargs)
@@ -92,6 +94,7 @@ def limited(
                 api_key=api_key,
                 url=url,
                 client=client,
+                holder=holder,
             )
             with ctx:
                 return fn(*args, **kwargs)

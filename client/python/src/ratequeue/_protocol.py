@@ -24,6 +24,7 @@ from ._config import (
     TTL_MS_MIN,
     WAIT_MS_MAX,
     Timing,
+    check_holder_label,
     check_load,
     check_name,
     seconds_to_ms,
@@ -311,6 +312,8 @@ class AcquireArgs:
     ttl_ms: Optional[int]
     wait_ms: int
     request_id: str
+    #: Sent as is (`_config.holder`: label, host and pid).
+    holder: Optional[str] = None
 
     @staticmethod
     def build(
@@ -323,6 +326,7 @@ class AcquireArgs:
         timeout: Optional[float],
         request_id: Optional[str],
         timing: Timing,
+        holder: Optional[str] = None,
     ) -> "AcquireArgs":
         check_name("resource", resource)
         check_load("load", load)
@@ -339,7 +343,9 @@ class AcquireArgs:
             request_id = uuid.uuid4().hex
         if not 1 <= len(request_id.encode()) <= REQUEST_ID_LEN_MAX:
             raise ValueError(f"request_id must be 1..={REQUEST_ID_LEN_MAX} bytes")
-        return AcquireArgs(resource, load, priority, lane, ttl_ms, wait_ms, request_id)
+        if holder is not None:
+            check_holder_label(holder)
+        return AcquireArgs(resource, load, priority, lane, ttl_ms, wait_ms, request_id, holder)
 
 
 def acquire_spec(args: AcquireArgs, timing: Timing, clock: Clock) -> CallSpec:
@@ -367,6 +373,8 @@ def acquire_spec(args: AcquireArgs, timing: Timing, clock: Clock) -> CallSpec:
             b["lane"] = args.lane
         if args.ttl_ms is not None:
             b["ttl_ms"] = args.ttl_ms
+        if args.holder is not None:
+            b["holder"] = args.holder
         return b
 
     def read_timeout(b: Optional[Json]) -> float:

@@ -1,10 +1,13 @@
 """Lease behaviour against a real cluster: async and sync acquire/release, priority, lanes,
-settle, release on exception and cancellation, auto-renewal past the TTL, lease loss, and
-every error code mapped to its exception with retry_after filled."""
+settle, release on exception and cancellation, auto-renewal past the TTL, lease loss,
+every error code mapped to its exception with retry_after filled, and the holder label
+in the dashboard's lease list."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import threading
 import time
 from typing import Any, Dict, List, Optional
@@ -266,3 +269,18 @@ def test_a_concurrency_rejection_names_the_limit_and_waits_for_releases_not_the_
             e = ei.value
             assert e.limit == "concurrency" and e.bucket is None, e
             assert e.retry_after is not None and 0 < e.retry_after < 10, e
+
+
+async def test_the_holder_label_reaches_the_lease_list(
+    env: Cluster, resource_name: str, client_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env.put_resource(resource_name, {"concurrency": 3})
+    place = f"{socket.gethostname()}:{os.getpid()}"
+    monkeypatch.setenv("RATEQUEUE_HOLDER", "py-env")
+    async with rq.Client(env.url_list, client_key, holder="py-it") as c:
+        async with c.acquire(resource_name), c.acquire(resource_name, holder="job 7"):
+            with ratequeue.acquire(resource_name):  # the default client: RATEQUEUE_HOLDER
+                r = env.admin("GET", f"/v1/dashboard/resources/{resource_name}")
+                assert r.status_code == 200, r.text
+                holders = sorted(lease["holder"] for lease in r.json()["leases"]["shown"])
+    assert holders == [f"job 7@{place}", f"py-env@{place}", f"py-it@{place}"]

@@ -1,11 +1,13 @@
-//! Permits: acquire/release, auto-renewal past the TTL, release on drop, loss, redirects.
+//! Permits: acquire/release, auto-renewal past the TTL, release on drop, loss, redirects,
+//! the holder label.
 
 use std::time::{Duration, Instant};
 
 use ratequeue_client::api::{self, ReleaseState};
-use ratequeue_client::{Error, ErrorCode};
+use ratequeue_client::{Client, Error, ErrorCode};
+use reqwest::Method;
 
-use crate::cluster::{concurrency, eventually, Cluster};
+use crate::cluster::{concurrency, eventually, timing, Cluster, ADMIN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acquire_and_release() {
@@ -248,5 +250,39 @@ async fn bad_keys_are_refused_definitely() {
     assert!(
         matches!(&e, Error::Api(a) if a.code == ErrorCode::Unauthorized && a.status == 401),
         "{e:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_holder_label_reaches_the_lease_list() {
+    let c = Cluster::start(3).await;
+    c.put_resource("labelled", concurrency(2)).await;
+    let client = Client::builder()
+        .urls(c.urls())
+        .api_key(ADMIN)
+        .timing(timing())
+        .holder("it-worker")
+        .ignore_env()
+        .build()
+        .unwrap();
+    let _a = client.acquire("labelled").await.unwrap();
+    let _b = client.acquire("labelled").holder("job 7").await.unwrap();
+
+    let view = c
+        .admin(Method::GET, "/v1/dashboard/resources/labelled", None)
+        .await
+        .unwrap();
+    let mut holders: Vec<String> = view["leases"]["shown"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["holder"].as_str().unwrap().to_owned())
+        .collect();
+    holders.sort();
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let place = format!("{host}:{}", std::process::id());
+    assert_eq!(
+        holders,
+        [format!("it-worker@{place}"), format!("job 7@{place}")]
     );
 }
