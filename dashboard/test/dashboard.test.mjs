@@ -5,7 +5,8 @@
 // effect, a key created and revoked and its client refused, the leader killed and the
 // page following the new leader (and a page whose own node died pointing at the other
 // members), scoped, monitor and empty keys seeing exactly their scope, 10 000 resources
-// paginated. Waits are Playwright's
+// paginated, every view shown (also at phone width) checked for accessibility
+// (support/a11y.mjs). Waits are Playwright's
 // auto-waiting assertions and `eventually` polls, each with a deadline; no fixed sleeps.
 //
 // RATEQUEUE_BIN: the ratequeue binary (default ../target/debug/ratequeue).
@@ -17,6 +18,7 @@ import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { accessibilityProblems } from "../support/a11y.mjs";
 import { api, expect, startCluster } from "../support/cluster.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -30,7 +32,11 @@ let profile;
 let follower;
 const consoleErrors = [];
 
+// Every view the test shows is checked for accessibility (support/a11y.mjs: labels and
+// names, headings, AA contrast, no sideways scrolling) and, with RATEQUEUE_SCREENSHOTS,
+// photographed.
 async function shot(page, name) {
+  assert.deepEqual(await accessibilityProblems(page), [], `accessibility of the ${name} view`);
   if (!shots) return;
   mkdirSync(shots, { recursive: true });
   await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
@@ -96,6 +102,7 @@ test("sign in, resources, waiters and the binding limit, edits, keys, failover",
   await page.getByRole("button", { name: "Create" }).click();
   await expect(page.locator("#err-concurrency")).toContainText("concurrency must be in 1..=");
   await expect(page.getByLabel(/^Concurrency/)).toHaveAttribute("aria-invalid", "true");
+  assert.deepEqual(await accessibilityProblems(page), [], "accessibility of the form showing an error");
   await page.getByLabel(/^Concurrency/).fill("1");
   await page.getByRole("button", { name: "Add a rate limit" }).click();
   await page.getByLabel("Limit", { exact: true }).fill("1000");
@@ -300,6 +307,12 @@ test("sign in, resources, waiters and the binding limit, edits, keys, failover",
   await phone.goto(`${cluster.url(follower)}/ui/#/resources/gpt`);
   await expect(phone.getByRole("heading", { name: "gpt", level: 1 })).toBeVisible();
   await shot(phone, "resource-phone");
+  await phone.getByRole("link", { name: "API keys" }).click();
+  await expect(phone.locator('tr[data-key="gpt-team"]')).toBeVisible({ timeout: TIMEOUT });
+  await shot(phone, "keys-phone");
+  await phone.getByRole("link", { name: "Cluster" }).click();
+  await expect(phone.locator("#cluster-summary")).toHaveAttribute("data-leader", String(cluster.leaderId), { timeout: TIMEOUT });
+  await shot(phone, "cluster-phone");
   await phone.close();
 
   // The key reached no URL and no log.
