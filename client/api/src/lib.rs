@@ -10,6 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// `POST /v1/resources/{name}/acquire`. Every field is optional.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AcquireRequest {
@@ -32,6 +33,7 @@ pub struct AcquireRequest {
     pub holder: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LimitKind {
@@ -40,6 +42,7 @@ pub enum LimitKind {
     Load,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limit {
     pub kind: LimitKind,
@@ -47,6 +50,7 @@ pub struct Limit {
     pub remaining: i64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub lease_id: String,
@@ -59,6 +63,7 @@ pub struct Lease {
     pub limits: Vec<Limit>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
@@ -66,6 +71,7 @@ pub struct ReleaseRequest {
     pub actual_load: Option<u64>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReleaseState {
@@ -73,11 +79,13 @@ pub enum ReleaseState {
     AlreadyReleased,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseResponse {
     pub state: ReleaseState,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
@@ -85,6 +93,7 @@ pub struct RenewRequest {
     pub ttl_ms: Option<u64>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RenewResponse {
     pub lease_id: String,
@@ -92,6 +101,7 @@ pub struct RenewResponse {
     pub ttl_ms: u64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Per {
@@ -99,6 +109,7 @@ pub enum Per {
     Load,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rate {
@@ -107,6 +118,7 @@ pub struct Rate {
     pub window_ms: u64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lane {
@@ -114,6 +126,7 @@ pub struct Lane {
 }
 
 /// `PUT /v1/resources/{name}` body, and the `config` of `GET`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceSpec {
@@ -129,6 +142,7 @@ pub struct ResourceSpec {
     pub max_queue: Option<u32>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceStats {
     /// Leases held now.
@@ -139,6 +153,7 @@ pub struct ResourceStats {
     pub limits: Vec<Limit>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resource {
     pub name: String,
@@ -146,17 +161,20 @@ pub struct Resource {
     pub stats: ResourceStats,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceList {
     pub resources: Vec<Resource>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutResourceResponse {
     pub name: String,
     pub created: bool,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -169,6 +187,7 @@ pub enum Role {
 }
 
 /// `POST /v1/keys`. Only `name` and `role` are required.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
@@ -213,6 +232,7 @@ impl CreateKeyRequest {
 }
 
 /// `POST /v1/keys/{name}/rotate`: a new secret for the key, same scope.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RotateKeyRequest {
@@ -222,6 +242,7 @@ pub struct RotateKeyRequest {
 }
 
 /// A key as listed: its scope, quotas and remaining lifetime (never its secret).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Key {
     pub name: String,
@@ -236,6 +257,7 @@ pub struct Key {
 }
 
 /// The answer to a create or a rotate: the key text is shown only here, once.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedKey {
     pub key: String,
@@ -243,12 +265,14 @@ pub struct CreatedKey {
     pub info: Key,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyList {
     pub keys: Vec<Key>,
 }
 
 /// `POST /v1/cluster/members`: add a node as a learner, then (by default) promote it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
@@ -263,6 +287,7 @@ fn yes() -> bool {
     true
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeRole {
@@ -273,6 +298,7 @@ pub enum NodeRole {
     Shutdown,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     pub id: u64,
@@ -287,6 +313,7 @@ pub struct Member {
     pub lag: Option<u64>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotInfo {
     pub index: u64,
@@ -294,6 +321,7 @@ pub struct SnapshotInfo {
 }
 
 /// `GET /v1/cluster/status`: this node's view of the cluster.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterStatus {
     pub id: u64,
@@ -331,6 +359,7 @@ pub mod dashboard {
     /// `GET /v1/dashboard/session`: who the presented key is, what it may do (the
     /// server's scope rules; the page shows only what they allow), and the members'
     /// API URLs (where to go when the node serving the page dies).
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
     pub struct Session {
         /// Key name; `admin` for the bootstrap admin token.
@@ -347,6 +376,7 @@ pub mod dashboard {
     }
 
     /// What the key may do, from the server's scope rules.
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
     pub struct Permissions {
         /// Resources, keys and membership (admins).
@@ -361,6 +391,7 @@ pub mod dashboard {
         pub see_every_lease: bool,
     }
 
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
     pub struct MemberLink {
         pub id: u64,
@@ -368,6 +399,7 @@ pub mod dashboard {
     }
 
     /// `GET /v1/dashboard/resources` sort keys.
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(rename_all = "snake_case")]
     pub enum SortKey {
@@ -383,6 +415,7 @@ pub mod dashboard {
     }
 
     /// One row of the resources list: config and live use.
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
     pub struct ResourceRow {
         pub name: String,
@@ -398,6 +431,7 @@ pub mod dashboard {
         pub grants_per_s: f64,
     }
 
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
     pub struct ResourcePage {
         /// Visible resources matching the filter.
@@ -410,6 +444,7 @@ pub mod dashboard {
     }
 
     /// `GET /v1/dashboard/resources/{name}`: everything the one-resource view shows.
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
     pub struct ResourceDetail {
         pub name: String,
@@ -426,6 +461,7 @@ pub mod dashboard {
     }
 
     /// The leader's queue of one resource.
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
     pub struct Queue {
         pub waiting: u64,
@@ -439,6 +475,7 @@ pub mod dashboard {
         pub truncated: bool,
     }
 
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
     pub struct LaneQueue {
         pub lane: String,
@@ -448,6 +485,7 @@ pub mod dashboard {
         pub priorities: Vec<PriorityQueue>,
     }
 
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
     pub struct PriorityQueue {
         pub priority: i32,
@@ -456,6 +494,7 @@ pub mod dashboard {
         pub oldest_wait_ms: u64,
     }
 
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
     pub struct HeadOfLine {
         pub lane: String,
@@ -464,6 +503,7 @@ pub mod dashboard {
         pub waited_ms: u64,
     }
 
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
     pub struct Binding {
         pub kind: LimitKind,
@@ -471,6 +511,7 @@ pub mod dashboard {
         pub free_in_ms: u64,
     }
 
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
     pub struct Leases {
         /// Leases held now, by every key.
@@ -482,6 +523,7 @@ pub mod dashboard {
         pub others: u64,
     }
 
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
     pub struct HeldLease {
         pub fencing_token: u64,
@@ -499,6 +541,7 @@ pub mod dashboard {
     /// Per-second points, oldest first; the last point is the second that ended at
     /// `end_unix_ms` (the answering node's wall clock). `null` = not known then (the
     /// leader-only figures before this node led; wait times in a second without grants).
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
     pub struct Series {
         pub step_ms: u64,
@@ -513,12 +556,14 @@ pub mod dashboard {
 
     /// `GET /v1/dashboard/cluster`: every member's own view, gathered by the answering
     /// node (members are asked in parallel, each with a short timeout).
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
     pub struct Cluster {
         pub node_id: u64,
         pub members: Vec<MemberHealth>,
     }
 
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
     pub struct MemberHealth {
         pub id: u64,
@@ -650,12 +695,61 @@ impl ErrorCode {
     }
 }
 
+impl ErrorCode {
+    /// Every code this version's server sends (every variant but `Unknown`), in the
+    /// order of docs/api.md's table. A new variant goes here too: the OpenAPI
+    /// description lists these, and a test holds docs/api.md's table to them.
+    pub const KNOWN: &'static [ErrorCode] = &[
+        ErrorCode::InvalidRequest,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::ResourceNotFound,
+        ErrorCode::LeaseNotFound,
+        ErrorCode::KeyNotFound,
+        ErrorCode::MemberNotFound,
+        ErrorCode::RequestTimeout,
+        ErrorCode::KeyExists,
+        ErrorCode::LeaseExpired,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::LoadExceedsLimit,
+        ErrorCode::RequestIdReused,
+        ErrorCode::MemberUnverified,
+        ErrorCode::QueueFull,
+        ErrorCode::WaitTimeout,
+        ErrorCode::WouldBlock,
+        ErrorCode::QuotaExceeded,
+        ErrorCode::AuthThrottled,
+        ErrorCode::Internal,
+        ErrorCode::NoLeader,
+        ErrorCode::ShuttingDown,
+        ErrorCode::TooManyConnections,
+        ErrorCode::CommitTimeout,
+    ];
+}
+
+/// The schema of a code: one of the names this version sends (a client must still
+/// accept others, see [`ErrorCode::Unknown`]).
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ErrorCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(ErrorCode::KNOWN.iter().map(|c| c.as_str().to_owned())))
+            .description(Some("The error code (docs/api.md, \"Error codes\"); codes are added over time, so a client treats one it does not know as a definite error"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ErrorCode {}
+
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     pub code: ErrorCode,
@@ -672,6 +766,7 @@ pub struct ErrorDetail {
 }
 
 /// `{"error": {"code": …, "message": …}}`
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
@@ -716,6 +811,18 @@ mod tests {
         }
         // A code that is not a string is still a decoding error.
         assert!(serde_json::from_str::<ErrorCode>("7").is_err());
+    }
+
+    #[test]
+    fn known_codes_are_every_variant_but_unknown_once() {
+        let names: std::collections::BTreeSet<&str> =
+            ErrorCode::KNOWN.iter().map(ErrorCode::as_str).collect();
+        assert_eq!(names.len(), ErrorCode::KNOWN.len());
+        for c in ErrorCode::KNOWN {
+            assert!(!matches!(c, ErrorCode::Unknown(_)));
+            let back: ErrorCode = serde_json::from_str(&format!("\"{c}\"")).unwrap();
+            assert_eq!(&back, c);
+        }
     }
 
     #[test]

@@ -18,6 +18,16 @@ use super::leader::{leader_error, require_leader, NO_LEADER_RETRY_MS};
 use super::{ApiError, Body, Caller};
 use crate::node::{AfterHandoff, MembershipError, Node};
 
+super::openapi::errors!(StatusErrors, any_node; AUTHENTICATED; Forbidden);
+
+#[utoipa::path(
+    get,
+    path = "/v1/cluster/status",
+    tag = "cluster",
+    operation_id = "cluster_status",
+    summary = "This node's view of the cluster (admin and monitor keys)",
+    responses((status = 200, description = "The status", body = api::ClusterStatus), StatusErrors),
+)]
 pub(super) async fn status(State(node): State<Arc<Node>>, caller: Caller) -> Response {
     if let Err(d) = caller.may_read_cluster() {
         return denied(d).into_response();
@@ -25,6 +35,20 @@ pub(super) async fn status(State(node): State<Arc<Node>>, caller: Caller) -> Res
     json(node.status())
 }
 
+super::openapi::errors!(AddMemberErrors, leader; AUTHENTICATED, BODY;
+    Forbidden, MemberNotFound, MemberUnverified, CommitTimeout);
+
+#[utoipa::path(
+    post,
+    path = "/v1/cluster/members",
+    tag = "cluster",
+    operation_id = "add_member",
+    summary = "Add a node: verify it, add it as a learner, catch it up, promote it (admin)",
+    description = "The node at `peer_addr` must prove it is node `id` of this cluster \
+        (`422 member_unverified` otherwise, with nothing written).",
+    request_body(content = api::AddMember),
+    responses((status = 200, description = "The status after the change", body = api::ClusterStatus), AddMemberErrors),
+)]
 pub(super) async fn add_member(
     State(node): State<Arc<Node>>,
     uri: Uri,
@@ -43,15 +67,33 @@ pub(super) async fn add_member(
     }
 }
 
+super::openapi::errors!(RemoveMemberErrors, leader; AUTHENTICATED;
+    InvalidRequest, Forbidden, MemberNotFound, CommitTimeout);
+
+#[utoipa::path(
+    delete,
+    path = "/v1/cluster/members/{id}",
+    tag = "cluster",
+    operation_id = "remove_member",
+    summary = "Remove a member (admin)",
+    description = "Asked to remove itself, the leader first hands leadership over and \
+        answers 307 to the new leader.",
+    params(("id" = u64, Path, description = "The member's node id")),
+    responses((status = 200, description = "The status after the change", body = api::ClusterStatus), RemoveMemberErrors),
+)]
 pub(super) async fn remove_member(
     State(node): State<Arc<Node>>,
     uri: Uri,
     caller: Caller,
-    Path(id): Path<u64>,
+    id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
 ) -> Response {
     if let Err(d) = caller.may_manage() {
         return denied(d).into_response();
     }
+    // Axum's own rejection is plain text; the API's errors are JSON.
+    let Ok(Path(id)) = id else {
+        return ApiError::invalid("the member id must be an unsigned integer").into_response();
+    };
     if let Err(r) = require_leader(&node, &uri) {
         return r;
     }
@@ -75,10 +117,35 @@ pub(super) async fn remove_member(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "cluster",
+    operation_id = "healthz",
+    summary = "200 while the process runs (no quorum needed)",
+    security(()),
+    responses(
+        (status = 200, description = "`ok`", content_type = "text/plain", body = String),
+        super::openapi::AnyErrors,
+    ),
+)]
 pub(super) async fn healthz() -> &'static str {
     "ok\n"
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "cluster",
+    operation_id = "readyz",
+    summary = "200 when serving and a leader is known (never \"is leader\")",
+    security(()),
+    responses(
+        (status = 200, description = "`ready`", content_type = "text/plain", body = String),
+        (status = 503, description = "Shutting down, no known leader, or a fatal storage error; the reason as text", content_type = "text/plain", body = String),
+        (status = 500, description = "`internal`", body = api::ErrorBody),
+    ),
+)]
 pub(super) async fn readyz(State(node): State<Arc<Node>>) -> Response {
     match node.readiness().await {
         Ok(()) => "ready\n".into_response(),
@@ -90,6 +157,21 @@ pub(super) async fn readyz(State(node): State<Arc<Node>>) -> Response {
     }
 }
 
+super::openapi::errors!(MetricsErrors, any_node; AUTHENTICATED; Forbidden);
+
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "cluster",
+    operation_id = "metrics",
+    summary = "Prometheus text (admin and monitor keys)",
+    description = "The metrics listener (`--metrics-addr`), when configured, serves the \
+        same text without a token.",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain; version=0.0.4", body = String),
+        MetricsErrors,
+    ),
+)]
 pub(super) async fn metrics(State(node): State<Arc<Node>>, caller: Caller) -> Response {
     if let Err(d) = caller.may_read_cluster() {
         return denied(d).into_response();

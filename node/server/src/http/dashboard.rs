@@ -90,6 +90,16 @@ mod visibility {
     }
 }
 
+super::openapi::errors!(SessionErrors, any_node; AUTHENTICATED;);
+
+#[utoipa::path(
+    get,
+    path = "/v1/dashboard/session",
+    tag = "dashboard",
+    operation_id = "dashboard_session",
+    summary = "Who the token is, what it may do, and every member's API URL (any node)",
+    responses((status = 200, description = "The session", body = ui::Session), SessionErrors),
+)]
 pub(super) async fn session(State(node): State<Arc<Node>>, caller: Caller) -> Response {
     let may = visibility::permissions(&caller);
     let members = node
@@ -119,18 +129,27 @@ pub(super) async fn session(State(node): State<Arc<Node>>, caller: Caller) -> Re
     })
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The query of the resources list: filter, sort, page.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
-    /// Case-insensitive substring of the name.
+    /// Case-insensitive substring of the name (at most 128 bytes).
     #[serde(default)]
+    #[param(max_length = 128)]
     filter: String,
+    /// The sort key (default `name`).
     #[serde(default)]
+    #[param(inline)]
     sort: ui::SortKey,
+    /// Highest first.
     #[serde(default)]
     desc: bool,
+    /// Rows to skip.
     #[serde(default)]
     offset: u64,
+    /// Rows of the page: 1–200, default 50.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u64>,
 }
 
@@ -153,6 +172,17 @@ fn usage(limits: &[ratequeue_core::LimitView]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+super::openapi::errors!(PageErrors, leader; AUTHENTICATED; InvalidRequest);
+
+#[utoipa::path(
+    get,
+    path = "/v1/dashboard/resources",
+    tag = "dashboard",
+    operation_id = "dashboard_resources",
+    summary = "A page of the resources the token may see, filtered and sorted (leader)",
+    params(ListQuery),
+    responses((status = 200, description = "The page", body = ui::ResourcePage), PageErrors),
+)]
 pub(super) async fn resources(
     State(node): State<Arc<Node>>,
     uri: Uri,
@@ -272,6 +302,18 @@ pub(super) async fn resources(
     })
 }
 
+super::openapi::errors!(DetailErrors, leader; AUTHENTICATED;
+    InvalidRequest, Forbidden, ResourceNotFound);
+
+#[utoipa::path(
+    get,
+    path = "/v1/dashboard/resources/{name}",
+    tag = "dashboard",
+    operation_id = "dashboard_resource",
+    summary = "One resource: config, limits, queue, leases, series (leader)",
+    params(("name" = String, Path, description = "The resource", pattern = "^[A-Za-z0-9._:-]{1,128}$")),
+    responses((status = 200, description = "The resource's view", body = ui::ResourceDetail), DetailErrors),
+)]
 pub(super) async fn resource(
     State(node): State<Arc<Node>>,
     uri: Uri,
@@ -388,6 +430,16 @@ pub(super) async fn resource(
     })
 }
 
+super::openapi::errors!(ClusterErrors, any_node; AUTHENTICATED; Forbidden);
+
+#[utoipa::path(
+    get,
+    path = "/v1/dashboard/cluster",
+    tag = "dashboard",
+    operation_id = "dashboard_cluster",
+    summary = "Every member's own status and readiness, asked by this node (admin and monitor keys)",
+    responses((status = 200, description = "The members", body = ui::Cluster), ClusterErrors),
+)]
 pub(super) async fn cluster(
     State(node): State<Arc<Node>>,
     Extension(up): Extension<Upstream>,

@@ -76,6 +76,20 @@ fn created(node: &Node, name: &str, key: String) -> Option<api::CreatedKey> {
     Some(api::CreatedKey { key, info })
 }
 
+super::openapi::errors!(CreateErrors, leader; AUTHENTICATED, BODY;
+    Forbidden, KeyExists, KeyNotFound, CommitTimeout);
+
+#[utoipa::path(
+    post,
+    path = "/v1/keys",
+    tag = "keys",
+    operation_id = "create_key",
+    summary = "Create an API key (admin)",
+    description = "The answer carries the key's text (`key`), shown only here. A name that \
+        exists is refused (`409 key_exists`): rotate or delete it first.",
+    request_body(content = api::CreateKeyRequest),
+    responses((status = 201, description = "Created", body = api::CreatedKey), CreateErrors),
+)]
 pub(super) async fn create_key(
     State(node): State<Arc<Node>>,
     uri: Uri,
@@ -119,6 +133,20 @@ pub(super) async fn create_key(
     }
 }
 
+super::openapi::errors!(RotateErrors, leader; AUTHENTICATED, BODY;
+    Forbidden, KeyNotFound, CommitTimeout);
+
+#[utoipa::path(
+    post,
+    path = "/v1/keys/{name}/rotate",
+    tag = "keys",
+    operation_id = "rotate_key",
+    summary = "A new secret for a key, same scope (admin)",
+    description = "The old text stops working at once; the new one is shown only here.",
+    params(("name" = String, Path, description = "The key's name")),
+    request_body(content = Option<api::RotateKeyRequest>, description = "Optional: `expires_in_ms` of the new text"),
+    responses((status = 200, description = "Rotated", body = api::CreatedKey), RotateErrors),
+)]
 pub(super) async fn rotate_key(
     State(node): State<Arc<Node>>,
     uri: Uri,
@@ -153,6 +181,16 @@ pub(super) async fn rotate_key(
     }
 }
 
+super::openapi::errors!(ListErrors, leader; AUTHENTICATED; Forbidden);
+
+#[utoipa::path(
+    get,
+    path = "/v1/keys",
+    tag = "keys",
+    operation_id = "list_keys",
+    summary = "Every API key, without its secret (admin)",
+    responses((status = 200, description = "The keys", body = api::KeyList), ListErrors),
+)]
 pub(super) async fn list_keys(State(node): State<Arc<Node>>, uri: Uri, caller: Caller) -> Response {
     if let Err(d) = caller.may_manage() {
         return denied(d).into_response();
@@ -171,6 +209,19 @@ pub(super) async fn list_keys(State(node): State<Arc<Node>>, uri: Uri, caller: C
     json(api::KeyList { keys })
 }
 
+super::openapi::errors!(DeleteErrors, leader; AUTHENTICATED;
+    Forbidden, KeyNotFound, CommitTimeout);
+
+#[utoipa::path(
+    delete,
+    path = "/v1/keys/{name}",
+    tag = "keys",
+    operation_id = "delete_key",
+    summary = "Delete an API key (admin)",
+    description = "Leases the key holds stay until released (by an admin) or expired.",
+    params(("name" = String, Path, description = "The key's name")),
+    responses((status = 204, description = "Deleted"), DeleteErrors),
+)]
 pub(super) async fn delete_key(
     State(node): State<Arc<Node>>,
     uri: Uri,

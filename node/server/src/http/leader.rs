@@ -75,9 +75,14 @@ pub(super) fn failure(node: &Node, uri: &Uri, f: Failure) -> Response {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The query of a read: `?stale=true` answers from this node's applied state, without
+/// going to the leader.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ReadQuery {
+    /// Answer from this node's applied state (any node, possibly behind the leader)
+    /// instead of a linearizable read on the leader.
     #[serde(default)]
     pub(super) stale: bool,
 }

@@ -112,6 +112,24 @@ pub(crate) fn admit_request(
     acquire_params(name, body, node, caller)
 }
 
+super::openapi::errors!(AcquireErrors, leader; AUTHENTICATED, BODY;
+    Forbidden, ResourceNotFound, LeaseExpired, LoadExceedsLimit, RequestIdReused, QueueFull,
+    WaitTimeout, WouldBlock, CommitTimeout);
+
+#[utoipa::path(
+    post,
+    path = "/v1/resources/{name}/acquire",
+    tag = "leases",
+    operation_id = "acquire",
+    summary = "Wait in the resource's queue, then get a lease",
+    description = "Queues until every limit of the resource has room (or `wait_ms` passes), \
+        then answers with the lease, once its grant is committed. A retry with the same \
+        `request_id` (same key and resource) gets the same lease or joins the same waiter. \
+        `410 lease_expired`: the lease granted to this `request_id` has already ended.",
+    params(("name" = String, Path, description = "The resource", pattern = "^[A-Za-z0-9._:-]{1,128}$")),
+    request_body(content = Option<api::AcquireRequest>, description = "Every field is optional; an empty body is `{}`"),
+    responses((status = 200, description = "The lease", body = api::Lease), AcquireErrors),
+)]
 pub(crate) async fn acquire(
     State(node): State<Arc<Node>>,
     uri: Uri,
@@ -163,6 +181,22 @@ fn toucher(caller: &Caller) -> Result<Toucher, ApiError> {
     })
 }
 
+super::openapi::errors!(TouchErrors, leader; AUTHENTICATED, BODY;
+    Forbidden, LeaseNotFound, LeaseExpired, CommitTimeout);
+
+#[utoipa::path(
+    post,
+    path = "/v1/leases/{id}/release",
+    tag = "leases",
+    operation_id = "release",
+    summary = "Release a lease (optionally settling its load)",
+    description = "Only the key that acquired the lease, or an admin. Idempotent: a release \
+        of a released lease answers `already_released`. A refused release, and one whose \
+        answer is final, is answered without a Raft write.",
+    params(("id" = String, Path, description = "The lease id (`lease_id` of the acquire)")),
+    request_body(content = Option<api::ReleaseRequest>, description = "Optional: `actual_load` settles the reserved load"),
+    responses((status = 200, description = "Released, or already released", body = api::ReleaseResponse), TouchErrors),
+)]
 pub(super) async fn release(
     State(node): State<Arc<Node>>,
     uri: Uri,
@@ -205,6 +239,18 @@ pub(super) async fn release(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/leases/{id}/renew",
+    tag = "leases",
+    operation_id = "renew",
+    summary = "Extend a lease",
+    description = "Only the key that acquired the lease, or an admin. `410 lease_expired` \
+        once the lease is gone (expired or released).",
+    params(("id" = String, Path, description = "The lease id (`lease_id` of the acquire)")),
+    request_body(content = Option<api::RenewRequest>, description = "Optional: `ttl_ms`, else the lease's own"),
+    responses((status = 200, description = "Renewed", body = api::RenewResponse), TouchErrors),
+)]
 pub(super) async fn renew(
     State(node): State<Arc<Node>>,
     uri: Uri,

@@ -15,7 +15,9 @@
 //! - `keys`: API keys. `cluster`: status, membership, `/healthz`, `/readyz`, `/metrics`.
 //! - `dashboard`: the dashboard's aggregated views; `ui`: its embedded files;
 //!   `forward`: the layer that sends the dashboard's leader-only calls on to the leader.
-//! - `router`: `app(node)`, every route in one place.
+//! - `router`: `app(node)`, every route in one place (`routes`).
+//! - `openapi`: the OpenAPI description (`GET /v1/openapi.json`) from the handlers'
+//!   annotations and the wire types.
 
 pub mod access;
 mod auth;
@@ -26,6 +28,7 @@ mod forward;
 mod keys;
 mod leader;
 pub(crate) mod leases;
+pub mod openapi;
 mod resources;
 mod router;
 mod ui;

@@ -89,6 +89,23 @@ pub fn resource_spec(c: &ResourceConfig) -> api::ResourceSpec {
     }
 }
 
+super::openapi::errors!(PutErrors, leader; AUTHENTICATED, BODY; Forbidden, CommitTimeout);
+
+#[utoipa::path(
+    put,
+    path = "/v1/resources/{name}",
+    tag = "resources",
+    operation_id = "put_resource",
+    summary = "Create or replace a resource (admin)",
+    description = "At least one limit (`concurrency` or a `rate` bucket).",
+    params(("name" = String, Path, description = "The resource", pattern = "^[A-Za-z0-9._:-]{1,128}$")),
+    request_body(content = api::ResourceSpec),
+    responses(
+        (status = 201, description = "Created", body = api::PutResourceResponse),
+        (status = 200, description = "Replaced", body = api::PutResourceResponse),
+        PutErrors,
+    ),
+)]
 pub(super) async fn put_resource(
     State(node): State<Arc<Node>>,
     uri: Uri,
@@ -132,6 +149,19 @@ pub(super) async fn put_resource(
     }
 }
 
+super::openapi::errors!(DeleteErrors, leader; AUTHENTICATED;
+    InvalidRequest, Forbidden, ResourceNotFound, CommitTimeout);
+
+#[utoipa::path(
+    delete,
+    path = "/v1/resources/{name}",
+    tag = "resources",
+    operation_id = "delete_resource",
+    summary = "Delete a resource (admin)",
+    description = "Its waiters get `404 resource_not_found`; its leases end.",
+    params(("name" = String, Path, description = "The resource", pattern = "^[A-Za-z0-9._:-]{1,128}$")),
+    responses((status = 204, description = "Deleted"), DeleteErrors),
+)]
 pub(super) async fn delete_resource(
     State(node): State<Arc<Node>>,
     uri: Uri,
@@ -189,6 +219,19 @@ pub(super) async fn resource_view(node: &Node, name: &str) -> Option<api::Resour
 /// `GET /v1/resources` returns at most this many resources.
 pub(super) const LIST_LEN_MAX: usize = 10_000;
 
+super::openapi::errors!(ListErrors, leader; AUTHENTICATED; InvalidRequest);
+
+#[utoipa::path(
+    get,
+    path = "/v1/resources",
+    tag = "resources",
+    operation_id = "list_resources",
+    summary = "Every resource the caller may see, with its config and live stats",
+    description = "A client key lists the resources its patterns name (none: an empty \
+        list); admin and monitor keys see all. At most 10 000.",
+    params(ReadQuery),
+    responses((status = 200, description = "The resources", body = api::ResourceList), ListErrors),
+)]
 pub(super) async fn list_resources(
     State(node): State<Arc<Node>>,
     uri: Uri,
@@ -224,6 +267,18 @@ pub(super) async fn list_resources(
     json(api::ResourceList { resources })
 }
 
+super::openapi::errors!(GetErrors, leader; AUTHENTICATED;
+    InvalidRequest, Forbidden, ResourceNotFound);
+
+#[utoipa::path(
+    get,
+    path = "/v1/resources/{name}",
+    tag = "resources",
+    operation_id = "get_resource",
+    summary = "One resource's config and live stats",
+    params(("name" = String, Path, description = "The resource", pattern = "^[A-Za-z0-9._:-]{1,128}$"), ReadQuery),
+    responses((status = 200, description = "The resource", body = api::Resource), GetErrors),
+)]
 pub(super) async fn get_resource(
     State(node): State<Arc<Node>>,
     uri: Uri,

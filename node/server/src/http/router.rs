@@ -5,30 +5,45 @@
 //! Layers, outermost first: the request span and access log (`access`), the forwarding
 //! of the dashboard's calls to the leader (`forward`), the body bound, then on every
 //! route but the probes and the dashboard's static files `authenticate` (`auth`).
-//! Unknown paths get `400 invalid_request` without authentication.
+//! Unknown paths get `400 invalid_request` without authentication. Every route is in
+//! `routes`, and each is described in the OpenAPI description (`openapi`; a test holds
+//! the two together).
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::routing::{delete, get, post};
+use axum::extract::Request;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post, Route};
 use axum::{Extension, Router};
 use ratequeue_api::ErrorCode;
+use tower::{Layer, Service};
 
 use super::auth::{authenticate, AuthGuard};
 use super::forward::{self, Upstream};
-use super::{access, cluster, dashboard, keys, leases, resources, ui, ApiError, BODY_BYTES_MAX};
+use super::{
+    access, cluster, dashboard, keys, leases, openapi, resources, ui, ApiError, BODY_BYTES_MAX,
+};
 use crate::node::Node;
 use crate::tls::Tls;
 
-/// `tls`: the node's TLS, for the dashboard's calls to other members' APIs.
-pub fn app(node: Arc<Node>, tls: Option<Tls>) -> anyhow::Result<Router> {
-    let upstream = Upstream::new(tls)?;
+/// Every route of the API port: `auth` wraps each but the probes, the dashboard's
+/// files and the OpenAPI description. `app` serves these; the OpenAPI description's
+/// test reads its route table from them (`openapi::tests`).
+pub(crate) fn routes<L>(auth: L) -> Router<Arc<Node>>
+where
+    L: Layer<Route> + Clone + Send + Sync + 'static,
+    L::Service: Service<Request> + Clone + Send + Sync + 'static,
+    <L::Service as Service<Request>>::Response: IntoResponse + 'static,
+    <L::Service as Service<Request>>::Error: Into<Infallible> + 'static,
+    <L::Service as Service<Request>>::Future: Send + 'static,
+{
     // The deliberately broken build (feature `sabotage-follower-grants`) mounts its own
     // acquire handler; the production handler knows nothing of it.
     #[cfg(not(feature = "sabotage-follower-grants"))]
     let acquire = post(leases::acquire);
     #[cfg(feature = "sabotage-follower-grants")]
     let acquire = post(crate::sabotage::acquire);
-    let guard = Arc::new(AuthGuard::default());
     let authenticated = Router::new()
         .route("/v1/resources/{name}/acquire", acquire)
         .route("/v1/leases/{id}/release", post(leases::release))
@@ -51,18 +66,24 @@ pub fn app(node: Arc<Node>, tls: Option<Tls>) -> anyhow::Result<Router> {
         .route("/v1/dashboard/resources", get(dashboard::resources))
         .route("/v1/dashboard/resources/{name}", get(dashboard::resource))
         .route("/v1/dashboard/cluster", get(dashboard::cluster))
-        .route_layer(axum::middleware::from_fn_with_state(
-            (node.clone(), guard),
-            authenticate,
-        ));
-    Ok(Router::new()
+        .route_layer(auth);
+    Router::new()
         .merge(authenticated)
         .route("/healthz", get(cluster::healthz))
         .route("/readyz", get(cluster::readyz))
+        .route("/v1/openapi.json", get(openapi::openapi_json))
         .route("/", get(ui::to_index))
-        .route("/ui", get(ui::to_index))
+        .route("/ui", get(ui::to_index_ui))
         .route("/ui/", get(ui::index))
         .route("/ui/{*path}", get(ui::file))
+}
+
+/// `tls`: the node's TLS, for the dashboard's calls to other members' APIs.
+pub fn app(node: Arc<Node>, tls: Option<Tls>) -> anyhow::Result<Router> {
+    let upstream = Upstream::new(tls)?;
+    let guard = Arc::new(AuthGuard::default());
+    let auth = axum::middleware::from_fn_with_state((node.clone(), guard), authenticate);
+    Ok(routes(auth)
         .fallback(|| async { ApiError::new(ErrorCode::InvalidRequest, "no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(axum::middleware::from_fn_with_state(

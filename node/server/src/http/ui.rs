@@ -101,17 +101,84 @@ fn serve(path: &str, headers: &HeaderMap) -> Response {
     r
 }
 
+/// The headers of every file's answer.
+const FILE_HEADERS: &str = "ETag, Cache-Control: no-cache, Content-Security-Policy, \
+    X-Content-Type-Options: nosniff, Referrer-Policy: no-referrer, X-Frame-Options: DENY";
+
+#[utoipa::path(
+    get,
+    path = "/ui/",
+    tag = "dashboard",
+    operation_id = "dashboard_index",
+    summary = "The dashboard's page",
+    description = FILE_HEADERS,
+    security(()),
+    params(("If-None-Match" = Option<String>, Header, description = "An ETag of this page")),
+    responses(
+        (status = 200, description = "The page", content_type = "text/html; charset=utf-8", body = String),
+        (status = 304, description = "Not modified (the ETag matched)"),
+        super::openapi::AnyErrors,
+    ),
+)]
 pub(super) async fn index(headers: HeaderMap) -> Response {
     serve("index.html", &headers)
 }
 
+#[utoipa::path(
+    get,
+    path = "/ui/{path}",
+    tag = "dashboard",
+    operation_id = "dashboard_file",
+    summary = "One of the dashboard's files (embedded in the binary)",
+    description = FILE_HEADERS,
+    security(()),
+    params(
+        ("path" = String, Path, description = "The file, below `ui/` (may contain `/`)"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag of this file"),
+    ),
+    responses(
+        (status = 200, description = "The file, with its type", body = String,
+         content(("text/javascript; charset=utf-8"), ("text/css; charset=utf-8"), ("text/plain; charset=utf-8"), ("text/html; charset=utf-8"))),
+        (status = 304, description = "Not modified (the ETag matched)"),
+        (status = 404, description = "No such file", content_type = "text/plain; charset=utf-8", body = String),
+        super::openapi::AnyErrors,
+    ),
+)]
 pub(super) async fn file(Path(path): Path<String>, headers: HeaderMap) -> Response {
     serve(&path, &headers)
 }
 
 /// `/` and `/ui` lead to the dashboard.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "dashboard",
+    operation_id = "root",
+    summary = "Redirects to the dashboard (`/ui/`)",
+    security(()),
+    responses(
+        (status = 308, description = "To `/ui/`", headers(("Location" = String, description = "`/ui/`"))),
+        super::openapi::AnyErrors,
+    ),
+)]
 pub(super) async fn to_index() -> Response {
     (StatusCode::PERMANENT_REDIRECT, [(LOCATION, "/ui/")]).into_response()
+}
+
+#[utoipa::path(
+    get,
+    path = "/ui",
+    tag = "dashboard",
+    operation_id = "dashboard_root",
+    summary = "Redirects to the dashboard (`/ui/`)",
+    security(()),
+    responses(
+        (status = 308, description = "To `/ui/`", headers(("Location" = String, description = "`/ui/`"))),
+        super::openapi::AnyErrors,
+    ),
+)]
+pub(super) async fn to_index_ui() -> Response {
+    to_index().await
 }
 
 #[cfg(test)]

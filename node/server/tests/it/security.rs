@@ -158,3 +158,38 @@ fn plain_http_beyond_loopback_needs_insecure() {
     assert!(stderr.contains("--insecure"), "{stderr}");
     assert!(!dir.path().join("data").exists(), "it opened storage first");
 }
+
+/// The OpenAPI description is served without a token and names the routes; and the
+/// errors schemathesis holds to it are JSON: a member id that is not a number was
+/// answered with axum's plain-text rejection, not the API's error body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_description_is_public_and_errors_are_json() {
+    let c = Cluster::start(1).await;
+    let r = c
+        .http()
+        .get(format!("{}/v1/openapi.json", c.url(1)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/v1/resources/{name}/acquire"]["post"].is_object());
+
+    let (s, v) = c
+        .send(1, Method::DELETE, "/v1/cluster/members/abc", None, ADMIN)
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_request", "{v}");
+    // Authentication still comes first.
+    let (s, v) = c
+        .send(
+            1,
+            Method::DELETE,
+            "/v1/cluster/members/abc",
+            None,
+            "not-a-key",
+        )
+        .await;
+    assert_eq!(s, 401, "{v}");
+}
