@@ -27,6 +27,8 @@ const profile = mkdtempSync(join(tmpdir(), "rq-bench-chromium-"));
 const browser = await chromium.launchPersistentContext(profile, {
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   headless: true,
+  // This script closes the browser on SIGTERM itself (below), after which it removes the profile.
+  handleSIGTERM: false,
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
