@@ -15,7 +15,6 @@ thread, and shielding the release from a task's cancellation.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import threading
@@ -41,7 +40,7 @@ from ._config import (
     this_process_holder,
 )
 from ._errors import LeaseLost, RatequeueError
-from ._http import AsyncTransport, Request, Response, TransportError
+from ._http import AsyncTransport, Request, Response, TransportError, encode_json
 from ._lease import LeaseBase, Stopped, exit_policy, log, pop_current, presumed_lost, push_current
 from ._net import tls_context
 from ._protocol import (
@@ -169,7 +168,7 @@ class Client:
     async def _send(self, action: Send) -> Union[Response, TransportError]:
         if self._closed:
             raise RuntimeError("the ratequeue client is closed")
-        content = b"" if action.body is None else json.dumps(action.body, separators=(",", ":")).encode()
+        content = b"" if action.body is None else encode_json(action.body).encode()
         request = Request(action.method, action.url, self._headers, content, action.timeout)
         try:
             return await self._transport.handle_async_request(request)

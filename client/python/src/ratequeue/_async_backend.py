@@ -17,19 +17,22 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Awaitable, Callable, Coroutine, Generator, List, Optional, Set, Tuple
+from collections import deque
+from typing import Any, Awaitable, Callable, Coroutine, Deque, Generator, List, Optional, Set, Tuple, Union
 
 from ._errors import LeaseLost
 from ._http import Origin
 from ._lease import log
 from ._net import connect_failure, forget, idle_ok, io_failure, timed_out, tls_context, tune
 
-__all__ = ["AsyncSocket", "AsyncSlotWaiter", "AsyncRenewal", "AsyncAcquireMixin", "pause", "shielded"]
+__all__ = ["AsyncSocket", "AsyncSlotWaiter", "current_loop", "AsyncRenewal", "AsyncAcquireMixin", "pause", "shielded"]
 
 #: Bytes read per receive call.
 RECV_LEN = 65536
 #: The shortest connect timeout tried (what is left of a call's budget may be less).
 CONNECT_TIMEOUT_MIN_S = 0.001
+#: An idle connection used this recently is reused without a readiness probe.
+IDLE_PROBE_AFTER_S = 0.5
 
 #: Releases running after their `async with` was cancelled again: held so they finish.
 _background: Set["asyncio.Future[Any]"] = set()
@@ -89,13 +92,34 @@ class AsyncSocket:
 
     def __init__(self, sock: socket.socket, origin: Origin) -> None:
         self._sock = sock
+        self._fd = sock.fileno()
         self._origin = origin
         self.scheme, self.host, self.port = origin.scheme, origin.host, origin.port
         self._tls: Optional[ssl.SSLObject] = None
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
-        #: A request was just sent and nothing read since.
-        self._awaiting = False
+        #: The loop whose selector watches this socket for reading. The registration
+        #: outlives a request (registering and unregistering for every answer cost two
+        #: epoll_ctl calls and the selector's bookkeeping per request): while the
+        #: connection is idle the same callback notices a server closing it. It ends
+        #: when that loop closes (its selector goes with it), when the connection is
+        #: closed (through its loop, `close`), or when the socket turns readable with
+        #: nobody reading. The pool hands a registered connection only to tasks of its
+        #: loop (`affinity`).
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        #: The read in progress, resolved by the reader callback with the bytes read (or
+        #: the error), or with a socket.timeout at its deadline.
+        self._reader: Optional["asyncio.Future[Union[bytes, BaseException]]"] = None
+        #: What the callback read while a request was on the connection but no read
+        #: waited (the task had not come back for the next part yet).
+        self._pending: Deque[Union[bytes, BaseException]] = deque()
+        #: A request (or the TLS handshake) is on the connection: from its send until
+        #: the pool takes it back.
+        self._busy = True
+        #: The server closed (or wrote to) the idle connection: do not reuse it.
+        self._dead = False
+        #: When the last answer was read (time.monotonic).
+        self._used_at = 0.0
 
     @staticmethod
     async def connect(
@@ -168,22 +192,89 @@ class AsyncSocket:
                 raise socket.timeout("write timed out")
 
     async def _raw_recv(self, deadline: float) -> bytes:
-        if self._awaiting:
-            # Just sent a request: the answer cannot be there yet, so wait before the first
-            # read instead of spending a system call on a certain EAGAIN.
-            self._awaiting = False
-            if not await _ready(self._sock, False, deadline):
-                raise socket.timeout("read timed out")
-        while True:
+        # The reader callback reads whatever arrives (as asyncio's own transports do): the
+        # answer costs one recv, made as soon as the selector reports it, and a select
+        # right after cannot report the same bytes again.
+        if self._pending:
+            item = self._pending.popleft()
+            if isinstance(item, BaseException):
+                raise item
+            return item
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            # First read in this loop (the pool hands a registered connection only to its
+            # own loop's tasks, and a free one to anyone). Python 3.11 asks the OS for
+            # its pid in every get_running_loop(): once per connection and loop here.
+            loop = asyncio.get_running_loop()
             try:
-                return self._sock.recv(RECV_LEN)
-            except BlockingIOError:
-                pass
-            if not await _ready(self._sock, False, deadline):
-                raise socket.timeout("read timed out")
+                loop.add_reader(self._fd, self._on_readable, loop)
+            except NotImplementedError:
+                raise RuntimeError(
+                    "ratequeue.aio needs an event loop with add_reader (a selector loop); on "
+                    "Windows set asyncio.WindowsSelectorEventLoopPolicy()"
+                ) from None
+            self._loop = loop
+        fut: "asyncio.Future[Union[bytes, BaseException]]" = loop.create_future()
+        self._reader = fut
+        timer = loop.call_later(max(0.0, deadline - time.monotonic()), _time_out, fut)
+        try:
+            item = await fut
+        finally:
+            timer.cancel()
+            self._reader = None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def _on_readable(self, loop: asyncio.AbstractEventLoop) -> None:
+        item: Union[bytes, BaseException]
+        try:
+            item = self._sock.recv(RECV_LEN)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            item = e
+        if not item or isinstance(item, BaseException):
+            # The end of the stream stays readable (the selector is level-triggered).
+            self._unregister(loop)
+        else:
+            self._used_at = time.monotonic()
+        fut = self._reader
+        if fut is not None:
+            self._reader = None
+            if not fut.done():  # else it timed out: the connection is not reused
+                fut.set_result(item)
+        elif self._busy:
+            self._pending.append(item)  # between two reads of one answer
+        else:
+            # Bytes, or the end, on an idle connection: the server closed it (or broke
+            # the protocol). Not reusable.
+            self._dead = True
+            self._unregister(loop)
+
+    def _unregister(self, loop: asyncio.AbstractEventLoop) -> None:
+        """In `loop`'s thread (or with `loop` not running): drop the registration."""
+        if self._loop is loop:
+            self._loop = None
+            if not loop.is_closed():
+                loop.remove_reader(self._fd)
+
+    def park(self) -> None:
+        """The pool keeps the connection idle: the answer was read whole."""
+        self._busy = False
+        if self._pending:
+            self._dead = True  # more than one answer came
+
+    def affinity(self, here: Optional[asyncio.AbstractEventLoop]) -> int:
+        """2: `here` (the running loop, `current_loop()`) watches this connection; 1: no
+        live loop does; 0: another live loop does, and only its tasks may use it."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return 1
+        return 2 if here is loop else 0
 
     async def send_all(self, data: bytes, deadline: float) -> None:
-        self._awaiting = True
+        self._busy = True
         try:
             if self._tls is not None:
                 self._tls.write(data)
@@ -219,13 +310,56 @@ class AsyncSocket:
             raise io_failure(self._origin, e, writing=False) from None
 
     def idle_ok(self) -> bool:
+        """Whether the idle connection can carry a request. One used within
+        `IDLE_PROBE_AFTER_S` is taken without asking the kernel (the server's idle timeout
+        is far longer; should it have closed the connection anyway, the pool retries on a
+        fresh one, as every call is idempotent)."""
+        if self._dead:
+            return False
+        if time.monotonic() - self._used_at < IDLE_PROBE_AFTER_S:
+            return True
         return idle_ok(self._sock)
 
     def close(self) -> None:
+        """Close the connection from any thread: one registered with a loop running in
+        another thread is unregistered and closed by that loop."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                running: Optional[asyncio.AbstractEventLoop] = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop and loop.is_running():
+                try:
+                    loop.call_soon_threadsafe(self._close_in, loop)
+                    return
+                except RuntimeError:
+                    pass  # closed meanwhile: its selector is gone
+            else:
+                self._unregister(loop)
+        self._loop = None
+        self._sock.close()
+
+    def _close_in(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._unregister(loop)
+        self._loop = None
         self._sock.close()
 
     def forget(self) -> None:
+        # A forked child: the parent's loop registration is the parent's (the epoll
+        # instance is shared), so only our descriptor goes.
+        self._loop = None
         forget(self._sock)
+
+
+def current_loop() -> Optional[asyncio.AbstractEventLoop]:
+    """The running event loop (what a connection's `affinity` is measured against)."""
+    return asyncio.get_running_loop()
+
+
+def _time_out(fut: "asyncio.Future[Union[bytes, BaseException]]") -> None:
+    if not fut.done():
+        fut.set_result(socket.timeout("read timed out"))
 
 
 class AsyncSlotWaiter:

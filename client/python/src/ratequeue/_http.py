@@ -36,6 +36,9 @@ __all__ = [
     "AsyncTransport",
     "SyncTransport",
     "encode_request",
+    "encode_headers",
+    "encode_json",
+    "HeaderCache",
     "ResponseParser",
 ]
 
@@ -194,17 +197,48 @@ class Response:
         return json.loads(self.content) if self.content else None
 
 
-def encode_request(method: str, target: str, host: str, headers: Dict[str, str], body: bytes) -> bytes:
-    """The bytes of a keep-alive HTTP/1.1 request: one buffer, so it leaves in one write."""
-    lines = [f"{method} {target} HTTP/1.1", f"host: {host}"]
+def encode_headers(headers: Dict[str, str]) -> bytes:
+    """The header lines of `headers`, each ended by CRLF (refusing a line break inside)."""
+    out = []
     for k, v in headers.items():
         if "\r" in v or "\n" in v or "\r" in k or "\n" in k:
             raise ValueError(f"header {k!r} contains a line break")
-        lines.append(f"{k}: {v}")
+        out.append(f"{k}: {v}\r\n")
+    return "".join(out).encode("latin-1")
+
+
+class HeaderCache:
+    """The encoded lines of the last headers dict seen, reused while the same dict (by
+    identity: a client sends its own dict with every request) comes again."""
+
+    def __init__(self) -> None:
+        self._last: Tuple[Optional[Dict[str, str]], bytes] = (None, b"")
+
+    def encode(self, headers: Dict[str, str]) -> bytes:
+        last, lines = self._last  # one read: other threads may replace it
+        if last is not headers:
+            lines = encode_headers(headers)
+            self._last = (headers, lines)
+        return lines
+
+
+def encode_request(
+    method: str, target: str, host: str, headers: Dict[str, str], body: bytes, header_lines: Optional[bytes] = None
+) -> bytes:
+    """The bytes of a keep-alive HTTP/1.1 request: one buffer, so it leaves in one write.
+    `header_lines` are `headers` already encoded (`encode_headers`), if at hand."""
+    if header_lines is None:
+        header_lines = encode_headers(headers)
     if body or method in ("POST", "PUT", "PATCH"):
-        lines.append(f"content-length: {len(body)}")
-    head = "\r\n".join(lines) + "\r\n\r\n"
-    return head.encode("latin-1") + body
+        end = b"content-length: %d\r\n\r\n" % len(body)
+    else:
+        end = b"\r\n"
+    return b"".join((f"{method} {target} HTTP/1.1\r\nhost: {host}\r\n".encode("latin-1"), header_lines, end, body))
+
+
+#: JSON as the API reads it: compact. One encoder for the process (json.dumps with
+#: separators builds a new one per call).
+encode_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class ResponseParser:

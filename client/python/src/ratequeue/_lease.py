@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import os
 import threading
 from typing import TYPE_CHECKING, Any, Optional, Tuple
 
 from ._config import Timing, check_load
 from ._errors import LeaseLost
+from ._net import fork_generation
 from ._protocol import Grant, Limit
 
 log = logging.getLogger("ratequeue")
@@ -77,7 +77,7 @@ class LeaseBase:
         self._actual_load: Optional[int] = None
         self._lost: Optional[LeaseLost] = None
         self._released = False
-        self._pid = os.getpid()
+        self._fork_generation = fork_generation()
         # Guards `_lost` and `_released` against the renewal thread (sync) and orders a
         # late renewal failure after the release that caused it.
         self._state_lock = threading.Lock()
@@ -162,7 +162,7 @@ class LeaseBase:
     def _forked_copy(self) -> bool:
         """True in a child process that inherited this lease: only the process that
         acquired it renews or releases it."""
-        return os.getpid() != self._pid
+        return fork_generation() != self._fork_generation
 
 
 class Stopped(Exception):

@@ -33,7 +33,17 @@ from ._http import (
     WriteTimeout,
 )
 
-__all__ = ["tune", "tls_context", "idle_ok", "connect_failure", "io_failure", "forget", "track", "timed_out"]
+__all__ = [
+    "tune",
+    "tls_context",
+    "idle_ok",
+    "connect_failure",
+    "io_failure",
+    "forget",
+    "track",
+    "timed_out",
+    "fork_generation",
+]
 
 _tls_lock = threading.Lock()
 _tls: Optional[ssl.SSLContext] = None
@@ -194,6 +204,17 @@ def _strerror(code: int) -> str:
 
 _pools: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
+#: How many forks separate this process from the one that imported the SDK: bumped in
+#: every forked child before the pools' hooks run. Pools and leases compare it to tell
+#: an inherited object from their own, which costs no system call (os.getpid() is one
+#: per call: glibc does not cache it, and the SDK asked it five times per request).
+_fork_generation = 0
+
+
+def fork_generation() -> int:
+    """The fork generation of this process (see `_fork_generation`)."""
+    return _fork_generation
+
 
 def track(pool: Any) -> None:
     """Register a connection pool for the process hooks: in a forked child its inherited
@@ -204,6 +225,8 @@ def track(pool: Any) -> None:
 
 
 def _after_fork_in_child() -> None:
+    global _fork_generation
+    _fork_generation += 1
     pools: List[Any] = list(_pools)
     for p in pools:
         p._after_fork()

@@ -11,7 +11,9 @@ touches asyncio.
 from __future__ import annotations
 
 import heapq
+import math
 import os
+import select
 import socket
 import ssl
 import threading
@@ -23,21 +25,43 @@ from ._http import Origin
 from ._lease import Stopped
 from ._net import connect_failure, forget, idle_ok, io_failure, timed_out, tls_context, tune
 
-__all__ = ["SyncSocket", "SyncSlotWaiter", "SyncRenewal", "SyncAcquireMixin", "pause", "shielded"]
+__all__ = ["SyncSocket", "SyncSlotWaiter", "current_loop", "SyncRenewal", "SyncAcquireMixin", "pause", "shielded"]
 
 #: Bytes read per receive call.
 RECV_LEN = 65536
 #: The shortest connect timeout tried (what is left of a call's budget may be less).
 CONNECT_TIMEOUT_MIN_S = 0.001
+#: An idle connection used this recently is reused without a readiness probe.
+IDLE_PROBE_AFTER_S = 0.5
 
 
 class SyncSocket:
-    """One connection to a node (wrapped in TLS for `https://`)."""
+    """One connection to a node (wrapped in TLS for `https://`).
+
+    A plain-text connection is a non-blocking socket waited on with `poll`: a request
+    costs one send, one poll and one recv. (A socket with a Python timeout polls before
+    every operation and switches the descriptor's mode each time: seven system calls per
+    request.) A TLS one keeps the Python timeout per operation."""
 
     def __init__(self, sock: socket.socket, origin: Origin) -> None:
         self._sock = sock
         self._origin = origin
         self.scheme, self.host, self.port = origin.scheme, origin.host, origin.port
+        self._plain = not isinstance(sock, ssl.SSLSocket)
+        #: A request was just sent and nothing read since.
+        self._awaiting = False
+        #: When the last answer was read (time.monotonic).
+        self._used_at = 0.0
+        self._poll_in: Optional[Any] = None
+        self._poll_out: Optional[Any] = None
+        if self._plain:
+            sock.setblocking(False)
+            if hasattr(select, "poll"):
+                fd = sock.fileno()
+                self._poll_in = select.poll()
+                self._poll_in.register(fd, select.POLLIN)
+                self._poll_out = select.poll()
+                self._poll_out.register(fd, select.POLLOUT)
 
     @staticmethod
     def connect(
@@ -67,10 +91,36 @@ class SyncSocket:
             raise timed_out(self._origin, what)
         self._sock.settimeout(left)
 
+    def _wait(self, write: bool, deadline: float) -> bool:
+        """Wait until the plain socket is writable (or readable); False at `deadline`."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        poller = self._poll_out if write else self._poll_in
+        if poller is not None:
+            return bool(poller.poll(math.ceil(left * 1000)))
+        fd = self._sock.fileno()
+        r, w, _ = select.select([] if write else [fd], [fd] if write else [], [], left)
+        return bool(r or w)
+
     def send_all(self, data: bytes, deadline: float) -> None:
         try:
-            self._timeout(deadline, "write")
-            self._sock.sendall(data)
+            if not self._plain:
+                self._timeout(deadline, "write")
+                self._sock.sendall(data)
+                return
+            self._awaiting = True
+            view = memoryview(data)
+            while True:
+                try:
+                    n = self._sock.send(view)
+                except BlockingIOError:
+                    n = 0
+                if n == len(view):
+                    return
+                view = view[n:]
+                if not self._wait(True, deadline):
+                    raise socket.timeout("write timed out")
         except socket.timeout:
             raise timed_out(self._origin, "write") from None
         except OSError as e:
@@ -79,8 +129,26 @@ class SyncSocket:
     def recv(self, deadline: float) -> bytes:
         """Some bytes of the answer; b"" once the server closed the connection."""
         try:
-            self._timeout(deadline, "read")
-            return self._sock.recv(RECV_LEN)
+            if not self._plain:
+                self._timeout(deadline, "read")
+                data = self._sock.recv(RECV_LEN)
+                self._used_at = time.monotonic()
+                return data
+            if self._awaiting:
+                # Just sent a request: the answer cannot be there yet, so wait before the
+                # first read instead of spending a system call on a certain EAGAIN.
+                self._awaiting = False
+                if not self._wait(False, deadline):
+                    raise socket.timeout("read timed out")
+            while True:
+                try:
+                    data = self._sock.recv(RECV_LEN)
+                    self._used_at = time.monotonic()
+                    return data
+                except BlockingIOError:
+                    pass
+                if not self._wait(False, deadline):
+                    raise socket.timeout("read timed out")
         except socket.timeout:
             raise timed_out(self._origin, "read") from None
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
@@ -89,15 +157,39 @@ class SyncSocket:
             raise io_failure(self._origin, e, writing=False) from None
 
     def idle_ok(self) -> bool:
-        if isinstance(self._sock, ssl.SSLSocket) and self._sock.pending():
+        """Whether the idle connection can carry a request. One used within
+        `IDLE_PROBE_AFTER_S` is taken without asking the kernel (the server's idle timeout
+        is far longer; should it have closed the connection anyway, the pool retries on a
+        fresh one, as every call is idempotent)."""
+        if not self._plain and isinstance(self._sock, ssl.SSLSocket) and self._sock.pending():
             return False
+        if time.monotonic() - self._used_at < IDLE_PROBE_AFTER_S:
+            return True
+        if self._poll_in is not None:
+            try:
+                return not self._poll_in.poll(0)
+            except (OSError, ValueError):
+                return False
         return idle_ok(self._sock)
+
+    def park(self) -> None:
+        """The pool keeps the connection idle (nothing to do for a blocking socket)."""
+
+    def affinity(self, here: Optional[object]) -> int:
+        """A blocking connection belongs to no event loop: any thread may use it (1, as
+        an asyncio one that no live loop watches)."""
+        return 1
 
     def close(self) -> None:
         self._sock.close()
 
     def forget(self) -> None:
         forget(self._sock)
+
+
+def current_loop() -> Optional[object]:
+    """No event loop: blocking connections have no affinity (`SyncSocket.affinity`)."""
+    return None
 
 
 class SyncSlotWaiter:
@@ -141,6 +233,8 @@ class _RenewalTimer:
         self._heap: List[Tuple[float, int, threading.Event, Callable[[], None]]] = []
         self._seq = 0
         self._thread: Optional[threading.Thread] = None
+        #: When the timer thread wakes next (time.monotonic; -inf while it is awake).
+        self._wake_at = -math.inf
 
     def schedule(self, delay: float, stop: threading.Event, fn: Callable[[], None]) -> None:
         with self._cond:
@@ -151,20 +245,30 @@ class _RenewalTimer:
                 self._heap = [e for e in self._heap if not e[2].is_set()]
                 heapq.heapify(self._heap)
             self._seq += 1
-            heapq.heappush(self._heap, (time.monotonic() + delay, self._seq, stop, fn))
-            self._cond.notify()
+            due = time.monotonic() + delay
+            heapq.heappush(self._heap, (due, self._seq, stop, fn))
+            if due < self._wake_at:
+                # Wake the timer thread only when this entry falls due before it would
+                # wake anyway: most leases have the same TTL, so it rarely does (a wake-up
+                # per acquire cost a thread switch).
+                self._cond.notify()
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 while True:
-                    while self._heap and self._heap[0][2].is_set():
-                        heapq.heappop(self._heap)
+                    # Entries of released leases stay until they fall due (or the sweep in
+                    # schedule): popping them early would leave the thread without a
+                    # wake-up time, and every acquire would have to wake it.
                     now = time.monotonic()
                     if self._heap and self._heap[0][0] <= now:
                         _, _, stop, fn = heapq.heappop(self._heap)
+                        if stop.is_set():
+                            continue
                         break
+                    self._wake_at = self._heap[0][0] if self._heap else math.inf
                     self._cond.wait(self._heap[0][0] - now if self._heap else None)
+                    self._wake_at = -math.inf  # awake: schedule() need not notify
             if not stop.is_set():
                 fn()
 

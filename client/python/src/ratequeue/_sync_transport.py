@@ -7,15 +7,15 @@ differently.
 
 from __future__ import annotations
 
-import os
 import ssl
 import threading
 import time
 from collections import deque
 from typing import Deque, Dict, List, Optional, Tuple
 
-from ._sync_backend import SyncSlotWaiter, SyncSocket
+from ._sync_backend import SyncSlotWaiter, SyncSocket, current_loop
 from ._http import (
+    HeaderCache,
     PoolTimeout,
     ReadError,
     Request,
@@ -26,7 +26,7 @@ from ._http import (
     encode_request,
     split_url,
 )
-from ._net import track
+from ._net import fork_generation, track
 
 __all__ = ["SyncConnectionPool"]
 
@@ -48,8 +48,9 @@ class SyncConnectionPool:
         #: Connections open: idle ones plus those carrying a request (or connecting).
         self._open = 0
         self._waiters: Deque[SyncSlotWaiter] = deque()
-        self._pid = os.getpid()
+        self._fork_generation = fork_generation()
         self._closed = False
+        self._headers = HeaderCache()
         track(self)
 
     @property
@@ -60,7 +61,9 @@ class SyncConnectionPool:
     def handle_request(self, request: Request) -> Response:
         """Send `request` and return its response, or raise a `TransportError`."""
         origin, target = split_url(request.url)
-        data = encode_request(request.method, target, origin.netloc, request.headers, request.content)
+        data = encode_request(
+            request.method, target, origin.netloc, request.headers, request.content, self._headers.encode(request.headers)
+        )
         t = request.timeouts
         for _ in range(2):
             conn, reused = self._checkout(origin.scheme, origin.host, origin.port, t)
@@ -91,6 +94,7 @@ class SyncConnectionPool:
         room under `connections_max` at most `t.pool` seconds)."""
         key = (scheme, host, port)
         give_up = time.monotonic() + t.pool
+        here = current_loop()
         while True:
             self._after_fork_check()
             stale: List[SyncSocket] = []
@@ -99,18 +103,32 @@ class SyncConnectionPool:
             with self._lock:
                 if self._closed:
                     raise RuntimeError("the ratequeue client is closed")
-                idle = self._idle.get(key)
-                while idle:
-                    conn = idle.pop()
+                idle = self._idle.get(key, [])
+                while found is None:
+                    # The most recently used connection this loop already watches, else
+                    # the most recent one no live loop watches (another thread's loop
+                    # keeps its own).
+                    pick = -1
+                    for i in range(len(idle) - 1, -1, -1):
+                        affinity = idle[i].affinity(here)
+                        if affinity == 2:
+                            pick = i
+                            break
+                        if affinity == 1 and pick < 0:
+                            pick = i
+                    if pick < 0:
+                        break
+                    conn = idle.pop(pick)
                     self._idle_count -= 1
                     if conn.idle_ok():
                         found = conn
-                        break
-                    stale.append(conn)
-                    self._open -= 1
+                    else:
+                        stale.append(conn)
+                        self._open -= 1
                 if found is None:
                     if self._open >= self._connections_max:
-                        # Full: make room by closing an idle connection to another node.
+                        # Full: make room by closing an idle connection (to another node,
+                        # or one another loop watches: it is closed by that loop).
                         for other in self._idle.values():
                             if other:
                                 stale.append(other.pop())
@@ -146,8 +164,9 @@ class SyncConnectionPool:
         key = (conn.scheme, conn.host, conn.port)
         waiter: Optional[SyncSlotWaiter] = None
         with self._lock:
-            kept = keep and not self._closed and self._pid == os.getpid() and self._idle_count < self._keepalive_max
+            kept = keep and not self._closed and self._fork_generation == fork_generation() and self._idle_count < self._keepalive_max
             if kept:
+                conn.park()
                 self._idle.setdefault(key, []).append(conn)
                 self._idle_count += 1
                 # A waiter for another node can now close this idle one to make room.
@@ -166,7 +185,7 @@ class SyncConnectionPool:
             waiter.wake()
 
     def _after_fork_check(self) -> None:
-        if self._pid != os.getpid():
+        if self._fork_generation != fork_generation():
             self._after_fork()
 
     def _after_fork(self) -> None:
@@ -180,7 +199,7 @@ class SyncConnectionPool:
         self._idle_count = 0
         self._open = 0
         self._waiters = deque()
-        self._pid = os.getpid()
+        self._fork_generation = fork_generation()
 
     def close(self) -> None:
         """Close the idle connections; busy ones close when their request ends. Further
@@ -200,7 +219,7 @@ class SyncConnectionPool:
 
     def __del__(self) -> None:
         # A client dropped without close(): its idle connections go with it, quietly.
-        if self._pid == os.getpid():
+        if self._fork_generation == fork_generation():
             self.close_now()
 
     def close_now(self) -> None:
