@@ -46,7 +46,8 @@ def main() -> None:
                         ("sync-threads", "1 process, 32 threads")):
         r = sdk.get(name)
         if r:
-            print(f"| {label} | {r['pairs_per_sec']} |")
+            cpu = f" ({r['cpu_us_per_pair']} µs of CPU per pair)" if "cpu_us_per_pair" in r else ""
+            print(f"| {label} | {r['pairs_per_sec']}{cpu} |")
     fl = sdk.get("fresh-loop")
     if fl:
         print(f"\nFirst call in a fresh `asyncio.run`: p50 {fl['fresh_first_call_p50_ms']:.2f} ms against "

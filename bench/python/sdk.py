@@ -5,7 +5,8 @@
 Prints one JSON object per measurement:
 - `sync-1`, `async-1`: one caller, acquire + release in a loop; p50/p99 of the acquire,
   the release and the pair (the `with` block entered and left);
-- `async-tasks`: one process, T tasks (default 32) in one event loop: pairs/s;
+- `async-tasks`: one process, T tasks (default 32) in one event loop: pairs/s, and the
+  process's CPU time per pair;
 - `async-procs`: N processes (default 4) of P tasks each (default 64: 256 in all, the
   concurrency of `rqctl bench`'s peak): pairs/s in all;
 - `sync-threads`: one process, T threads sharing one client: pairs/s;
@@ -97,11 +98,14 @@ async def _async_one(urls: str, key: str, resource: str, seconds: float) -> Dict
     return summary("async-1", acq, rel, pair)
 
 
-async def _tasks(urls: str, key: str, resource: str, seconds: float, tasks: int) -> int:
+async def _tasks(urls: str, key: str, resource: str, seconds: float, tasks: int, cpu: Any = None) -> int:
+    """Pairs done by `tasks` tasks in `seconds`; `cpu` (a list) gets the process's CPU
+    seconds spent meanwhile."""
     async with rq.Client(urls, key) as c:
         async with c.acquire(resource):
             pass
         done = 0
+        cpu0 = time.process_time()
         stop = time.perf_counter() + seconds
 
         async def worker() -> None:
@@ -112,6 +116,8 @@ async def _tasks(urls: str, key: str, resource: str, seconds: float, tasks: int)
                 done += 1
 
         await asyncio.gather(*(worker() for _ in range(tasks)))
+        if cpu is not None:
+            cpu.append(time.process_time() - cpu0)
         return done
 
 
@@ -210,8 +216,17 @@ def main() -> None:
         sync_one(a.urls, a.key, a.resource, a.seconds),
         asyncio.run(_async_one(a.urls, a.key, a.resource, a.seconds)),
     ]
-    n = asyncio.run(_tasks(a.urls, a.key, a.resource, a.seconds, a.tasks))
-    rows.append({"bench": "async-tasks", "tasks": a.tasks, "pairs_per_sec": round(n / a.seconds)})
+    cpu: List[float] = []
+    n = asyncio.run(_tasks(a.urls, a.key, a.resource, a.seconds, a.tasks, cpu))
+    rows.append(
+        {
+            "bench": "async-tasks",
+            "tasks": a.tasks,
+            "pairs_per_sec": round(n / a.seconds),
+            # The Python side's CPU per pair: what the machine's load does not change much.
+            "cpu_us_per_pair": round(cpu[0] / max(n, 1) * 1e6),
+        }
+    )
     rows.append(async_procs(a.urls, a.key, a.resource, a.seconds, a.procs, a.proc_tasks))
     rows.append(sync_threads(a.urls, a.key, a.resource, a.seconds, a.tasks))
     rows.append(fresh_loop(a.urls, a.key, a.resource, 100))
