@@ -109,3 +109,43 @@ export async function accessibilityProblems(page) {
     return problems;
   });
 }
+
+// Keyboard: presses Tab `presses` times from the top of the page; each element reached
+// must be a control a user would expect to reach, be on screen once focused (the skip
+// link moves into view) and show the focus ring (`:focus-visible`: a solid outline of
+// at least 2 px). Returns the problems, as text, and the focus order seen.
+export async function keyboardProblems(page, presses = 20) {
+  // Start from the top: focus the root element for a moment, so that the next Tab is the
+  // page's first (a view's own focus on its h1 would otherwise be the starting point).
+  await page.evaluate(() => {
+    const root = document.documentElement;
+    root.tabIndex = -1;
+    root.focus();
+    root.removeAttribute("tabindex");
+    window.scrollTo(0, 0);
+  });
+  const problems = [];
+  const order = [];
+  for (let i = 0; i < presses; i++) {
+    await page.keyboard.press("Tab");
+    const f = await page.evaluate(() => {
+      const el = document.activeElement;
+      if (!el || el === document.body) return null;
+      const s = getComputedStyle(el);
+      const r = el.getBoundingClientRect();
+      return {
+        what: `${el.tagName.toLowerCase()}${el.id ? `#${el.id}` : ""} "${(el.getAttribute("aria-label") || el.textContent || el.getAttribute("placeholder") || "").trim().slice(0, 30)}"`,
+        control: el.matches("a[href], button, input, select, textarea, summary, [tabindex]"),
+        ring: s.outlineStyle !== "none" && parseFloat(s.outlineWidth) >= 2,
+        onScreen: r.width > 0 && r.height > 0 && r.right > 0 && r.left < window.innerWidth,
+      };
+    });
+    if (!f) break; // past the last control
+    order.push(f.what);
+    if (!f.control) problems.push(`${f.what}: reached by Tab but not a control`);
+    if (!f.ring) problems.push(`${f.what}: no visible focus ring`);
+    if (!f.onScreen) problems.push(`${f.what}: focused off screen`);
+  }
+  if (order.length === 0) problems.push("Tab reaches nothing");
+  return { problems, order };
+}

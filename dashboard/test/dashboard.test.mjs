@@ -18,7 +18,7 @@ import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { accessibilityProblems } from "../support/a11y.mjs";
+import { accessibilityProblems, keyboardProblems } from "../support/a11y.mjs";
 import { api, expect, startCluster } from "../support/cluster.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -40,6 +40,15 @@ async function shot(page, name) {
   if (!shots) return;
   mkdirSync(shots, { recursive: true });
   await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+}
+
+// Tab from the top of the page: the skip link first, every control reached shows its
+// focus ring, and the view's own controls (`reach`, by the order's text) are reachable.
+async function keyboard(page, name, reach) {
+  const { problems, order } = await keyboardProblems(page, 30);
+  assert.deepEqual(problems, [], `keyboard use of the ${name} view`);
+  assert.equal(order[0], 'a "Skip to content"', `the ${name} view's first Tab stop: ${order}`);
+  for (const r of reach) assert.ok(order.some((o) => o.startsWith(r)), `${r} reached by Tab in the ${name} view: ${order}`);
 }
 
 async function newPage(base, viewport = { width: 1280, height: 900 }) {
@@ -88,6 +97,7 @@ test("sign in, resources, waiters and the binding limit, edits, keys, failover",
   const page = await newPage(cluster.url(follower));
   await expect(page.getByRole("heading", { name: "Sign in" })).toBeVisible();
   await shot(page, "signin");
+  await keyboard(page, "sign-in", ["input#key", 'button "Sign in"']);
   await page.getByLabel("API key").fill("wrong-key-123");
   await page.getByRole("button", { name: "Sign in" }).click();
   await expect(page.locator("#key-error")).toHaveText("This key is not valid.");
@@ -121,6 +131,16 @@ test("sign in, resources, waiters and the binding limit, edits, keys, failover",
   });
   await expect(row.locator('[data-col="waiting"]')).toContainText("1 (batch: 1)", { timeout: TIMEOUT });
   await shot(page, "resources");
+  await keyboard(page, "resources", ['button "New resource"', "input#filter", 'button "Grants/s"']);
+  // The rows are rebuilt every second: a keyboard user on a row's link keeps the focus.
+  await row.getByRole("link", { name: "gpt" }).evaluate((a) => { a.focus(); a.dataset.before = "1"; });
+  const listed = (r) => r.url().includes("/v1/dashboard/resources?");
+  await page.waitForResponse(listed, { timeout: TIMEOUT });
+  await page.waitForResponse(listed, { timeout: TIMEOUT }); // the previous one is rendered by now
+  assert.deepEqual(await page.evaluate(() => {
+    const a = document.activeElement;
+    return [a.tagName, a.textContent, a.closest("tr")?.dataset.resource, a.dataset.before ?? "rebuilt"];
+  }), ["A", "gpt", "gpt", "rebuilt"], "focus stays on the rebuilt row's link");
 
   await row.getByRole("link", { name: "gpt" }).click();
   await expect(page.getByRole("heading", { name: "gpt", level: 1 })).toBeVisible();
@@ -130,6 +150,7 @@ test("sign in, resources, waiters and the binding limit, edits, keys, failover",
   await expect(page.locator("#leases tbody")).toContainText("billing-worker-1");
   await expect(page.locator('[data-chart="Waiting"] .sr-only')).toContainText("waiters: 1", { timeout: TIMEOUT });
   await shot(page, "resource");
+  await keyboard(page, "resource", ['button "Edit limits"', 'button "Delete"']);
 
   // The holder releases: the waiter is granted and leaves the queue.
   const rel = await api(leaderUrl(), "POST", `/v1/leases/${held.body.lease_id}/release`, { token, body: {} });

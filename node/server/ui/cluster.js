@@ -2,7 +2,7 @@
 // readiness) gathered by the node that served the page, each follower's lag from the
 // leader's view, and the membership changes (admin).
 import { call, get, seg } from "./api.js";
-import { bytes, clear, h, num } from "./dom.js";
+import { bytes, h, num, replaceKeepingFocus } from "./dom.js";
 
 export const name = "cluster";
 
@@ -60,7 +60,7 @@ export function mount(el, _params, ctx) {
         ? `Leader: node ${leader}, term ${leaderView.term}. This page is served by node ${c.node_id}.`
         : `No leader is known right now. This page is served by node ${c.node_id}.`;
       summary.dataset.leader = leader === null ? "" : String(leader);
-      clear(tbody).append(...c.members.map((m) => {
+      replaceKeepingFocus(tbody, c.members.map((m) => {
         const s = m.status;
         return h("tr", { "data-member": String(m.id), "data-role": s ? s.role : "unreachable" },
           h("th", { scope: "row" }, `${m.id}${m.id === c.node_id ? " (this node)" : ""}`, h("br"), h("span.help", { text: m.api_url || "–" })),

@@ -33,6 +33,42 @@ export function clear(el) {
   return el;
 }
 
+/** The rows that views rebuild every refresh, by what names them. */
+const ROW = "[data-resource], [data-key], [data-member]";
+const FOCUSABLE = "a[href], button, input, select, textarea";
+const label = (el) => `${el.tagName}|${(el.getAttribute("aria-label") || el.textContent || "").trim()}`;
+
+/**
+ * Replaces el's children with `children` (as `clear(el).append(…)`), keeping keyboard
+ * focus: a refresh rebuilds the table rows every second, and a user who tabbed to a
+ * row's link or button must not be thrown back to the top of the page. When focus was on
+ * a control inside `el`, the control with the same label in the row with the same name
+ * gets it back (none if that row is gone).
+ */
+export function replaceKeepingFocus(el, ...children) {
+  const active = document.activeElement;
+  let place = null;
+  if (active && active !== el && el.contains(active) && active.matches(FOCUSABLE)) {
+    const row = active.closest(ROW);
+    const attrs = row ? [...row.attributes].filter((a) => /^data-(resource|key|member)$/.test(a.name)) : [];
+    place = { attrs: attrs.map((a) => [a.name, a.value]), label: label(active) };
+  }
+  clear(el).append(...children.flat());
+  if (place) {
+    const rows = place.attrs.length
+      ? [...el.querySelectorAll(ROW)].filter((r) => place.attrs.every(([k, v]) => r.getAttribute(k) === v))
+      : [el];
+    for (const r of rows) {
+      const again = [...r.querySelectorAll(FOCUSABLE)].find((c) => label(c) === place.label);
+      if (again) {
+        again.focus({ preventScroll: true });
+        break;
+      }
+    }
+  }
+  return el;
+}
+
 const nf = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
 export function num(v) {
   return v === null || v === undefined ? "–" : nf.format(v);

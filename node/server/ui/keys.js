@@ -3,7 +3,7 @@
 // shown once, here), rotate (a new secret, shown once), revoke. The API validates every
 // field; its message is shown under the form.
 import { ApiError, call, get, seg } from "./api.js";
-import { clear, dur, h, num } from "./dom.js";
+import { clear, dur, h, num, replaceKeepingFocus } from "./dom.js";
 
 export const name = "keys";
 
@@ -97,7 +97,7 @@ export function mount(el, _params, ctx) {
         }
         throw e;
       }
-      clear(tbody).append(...list.keys.map((k) => h("tr", { "data-key": k.name },
+      replaceKeepingFocus(tbody, list.keys.map((k) => h("tr", { "data-key": k.name },
         h("th", { scope: "row", text: k.name }),
         h("td", { text: k.role }),
         h("td", { text: k.role === "client" ? k.resources.join(", ") || "none" : "all" }),

@@ -2,7 +2,7 @@
 // and paginated by the server (10 000 resources cost one page), plus the create/edit
 // form, whose errors are the API's own, shown next to the field they name.
 import { ApiError, call, get, seg } from "./api.js";
-import { clear, dur, h, namedLimits, num, usageBar } from "./dom.js";
+import { clear, dur, h, namedLimits, num, replaceKeepingFocus, usageBar } from "./dom.js";
 
 export const name = "resources";
 
@@ -81,7 +81,7 @@ export function mount(el, _params, ctx) {
         const k = th.dataset.sort;
         th.setAttribute("aria-sort", k === st.sort ? (st.desc ? "descending" : "ascending") : "none");
       }
-      clear(tbody).append(...page.rows.map(row));
+      replaceKeepingFocus(tbody, page.rows.map(row));
       if (!page.rows.length) {
         const none = !ctx.session.may.see_every_resource && !ctx.session.key?.resources.length
           ? "This key may see no resource." : st.filter ? "No resource matches." : "No resources yet.";
