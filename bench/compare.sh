@@ -45,7 +45,7 @@ point() { # build workload clients [args...]
 
 for build in before after after before; do
   dir=$before; [ "$build" = after ] && dir=$after
-  dev_cluster_start "$dir/ratequeue"
+  dev_cluster_start "$dir/ratequeue" 3 --serve-arg=--connections-per-source-max=4096
   point "$build" cycle 1
   point "$build" cycle 256
   point "$build" contended 256

@@ -36,7 +36,7 @@ cleanup() {
 }
 trap cleanup EXIT
 export RATEQUEUE_LOG=warn
-dev_cluster_start "$bin/ratequeue"
+dev_cluster_start "$bin/ratequeue" 3 --serve-arg=--connections-per-source-max=4096
 export RATEQUEUE_ADMIN_TOKEN=$DEV_TOKEN
 {
   echo "date: $(date -u +%FT%TZ)"
