@@ -54,7 +54,7 @@ cleanup() {
 trap cleanup EXIT
 
 # The project's test-cluster kit: 3 release nodes on a free loopback block (fsync on).
-RATEQUEUE_LOG=warn dev_cluster_start "$bin/ratequeue"
+RATEQUEUE_LOG=warn dev_cluster_start "$bin/ratequeue" 3 --serve-arg=--connections-per-source-max=4096
 redis_port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --daemonize no \
   >"$out/redis.log" 2>&1 &
