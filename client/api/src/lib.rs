@@ -61,6 +61,49 @@ pub struct Lease {
     pub ttl_ms: u64,
     pub queued_ms: u64,
     pub limits: Vec<Limit>,
+    /// On a dry-run resource: what enforce would have done with this acquire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Shadow>,
+}
+
+/// What an enforced resource would have done with an acquire that a dry-run resource
+/// granted at once (docs/semantics.md, "Dry-run mode").
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shadow {
+    pub decision: ShadowDecision,
+    /// How long enforce would have made the request wait for the binding limit (0 when
+    /// it fits now or never can).
+    pub wait_ms: u64,
+    /// The limit that would have bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<LimitKind>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShadowDecision {
+    /// Granted at once.
+    Grant,
+    /// Queued `wait_ms`, then granted.
+    Wait,
+    /// Refused `would_block` (`wait_ms: 0`).
+    WouldBlock,
+    /// Refused `wait_timeout`: the wait exceeds the request's `wait_ms`.
+    WaitTimeout,
+    /// Refused `load_exceeds_limit`.
+    LoadExceedsLimit,
+}
+
+/// Whether a resource's limits are enforced (the default) or only evaluated.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    DryRun,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -140,6 +183,9 @@ pub struct ResourceSpec {
     pub default_ttl_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_queue: Option<u32>,
+    /// `enforce` (the default) or `dry_run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

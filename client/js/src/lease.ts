@@ -19,7 +19,7 @@
 import type { Timing } from "./config.js";
 import { checkLoad } from "./config.js";
 import { LeaseLost, RateQueueError } from "./errors.js";
-import type { Grant, Limit, ReleaseState } from "./protocol.js";
+import type { Grant, Limit, ReleaseState, Shadow } from "./protocol.js";
 import { sleep } from "./call.js";
 
 /** Where the SDK reports what it cannot throw (a lost lease, a failed release at exit). */
@@ -48,6 +48,8 @@ export class Lease implements AsyncDisposable {
   readonly queuedMs: number;
   /** The resource's limits with what remained of each at grant time. */
   readonly limits: readonly Limit[];
+  /** On a dry-run resource: what enforce would have done with this acquire. */
+  readonly shadow: Shadow | undefined;
   /** The acquire's idempotency key. */
   readonly requestId: string;
 
@@ -75,6 +77,7 @@ export class Lease implements AsyncDisposable {
     this.load = grant.load;
     this.queuedMs = grant.queuedMs;
     this.limits = grant.limits;
+    this.shadow = grant.shadow;
     this.requestId = requestId;
     this.#fencingToken = grant.fencingToken;
     this.#ttlMs = grant.ttlMs;

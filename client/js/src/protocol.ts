@@ -184,6 +184,15 @@ export interface Limit {
   readonly remaining: number;
 }
 
+/** On a dry-run resource: what enforce would have done with an acquire that was granted
+ *  at once. `decision`: `grant`, `wait` (queued `waitMs`, then granted), or a refusal
+ *  (`would_block`, `wait_timeout`, `load_exceeds_limit`); `limit`: the binding limit. */
+export interface Shadow {
+  readonly decision: "grant" | "wait" | "would_block" | "wait_timeout" | "load_exceeds_limit" | (string & {});
+  readonly waitMs: number;
+  readonly limit: "concurrency" | "request" | "load" | (string & {}) | undefined;
+}
+
 /** The parsed 200 body of an acquire. */
 export interface Grant {
   readonly leaseId: string;
@@ -194,6 +203,8 @@ export interface Grant {
   readonly ttlMs: number;
   readonly queuedMs: number;
   readonly limits: readonly Limit[];
+  /** Only on a dry-run resource. */
+  readonly shadow: Shadow | undefined;
 }
 
 function int(data: Json, key: string): number {
@@ -229,7 +240,18 @@ export function parseGrant(data: Json): Grant {
     ttlMs: int(data, "ttl_ms"),
     queuedMs: "queued_ms" in data ? int(data, "queued_ms") : 0,
     limits: Object.freeze(limits),
+    shadow: parseShadow(data["shadow"]),
   };
+}
+
+function parseShadow(raw: unknown): Shadow | undefined {
+  if (!isObject(raw)) return undefined;
+  const limit = raw["limit"];
+  return Object.freeze({
+    decision: str(raw, "decision"),
+    waitMs: int(raw, "wait_ms"),
+    limit: typeof limit === "string" ? limit : undefined,
+  });
 }
 
 /** `{ttlMs, fencingToken}` of a renew response. */

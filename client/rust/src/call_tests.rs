@@ -131,6 +131,7 @@ fn lease(resource: &str) -> Response {
         ttl_ms: 30_000,
         queued_ms: 0,
         limits: vec![],
+        shadow: None,
     })
     .into_response()
 }
@@ -448,6 +449,7 @@ async fn a_permit_renews_at_a_third_of_its_ttl_and_reports_a_410() {
                 ttl_ms: 300,
                 queued_ms: 0,
                 limits: vec![],
+                shadow: None,
             };
             return axum::Json(l).into_response();
         }

@@ -33,6 +33,7 @@ struct Shared {
     load: u64,
     queued_ms: u64,
     limits: Vec<api::Limit>,
+    shadow: Option<api::Shadow>,
     request_id: String,
     fencing_token: AtomicU64,
     ttl_ms: AtomicU64,
@@ -96,6 +97,7 @@ impl Permit {
             load: lease.load,
             queued_ms: lease.queued_ms,
             limits: lease.limits,
+            shadow: lease.shadow,
             request_id,
             fencing_token: AtomicU64::new(lease.fencing_token),
             ttl_ms: AtomicU64::new(lease.ttl_ms),
@@ -143,6 +145,12 @@ impl Permit {
     /// How long the acquire waited in the queue.
     pub fn queued(&self) -> Duration {
         Duration::from_millis(self.shared.queued_ms)
+    }
+
+    /// On a dry-run resource: what enforce would have done with this acquire (would it
+    /// have waited, how long, for which limit, or refused it). `None` when enforced.
+    pub fn shadow(&self) -> Option<&api::Shadow> {
+        self.shared.shadow.as_ref()
     }
 
     /// The resource's limits as seen at grant time.

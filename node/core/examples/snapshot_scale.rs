@@ -32,6 +32,7 @@ fn grant(resource: String, i: usize) -> Command {
         nonce: i as u64,
         holder: Some(format!("worker-{}", i % 64)),
         owner: None,
+        wait_ms: 30_000,
     })
 }
 

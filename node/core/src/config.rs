@@ -41,6 +41,19 @@ impl Default for LaneConfig {
     }
 }
 
+/// Whether a resource's limits are enforced, or only evaluated (docs/semantics.md,
+/// "Dry-run mode").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    /// Grants wait for room; refusals are answered.
+    #[default]
+    Enforce,
+    /// Every acquire is granted at once; each grant records what `Enforce` would have
+    /// done with it (`state::Shadow`), and only what enforce would also have granted is
+    /// charged to the limits.
+    DryRun,
+}
+
 /// The limits and queueing settings of one resource.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceConfig {
@@ -51,6 +64,7 @@ pub struct ResourceConfig {
     pub default_ttl_ms: u64,
     /// Maximum number of waiters queued on this resource (all lanes together).
     pub max_queue: u32,
+    pub mode: Mode,
 }
 
 pub const DEFAULT_TTL_MS: u64 = 30_000;
@@ -67,6 +81,7 @@ impl ResourceConfig {
             lanes: BTreeMap::new(),
             default_ttl_ms: DEFAULT_TTL_MS,
             max_queue: DEFAULT_MAX_QUEUE,
+            mode: Mode::Enforce,
         }
     }
 
@@ -78,6 +93,15 @@ impl ResourceConfig {
             lanes: BTreeMap::new(),
             default_ttl_ms: DEFAULT_TTL_MS,
             max_queue: DEFAULT_MAX_QUEUE,
+            mode: Mode::Enforce,
+        }
+    }
+
+    /// The same config in dry-run mode.
+    pub fn dry_run(self) -> Self {
+        ResourceConfig {
+            mode: Mode::DryRun,
+            ..self
         }
     }
 

@@ -19,7 +19,7 @@ pub mod scope;
 pub mod state;
 
 pub use clock::LeaderClock;
-pub use config::{LaneConfig, Per, RateLimit, ResourceConfig};
+pub use config::{LaneConfig, Mode, Per, RateLimit, ResourceConfig};
 pub use keys::{ApiKey, Role};
 pub use scheduler::{
     Admit, Event, HeadView, LaneView, PriorityGroup, QueueView, Refusal, Request, Scheduler,
@@ -28,7 +28,7 @@ pub use scheduler::{
 pub use scope::{Caller, Denied};
 pub use state::{
     Ahead, Binding, Command, Estimate, Fit, Grant, HeldLease, LeaseId, LeaseView, LimitKind,
-    LimitView, Outcome, Rejection, RequestKey, State, Table,
+    LimitView, Outcome, Rejection, RequestKey, Shadow, ShadowDecision, State, Table,
 };
 
 /// Resource and lane names: at most this many bytes.

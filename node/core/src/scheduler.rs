@@ -670,6 +670,11 @@ impl Scheduler {
             nonce: req.nonce,
             holder: req.holder.clone(),
             owner: req.owner.clone(),
+            wait_ms: if req.try_once {
+                0
+            } else {
+                req.deadline_ms.saturating_sub(state.now_ms())
+            },
         });
         let outcome = state.apply_command(&command);
         // The scheduler only grants what fits, so a grant must apply. Three refusals are

@@ -33,6 +33,7 @@ async fn acquire(
         ttl_ms: req.ttl_ms.unwrap_or(30_000),
         queued_ms: 0,
         limits: Vec::new(),
+        shadow: None,
     })
 }
 

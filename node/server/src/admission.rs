@@ -37,7 +37,7 @@ use openraft::ServerState;
 use parking_lot::RwLock;
 use ratequeue_core::{
     Admit, Command, Event, Fit, LeaderClock, LeaseId, LeaseView, LimitView, Outcome, QueueView,
-    Refusal, Rejection, Request, RequestKey, Scheduler, State, WaiterId,
+    Refusal, Rejection, Request, RequestKey, Scheduler, Shadow, State, WaiterId,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -96,6 +96,8 @@ pub struct Granted {
     pub lease: LeaseView,
     pub limits: Vec<LimitView>,
     pub queued_ms: u64,
+    /// On a dry-run resource: what enforce would have done.
+    pub shadow: Option<Shadow>,
 }
 
 /// Why the loop could not give an applied outcome.
@@ -890,6 +892,7 @@ impl LeaderLoop {
                 lease,
                 limits,
                 duplicate: _,
+                shadow,
             } => {
                 if p.senders.is_empty() {
                     // The client left while its grant was being committed: give it back.
@@ -906,12 +909,16 @@ impl LeaderLoop {
                 let lane = metrics::lane_label(config, &lease.lane);
                 let resource = metric_resource(&self.spec, &lease.resource);
                 self.metrics.granted(resource, lane, queued_ms);
+                if let Some(s) = &shadow {
+                    self.metrics.shadow(resource, s);
+                }
                 for (ticket, tx) in p.senders {
                     self.tickets.remove(&ticket);
                     let g = Granted {
                         lease: lease.clone(),
                         limits: limits.clone(),
                         queued_ms,
+                        shadow,
                     };
                     let _ = tx.send(Ok(g));
                 }

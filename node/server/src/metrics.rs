@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use ratequeue_core::config::DEFAULT_LANE;
-use ratequeue_core::{Refusal, ResourceConfig};
+use ratequeue_core::{LimitKind, Refusal, ResourceConfig, Shadow, ShadowDecision};
 
 /// Per-resource series are kept for at most this many resources; the rest share `OTHER`.
 pub const RESOURCES_TRACKED_MAX: usize = 1_000;
@@ -80,6 +80,10 @@ struct PerResource {
     grants: BTreeMap<String, u64>,
     refusals: BTreeMap<&'static str, u64>,
     wait_ms: Histogram,
+    /// Dry-run grants by (shadow decision, binding limit): both from fixed sets.
+    shadows: BTreeMap<(&'static str, &'static str), u64>,
+    /// The wait enforce would have imposed on dry-run grants that would have waited.
+    shadow_wait_ms: Histogram,
 }
 
 /// The API listener's connection figures (`listener.rs` keeps them).
@@ -144,6 +148,29 @@ impl Metrics {
                 }
             }
             r.wait_ms.observe(&WAIT_MS_BUCKETS, queued_ms);
+        });
+    }
+
+    /// A dry-run grant on the existing `resource` and what enforce would have done.
+    pub fn shadow(&self, resource: &str, shadow: &Shadow) {
+        let decision = match shadow.decision {
+            ShadowDecision::Grant => "grant",
+            ShadowDecision::Wait => "wait",
+            ShadowDecision::WouldBlock => "would_block",
+            ShadowDecision::WaitTimeout => "wait_timeout",
+            ShadowDecision::LoadExceedsLimit => "load_exceeds_limit",
+        };
+        let limit = match shadow.binding {
+            None => "none",
+            Some(LimitKind::Concurrency) => "concurrency",
+            Some(LimitKind::Request) => "request",
+            Some(LimitKind::Load) => "load",
+        };
+        self.with_resource(resource, |r| {
+            *r.shadows.entry((decision, limit)).or_default() += 1;
+            if shadow.wait_ms > 0 {
+                r.shadow_wait_ms.observe(&WAIT_MS_BUCKETS, shadow.wait_ms);
+            }
         });
     }
 
@@ -271,6 +298,25 @@ impl Metrics {
                     "ratequeue_refusals_total{{resource=\"{res}\",code=\"{code}\"}} {n}"
                 );
             }
+        }
+        let _ = writeln!(out, "# HELP ratequeue_dry_run_grants_total Grants on dry-run resources by what enforce would have done.\n# TYPE ratequeue_dry_run_grants_total counter");
+        for (res, r) in map.iter() {
+            for ((decision, limit), n) in &r.shadows {
+                let _ = writeln!(
+                    out,
+                    "ratequeue_dry_run_grants_total{{resource=\"{res}\",decision=\"{decision}\",limit=\"{limit}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP ratequeue_dry_run_wait_ms The wait enforce would have imposed on dry-run grants.\n# TYPE ratequeue_dry_run_wait_ms histogram");
+        for (res, r) in map.iter().filter(|(_, r)| !r.shadows.is_empty()) {
+            let labels = format!("resource=\"{res}\"");
+            r.shadow_wait_ms.render(
+                &mut out,
+                "ratequeue_dry_run_wait_ms",
+                &labels,
+                &WAIT_MS_BUCKETS,
+            );
         }
         let _ = writeln!(out, "# HELP ratequeue_queue_wait_ms Time from enqueue to committed grant.\n# TYPE ratequeue_queue_wait_ms histogram");
         for (res, r) in map.iter() {

@@ -61,6 +61,7 @@ fn follower_grant(node: &Node, p: AcquireParams) -> Option<api::Lease> {
         nonce: rand::random(),
         holder: p.holder,
         owner: p.owner,
+        wait_ms: p.wait_ms,
     };
     match state.apply_entry(now_ms, &[Command::Grant(grant)]).pop() {
         Some(Outcome::Granted { lease, limits, .. }) => Some(lease_json(lease, &limits, 0)),

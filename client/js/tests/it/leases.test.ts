@@ -65,6 +65,24 @@ describe("leases", () => {
     assert.equal(await client.release(b.id), "already_released", "the cluster agrees");
   });
 
+  test("dry-run: granted at once, with what enforce would have done", async () => {
+    const name = resourceName("dry");
+    await cluster.putResource(name, { concurrency: 1, mode: "dry_run" });
+    const first = await client.lease(name);
+    assert.deepEqual(first.shadow, { decision: "grant", waitMs: 0, limit: undefined });
+    const second = await client.lease(name, { waitMs: 0 });
+    assert.equal(second.shadow?.decision, "would_block");
+    assert.equal(second.shadow?.limit, "concurrency");
+    assert.ok(second.shadow.waitMs > 0);
+    await second.release();
+    await first.release();
+    await cluster.putResource(name, { concurrency: 1 });
+    const enforced = await client.lease(name);
+    assert.equal(enforced.shadow, undefined);
+    await assert.rejects(client.lease(name, { waitMs: 0 }), rq.WouldBlock);
+    await enforced.release();
+  });
+
   test("reserve, then settle", async () => {
     const name = resourceName("settle");
     await cluster.putResource(name, { rate: [{ per: "load", limit: 1000, window_ms: 3_600_000 }] });

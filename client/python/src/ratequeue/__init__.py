@@ -31,7 +31,7 @@ from ._errors import (
     WouldBlock,
 )
 from ._lease import RELEASE_STATES
-from ._protocol import Limit
+from ._protocol import Limit, Shadow
 from ._sync import AcquireContext, Client, Lease, acquire, default_client
 from ._version import __version__
 
@@ -47,6 +47,7 @@ __all__ = [
     "Timing",
     "TLSFiles",
     "Limit",
+    "Shadow",
     "RELEASE_STATES",
     "RatequeueError",
     "Rejected",

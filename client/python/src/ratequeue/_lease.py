@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Optional, Tuple
 from ._config import Timing, check_load
 from ._errors import LeaseLost
 from ._net import fork_generation
-from ._protocol import Grant, Limit
+from ._protocol import Grant, Limit, Shadow
 
 log = logging.getLogger("ratequeue")
 
@@ -69,6 +69,8 @@ class LeaseBase:
         self.ttl_ms: int = grant.ttl_ms
         self.queued_ms: int = grant.queued_ms
         self.limits: Tuple[Limit, ...] = grant.limits
+        # On a dry-run resource: what enforce would have done (None when enforced).
+        self.shadow: Optional[Shadow] = grant.shadow
         self.request_id: str = request_id
         self._timing = timing
         # The clock time the grant's request was sent: the lease surely lives until this

@@ -465,6 +465,23 @@ class Limit:
 
 
 @dataclass(frozen=True)
+class Shadow:
+    """On a dry-run resource: what enforce would have done with the acquire that was
+    granted at once. `decision` is `grant`, `wait` (queued `wait_ms`, then granted),
+    `would_block`, `wait_timeout` or `load_exceeds_limit` (refusals); `limit` is the
+    binding limit's kind (`concurrency`, `request`, `load`) or None."""
+
+    decision: str
+    wait_ms: int
+    limit: Optional[str]
+
+    @property
+    def would_refuse(self) -> bool:
+        """Whether enforce would have refused the request."""
+        return self.decision not in ("grant", "wait")
+
+
+@dataclass(frozen=True)
 class Grant:
     """The parsed 200 body of an acquire."""
 
@@ -476,6 +493,7 @@ class Grant:
     ttl_ms: int
     queued_ms: int
     limits: Tuple[Limit, ...]
+    shadow: Optional[Shadow] = None
 
 
 def _int(data: Json, key: str) -> int:
@@ -506,6 +524,18 @@ def parse_grant(data: Json) -> Grant:
         ttl_ms=_int(data, "ttl_ms"),
         queued_ms=_int(data, "queued_ms") if "queued_ms" in data else 0,
         limits=tuple(limits),
+        shadow=_shadow(data.get("shadow")),
+    )
+
+
+def _shadow(data: object) -> Optional[Shadow]:
+    if not isinstance(data, dict):
+        return None
+    limit = data.get("limit")
+    return Shadow(
+        decision=_str(data, "decision"),
+        wait_ms=_int(data, "wait_ms"),
+        limit=limit if isinstance(limit, str) else None,
     )
 
 

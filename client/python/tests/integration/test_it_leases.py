@@ -284,3 +284,23 @@ async def test_the_holder_label_reaches_the_lease_list(
                 assert r.status_code == 200, r.text
                 holders = sorted(lease["holder"] for lease in r.json()["leases"]["shown"])
     assert holders == [f"job 7@{place}", f"py-env@{place}", f"py-it@{place}"]
+
+
+async def test_dry_run_grants_at_once_and_carries_the_shadow(env: Cluster, resource_name: str) -> None:
+    env.put_resource(resource_name, {"concurrency": 1, "mode": "dry_run"})
+    async with rq.acquire(resource_name) as first:
+        assert first.shadow == ratequeue.Shadow("grant", 0, None)
+        # Enforce would refuse a try-once request while the one slot is held; dry-run
+        # grants it and says so.
+        async with rq.acquire(resource_name, timeout=0) as second:
+            assert second.shadow is not None and second.shadow.would_refuse
+            assert (second.shadow.decision, second.shadow.limit) == ("would_block", "concurrency")
+            assert second.shadow.wait_ms > 0
+    with ratequeue.acquire(resource_name) as lease:
+        assert lease.shadow is not None and lease.shadow.decision == "grant"
+    env.put_resource(resource_name, {"concurrency": 1})
+    with ratequeue.acquire(resource_name) as lease:
+        assert lease.shadow is None
+        with pytest.raises(ratequeue.WouldBlock):
+            with ratequeue.acquire(resource_name, timeout=0):
+                pass

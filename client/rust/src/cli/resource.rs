@@ -6,7 +6,7 @@
 
 use std::io::Read as _;
 
-use ratequeue_client::api::{self, Lane, Per, Rate, ResourceSpec};
+use ratequeue_client::api::{self, Lane, Mode, Per, Rate, ResourceSpec};
 use ratequeue_client::Client;
 
 use super::{table, usage, window, Failure, OrFail, Out};
@@ -64,10 +64,22 @@ pub struct PutArgs {
     /// Most waiters queued at once.
     #[arg(long, value_name = "N")]
     pub max_queue: Option<u32>,
+    /// `enforce` (the default) or `dry_run`: grant every acquire at once and report what
+    /// enforce would have done (docs/semantics.md, "Dry-run mode").
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    pub mode: Option<Mode>,
     /// The raw JSON body instead of flags ('{"concurrency": 2}', @FILE or - for stdin).
     /// Alone, without a body: print the answer as JSON.
     #[arg(long, num_args = 0..=1, value_name = "BODY")]
     pub json: Option<Option<String>>,
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    match s {
+        "enforce" => Ok(Mode::Enforce),
+        "dry_run" | "dry-run" => Ok(Mode::DryRun),
+        _ => Err(format!("mode must be enforce or dry_run, not {s:?}")),
+    }
 }
 
 impl PutArgs {
@@ -87,6 +99,7 @@ impl PutArgs {
             || !self.lanes.is_empty()
             || self.default_ttl_ms.is_some()
             || self.max_queue.is_some()
+            || self.mode.is_some()
     }
 
     /// The body the flags (or `--json BODY`) describe.
@@ -102,6 +115,7 @@ impl PutArgs {
             concurrency: self.concurrency,
             default_ttl_ms: self.default_ttl_ms,
             max_queue: self.max_queue,
+            mode: self.mode,
             ..ResourceSpec::default()
         };
         let shorthands = [
@@ -278,6 +292,13 @@ fn resource_text(r: &api::Resource) -> String {
             format!("{} ms", opt(c.default_ttl_ms)),
         ],
         vec!["max queue".into(), opt(c.max_queue.map(u64::from))],
+        vec![
+            "mode".into(),
+            match c.mode {
+                Some(Mode::DryRun) => "dry_run".into(),
+                _ => "enforce".into(),
+            },
+        ],
         vec!["held".into(), r.stats.held.to_string()],
         vec![
             "queued".into(),

@@ -29,6 +29,7 @@ async fn resources_and_keys() {
         lanes: [("user-facing".to_owned(), api::Lane { weight: 3 })].into(),
         default_ttl_ms: Some(10_000),
         max_queue: Some(100),
+        mode: Some(api::Mode::DryRun),
     };
     let r = client.put_resource("openai-gpt4", &spec).await.unwrap();
     assert!(r.created);

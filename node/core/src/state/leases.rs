@@ -4,9 +4,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    same_request, Fit, Grant, HeldLease, LeaseId, LeaseView, Outcome, Rejection, State, Table,
+    same_request, Fit, Grant, HeldLease, LeaseId, LeaseView, LimitKind, Outcome, Rejection, Shadow,
+    ShadowDecision, State, Table,
 };
-use crate::config::Per;
+use crate::config::{Mode, Per};
 use crate::{
     LEASES_MAX, LOAD_MAX, REQUEST_ID_LEN_MAX, TOMBSTONES_MAX, TOMBSTONE_WINDOW_MS, TTL_MS_MAX,
     TTL_MS_MIN,
@@ -25,6 +26,10 @@ pub(super) struct Lease {
     pub(super) holder: Option<String>,
     /// The key that acquired it (`None`: the admin token).
     pub(super) owner: Option<String>,
+    /// Whether the grant was charged to the resource's buckets: always in enforce mode;
+    /// in dry-run mode only when enforce would have granted it too (`Shadow`). A release
+    /// settles `actual_load` only against what was charged.
+    pub(super) charged: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +47,35 @@ pub(super) struct Tombstone {
     pub(super) how: Ended,
     pub(super) nonce: u64,
     pub(super) ended_at_ms: u64,
+}
+
+/// The shadow of a dry-run grant: what enforce would have done, from the enforce `fit`
+/// on the same state and the caller's `wait_ms` (a waiter is granted once the binding
+/// limit has room, if that is within its `wait_ms`; a try-once caller never waits).
+fn shadow_of(fit: Fit, wait_ms: u64) -> Shadow {
+    match fit {
+        Fit::Now | Fit::NoResource => Shadow {
+            decision: ShadowDecision::Grant,
+            wait_ms: 0,
+            binding: None,
+        },
+        Fit::Wait { ms, binding } => Shadow {
+            decision: if wait_ms == 0 {
+                ShadowDecision::WouldBlock
+            } else if ms > wait_ms {
+                ShadowDecision::WaitTimeout
+            } else {
+                ShadowDecision::Wait
+            },
+            wait_ms: ms,
+            binding: Some(binding),
+        },
+        Fit::Never { .. } => Shadow {
+            decision: ShadowDecision::LoadExceedsLimit,
+            wait_ms: 0,
+            binding: Some(LimitKind::Load),
+        },
+    }
 }
 
 impl State {
@@ -63,6 +97,7 @@ impl State {
                     lease: prev.lease.clone(),
                     limits,
                     duplicate: true,
+                    shadow: None,
                 };
             }
             if key.request_id.is_empty() || key.request_id.len() > REQUEST_ID_LEN_MAX {
@@ -78,19 +113,29 @@ impl State {
         if let Some(Err(e)) = g.holder.as_deref().map(crate::config::validate_holder) {
             return Outcome::Rejected(Rejection::Invalid(e));
         }
-        match self.fit(&g.resource, g.load) {
-            Fit::Now => {}
-            Fit::NoResource => return Outcome::Rejected(Rejection::ResourceNotFound),
-            Fit::Never { load_max } => {
-                return Outcome::Rejected(Rejection::LoadExceedsLimit { load_max })
+        let dry_run = match self.resources.get(&g.resource) {
+            None => return Outcome::Rejected(Rejection::ResourceNotFound),
+            Some(r) => r.config.mode == Mode::DryRun,
+        };
+        let fit = self.enforce_fit(&g.resource, g.load);
+        let shadow = if dry_run {
+            Some(shadow_of(fit, g.wait_ms))
+        } else {
+            match fit {
+                Fit::Now => None,
+                Fit::NoResource => return Outcome::Rejected(Rejection::ResourceNotFound),
+                Fit::Never { load_max } => {
+                    return Outcome::Rejected(Rejection::LoadExceedsLimit { load_max })
+                }
+                Fit::Wait { ms, binding } => {
+                    return Outcome::Rejected(Rejection::NoRoom {
+                        retry_after_ms: ms,
+                        binding,
+                    })
+                }
             }
-            Fit::Wait { ms, binding } => {
-                return Outcome::Rejected(Rejection::NoRoom {
-                    retry_after_ms: ms,
-                    binding,
-                })
-            }
-        }
+        };
+        let charged = shadow.is_none_or(|s| s.decision.grants());
         if self.leases.len() >= LEASES_MAX {
             return Outcome::Rejected(Rejection::TableFull(Table::Leases));
         }
@@ -101,8 +146,10 @@ impl State {
         let Some(r) = self.resources.get_mut(&g.resource) else {
             return Outcome::Rejected(Rejection::ResourceNotFound);
         };
-        for (rl, b) in r.config.rate.iter().zip(r.buckets.iter_mut()) {
-            b.charge(rl, now, if rl.per == Per::Request { 1 } else { g.load });
+        if charged {
+            for (rl, b) in r.config.rate.iter().zip(r.buckets.iter_mut()) {
+                b.charge(rl, now, if rl.per == Per::Request { 1 } else { g.load });
+            }
         }
         r.leases.insert((expires_at_ms, token));
         r.grants_total += 1;
@@ -119,6 +166,7 @@ impl State {
                 granted_at_ms: now,
                 holder: g.holder.clone(),
                 owner: g.owner.clone(),
+                charged,
             },
         );
         let lease = LeaseView {
@@ -139,6 +187,7 @@ impl State {
             lease,
             limits,
             duplicate: false,
+            shadow,
         }
     }
 
@@ -169,6 +218,8 @@ impl State {
             if actual > LOAD_MAX {
                 return Outcome::Rejected(Rejection::Invalid("actual_load out of range".into()));
             }
+        }
+        if let Some(actual) = actual_load.filter(|_| lease.charged) {
             let now = self.now_ms;
             if let Some(r) = self.resources.get_mut(&lease.resource) {
                 for (rl, b) in r.config.rate.iter().zip(r.buckets.iter_mut()) {

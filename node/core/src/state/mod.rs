@@ -83,6 +83,10 @@ pub struct Grant {
     /// The key that asked (`scope::Caller::owner`); `None`: the admin token. Only this
     /// key (or an admin) may release or renew the lease.
     pub owner: Option<String>,
+    /// How long the caller was willing to wait (its `wait_ms`; 0: try once). Decides
+    /// only the shadow of a dry-run grant: a request that enforce would have made wait
+    /// longer than this would have been refused, so it is not charged.
+    pub wait_ms: u64,
 }
 
 impl Grant {
@@ -159,6 +163,42 @@ pub struct LimitView {
     pub remaining: i64,
 }
 
+/// What an enforced resource would have done with a grant that a dry-run resource made
+/// at once (`Outcome::Granted::shadow`). Decided by the same `fit` an enforced grant
+/// passes, on the same state, at the same cluster time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shadow {
+    pub decision: ShadowDecision,
+    /// How long enforce would have kept the request waiting for the binding limit (0
+    /// when it fits now or can never fit).
+    pub wait_ms: u64,
+    /// The limit that would have bound (`None` when it fits now).
+    pub binding: Option<LimitKind>,
+}
+
+/// The enforce decision of a dry-run grant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShadowDecision {
+    /// Granted at once as well. Charged to the limits.
+    Grant,
+    /// Queued about `wait_ms`, then granted (within the caller's `wait_ms`). Charged to
+    /// the limits now, so that later requests see the backlog it would have formed.
+    Wait,
+    /// Refused `would_block` (the caller would not wait). Not charged.
+    WouldBlock,
+    /// Refused `wait_timeout` (the wait exceeds the caller's `wait_ms`). Not charged.
+    WaitTimeout,
+    /// Refused `load_exceeds_limit` (the load can never fit). Not charged.
+    LoadExceedsLimit,
+}
+
+impl ShadowDecision {
+    /// Whether enforce would have granted the request (now or after its wait).
+    pub fn grants(self) -> bool {
+        matches!(self, ShadowDecision::Grant | ShadowDecision::Wait)
+    }
+}
+
 /// A granted lease as reported to its holder.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseView {
@@ -218,10 +258,13 @@ pub enum Rejection {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// `duplicate`: the request id was already granted; this is that same lease.
+    /// `shadow`: on a dry-run resource, what enforce would have done (`None` in
+    /// enforce mode, and for a duplicate).
     Granted {
         lease: LeaseView,
         limits: Vec<LimitView>,
         duplicate: bool,
+        shadow: Option<Shadow>,
     },
     Released {
         already: bool,

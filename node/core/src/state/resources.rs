@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::tables::{self, Set};
 use super::{Ended, Fit, LimitKind, LimitView, Outcome, Rejection, State, Table};
 use crate::bucket::Bucket;
-use crate::config::{Per, ResourceConfig};
+use crate::config::{Mode, Per, ResourceConfig};
 use crate::RESOURCES_MAX;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,9 +97,21 @@ impl State {
         Outcome::ResourceDeleted { existed: true }
     }
 
-    /// Whether `load` fits `resource` at the current cluster time, and if not, how long
-    /// until the binding limit (the one that frees up last) has room.
+    /// Whether a request of `load` is admitted on `resource` now: `enforce_fit` for an
+    /// enforced resource; a dry-run resource admits every request at once (its grant
+    /// records the enforce decision as its shadow).
     pub fn fit(&self, resource: &str, load: u64) -> Fit {
+        match self.resources.get(resource) {
+            None => Fit::NoResource,
+            Some(r) if r.config.mode == Mode::DryRun => Fit::Now,
+            Some(_) => self.enforce_fit(resource, load),
+        }
+    }
+
+    /// Whether `load` fits `resource`'s limits at the current cluster time, and if not,
+    /// how long until the binding limit (the one that frees up last) has room. The
+    /// decision of an enforced resource, whatever the resource's mode.
+    pub fn enforce_fit(&self, resource: &str, load: u64) -> Fit {
         let Some(r) = self.resources.get(resource) else {
             return Fit::NoResource;
         };

@@ -1,7 +1,7 @@
 //! Snapshots: the state's bytes (`[version][bincode]`, equal states give equal bytes),
 //! `restore` with bounded decoding, and `check_invariants`, which every restore passes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -11,6 +11,8 @@ use super::leases::{Ended, Lease, Tombstone};
 use super::resources::Resource;
 use super::tables::{self, Map, Seq, Set};
 use super::{RequestKey, State};
+use crate::bucket::Bucket;
+use crate::config::{LaneConfig, Mode, RateLimit, ResourceConfig};
 use crate::keys::ApiKey;
 use crate::{IDEMPOTENCY_WINDOW_LEN_MAX, KEYS_MAX, LEASES_MAX, RESOURCES_MAX, TOMBSTONES_MAX};
 
@@ -23,7 +25,10 @@ use crate::{IDEMPOTENCY_WINDOW_LEN_MAX, KEYS_MAX, LEASES_MAX, RESOURCES_MAX, TOM
 /// such a cluster can be rolled); older versions are refused (docs/operations.md,
 /// "Upgrading"): the log records and peer messages that would carry them are refused by
 /// version too, so no build ever decodes a record of another layout.
-pub const SNAPSHOT_VERSION: u8 = 5;
+/// 6: resource configs carry a mode (enforce or dry run), leases whether their grant was
+/// charged to the limits. Versions 5 and 4 are still restored (`StateV5`, `StateV4`:
+/// every resource enforced, every lease charged, as those builds did).
+pub const SNAPSHOT_VERSION: u8 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -157,6 +162,10 @@ impl State {
         let decode = |e: bincode::error::DecodeError| SnapshotError::Decode(e.to_string());
         let (state, used) = match version {
             SNAPSHOT_VERSION => decode_bounded::<State>(body).map_err(decode)?,
+            5 => {
+                let (old, used) = decode_bounded::<StateV5>(body).map_err(decode)?;
+                (old.upgrade(), used)
+            }
             4 => {
                 let (old, used) = decode_bounded::<StateV4>(body).map_err(decode)?;
                 (old.upgrade(), used)
@@ -210,16 +219,135 @@ fn decode_bounded<T: DeserializeOwned>(
     }
 }
 
+/// A resource config as snapshot versions 4 and 5 laid it out: no mode (enforced).
+#[derive(Clone, Deserialize)]
+struct ResourceConfigV5 {
+    concurrency: Option<u32>,
+    rate: Vec<RateLimit>,
+    lanes: BTreeMap<String, LaneConfig>,
+    default_ttl_ms: u64,
+    max_queue: u32,
+}
+
+#[derive(Clone, Deserialize)]
+struct ResourceV5 {
+    config: ResourceConfigV5,
+    buckets: Vec<Bucket>,
+    #[serde(with = "tables::set")]
+    leases: Set<(u64, u64)>,
+    grants_total: u64,
+}
+
+/// A lease as snapshot versions 4 and 5 laid it out: always charged.
+#[derive(Clone, Deserialize)]
+struct LeaseV5 {
+    nonce: u64,
+    resource: String,
+    lane: String,
+    load: u64,
+    ttl_ms: u64,
+    expires_at_ms: u64,
+    granted_at_ms: u64,
+    holder: Option<String>,
+    owner: Option<String>,
+}
+
+fn upgrade_resources(old: Map<String, ResourceV5>) -> Map<String, Resource> {
+    old.into_iter()
+        .map(|(name, r)| {
+            let c = r.config;
+            let config = ResourceConfig {
+                concurrency: c.concurrency,
+                rate: c.rate,
+                lanes: c.lanes,
+                default_ttl_ms: c.default_ttl_ms,
+                max_queue: c.max_queue,
+                mode: Mode::Enforce,
+            };
+            let r = Resource {
+                config,
+                buckets: r.buckets,
+                leases: r.leases,
+                grants_total: r.grants_total,
+            };
+            (name, r)
+        })
+        .collect()
+}
+
+fn upgrade_leases(old: Map<u64, LeaseV5>) -> Map<u64, Lease> {
+    old.into_iter()
+        .map(|(token, l)| {
+            let l = Lease {
+                nonce: l.nonce,
+                resource: l.resource,
+                lane: l.lane,
+                load: l.load,
+                ttl_ms: l.ttl_ms,
+                expires_at_ms: l.expires_at_ms,
+                granted_at_ms: l.granted_at_ms,
+                holder: l.holder,
+                owner: l.owner,
+                charged: true,
+            };
+            (token, l)
+        })
+        .collect()
+}
+
+/// The state as snapshot version 5 laid it out: resources and leases of version 5.
+#[derive(Deserialize)]
+struct StateV5 {
+    now_ms: u64,
+    next_token: u64,
+    #[serde(with = "tables::map")]
+    resources: Map<String, ResourceV5>,
+    #[serde(with = "tables::map")]
+    leases: Map<u64, LeaseV5>,
+    #[serde(with = "tables::set")]
+    expiry: Set<(u64, u64)>,
+    #[serde(with = "tables::map")]
+    ended: Map<u64, Tombstone>,
+    #[serde(with = "tables::seq")]
+    ended_order: Seq<u64>,
+    #[serde(with = "tables::map")]
+    idempotency: Map<RequestKey, IdempotentGrant>,
+    #[serde(with = "tables::seq")]
+    idempotency_order: Seq<RequestKey>,
+    #[serde(with = "tables::map")]
+    keys: Map<String, ApiKey>,
+    #[serde(with = "tables::map")]
+    key_by_hash: Map<String, String>,
+}
+
+impl StateV5 {
+    fn upgrade(self) -> State {
+        State {
+            now_ms: self.now_ms,
+            next_token: self.next_token,
+            resources: upgrade_resources(self.resources),
+            leases: upgrade_leases(self.leases),
+            expiry: self.expiry,
+            ended: self.ended,
+            ended_order: self.ended_order,
+            idempotency: self.idempotency,
+            idempotency_order: self.idempotency_order,
+            keys: self.keys,
+            key_by_hash: self.key_by_hash,
+        }
+    }
+}
+
 /// The state as snapshot version 4 laid it out: tombstones without an end time, and no
-/// `ended_order`.
+/// `ended_order`; resources and leases as in version 5.
 #[derive(Deserialize)]
 struct StateV4 {
     now_ms: u64,
     next_token: u64,
     #[serde(with = "tables::map")]
-    resources: Map<String, Resource>,
+    resources: Map<String, ResourceV5>,
     #[serde(with = "tables::map")]
-    leases: Map<u64, Lease>,
+    leases: Map<u64, LeaseV5>,
     #[serde(with = "tables::set")]
     expiry: Set<(u64, u64)>,
     #[serde(with = "tables::map")]
@@ -262,8 +390,8 @@ impl StateV4 {
         State {
             now_ms: self.now_ms,
             next_token: self.next_token,
-            resources: self.resources,
-            leases: self.leases,
+            resources: upgrade_resources(self.resources),
+            leases: upgrade_leases(self.leases),
             expiry: self.expiry,
             ended,
             ended_order,

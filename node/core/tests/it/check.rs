@@ -61,6 +61,7 @@ pub fn grant_cmd(resource: &str, load: u64, n: u64) -> Grant {
         nonce: nonce(n),
         holder: None,
         owner: None,
+        wait_ms: 30_000,
     }
 }
 

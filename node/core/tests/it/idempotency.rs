@@ -38,6 +38,7 @@ fn a_duplicate_request_id_returns_the_same_lease_and_grants_nothing() {
         lease,
         duplicate,
         limits,
+        shadow: None,
     } = c.grant(retry)
     else {
         panic!()

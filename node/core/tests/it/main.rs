@@ -6,6 +6,7 @@
 //!   of DESIGN.md §2–§3.
 //! - `model`: a naive reference model and the property test comparing it with `State`.
 //! - `snapshot`: determinism and snapshot/restore.
+//! - `dry_run`: dry-run mode: the shadow is the enforce decision (properties).
 //! - `scope`: the permission and visibility rules.
 //! - `scheduler`: admission order, head of line, deadlines, bounds, wakeups, and a
 //!   randomised simulation checking that no grant ever exceeds a limit.
@@ -17,6 +18,7 @@
 mod buckets;
 mod check;
 mod clock;
+mod dry_run;
 mod idempotency;
 mod keys;
 mod leases;

@@ -375,6 +375,7 @@ impl Model {
                     lease: lease.clone(),
                     limits: self.limits(&lease.resource),
                     duplicate: true,
+                    shadow: None,
                 };
             }
             if id.is_empty() || id.len() > 128 {
@@ -444,6 +445,7 @@ impl Model {
             lease,
             limits: self.limits(&g.resource),
             duplicate: false,
+            shadow: None,
         }
     }
 
@@ -764,6 +766,7 @@ pub fn resolve(op: &Op, m: &Model, n: &mut u64) -> Command {
                 // snapshot round trip cover it.
                 holder: n.is_multiple_of(3).then(|| format!("worker {}", *n % 5)),
                 owner: OWNERS[*owner].map(str::to_owned),
+                wait_ms: 30_000,
             })
         }
         Op::Retry { pick } => {
@@ -778,6 +781,7 @@ pub fn resolve(op: &Op, m: &Model, n: &mut u64) -> Command {
                     nonce: nonce(*n),
                     holder: None,
                     owner: key.owner.clone(),
+                    wait_ms: 30_000,
                 }),
                 None => Command::DeleteKey {
                     name: KEY_NAMES[pick % KEY_NAMES.len()].into(),

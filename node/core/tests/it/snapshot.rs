@@ -63,7 +63,7 @@ fn restore_refuses_empty_wrong_version_and_garbage() {
 
     assert!(matches!(State::restore(&[]), Err(SnapshotError::Empty)));
     let version = good[0];
-    // 4 is still read (and a current body does not decode as it).
+    // 4 and 5 are still read (and a current body does not decode as them).
     for v in [0u8, 1, 2, 3, version + 1, 255] {
         let mut bad = good.clone();
         bad[0] = v;
@@ -72,12 +72,14 @@ fn restore_refuses_empty_wrong_version_and_garbage() {
             "version {v}"
         );
     }
-    let mut older = good.clone();
-    older[0] = 4;
-    assert!(matches!(
-        State::restore(&older),
-        Err(SnapshotError::Decode(_))
-    ));
+    for v in [4, 5] {
+        let mut older = good.clone();
+        older[0] = v;
+        assert!(
+            matches!(State::restore(&older), Err(SnapshotError::Decode(_))),
+            "a current body read as version {v}"
+        );
+    }
     assert!(matches!(
         State::restore(&[version]),
         Err(SnapshotError::Decode(_))
@@ -152,7 +154,7 @@ fn fixed_state() -> State {
 #[test]
 fn a_snapshot_older_than_version_4_is_refused_by_version() {
     use ratequeue_core::state::SNAPSHOT_VERSION;
-    assert_eq!(SNAPSHOT_VERSION, 5);
+    assert_eq!(SNAPSHOT_VERSION, 6);
     let mut old = fixed_state().snapshot();
     old[0] = 3;
     let e = State::restore(&old).unwrap_err();
@@ -205,7 +207,7 @@ fn a_version_4_snapshot_is_restored_and_upgraded() {
         Outcome::Released { already: false }
     );
     let again = s.snapshot();
-    assert_eq!(again[0], 5, "re-snapshotted in the current format");
+    assert_eq!(again[0], 6, "re-snapshotted in the current format");
     assert_eq!(State::restore(&again).unwrap(), s);
     s.tick(8_000 + TOMBSTONE_WINDOW_MS);
     assert_eq!(
@@ -217,4 +219,49 @@ fn a_version_4_snapshot_is_restored_and_upgraded() {
         Outcome::Rejected(Rejection::LeaseExpired),
         "released at 8 000 too: forgotten as well"
     );
+}
+
+/// A version 5 snapshot (made by the build before resources had a mode and leases a
+/// charged flag) is restored with every resource enforced and every lease charged, so a
+/// release still settles its `actual_load`.
+#[test]
+fn a_version_5_snapshot_is_restored_as_enforced_and_charged() {
+    // Made by the version-5 build: resource "r" (concurrency 2, load 100 per 60 s, put
+    // at 1 000); at 2 000 two grants of load 30 by alice (tokens 1, 2; nonces 11, 12;
+    // ttl 5 000); at 3 000 token 1 released with actual_load 10.
+    const V5: &str = "05fbb80b030101720102010164fb60ea00fb3075fb102701fc40ea7000fbb80b01fb581b\
+        020201020c01720764656661756c741efb8813fb581bfbd007000105616c69636501fb581b0201010\
+        00bfbb80b010100000000";
+    let bytes: Vec<u8> = (0..V5.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&V5[i..i + 2], 16).unwrap())
+        .collect();
+    let mut s = State::restore(&bytes).unwrap();
+    assert_eq!((s.now_ms(), s.next_token(), s.lease_count()), (3_000, 3, 1));
+    assert_eq!(s.resource("r").unwrap().mode, ratequeue_core::Mode::Enforce);
+    let load = |s: &State| {
+        s.limits("r")
+            .iter()
+            .find(|l| l.kind == ratequeue_core::LimitKind::Load)
+            .unwrap()
+            .remaining
+    };
+    // 100 - 30 - 30 + 20 (settled) plus one second's refill (100 per 60 s): 61.
+    assert_eq!(load(&s), 61);
+    let out = s.apply_command(&Command::Release {
+        lease: LeaseId {
+            token: 2,
+            nonce: 12,
+        },
+        actual_load: Some(0),
+    });
+    assert_eq!(out, Outcome::Released { already: false });
+    assert_eq!(
+        load(&s),
+        91,
+        "the restored lease was charged, so it settles"
+    );
+    let again = s.snapshot();
+    assert_eq!(again[0], 6);
+    assert_eq!(State::restore(&again).unwrap(), s);
 }

@@ -12,8 +12,8 @@ use ratequeue_api as api;
 use ratequeue_api::ErrorCode;
 use ratequeue_core::config::{validate_holder, validate_name, DEFAULT_LANE, DEFAULT_PRIORITY};
 use ratequeue_core::{
-    Command, LeaseId, LeaseView, LimitView, Outcome, LOAD_MAX, REQUEST_ID_LEN_MAX, TTL_MS_MAX,
-    TTL_MS_MIN,
+    Command, LeaseId, LeaseView, LimitView, Outcome, Shadow, ShadowDecision, LOAD_MAX,
+    REQUEST_ID_LEN_MAX, TTL_MS_MAX, TTL_MS_MIN,
 };
 
 use super::access;
@@ -147,7 +147,9 @@ pub(crate) async fn acquire(
     match node.admission.acquire(params).await {
         Ok(g) => {
             access::record("lease_id", &g.lease.id.to_string());
-            json(lease_json(g.lease, &g.limits, g.queued_ms))
+            let mut body = lease_json(g.lease, &g.limits, g.queued_ms);
+            body.shadow = g.shadow.map(shadow_json);
+            json(body)
         }
         Err(f) => failure(&node, &uri, f),
     }
@@ -164,6 +166,22 @@ pub(crate) fn lease_json(lease: LeaseView, limits: &[LimitView], queued_ms: u64)
         ttl_ms: lease.ttl_ms,
         queued_ms,
         limits: limits.iter().map(limit_json).collect(),
+        shadow: None,
+    }
+}
+
+/// A dry-run grant's shadow as the API shows it.
+pub(crate) fn shadow_json(s: Shadow) -> api::Shadow {
+    api::Shadow {
+        decision: match s.decision {
+            ShadowDecision::Grant => api::ShadowDecision::Grant,
+            ShadowDecision::Wait => api::ShadowDecision::Wait,
+            ShadowDecision::WouldBlock => api::ShadowDecision::WouldBlock,
+            ShadowDecision::WaitTimeout => api::ShadowDecision::WaitTimeout,
+            ShadowDecision::LoadExceedsLimit => api::ShadowDecision::LoadExceedsLimit,
+        },
+        wait_ms: s.wait_ms,
+        limit: s.binding.map(super::error::api_kind),
     }
 }
 

@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use ratequeue_api as api;
 use ratequeue_api::ErrorCode;
 use ratequeue_core::config::validate_name;
-use ratequeue_core::{Command, LaneConfig, LimitView, Outcome, Per, RateLimit, ResourceConfig};
+use ratequeue_core::{
+    Command, LaneConfig, LimitView, Mode, Outcome, Per, RateLimit, ResourceConfig,
+};
 
 use super::auth::denied;
 use super::error::{json, rejection, unexpected};
@@ -59,6 +61,10 @@ pub fn resource_config(spec: api::ResourceSpec) -> Result<ResourceConfig, ApiErr
         max_queue: spec
             .max_queue
             .unwrap_or(ratequeue_core::config::DEFAULT_MAX_QUEUE),
+        mode: match spec.mode.unwrap_or_default() {
+            api::Mode::Enforce => Mode::Enforce,
+            api::Mode::DryRun => Mode::DryRun,
+        },
     };
     config.validate().map_err(ApiError::invalid)?;
     Ok(config)
@@ -86,6 +92,10 @@ pub fn resource_spec(c: &ResourceConfig) -> api::ResourceSpec {
             .collect(),
         default_ttl_ms: Some(c.default_ttl_ms),
         max_queue: Some(c.max_queue),
+        mode: Some(match c.mode {
+            Mode::Enforce => api::Mode::Enforce,
+            Mode::DryRun => api::Mode::DryRun,
+        }),
     }
 }
 

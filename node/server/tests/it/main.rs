@@ -6,6 +6,7 @@ mod admission;
 mod cluster;
 mod dashboard;
 mod dev;
+mod dry_run;
 mod isolation;
 mod replication;
 mod security;

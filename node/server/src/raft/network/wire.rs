@@ -10,7 +10,8 @@ use super::secret::NONCE_BYTES;
 
 /// Version of the peer body format; bump on any incompatible change of the encoded types.
 /// 2: the commands' layout changed with record format 2 (lease owners, key scopes).
-pub(super) const WIRE_VERSION: u8 = 2;
+/// 3: with record format 3 (resource modes, the grant's `wait_ms`).
+pub(super) const WIRE_VERSION: u8 = 3;
 
 pub(super) const PATH_APPEND_ENTRIES: &str = "/raft/append-entries";
 pub(super) const PATH_VOTE: &str = "/raft/vote";

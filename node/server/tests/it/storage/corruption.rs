@@ -92,7 +92,7 @@ async fn unknown_format_version_of_the_vote_is_reported() {
             err,
             StoreError::Version {
                 found: 9,
-                expected: 2,
+                expected: 3,
                 ..
             }
         ),
@@ -100,13 +100,14 @@ async fn unknown_format_version_of_the_vote_is_reported() {
     );
     assert!(
         err.to_string()
-            .starts_with("record vote has format version 9, this build reads version 2"),
+            .starts_with("record vote has format version 9, this build reads version 3"),
         "{err}"
     );
 }
 
-/// Record format 2 changed the commands' layout (issue 15): a log entry written by the
-/// previous format is refused by its version byte, never decoded as the new layout.
+/// Record formats 2 (issue 15) and 3 (issue 19) changed the commands' layout: a log
+/// entry written by the previous format is refused by its version byte, never decoded as
+/// the new layout.
 #[tokio::test]
 async fn a_log_entry_of_the_previous_format_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -114,7 +115,7 @@ async fn a_log_entry_of_the_previous_format_is_refused() {
     edit_tree(dir.path(), SledBackend::LOG_TREE, |t| {
         let key = SledBackend::log_key(3);
         let mut value = t.get(key).unwrap().unwrap().to_vec();
-        value[0] = 1;
+        value[0] = 2;
         t.insert(key, value).unwrap();
     });
     let err = open_err(dir.path());
@@ -122,8 +123,8 @@ async fn a_log_entry_of_the_previous_format_is_refused() {
         matches!(
             err,
             StoreError::Version {
-                found: 1,
-                expected: 2,
+                found: 2,
+                expected: 3,
                 ..
             }
         ),
