@@ -4,6 +4,7 @@
 #
 #   bash bench/python/run.sh [OUT_DIR]          # ~6 minutes
 #   SECONDS_PER=3 bash bench/python/run.sh      # a quick pass
+#   RATEQUEUE_BIN_DIR=DIR bash bench/python/run.sh   # DIR's ratequeue + rqctl, no build
 #
 # Starts a fresh 3-node ratequeue cluster (release build, every entry fsynced) through the
 # test-cluster kit (scripts/dev-cluster.sh) and a Redis server (Debian's redis-server,
@@ -41,8 +42,14 @@ if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
   'limits[redis]' 'httpx[http2]' httpcore aiohttp
 py="$venv/bin/python"
 
-cargo build --release --locked -p ratequeue-node -p ratequeue-client
-bin=target/release
+# RATEQUEUE_BIN_DIR: a directory holding release builds of `ratequeue` and `rqctl` to use
+# instead of building them (as bench/dashboard.sh takes it).
+if [ -n "${RATEQUEUE_BIN_DIR:-}" ]; then
+  bin=$RATEQUEUE_BIN_DIR
+else
+  cargo build --release --locked -p ratequeue-node -p ratequeue-client
+  bin=target/release
+fi
 
 . scripts/dev-cluster.sh
 pids=()

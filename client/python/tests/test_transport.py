@@ -217,3 +217,20 @@ def test_a_forked_child_makes_other_request_ids() -> None:
         theirs = f.read()
     os.waitpid(pid, 0)
     assert len(theirs) == len(mine) == 32 and theirs != mine
+
+
+def test_a_forked_child_names_its_own_pid_as_holder() -> None:
+    """The holder's host and pid are read once per process: a forked child reads its own."""
+    from ratequeue._config import this_process_holder
+
+    assert this_process_holder(None).endswith(f":{os.getpid()}")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.write(w, this_process_holder("job").encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        theirs = f.read()
+    os.waitpid(pid, 0)
+    assert theirs.startswith("job@") and theirs.endswith(f":{pid}")

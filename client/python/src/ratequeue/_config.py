@@ -13,7 +13,7 @@ import os
 import re
 import socket
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 #: A file path argument: a str or any os.PathLike (pathlib.Path).
 PathArg = Union[str, "os.PathLike[str]"]
@@ -228,7 +228,19 @@ def holder(label: Optional[str], host: str, pid: int) -> str:
     return f"{label[: HOLDER_LEN_MAX - len(place) - 1]}@{place}"
 
 
+#: (host name, pid) of this process, read at its first acquire: asking the OS on every
+#: acquire cost two system calls. Emptied in a forked child, which reads its own pid.
+_place: List[Tuple[str, int]] = []
+
+
 def this_process_holder(label: Optional[str]) -> str:
     """`holder` for this host and process (the pid of the caller: a forked worker names
     itself, not its parent)."""
-    return holder(label, socket.gethostname(), os.getpid())
+    if not _place:
+        _place.append((socket.gethostname(), os.getpid()))
+    host, pid = _place[0]
+    return holder(label, host, pid)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_place.clear)
