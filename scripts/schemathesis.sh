@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # schemathesis against a real 3-node cluster (a step of scripts/test-all): the cluster's
 # own OpenAPI description (GET /v1/openapi.json) drives a short, bounded, seeded run with
-# the admin token. It fails on any 5xx and on any answer that does not conform to the
-# description (status, content type, headers, body schema).
+# the admin token: examples, coverage (valid and invalid values of every parameter and
+# field, requests without the token), fuzzing, and stateful sequences along the
+# description's links (PUT a resource, acquire on it, release and renew the lease). It
+# fails on any 5xx and on any answer that does not conform to the description (status,
+# content type, headers, body schema).
 #
 #   scripts/schemathesis.sh [BIN]      BIN: the ratequeue binary (default target/debug/ratequeue)
 #
@@ -39,17 +42,18 @@ echo "schemathesis $version against $DEV_LEADER_URL (seed $seed, at most $exampl
 # The run is bounded by --max-examples per operation and --max-time; `timeout` is the
 # last resort against a hang.
 status=0
-timeout 300 "$venv/bin/schemathesis" run "$DEV_LEADER_URL/v1/openapi.json" \
+# The hooks keep each acquire's wait short (scripts/schemathesis_hooks.py).
+SCHEMATHESIS_HOOKS=scripts/schemathesis_hooks.py timeout 300 "$venv/bin/schemathesis" run "$DEV_LEADER_URL/v1/openapi.json" \
   --url "$DEV_LEADER_URL" \
   --header "Authorization: Bearer $DEV_TOKEN" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
   --exclude-path-regex '^/v1/cluster/members' \
-  --phases examples,coverage,fuzzing \
+  --phases examples,coverage,fuzzing,stateful \
   --max-examples "$examples" \
   --max-time 150 \
   --seed "$seed" \
   --workers 1 \
-  --request-timeout 20 \
+  --request-timeout 40 \
   --max-redirects 0 \
   --no-color \
   --report junit,ndjson --report-junit-path "$report/junit.xml" --report-ndjson-path "$report/events.ndjson" \

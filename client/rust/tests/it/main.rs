@@ -8,3 +8,4 @@ mod cluster;
 mod failover;
 mod lease;
 mod rqctl;
+mod tls;

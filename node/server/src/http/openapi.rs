@@ -232,8 +232,197 @@ pub fn document() -> &'static str {
     DOC.get_or_init(|| {
         let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
         optional_bodies_are_absent(&mut doc);
+        add_links(&mut doc);
+        add_bounds(&mut doc);
         serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     })
+}
+
+/// The links between operations (OpenAPI `links`): what a client does next with an
+/// answer. A stateful fuzzer follows them too (a resource to its acquire, a lease to
+/// its release and renew, a key to its rotate and delete).
+const LINKS: &[(&str, &str, &str, &str, &str, &str, &str)] = &[
+    // (path, method, status, link, operation id, parameter, value)
+    (
+        "/v1/resources/{name}",
+        "put",
+        "201",
+        "acquire",
+        "acquire",
+        "name",
+        "$request.path.name",
+    ),
+    (
+        "/v1/resources/{name}",
+        "put",
+        "200",
+        "acquire",
+        "acquire",
+        "name",
+        "$request.path.name",
+    ),
+    (
+        "/v1/resources/{name}/acquire",
+        "post",
+        "200",
+        "release",
+        "release",
+        "id",
+        "$response.body#/lease_id",
+    ),
+    (
+        "/v1/resources/{name}/acquire",
+        "post",
+        "200",
+        "renew",
+        "renew",
+        "id",
+        "$response.body#/lease_id",
+    ),
+    (
+        "/v1/keys",
+        "post",
+        "201",
+        "rotate",
+        "rotate_key",
+        "name",
+        "$response.body#/name",
+    ),
+    (
+        "/v1/keys",
+        "post",
+        "201",
+        "delete",
+        "delete_key",
+        "name",
+        "$response.body#/name",
+    ),
+];
+
+fn add_links(doc: &mut serde_json::Value) {
+    for (path, method, status, link, operation, parameter, value) in LINKS {
+        let pointer = format!(
+            "/paths/{}/{method}/responses/{status}",
+            path.replace('~', "~0").replace('/', "~1")
+        );
+        if let Some(answer) = doc.pointer_mut(&pointer).and_then(|a| a.as_object_mut()) {
+            let links = answer.entry("links").or_insert_with(|| json!({}));
+            let mut parameters = serde_json::Map::new();
+            parameters.insert((*parameter).to_owned(), json!(value));
+            links[*link] = json!({"operationId": operation, "parameters": parameters});
+        }
+    }
+}
+
+/// The bounds the server checks on request fields, from the constants it checks them
+/// with (the wire types cannot name them: `ratequeue-api` does not depend on the core).
+/// Each is merged into the property's schema.
+fn bounds() -> Vec<(&'static str, &'static str, serde_json::Value)> {
+    use ratequeue_core::{
+        HOLDER_LEN_MAX, KEY_EXPIRES_IN_MS_MAX, KEY_IN_FLIGHT_MAX, KEY_PATTERNS_MAX,
+        KEY_PATTERN_LEN_MAX, LANES_PER_RESOURCE_MAX, LANE_WEIGHT_MAX, LIMIT_MAX, LOAD_MAX,
+        NAME_LEN_MAX, QUEUE_LEN_MAX, RATE_BUCKETS_MAX, REQUEST_ID_LEN_MAX, TTL_MS_MAX, TTL_MS_MIN,
+        WAITERS_MAX, WINDOW_MS_MAX,
+    };
+    let name = json!({"pattern": format!("^[A-Za-z0-9._:-]{{1,{NAME_LEN_MAX}}}$")});
+    let ttl = json!({"minimum": TTL_MS_MIN, "maximum": TTL_MS_MAX});
+    let patterns = json!({"maxItems": KEY_PATTERNS_MAX,
+                          "items": {"minLength": 1, "maxLength": KEY_PATTERN_LEN_MAX}});
+    let expiry = json!({"minimum": 1, "maximum": KEY_EXPIRES_IN_MS_MAX});
+    vec![
+        ("AcquireRequest", "load", json!({"maximum": LOAD_MAX})),
+        ("AcquireRequest", "lane", name.clone()),
+        ("AcquireRequest", "ttl_ms", ttl.clone()),
+        (
+            "AcquireRequest",
+            "wait_ms",
+            json!({"maximum": super::WAIT_MS_MAX}),
+        ),
+        (
+            "AcquireRequest",
+            "request_id",
+            json!({"minLength": 1, "maxLength": REQUEST_ID_LEN_MAX}),
+        ),
+        (
+            "AcquireRequest",
+            "holder",
+            json!({"pattern": format!("^[ -~]{{1,{HOLDER_LEN_MAX}}}$")}),
+        ),
+        (
+            "ReleaseRequest",
+            "actual_load",
+            json!({"maximum": LOAD_MAX}),
+        ),
+        ("RenewRequest", "ttl_ms", ttl.clone()),
+        (
+            "ResourceSpec",
+            "concurrency",
+            json!({"minimum": 1, "maximum": LIMIT_MAX}),
+        ),
+        (
+            "ResourceSpec",
+            "rate",
+            json!({"maxItems": RATE_BUCKETS_MAX}),
+        ),
+        (
+            "ResourceSpec",
+            "lanes",
+            json!({"maxProperties": LANES_PER_RESOURCE_MAX, "propertyNames": name}),
+        ),
+        ("ResourceSpec", "default_ttl_ms", ttl),
+        (
+            "ResourceSpec",
+            "max_queue",
+            json!({"maximum": QUEUE_LEN_MAX}),
+        ),
+        ("Rate", "limit", json!({"minimum": 1, "maximum": LIMIT_MAX})),
+        (
+            "Rate",
+            "window_ms",
+            json!({"minimum": 1, "maximum": WINDOW_MS_MAX}),
+        ),
+        (
+            "Lane",
+            "weight",
+            json!({"minimum": 1, "maximum": LANE_WEIGHT_MAX}),
+        ),
+        ("CreateKeyRequest", "name", name),
+        ("CreateKeyRequest", "resources", patterns.clone()),
+        ("CreateKeyRequest", "lanes", patterns),
+        (
+            "CreateKeyRequest",
+            "max_waiters",
+            json!({"minimum": 1, "maximum": WAITERS_MAX}),
+        ),
+        (
+            "CreateKeyRequest",
+            "max_in_flight",
+            json!({"minimum": 1, "maximum": KEY_IN_FLIGHT_MAX}),
+        ),
+        ("CreateKeyRequest", "expires_in_ms", expiry.clone()),
+        ("RotateKeyRequest", "expires_in_ms", expiry),
+    ]
+}
+
+fn add_bounds(doc: &mut serde_json::Value) {
+    for (schema, property, bound) in bounds() {
+        let pointer = format!("/components/schemas/{schema}/properties/{property}");
+        if let Some(target) = doc.pointer_mut(&pointer) {
+            merge(target, bound);
+        }
+    }
+}
+
+/// `bound`'s keys into `target`, objects merged key by key.
+fn merge(target: &mut serde_json::Value, bound: serde_json::Value) {
+    match (target, bound) {
+        (serde_json::Value::Object(t), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge(t.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (t, b) => *t = b,
+    }
 }
 
 /// An optional body (`Option<T>` in `request_body`) is one that may be left out, not
@@ -382,6 +571,37 @@ mod tests {
                     "{method} {path}: no answer but errors"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn every_bound_lands_on_a_property() {
+        let doc: serde_json::Value = serde_json::from_str(document()).unwrap();
+        for (schema, property, bound) in bounds() {
+            let p = &doc["components"]["schemas"][schema]["properties"][property];
+            assert!(p.is_object(), "{schema}.{property}");
+            for (k, _) in bound.as_object().unwrap() {
+                assert!(p.get(k).is_some(), "{schema}.{property}: {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_link_starts_at_an_answer_and_names_an_operation() {
+        let doc: serde_json::Value = serde_json::from_str(document()).unwrap();
+        let mut ids = BTreeSet::new();
+        for item in doc["paths"].as_object().unwrap().values() {
+            for op in item.as_object().unwrap().values() {
+                ids.insert(op["operationId"].as_str().unwrap().to_owned());
+            }
+        }
+        for (path, method, status, link, operation, ..) in LINKS {
+            let answer = &doc["paths"][*path][*method]["responses"][*status];
+            assert!(
+                answer["links"][*link].is_object(),
+                "{method} {path} {status}: {link}"
+            );
+            assert!(ids.contains(*operation), "{operation}");
         }
     }
 

@@ -902,3 +902,119 @@ async fn a_follower_that_lags_a_new_key_defers_to_the_leader() {
         .await;
     assert_eq!((s, code(&v)), (401, "unauthorized"), "{v}");
 }
+
+/// The server's first SETTINGS frame on a fresh h2c connection: (identifier, value).
+async fn h2_server_settings(api: &str) -> Vec<(u16, u32)> {
+    let mut s = TcpStream::connect(api).await.unwrap();
+    s.write_all(H2_PREFACE).await.unwrap();
+    s.write_all(&h2_frame(0x4, 0, 0, &[])).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            // A frame: 9 bytes of header, then its payload.
+            if got.len() >= 9 {
+                let len = (got[0] as usize) << 16 | (got[1] as usize) << 8 | got[2] as usize;
+                if got.len() >= 9 + len {
+                    return;
+                }
+            }
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before its SETTINGS");
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no SETTINGS frame from the server");
+    assert_eq!(
+        got[3], 0x4,
+        "the server's first frame is not SETTINGS: {got:?}"
+    );
+    let len = (got[0] as usize) << 16 | (got[1] as usize) << 8 | got[2] as usize;
+    got[9..9 + len]
+        .chunks(6)
+        .map(|p| {
+            (
+                u16::from_be_bytes([p[0], p[1]]),
+                u32::from_be_bytes([p[2], p[3], p[4], p[5]]),
+            )
+        })
+        .collect()
+}
+
+/// Observation 7: waiters cost ~40 KB each over HTTP/1.1 and were capped only
+/// cluster-wide (1 M), so one key could park enough to exhaust a node. A key now has at
+/// most `max_in_flight` requests in flight on a node (and `max_waiters` queued:
+/// observation 4), a source address at most 256 connections (observation 3), and an
+/// HTTP/2 connection at most 128 requests in flight, which its SETTINGS announce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_and_a_connection_bound_what_they_park() {
+    let c = Cluster::start(1).await;
+    c.put_resource("full", json!({"concurrency": 1})).await;
+    let (s, v) = c.acquire(1, "full", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let k = key(
+        &c,
+        json!({"name": "parker", "role": "client", "resources": ["full"], "max_in_flight": 2}),
+    )
+    .await;
+
+    // Two waiting acquires fill the key's in-flight quota on this node...
+    let url = format!("{}/v1/resources/full/acquire", c.url(1));
+    let parked: Vec<_> = (0..2)
+        .map(|_| {
+            let req = c
+                .http()
+                .post(&url)
+                .bearer_auth(&k)
+                .json(&json!({"wait_ms": 60_000}));
+            tokio::spawn(async move { req.send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    let waiters = |text: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix("ratequeue_waiters ")?.parse().ok())
+    };
+    eventually(Duration::from_secs(20), "both acquires queued", || async {
+        let text = metrics(&c, &c.url(1), Some(ADMIN)).await.ok()?;
+        (waiters(&text)? == 2.0).then_some(())
+    })
+    .await;
+    // ...so its next request, of any kind, is refused before it is read...
+    let (s, v) = c
+        .send(1, Method::GET, "/v1/dashboard/session", None, &k)
+        .await;
+    assert_eq!(s, 429, "{v}");
+    assert_eq!(code(&v), "quota_exceeded", "{v}");
+    assert!(v["error"]["retry_after_ms"].as_u64().unwrap() > 0, "{v}");
+    let (s, v) = acquire_as(&c, &k, "full", json!({"wait_ms": 60_000})).await;
+    assert_eq!(s, 429, "{v}");
+    assert_eq!(code(&v), "quota_exceeded", "{v}");
+    let text = metrics(&c, &c.url(1), Some(ADMIN)).await.unwrap();
+    assert_eq!(waiters(&text), Some(2.0), "a refused request queued");
+    // ...while other callers are not held back.
+    let (s, v) = c
+        .send(1, Method::GET, "/v1/dashboard/session", None, ADMIN)
+        .await;
+    assert_eq!(s, 200, "{v}");
+
+    // Once the slot frees, the parked acquires are answered and the quota is given back.
+    let (s, v) = c
+        .send(1, Method::DELETE, "/v1/resources/full", None, ADMIN)
+        .await;
+    assert_eq!(s, 204, "{v}");
+    for p in parked {
+        assert_eq!(p.await.unwrap().unwrap(), 404);
+    }
+    let (s, v) = c
+        .send(1, Method::GET, "/v1/dashboard/session", None, &k)
+        .await;
+    assert_eq!(s, 200, "{v}");
+
+    // An HTTP/2 connection: at most 128 concurrent streams (SETTINGS_MAX_CONCURRENT_STREAMS).
+    let settings = h2_server_settings(&c.block().api_addr(1).to_string()).await;
+    assert!(
+        settings.contains(&(0x3, 128)),
+        "SETTINGS without MAX_CONCURRENT_STREAMS 128: {settings:?}"
+    );
+}
