@@ -3,6 +3,8 @@
 //! and refused with a 503 `no_leader` otherwise. Linearizable reads pass a ReadIndex
 //! round first unless `?stale=true`.
 
+use std::time::Duration;
+
 use axum::http::header::LOCATION;
 use axum::http::{HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -87,14 +89,36 @@ pub(super) struct ReadQuery {
     pub(super) stale: bool,
 }
 
-/// Reads go to the leader after a ReadIndex round, unless `?stale=true`.
+/// How long a read waits for its leader to confirm it still leads: ReadIndex rounds are
+/// tried again for this long (each is bounded by a heartbeat's timeout), so a follower
+/// slow to answer one heartbeat (a busy machine) does not fail the read.
+pub(super) const READ_CONFIRM_MAX: Duration = Duration::from_secs(2);
+
+/// Reads go to the leader after a ReadIndex round, unless `?stale=true`. A round that
+/// fails is tried again while this node still serves as leader, for up to
+/// `READ_CONFIRM_MAX`; then `503 no_leader` (or a 307 if another leader is known).
 pub(super) async fn read_barrier(node: &Node, uri: &Uri, stale: bool) -> Result<(), Response> {
     if stale {
         return Ok(());
     }
     require_leader(node, uri)?;
-    match node.raft.ensure_linearizable().await {
-        Ok(_) => Ok(()),
-        Err(_) => Err(leader_error(node, uri)),
+    let deadline = tokio::time::Instant::now() + READ_CONFIRM_MAX;
+    loop {
+        if node.raft.ensure_linearizable().await.is_ok() {
+            return Ok(());
+        }
+        let leads = node.admission.is_serving() && !node.is_shutting_down();
+        if !leads || tokio::time::Instant::now() >= deadline {
+            break;
+        }
     }
+    if node.leader().is_some_and(|(id, _)| id != node.id) {
+        return Err(leader_error(node, uri));
+    }
+    Err(ApiError::new(
+        ErrorCode::NoLeader,
+        "this node could not confirm with a quorum that it still leads; retry shortly",
+    )
+    .retry(NO_LEADER_RETRY_MS)
+    .into_response())
 }

@@ -429,3 +429,32 @@ async fn a_lagging_node_catches_up_from_a_snapshot_after_purge() {
     let s = c.status(lagging).await.unwrap();
     assert!(s.snapshot.is_some(), "it was sent a snapshot: {s:?}");
 }
+
+/// Found by schemathesis on a loaded machine: a linearizable read on the serving leader
+/// was answered `503 no_leader` ("no leader is known") as soon as one heartbeat round
+/// timed out (150 ms). The leader now tries the ReadIndex round again for up to 2 s: a
+/// read sent while both followers are stopped for half a second is answered once they
+/// are back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_waits_out_followers_that_are_slow_for_a_moment() {
+    let mut c = Cluster::start(3).await;
+    let l = c.wait_leader().await;
+    let followers: Vec<u64> = c.running().into_iter().filter(|id| *id != l).collect();
+    let http = c.http().clone();
+    let url = format!("{}/v1/keys", c.url(l));
+    for f in &followers {
+        c.pause(*f).unwrap();
+    }
+    let read = tokio::spawn(async move {
+        let r = http.get(url).bearer_auth(ADMIN).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    // The fault's length, not a wait for a condition: longer than a heartbeat round's
+    // timeout, shorter than an election timeout.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for f in &followers {
+        c.resume(*f).unwrap();
+    }
+    let (s, body) = read.await.unwrap();
+    assert_eq!(s, 200, "{body}");
+}
