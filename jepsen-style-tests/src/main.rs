@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use jepsen_style_tests::checker::{self, Config};
 use jepsen_style_tests::client::Block;
-use jepsen_style_tests::nemesis::parse_faults;
+use jepsen_style_tests::nemesis::{parse_faults, Fault};
 use jepsen_style_tests::run::{find_server_bin, run, RunConfig};
 use jepsen_style_tests::workload::parse_workloads;
 use jepsen_style_tests::{cleanup, history, parse_duration};
@@ -63,6 +63,11 @@ struct Cli {
     /// CI mode (default: `ratequeue-sabotaged` next to the server binary).
     #[arg(long)]
     sabotaged_bin: Option<PathBuf>,
+    /// The server built with `--features ratequeue-node/failpoints`, for the storage and
+    /// disk faults and their controls (default: `ratequeue-failpoints` next to the
+    /// server binary; `ci.sh` builds it).
+    #[arg(long)]
+    failpoints_bin: Option<PathBuf>,
     /// An acquire must succeed this soon after the final heal.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     liveness_bound: Duration,
@@ -85,6 +90,49 @@ enum Sabotage {
     /// Run the broken build whose followers grant from their own applied state, without
     /// Raft (`--sabotaged-bin`).
     FollowerGrants,
+    /// The failpoints build acknowledging flushes before they are durable (fsync for real
+    /// every 2 s), and a power cut of every node mid-run.
+    LyingFsync,
+    /// The failpoints build ignoring injected disk errors, under `disk-eio` faults.
+    IgnoreDiskErrors,
+    /// The failpoints build silently deleting a damaged last log record at start,
+    /// under `torn-tail` faults.
+    RepairTail,
+    /// The failpoints build whose leader stamps cluster time from its wall clock, under
+    /// `clock-wall-forward` faults.
+    WallClockStamps,
+}
+
+impl Sabotage {
+    /// The broken settings of the failpoints build, as node environment.
+    fn node_env(self) -> Vec<(String, String)> {
+        let kv = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
+        match self {
+            Sabotage::LyingFsync => kv("RATEQUEUE_FAILPOINT_LYING_FSYNC_MS", "2000"),
+            Sabotage::IgnoreDiskErrors => kv("RATEQUEUE_FAILPOINT_IGNORE_DISK_ERRORS", "1"),
+            Sabotage::RepairTail => kv("RATEQUEUE_FAILPOINT_REPAIR_TAIL", "1"),
+            Sabotage::WallClockStamps => kv("RATEQUEUE_FAILPOINT_STAMP_WALL", "1"),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The faults the control runs under (added to the run's own).
+    fn faults(self) -> Vec<Fault> {
+        match self {
+            Sabotage::IgnoreDiskErrors => vec![Fault::DiskEio],
+            Sabotage::RepairTail => vec![Fault::TornTail],
+            Sabotage::WallClockStamps => vec![Fault::ClockWallForward],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The fault placed in the middle of the control run.
+    fn middle(self) -> Option<Fault> {
+        match self {
+            Sabotage::LyingFsync => Some(Fault::PowerCutAll),
+            _ => None,
+        }
+    }
 }
 
 impl Sabotage {
@@ -92,6 +140,10 @@ impl Sabotage {
         match self {
             Sabotage::LoseDisks => "lose-disks",
             Sabotage::FollowerGrants => "follower-grants",
+            Sabotage::LyingFsync => "lying-fsync",
+            Sabotage::IgnoreDiskErrors => "ignore-disk-errors",
+            Sabotage::RepairTail => "repair-tail",
+            Sabotage::WallClockStamps => "wall-clock-stamps",
         }
     }
 
@@ -117,6 +169,16 @@ fn sabotaged_bin(cli: &Cli, server: &std::path::Path) -> anyhow::Result<PathBuf>
     Ok(p)
 }
 
+/// The failpoints build: `--failpoints-bin`, else `ratequeue-failpoints` beside the
+/// server (`None` if absent: runs that need it then fail and say how to build it).
+fn failpoints_bin(cli: &Cli, server: &std::path::Path) -> Option<PathBuf> {
+    let p = match &cli.failpoints_bin {
+        Some(p) => p.clone(),
+        None => server.with_file_name("ratequeue-failpoints"),
+    };
+    p.is_file().then_some(p)
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Re-run the checkers on a recorded history.
@@ -129,6 +191,8 @@ enum Cmd {
 /// the sabotage control stay within about three minutes on two cores.
 const CI_DURATION: Duration = Duration::from_secs(80);
 const CI_SABOTAGE_DURATION: Duration = Duration::from_secs(20);
+/// The storage, disk and clock run: long enough for each of its twelve faults once.
+const CI_STORAGE_DURATION: Duration = Duration::from_secs(90);
 
 fn random_seed() -> u64 {
     let t = std::time::SystemTime::now()
@@ -188,7 +252,15 @@ async fn real_main() -> anyhow::Result<bool> {
     if cli.nodes != 3 && cli.nodes != 5 {
         anyhow::bail!("--nodes must be 3 or 5");
     }
-    let faults = parse_faults(&cli.nemesis)?;
+    let mut faults = parse_faults(&cli.nemesis)?;
+    if let Some(sab) = cli.sabotage {
+        for f in sab.faults() {
+            if !faults.contains(&f) {
+                faults.push(f);
+            }
+        }
+    }
+    let failpoint_bin = failpoints_bin(&cli, &bin);
     let workloads = parse_workloads(&cli.workload)?;
     let bin = match cli.sabotage {
         Some(Sabotage::FollowerGrants) => sabotaged_bin(&cli, &bin)?,
@@ -226,6 +298,9 @@ async fn real_main() -> anyhow::Result<bool> {
             block: block_for(k),
             liveness_bound: cli.liveness_bound,
             command,
+            failpoint_bin: failpoint_bin.clone(),
+            node_env: cli.sabotage.map(Sabotage::node_env).unwrap_or_default(),
+            middle: cli.sabotage.and_then(Sabotage::middle),
         };
         let outcome = run(&cfg)
             .await
@@ -243,11 +318,22 @@ async fn real_main() -> anyhow::Result<bool> {
     Ok(all_valid)
 }
 
-/// The CI mode: a mixed run that must pass, and two sabotaged runs that must fail: one
-/// that loses every disk mid-run, one of the build whose followers grant locally.
+/// The CI mode: a mixed run and a storage-and-disk run that must pass, and five
+/// sabotaged runs that must fail: one that loses every disk mid-run, the build whose
+/// followers grant locally, and the failpoints build with a lying fsync (under a power
+/// cut of every node), ignoring disk errors (under `disk-eio`) and repairing a damaged
+/// log tail (under `torn-tail`).
 async fn ci(cli: &Cli, bin: PathBuf) -> anyhow::Result<bool> {
     let seed = cli.seed.unwrap_or_else(random_seed);
     let broken = sabotaged_bin(cli, &bin)?;
+    let failpoints = failpoints_bin(cli, &bin).with_context(|| {
+        format!(
+            "the failpoints build {} not found: build it with `cargo build --features \
+             ratequeue-node/failpoints` and copy target/debug/ratequeue there \
+             (jepsen-style-tests/ci.sh does), or pass --failpoints-bin",
+            bin.with_file_name("ratequeue-failpoints").display()
+        )
+    })?;
     let base = cli
         .out
         .clone()
@@ -269,36 +355,67 @@ async fn ci(cli: &Cli, bin: PathBuf) -> anyhow::Result<bool> {
             "cargo run -p jepsen-style-tests --bin jepsen -- --seed {seed} --nodes 3 --duration {}s --nemesis all --workload all",
             CI_DURATION.as_secs()
         ),
+        failpoint_bin: Some(failpoints.clone()),
+        node_env: Vec::new(),
+        middle: None,
     };
-    let a = run(&mixed).await.context("the mixed-fault run")?;
-    println!("{}", a.summary);
-    let mut lines = vec![format!(
-        "jepsen ci: seed {seed}: mixed-fault run {}",
-        if a.valid { "VALID" } else { "INVALID" }
-    )];
+    let storage = RunConfig {
+        duration: CI_STORAGE_DURATION,
+        faults: parse_faults("storage,disk,clock,kill-leader")?,
+        out: base.join(format!("storage-seed-{seed}")),
+        block: block_for(1),
+        command: format!(
+            "cargo run -p jepsen-style-tests --bin jepsen -- --seed {seed} --nodes 3 --duration {}s --nemesis storage,disk,clock,kill-leader --workload all",
+            CI_STORAGE_DURATION.as_secs()
+        ),
+        ..mixed.clone()
+    };
+    let mut lines = Vec::new();
+    let mut all_valid = true;
+    for (what, cfg) in [
+        ("mixed-fault run", &mixed),
+        ("storage/disk/clock-fault run", &storage),
+    ] {
+        let a = run(cfg).await.with_context(|| format!("the {what}"))?;
+        println!("{}", a.summary);
+        all_valid &= a.valid;
+        lines.push(format!(
+            "jepsen ci: seed {seed}: {what} {}",
+            if a.valid { "VALID" } else { "INVALID" }
+        ));
+    }
     let mut all_caught = true;
-    for (k, sabotage) in [Sabotage::LoseDisks, Sabotage::FollowerGrants]
-        .into_iter()
-        .enumerate()
+    for (k, sabotage) in [
+        Sabotage::LoseDisks,
+        Sabotage::FollowerGrants,
+        Sabotage::LyingFsync,
+        Sabotage::IgnoreDiskErrors,
+        Sabotage::RepairTail,
+        Sabotage::WallClockStamps,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let name = sabotage.name();
         let control = RunConfig {
             duration: CI_SABOTAGE_DURATION,
-            faults: Vec::new(),
+            faults: sabotage.faults(),
             workloads: parse_workloads("semaphore,durable")?,
             out: base.join(format!("sabotage-{name}-seed-{seed}")),
             bin: match sabotage {
-                Sabotage::LoseDisks => bin.clone(),
                 Sabotage::FollowerGrants => broken.clone(),
+                _ => bin.clone(),
             },
             recovery: Duration::from_secs(4),
             lose_disks: sabotage == Sabotage::LoseDisks,
-            block: block_for(1 + k as u64),
+            block: block_for(2 + k as u64),
             command: format!(
                 "cargo run -p jepsen-style-tests --bin jepsen -- --seed {seed} --duration {}s --nemesis none --workload semaphore,durable{}",
                 CI_SABOTAGE_DURATION.as_secs(),
                 sabotage.flag()
             ),
+            node_env: sabotage.node_env(),
+            middle: sabotage.middle(),
             ..mixed.clone()
         };
         let b = run(&control)
@@ -322,5 +439,5 @@ async fn ci(cli: &Cli, bin: PathBuf) -> anyhow::Result<bool> {
         ));
     }
     println!("{}", lines.join("\n"));
-    Ok(a.valid && all_caught)
+    Ok(all_valid && all_caught)
 }

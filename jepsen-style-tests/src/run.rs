@@ -43,6 +43,22 @@ pub struct RunConfig {
     pub liveness_bound: Duration,
     /// The command line that reproduces this run (for the report).
     pub command: String,
+    /// The server built with `--features ratequeue-node/failpoints`: the cluster runs it
+    /// when a storage or disk fault is enabled, and the nemesis runs its power cut.
+    pub failpoint_bin: Option<PathBuf>,
+    /// Environment given to every node (the failpoints build's broken settings).
+    pub node_env: Vec<(String, String)>,
+    /// A fault that replaces the one nearest the middle of the schedule (a control's).
+    pub middle: Option<Fault>,
+}
+
+impl RunConfig {
+    /// Whether this run needs the failpoints build.
+    pub fn needs_failpoints(&self) -> bool {
+        self.faults.iter().any(|f| f.needs_failpoints())
+            || self.middle.is_some_and(|f| f.needs_failpoints())
+            || !self.node_env.is_empty()
+    }
 }
 
 pub struct RunOutcome {
@@ -101,7 +117,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
         cfg.seed,
         cfg.nodes,
         cfg.duration,
-        fault_names(&cfg.faults, cfg.lose_disks),
+        run_fault_names(cfg),
         cfg.workloads
             .iter()
             .map(|w| w.name())
@@ -130,13 +146,24 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
     let rec = Recorder::new(Some(&cfg.out.join("history.jsonl")))?;
     let initial: Vec<u64> = (1..=cfg.nodes).collect();
     let api = Arc::new(Api::new(cfg.block, ADMIN_TOKEN, initial.clone())?);
-    let config = ClusterConfig::new(&cfg.bin)
+    let server_bin = if cfg.needs_failpoints() {
+        cfg.failpoint_bin.clone().context(
+            "storage and disk faults need the server built with --features \
+             ratequeue-node/failpoints (--failpoints-bin; jepsen-style-tests/ci.sh builds it)",
+        )?
+    } else {
+        cfg.bin.clone()
+    };
+    let mut config = ClusterConfig::new(&server_bin)
         .nodes(cfg.nodes)
         .block(cfg.block)
         .dir(&nodes_dir)
         .admin_token(ADMIN_TOKEN)
         .cluster_secret(CLUSTER_SECRET)
         .args(["--snapshot-every", "500", "--cache-mb", "16"]);
+    for (k, v) in &cfg.node_env {
+        config = config.env(k, v);
+    }
     let mut c = Cluster::new(config)?;
     // Clients talk to the current members; the nemesis changes them.
     let targets = api.targets.clone();
@@ -150,11 +177,12 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
     put_resources(&api).await?;
     let cluster = Arc::new(Mutex::new(c));
 
-    let steps = nemesis::schedule(
+    let middle = cfg.middle.or(cfg.lose_disks.then_some(Fault::LoseDisks));
+    let steps = nemesis::schedule_with_middle(
         cfg.seed,
         &cfg.faults,
         cfg.duration.as_millis() as u64,
-        cfg.lose_disks,
+        middle,
     );
     let checker_cfg = Config {
         resources: workload::resources(),
@@ -183,6 +211,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
         Box::pin(async move { put_resources(&api).await })
     });
     let mut nem = Nemesis::new(cluster.clone(), net, rec.clone(), recreate);
+    nem.failpoint_bin = cfg.needs_failpoints().then(|| server_bin.clone());
     let deadline = tokio::time::Instant::now() + cfg.duration;
     nem.run(&steps, deadline).await;
     tokio::time::sleep_until(deadline).await;
@@ -258,7 +287,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
         seed: cfg.seed,
         nodes: cfg.nodes,
         duration_s: cfg.duration.as_secs_f64(),
-        nemesis: fault_names(&cfg.faults, cfg.lose_disks),
+        nemesis: run_fault_names(cfg),
         workloads: cfg.workloads.iter().map(|w| w.name().to_owned()).collect(),
         command: cfg.command.clone(),
     };
@@ -269,6 +298,17 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
         verdicts,
         summary,
     })
+}
+
+fn run_fault_names(cfg: &RunConfig) -> String {
+    let mut s = fault_names(&cfg.faults, cfg.lose_disks);
+    if let Some(m) = cfg.middle {
+        s.push_str(&format!("+{}(mid-run)", m.name()));
+    }
+    for (k, v) in &cfg.node_env {
+        s.push_str(&format!(" [{k}={v}]"));
+    }
+    s
 }
 
 fn fault_names(faults: &[Fault], lose_disks: bool) -> String {

@@ -40,6 +40,10 @@ pub enum Workload {
     Durable,
     Idempotent,
     Fencing,
+    /// Not part of `all`: many clients with tiny holds on one resource, releases that
+    /// settle, so that every leader crash lands inside batches full of acquires,
+    /// releases and settles.
+    Batch,
 }
 
 impl Workload {
@@ -50,6 +54,15 @@ impl Workload {
         Workload::Idempotent,
         Workload::Fencing,
     ];
+    /// Every workload, `all` and the opt-in ones.
+    pub const EVERY: [Workload; 6] = [
+        Workload::Semaphore,
+        Workload::Rate,
+        Workload::Durable,
+        Workload::Idempotent,
+        Workload::Fencing,
+        Workload::Batch,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -58,6 +71,7 @@ impl Workload {
             Workload::Durable => "durable",
             Workload::Idempotent => "idempotent",
             Workload::Fencing => "fencing",
+            Workload::Batch => "batch",
         }
     }
 }
@@ -67,10 +81,10 @@ pub fn parse_workloads(s: &str) -> anyhow::Result<Vec<Workload>> {
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         if part == "all" {
             out.extend(Workload::ALL);
-        } else if let Some(w) = Workload::ALL.iter().find(|w| w.name() == part) {
+        } else if let Some(w) = Workload::EVERY.iter().find(|w| w.name() == part) {
             out.push(*w);
         } else {
-            bail!("unknown workload {part:?} (all, semaphore, rate, durable, idempotent, fencing)");
+            bail!("unknown workload {part:?} (all, semaphore, rate, durable, idempotent, fencing, batch)");
         }
     }
     out.sort();
@@ -84,6 +98,9 @@ pub const SEMAPHORES: usize = 3;
 pub const HOLD_TTL_MS: u64 = 40_000;
 pub const DURABLE_TTL_MS: u64 = 3_600_000;
 pub const FENCE_TTL_MS: u64 = 1_000;
+/// The `batch` workload: clients and the slots they share.
+pub const BATCH_CLIENTS: usize = 16;
+pub const BATCH_CONCURRENCY: u32 = 6;
 /// Client-side timeout on top of `wait_ms`.
 pub const TIMEOUT_SLACK: Duration = Duration::from_millis(2_500);
 /// Attempts per request id before giving up (semaphore, durable, idempotent).
@@ -150,6 +167,20 @@ pub fn resources() -> BTreeMap<String, api::ResourceSpec> {
         },
     );
     r.insert(
+        "batch-0".into(),
+        api::ResourceSpec {
+            concurrency: Some(BATCH_CONCURRENCY),
+            // Never binding: it makes every release with `actual_load` a settle.
+            rate: vec![api::Rate {
+                per: api::Per::Load,
+                limit: 1_000_000_000,
+                window_ms: 10_000,
+            }],
+            default_ttl_ms: Some(HOLD_TTL_MS),
+            ..Default::default()
+        },
+    );
+    r.insert(
         "fence-0".into(),
         api::ResourceSpec {
             concurrency: Some(1),
@@ -211,6 +242,7 @@ pub fn spawn(ctx: &Ctx, workloads: &[Workload], seed: u64) -> Vec<tokio::task::J
                 Workload::Durable => worker.durable().await,
                 Workload::Idempotent => worker.idempotent().await,
                 Workload::Fencing => worker.fencing().await,
+                Workload::Batch => worker.batch().await,
             }
         }));
     };
@@ -221,6 +253,7 @@ pub fn spawn(ctx: &Ctx, workloads: &[Workload], seed: u64) -> Vec<tokio::task::J
             Workload::Durable => 1,
             Workload::Idempotent => 2,
             Workload::Fencing => 2,
+            Workload::Batch => BATCH_CLIENTS,
         };
         for i in 0..n {
             start(*w, i);
@@ -374,8 +407,14 @@ impl Worker {
         inv.resource = Some(resource.into());
         inv.lease_id = Some(lease_id.into());
         let path = format!("/v1/leases/{lease_id}/release");
+        // The batch workload settles: the real load, above or below the reserved one.
+        let body = if self.workload == "batch" {
+            json!({"actual_load": self.rng.gen_range(0..=150u64)})
+        } else {
+            json!({})
+        };
         let (mut done, a) = self
-            .call(inv, Method::POST, &path, json!({}), TIMEOUT_SLACK)
+            .call(inv, Method::POST, &path, body, TIMEOUT_SLACK)
             .await;
         if a.kind == Type::Ok {
             done.value = a.body.get("state").cloned();
@@ -469,6 +508,42 @@ impl Worker {
             }
         }
         None
+    }
+
+    /// Acquire with a random load, hold 0-20 ms, release with a settle; retries as
+    /// `semaphore` does.
+    async fn batch(&mut self) {
+        while !self.stopped() {
+            let rid = self.rid();
+            let load = self.rng.gen_range(1..=100);
+            let mut lease = None;
+            for _ in 0..RETRIES_MAX {
+                let (kind, l, code) = self
+                    .acquire("batch-0", &rid, HOLD_TTL_MS, 2_000, load, standard(2_000))
+                    .await;
+                match kind {
+                    Type::Ok => {
+                        lease = l;
+                        break;
+                    }
+                    Type::Info => self.pause(50, 150).await,
+                    _ if matches!(code.as_deref(), None | Some("no_leader" | "shutting_down")) => {
+                        self.pause(50, 150).await;
+                    }
+                    _ => break,
+                }
+                if self.stopped() {
+                    break;
+                }
+            }
+            match lease {
+                Some(l) => {
+                    self.pause(0, 20).await;
+                    self.release_until_done("batch-0", &l.lease_id).await;
+                }
+                None => self.pause(5, 30).await,
+            }
+        }
     }
 
     async fn durable(&mut self) {

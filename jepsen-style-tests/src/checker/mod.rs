@@ -19,6 +19,7 @@ pub mod idempotency;
 pub mod liveness;
 pub mod overlap;
 pub mod rate;
+pub mod storage;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -119,6 +120,7 @@ pub fn check_all(history: &[Op], cfg: &Config) -> Vec<Verdict> {
         idempotency::check(history, cfg),
         convergence::check(history, cfg),
         liveness::check(history, cfg),
+        storage::check(history),
     ]
 }
 

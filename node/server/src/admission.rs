@@ -175,7 +175,8 @@ pub struct Admission {
     waiters: Arc<AtomicU64>,
     /// While serving: the cluster time base and when the loop took office, so handlers
     /// can read cluster time (key expiry) without asking the loop.
-    clock: Arc<RwLock<Option<(u64, Instant)>>>,
+    /// `(cluster time at taking office, crate::clock::monotonic_ms() then)`.
+    clock: Arc<RwLock<Option<(u64, u64)>>>,
 }
 
 /// Sends `Cancel` when an acquire's HTTP request goes away before its answer.
@@ -217,7 +218,7 @@ impl Admission {
     /// Cluster time now, while this node's admission loop serves.
     pub fn cluster_time_ms(&self) -> Option<u64> {
         let (base, started) = (*self.clock.read())?;
-        let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let elapsed = crate::clock::monotonic_ms().saturating_sub(started);
         Some(LeaderClock::new(base).peek(elapsed))
     }
 
@@ -352,7 +353,7 @@ pub fn spawn(
                 );
                 match run.await {
                     Ok(mut l) => {
-                        *handle.clock.write() = Some((l.clock.peek(0), l.started));
+                        *handle.clock.write() = Some((l.clock.peek(0), l.started_ms));
                         *handle.slot.write() = Some(tx);
                         tracing::info!(term, "admission loop serving");
                         l.run().await;
@@ -419,7 +420,9 @@ struct LeaderLoop {
     spec: State,
     sched: Scheduler,
     clock: LeaderClock,
-    started: Instant,
+    /// `crate::clock::monotonic_ms()` when this leader took office: the one clock
+    /// cluster time is stamped from.
+    started_ms: u64,
     /// Batches not yet submitted; the back one accepts commands until it is full.
     batches: VecDeque<OpenBatch>,
     pending_commands: usize,
@@ -467,7 +470,7 @@ impl LeaderLoop {
             spec,
             sched: Scheduler::new(),
             clock,
-            started: Instant::now(),
+            started_ms: crate::clock::monotonic_ms(),
             batches: VecDeque::new(),
             pending_commands: 0,
             in_flight: VecDeque::new(),
@@ -479,7 +482,7 @@ impl LeaderLoop {
     }
 
     fn elapsed_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+        crate::clock::monotonic_ms().saturating_sub(self.started_ms)
     }
 
     /// Cluster time now, without issuing a stamp.

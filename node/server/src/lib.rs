@@ -7,6 +7,8 @@
 //!   timeouts, HTTP/1.1 + h2c, over plain or TLS streams (`Handshake`).
 //! - `admin_token`: the admin token(s), reloadable without a restart.
 //! - `admission`: the leader's queue and group commit.
+//! - `clock`: the node's one clock (the leader's monotonic readings, the series' wall
+//!   clock); with the feature `failpoints`, moved by the harness's clock faults.
 //! - `series`: the dashboard's per-second, per-resource series (display only).
 //! - `raft`: openraft types, the state-machine store, the peer network.
 //! - `storage`: the sled-backed log store behind the project's storage trait.
@@ -19,6 +21,7 @@
 
 pub mod admin_token;
 pub mod admission;
+pub mod clock;
 pub mod dev;
 pub mod http;
 pub mod listener;

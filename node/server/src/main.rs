@@ -68,6 +68,32 @@ enum Cmd {
     /// with --ephemeral --json, separate node processes in a temporary dir, controlled
     /// over stdin (docs/testkit.md).
     Dev(DevArgs),
+    /// Storage failpoints of a test build (cargo feature `failpoints`; docs/consistency.md).
+    #[cfg(feature = "failpoints")]
+    #[command(subcommand)]
+    Failpoint(FailpointCmd),
+}
+
+#[cfg(feature = "failpoints")]
+#[derive(Subcommand)]
+enum FailpointCmd {
+    /// On the data dir of a killed node: undo every write since its last completed
+    /// fsync, as a power cut would, then optionally tear or corrupt the last log record.
+    /// Prints what it did as JSON.
+    PowerCut {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, value_enum, default_value = "keep")]
+        tail: TailArg,
+    },
+}
+
+#[cfg(feature = "failpoints")]
+#[derive(Clone, Copy, ValueEnum)]
+enum TailArg {
+    Keep,
+    Torn,
+    Corrupt,
 }
 
 #[derive(clap::Args)]
@@ -400,5 +426,18 @@ fn main() -> anyhow::Result<()> {
             })
         }
         Cmd::Dev(a) => rt()?.block_on(ratequeue_node::dev::run(&a.dir, a.port)),
+        #[cfg(feature = "failpoints")]
+        Cmd::Failpoint(FailpointCmd::PowerCut { data_dir, tail }) => {
+            use ratequeue_node::storage::failpoint::{power_cut, TailFault};
+            let tail = match tail {
+                TailArg::Keep => TailFault::Keep,
+                TailArg::Torn => TailFault::Torn,
+                TailArg::Corrupt => TailFault::Corrupt,
+            };
+            let report = power_cut(&data_dir, tail)
+                .with_context(|| format!("power cut of {}", data_dir.display()))?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
     }
 }

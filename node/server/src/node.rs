@@ -156,9 +156,17 @@ impl Node {
             cache_capacity_bytes: config.cache_bytes,
             ..SledConfig::default()
         };
+        #[cfg(not(feature = "failpoints"))]
+        let opened = storage::open_with(config.data_dir.join("raft"), &sled);
+        #[cfg(feature = "failpoints")]
+        crate::clock::watch(&config.data_dir);
+        #[cfg(feature = "failpoints")]
+        let opened = {
+            tracing::warn!("built with storage failpoints (a test build, never for production)");
+            storage::open_failpoints(&config.data_dir, &sled)
+        };
         let store: LogStore<TypeConfig> =
-            storage::open_with(config.data_dir.join("raft"), &sled)
-                .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
+            opened.with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
         let series = Arc::new(Series::default());
         let sm = StateMachineStore::open(Arc::new(store.clone()), series.clone())
             .context("restoring the state machine from its snapshot")?;
@@ -610,9 +618,14 @@ fn raft_error<E: std::fmt::Display>(e: E) -> MembershipError {
 /// Exit code of a node whose Raft stopped on a fatal error.
 pub const EXIT_FATAL: i32 = 70;
 
+/// How long a node whose Raft stopped on a fatal error stays up before exiting, so that
+/// `/readyz` (503 `raft stopped: <error>`) and `/v1/cluster/status` can say why to a
+/// probe or an operator. It serves no write meanwhile: its Raft is stopped.
+pub const FATAL_EXIT_DELAY: Duration = Duration::from_secs(2);
+
 /// A Raft that stopped on its own (storage error, broken invariant) never recovers in
-/// this process: exit, so the supervisor restarts the node from its durable state
-/// (crash-only). `/readyz` reports the failure until then.
+/// this process: exit after [`FATAL_EXIT_DELAY`], so the supervisor restarts the node
+/// from its durable state (crash-only). `/readyz` reports the failure until then.
 async fn exit_on_fatal(node: Arc<Node>) {
     let mut rx = node.raft.metrics();
     loop {
@@ -625,6 +638,12 @@ async fn exit_on_fatal(node: Arc<Node>) {
             return;
         }
         if let Some(why) = fatal.or(closed.then(|| "raft task ended".to_owned())) {
+            tracing::error!(
+                error = %why,
+                exit_in_ms = FATAL_EXIT_DELAY.as_millis() as u64,
+                "raft stopped on a fatal error; /readyz says so until this node exits"
+            );
+            tokio::time::sleep(FATAL_EXIT_DELAY).await;
             tracing::error!(error = %why, "raft stopped on a fatal error; exiting");
             std::process::exit(EXIT_FATAL);
         }

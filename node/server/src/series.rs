@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use ratequeue_api::dashboard as ui;
@@ -295,11 +295,9 @@ impl Series {
     }
 }
 
-/// Milliseconds since the Unix epoch (display only).
+/// Milliseconds since the Unix epoch (display only), from the node's one clock module.
 pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    crate::clock::unix_ms()
 }
 
 #[cfg(test)]

@@ -9,11 +9,17 @@
 //!   fsync thread that completes appends) and `purger` (the thread that deletes purged
 //!   entries) keep blocking work off openraft's core task.
 //!
+//! - `failpoint`: only with the cargo feature `failpoints` (tests and the fault-injection
+//!   harness, never a release build): a backend over sled with a durability watermark, a
+//!   simulated power cut and injectable disk faults.
+//!
 //! This module owns durability and corruption detection. It knows nothing about the state
 //! machine's contents, HTTP, or the network; openraft types appear only in `log_store`.
 
 mod backend;
 mod error;
+#[cfg(feature = "failpoints")]
+pub mod failpoint;
 mod flusher;
 mod log_store;
 mod mem_backend;
@@ -43,5 +49,17 @@ pub fn open_with<C: openraft::RaftTypeConfig>(
     config: &SledConfig,
 ) -> Result<LogStore<C>, StoreError> {
     let backend = SledBackend::open(dir, config)?;
+    LogStore::new(Arc::new(backend))
+}
+
+/// [`open_with`] over the failpoint backend ([`failpoint::FailpointBackend`]): the log
+/// store in `data_dir/raft`, the failpoint files in `data_dir/failpoints`.
+#[cfg(feature = "failpoints")]
+pub fn open_failpoints<C: openraft::RaftTypeConfig>(
+    data_dir: impl AsRef<Path>,
+    config: &SledConfig,
+) -> Result<LogStore<C>, StoreError> {
+    let dir = data_dir.as_ref();
+    let backend = failpoint::FailpointBackend::open(dir.join("raft"), dir, config)?;
     LogStore::new(Arc::new(backend))
 }

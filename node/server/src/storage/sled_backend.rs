@@ -116,6 +116,21 @@ impl SledBackend {
         }
     }
 
+    /// Remove one log record (the failpoint layer's power cut).
+    #[cfg(feature = "failpoints")]
+    pub(crate) fn remove_log(&self, index: u64) -> Result<(), StoreError> {
+        self.remove_range(index..index.saturating_add(1), "remove log")
+    }
+
+    /// Remove one metadata record (the failpoint layer's power cut).
+    #[cfg(feature = "failpoints")]
+    pub(crate) fn remove_meta(&self, key: MetaKey) -> Result<(), StoreError> {
+        self.meta
+            .remove(key.as_bytes())
+            .map_err(StoreError::sled("remove meta"))?;
+        Ok(())
+    }
+
     /// Remove every log key in `range` in one atomic batch.
     fn remove_range(&self, range: Range<u64>, op: &'static str) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
