@@ -28,5 +28,8 @@ cp target/debug/ratequeue target/debug/ratequeue-sabotaged
 # storage, disk and clock faults run on it, and its broken settings are four controls.
 cargo build --locked --workspace --bins --features ratequeue-node/failpoints
 cp target/debug/ratequeue target/debug/ratequeue-failpoints
+# The failpoint layer's own unit tests (undo journal, power cut, tails, disk and clock
+# faults) exist only with the feature.
+cargo test --locked -p ratequeue-node --features ratequeue-node/failpoints --lib -- failpoint clock
 cargo build --locked --workspace --bins
 exec ./target/debug/jepsen --ci "$@"

@@ -75,8 +75,9 @@ pub enum Fault {
     /// The monotonic clock runs at 0.1-0.5 times real speed.
     ClockSlow,
     // Group `crash`, in `all`: crashes under load.
-    /// `kill -9` of the leader and an immediate restart, three times in a row (each
-    /// new leader crashes in turn, inside whatever batches it has in flight).
+    /// `kill -9` of the leader, three times in a row: each crashed leader is restarted
+    /// once another serves, and that one crashes next, inside whatever batches of
+    /// acquires, releases and settles it has in flight.
     KillLeaderRepeat,
     /// Every member in turn: SIGTERM (a leader hands over first), start again, wait
     /// until it answers and a leader serves; the next one.
@@ -616,12 +617,20 @@ impl Nemesis {
                 Ok((json!({"wiped": all}), None))
             }
             Fault::KillLeaderRepeat => {
+                // Each crashed leader stays down until another one serves (a leader
+                // restarted at once resumes its own term, so it would crash again and
+                // again), then comes back; the new leader crashes next.
                 let mut killed = Vec::new();
+                let mut leader = c.wait_serving_leader(Duration::from_secs(20)).await?;
                 for _ in 0..3 {
-                    let l = c.wait_serving_leader(Duration::from_secs(20)).await?;
-                    c.kill(l);
-                    c.spawn(l)?;
-                    killed.push(l);
+                    c.kill(leader);
+                    killed.push(leader);
+                    let next = poll_new_leader(&c, leader, Duration::from_secs(20)).await;
+                    c.spawn(leader)?;
+                    match next {
+                        Some(n) => leader = n,
+                        None => break,
+                    }
                 }
                 c.wait_serving_leader(Duration::from_secs(30)).await?;
                 Ok((json!({"killed_leaders": killed}), None))
@@ -946,6 +955,20 @@ impl Nemesis {
 
 /// The nodes the membership nemesis adds and removes: 3 → 5 → 3, or 5 → 3 → 5.
 const EXTRAS: [u64; 2] = [4, 5];
+
+/// A serving leader other than `old`, within `timeout`.
+async fn poll_new_leader(c: &Cluster, old: u64, timeout: Duration) -> Option<u64> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(l) = c.serving_leader().await {
+            if l != old {
+                return Some(l);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
 
 async fn leader_of(c: &Cluster) -> anyhow::Result<u64> {
     c.leader().await.context("no leader to target")

@@ -459,10 +459,11 @@ pub fn summarize(dir: &Path) -> anyhow::Result<String> {
     }
     rows.sort_by_key(|r| r["seed"].as_u64().unwrap_or(0));
     let mut s = String::from(
-        "| seed | nodes | faults | acquires ok/fail/info | ok ratio in faults / outside | \
+        "| seed | nodes | s | nemesis | faults | acquires ok/fail/info | ok ratio in faults / outside | \
          max recovery after a fault (ms) | after final heal (ms) | dead grants | failed checkers |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
+    let (mut valid, mut ok_total, mut faults_total) = (0u64, 0u64, 0usize);
     for r in &rows {
         let acq = &r["counts"]["acquire"];
         let max_recovery = r["faults"]
@@ -482,11 +483,16 @@ pub fn summarize(dir: &Path) -> anyhow::Result<String> {
                     .collect()
             })
             .unwrap_or_default();
+        valid += u64::from(failed.is_empty());
+        ok_total += acq["ok"].as_u64().unwrap_or(0);
+        faults_total += r["faults"].as_array().map_or(0, Vec::len);
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {}/{}/{} | {} / {} | {:.0} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {}/{}/{} | {} / {} | {:.0} | {} | {} | {} |",
             r["seed"],
             r["nodes"],
+            r["duration_s"],
+            r["nemesis"].as_str().unwrap_or(""),
             r["faults"].as_array().map_or(0, Vec::len),
             acq["ok"].as_u64().unwrap_or(0),
             acq["fail"].as_u64().unwrap_or(0),
@@ -503,7 +509,11 @@ pub fn summarize(dir: &Path) -> anyhow::Result<String> {
             },
         );
     }
-    s.push('\n');
+    let _ = writeln!(
+        s,
+        "\n{} runs, {valid} valid; {faults_total} faults; {ok_total} acquires ok.\n",
+        rows.len()
+    );
     s.push_str(&by_fault(&rows));
     Ok(s)
 }

@@ -9,7 +9,7 @@
 //!   (exit non-zero) with a log line naming the corrupt record. A node that starts
 //!   anyway has repaired or ignored a durable entry: flagged.
 //! - `disk-eio`, `disk-full`: once an injected error has hit the node, it must stop
-//!   (exit with the fatal-error status 70, or `/readyz` not ready) and its log must
+//!   (exit with the fatal-error status 70, or `/readyz` saying its Raft stopped) and its log must
 //!   name the error (`os error 5` / `os error 28`) outside the failpoint's own lines,
 //!   and so must `/readyz` (a 503 `not ready: raft stopped: …`) before the node exits.
 //!   A node that went on serving has acknowledged writes that were not durable: flagged.
@@ -45,10 +45,11 @@ fn judge(fault: &str, o: &Value) -> Option<Result<&'static str, String>> {
             if injected == 0 {
                 return Some(Ok("not exercised"));
             }
+            // Not ready *because its Raft stopped* (not, say, during an election).
             let not_ready = o
-                .pointer("/readyz/status")
-                .and_then(Value::as_u64)
-                .is_some_and(|s| s != 200);
+                .pointer("/readyz/body")
+                .and_then(Value::as_str)
+                .is_some_and(|b| b.contains("raft stopped"));
             let readyz_says = o
                 .pointer("/readyz/body")
                 .and_then(Value::as_str)
@@ -148,7 +149,9 @@ mod tests {
             stop(
                 "disk-eio",
                 json!({"injected_errors": 1, "exited_fatal": true,
-                                    "error_line": "log flush failed: sled flush failed: Input/output error (os error 5)"}),
+                       "readyz": {"status": 503, "body": "not ready: raft stopped: when Write Logs: \
+                                  log flush: sled flush failed: IO error: Input/output error (os error 5)"},
+                       "error_line": "log flush failed: sled flush failed: Input/output error (os error 5)"}),
             ),
             stop("disk-full", json!({"injected_errors": 0})),
             stop("slow-disk", json!({"exit": null})),
@@ -156,6 +159,13 @@ mod tests {
         let v = check(&h);
         assert!(v.valid, "{v:?}");
         assert_eq!(v.details["outcomes"]["disk-full: not exercised"], 1);
+        // Stopped, but /readyz never said why: flagged.
+        let v = check(&[stop(
+            "disk-eio",
+            json!({"injected_errors": 1, "exited_fatal": true, "readyz": null,
+                   "error_line": "log flush failed: … (os error 5)"}),
+        )]);
+        assert!(!v.valid, "{v:?}");
     }
 
     #[test]

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The soak of docs/consistency.md ("Soak"): one long mixed-fault run on 5 nodes (every
+# fault kind, every workload and `batch`, on the failpoints build), with every node's
+# resident memory, data-directory size, open files and thread count sampled every
+# SAMPLE_SECONDS (default 10) and plotted. Not part of the test command.
+#
+#   flock /tmp/rq-iptables.lock bash jepsen-style-tests/soak.sh [OUT_DIR]   # ~62 minutes
+#   MINUTES=5 bash jepsen-style-tests/soak.sh                               # a short pass
+#
+# Writes, under OUT_DIR (default target/jepsen/soak-DATE): the run's own directory
+# (history, results.json, report), samples.csv (t_s, node, pid, rss_bytes, dir_bytes,
+# open_files, threads) and soak.svg (one panel per quantity, one line per node; a node
+# restarted by a fault shows as a new pid). Flat after warm-up is the point.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MINUTES=${MINUTES:-60}
+SAMPLE_SECONDS=${SAMPLE_SECONDS:-10}
+SEED=${SEED:-4242}
+out=${1:-target/jepsen/soak-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+echo "soak: writing to $out"
+
+cargo build --locked -p ratequeue-node --bins --features ratequeue-node/failpoints
+cp target/debug/ratequeue target/debug/ratequeue-failpoints
+cargo build --locked -p ratequeue-node -p jepsen-style-tests --bins
+
+./target/debug/jepsen --seed "$SEED" --nodes 5 --duration "$((MINUTES * 60))s" \
+  --nemesis everything --workload all,batch --out "$out/run" &
+run=$!
+echo "t_s,node,pid,rss_bytes,dir_bytes,open_files,threads" > "$out/samples.csv"
+start=$(date +%s)
+while kill -0 "$run" 2>/dev/null; do
+  t=$(( $(date +%s) - start ))
+  for p in /proc/[0-9]*; do
+    cmd=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null) || continue
+    case "$cmd" in
+      *"serve --id "*"--data-dir $out/run/nodes/"*) ;;
+      *) continue ;;
+    esac
+    pid=${p#/proc/}
+    id=$(sed -n 's/.*serve --id \([0-9]*\).*/\1/p' <<< "$cmd")
+    rss=$(awk '/^VmRSS:/ {print $2 * 1024}' "$p/status" 2>/dev/null || echo 0)
+    threads=$(awk '/^Threads:/ {print $2}' "$p/status" 2>/dev/null || echo 0)
+    files=$(ls "$p/fd" 2>/dev/null | wc -l)
+    dir=$(du -sb "$out/run/nodes/node-$id" 2>/dev/null | cut -f1 || echo 0)
+    echo "$t,$id,$pid,${rss:-0},${dir:-0},$files,${threads:-0}" >> "$out/samples.csv"
+  done
+  sleep "$SAMPLE_SECONDS"
+done
+rc=0
+wait "$run" || rc=$?
+python3 jepsen-style-tests/soak/plot.py "$out/samples.csv" "$out/soak.svg"
+echo "soak: run exit $rc; samples $out/samples.csv; plot $out/soak.svg"
+exit "$rc"
