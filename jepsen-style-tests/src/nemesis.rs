@@ -843,7 +843,15 @@ impl Nemesis {
             Heal::Clock(id) => self.set_clock(&c, *id, None)?,
             Heal::Rebuild { node, log_from } => {
                 let node = *node;
-                let exit = c.try_wait(node)?;
+                // A refusing node may take seconds to exit after it logged why (a debug
+                // build printing its backtrace under load; campaign seed 1001): wait for
+                // the exit before judging, up to 20 s.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+                let mut exit = c.try_wait(node)?;
+                while exit.is_none() && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    exit = c.try_wait(node)?;
+                }
                 let log = c.log(node);
                 let since = log.get(*log_from..).unwrap_or("");
                 let error_line = since
