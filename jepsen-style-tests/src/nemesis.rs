@@ -933,8 +933,10 @@ impl Nemesis {
         }
         let members = c.members().to_vec();
         for id in &members {
-            c.resume(*id)?;
-            if !c.is_running(*id) {
+            // A member that exited on its own (reaped above) has nothing to resume.
+            if c.is_running(*id) {
+                c.resume(*id)?;
+            } else {
                 c.spawn(*id)?;
             }
         }
