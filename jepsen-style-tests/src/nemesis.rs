@@ -858,16 +858,20 @@ impl Nemesis {
                     .lines()
                     .find(|l| l.contains("corrupt record") || l.contains("corrupt log"))
                     .map(str::to_owned);
-                let observed = json!({
+                let mut observed = json!({
                     "refused": exit.is_some_and(|s| !s.success()),
                     "exit": exit.map(|s| s.to_string()),
                     "still_running": exit.is_none(),
                     "error_line": error_line,
                 });
                 // The runbook (docs/operations.md, "A node is down"): remove, wipe, add.
+                // What the node did is recorded even if the rebuild fails.
                 if c.members().contains(&node) {
-                    c.remove_member(node).await?;
-                    c.add_member(node).await?;
+                    if let Err(e) = c.remove_member(node).await {
+                        observed["rebuild_error"] = json!(format!("{e:#}"));
+                    } else if let Err(e) = c.add_member(node).await {
+                        observed["rebuild_error"] = json!(format!("{e:#}"));
+                    }
                 }
                 return Ok(Some(observed));
             }
