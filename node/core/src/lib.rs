@@ -5,6 +5,7 @@
 //! - `scheduler`: the leader's admission queue (lanes by stride, priority, FIFO, strict
 //!   head of line, deadlines) deciding grants against a speculative `State`.
 //! - `clock`: the cluster clock's stamping rule.
+//! - `codec`: bounded bincode decoding, for every decoder of bytes from outside.
 //!
 //! This crate must never do I/O, read a clock, use randomness, spawn, or depend on
 //! tokio, openraft, sled or HTTP. Time is always a parameter. That is what lets the
@@ -12,6 +13,7 @@
 
 pub mod bucket;
 pub mod clock;
+pub mod codec;
 pub mod config;
 pub mod keys;
 pub mod scheduler;

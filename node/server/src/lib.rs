@@ -13,6 +13,8 @@
 //! - `raft`: openraft types, the state-machine store, the peer network.
 //! - `storage`: the sled-backed log store behind the project's storage trait.
 //! - `dev`: the local 3-node cluster.
+//! - `fuzzing`: only with the feature `fuzzing` (and in tests), the fuzz targets'
+//!   harness and seed corpus (`fuzz/`).
 //! - `sabotage`: only with the feature `sabotage-follower-grants`, a deliberately broken
 //!   build for the fault-injection harness's negative control.
 
@@ -23,6 +25,8 @@ pub mod admin_token;
 pub mod admission;
 pub mod clock;
 pub mod dev;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod http;
 pub mod listener;
 pub mod metrics;

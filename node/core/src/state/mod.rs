@@ -56,8 +56,19 @@ impl fmt::Display for LeaseId {
 impl FromStr for LeaseId {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
+        // Only the text form `Display` writes: decimal digits without a sign or leading
+        // zero, then 16 lower-case hex digits. (`u64::from_str` alone also takes `+7`,
+        // `007` and upper case, so one lease had many ids.)
         let (token, nonce) = s.split_once('-').ok_or(())?;
-        if nonce.len() != 16 || token.is_empty() || token.len() > 20 {
+        if nonce.len() != 16
+            || token.is_empty()
+            || token.len() > 20
+            || (token.len() > 1 && token.starts_with('0'))
+            || !token.bytes().all(|b| b.is_ascii_digit())
+            || !nonce
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(());
         }
         Ok(LeaseId {
@@ -396,5 +407,40 @@ impl State {
             } => self.rotate_key(name, hash, *expires_in_ms),
             Command::DeleteKey { name } => self.delete_key(name),
         }
+    }
+}
+
+#[cfg(test)]
+mod lease_id_tests {
+    use super::LeaseId;
+
+    /// Found by the `json_body` fuzz target (path parameters): `3-00000A0010952521`
+    /// named the lease `3-00000a0010952521`; so did `+3-…` and `03-…`.
+    #[test]
+    fn a_lease_id_parses_only_from_its_own_text() {
+        let id = LeaseId {
+            token: 3,
+            nonce: 0xa0010952521,
+        };
+        assert_eq!(id.to_string(), "3-00000a0010952521");
+        assert_eq!("3-00000a0010952521".parse::<LeaseId>(), Ok(id));
+        for other in [
+            "3-00000A0010952521",
+            "+3-00000a0010952521",
+            "03-00000a0010952521",
+            "3-+0000a0010952521",
+            "-00000a0010952521",
+            "3-0000a0010952521",
+            "18446744073709551616-00000a0010952521",
+        ] {
+            assert_eq!(other.parse::<LeaseId>(), Err(()), "{other}");
+        }
+        let max = LeaseId {
+            token: u64::MAX,
+            nonce: u64::MAX,
+        };
+        assert_eq!(max.to_string().parse::<LeaseId>(), Ok(max));
+        let zero = LeaseId { token: 0, nonce: 0 };
+        assert_eq!(zero.to_string().parse::<LeaseId>(), Ok(zero));
     }
 }

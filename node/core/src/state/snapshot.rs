@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::idempotency::IdempotentGrant;
@@ -12,6 +11,7 @@ use super::resources::Resource;
 use super::tables::{self, Map, Seq, Set};
 use super::{RequestKey, State};
 use crate::bucket::Bucket;
+use crate::codec::decode_bounded;
 use crate::config::{LaneConfig, Mode, RateLimit, ResourceConfig};
 use crate::keys::ApiKey;
 use crate::{IDEMPOTENCY_WINDOW_LEN_MAX, KEYS_MAX, LEASES_MAX, RESOURCES_MAX, TOMBSTONES_MAX};
@@ -184,38 +184,6 @@ impl State {
             .check_invariants()
             .map_err(|e| SnapshotError::Decode(format!("inconsistent state: {e}")))?;
         Ok(state)
-    }
-}
-
-/// Decodes a snapshot body with bincode's memory bound set from the body's length.
-///
-/// bincode allocates a string's buffer from its length prefix before reading it, so a
-/// corrupted prefix can ask for petabytes and abort the process. Its decode limit bounds
-/// the memory claimed while decoding. A valid body claims at most 16 bytes per encoded
-/// byte (the worst case is a one-byte varint decoding to an `i128`), so the limit is the
-/// first tier at or above 16 × the body's length (the limit is a const generic, hence
-/// tiers rather than the exact figure).
-fn decode_bounded<T: DeserializeOwned>(
-    body: &[u8],
-) -> Result<(T, usize), bincode::error::DecodeError> {
-    /// `2^bits` bytes less one, or `usize::MAX` where that does not fit.
-    const fn bound(bits: u32) -> usize {
-        usize::MAX >> usize::BITS.saturating_sub(bits)
-    }
-    fn decode<const LIMIT: usize, T: DeserializeOwned>(
-        body: &[u8],
-    ) -> Result<(T, usize), bincode::error::DecodeError> {
-        bincode::serde::decode_from_slice(body, bincode::config::standard().with_limit::<LIMIT>())
-    }
-    let claims = body.len().saturating_mul(16);
-    if claims <= bound(24) {
-        decode::<{ bound(24) }, T>(body)
-    } else if claims <= bound(28) {
-        decode::<{ bound(28) }, T>(body)
-    } else if claims <= bound(32) {
-        decode::<{ bound(32) }, T>(body)
-    } else {
-        decode::<{ bound(36) }, T>(body)
     }
 }
 

@@ -24,7 +24,7 @@
 mod client;
 mod secret;
 mod server;
-mod wire;
+pub(crate) mod wire;
 
 #[cfg(test)]
 mod tests;

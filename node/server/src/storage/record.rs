@@ -1,6 +1,7 @@
 //! The on-disk framing of every persisted record: `[format_version u8][crc32 u32 LE][payload]`.
 //!
-//! The payload is bincode 2 (serde, standard config) for typed records and the raw bytes for
+//! The payload is bincode 2 (serde, standard config; decoded with a memory bound,
+//! `ratequeue_core::codec`) for typed records and the raw bytes for
 //! snapshot data. The checksum covers the payload. bincode is not self-describing, so the
 //! version byte is what lets a later build refuse (or migrate) records it does not understand.
 //! This module never panics on bad input: every failure is a [`StoreError`] naming the record.
@@ -82,8 +83,9 @@ pub fn payload(key: RecordKey, record: &[u8]) -> Result<&[u8], StoreError> {
 /// Check a record and decode its bincode payload; trailing bytes are corruption.
 pub fn decode<T: DeserializeOwned>(key: RecordKey, record: &[u8]) -> Result<T, StoreError> {
     let payload = payload(key, record)?;
-    let (value, read) = bincode::serde::decode_from_slice::<T, _>(payload, bincode_config())
-        .map_err(|e| StoreError::Decode {
+    // Bounded: a length prefix cannot claim more memory than the payload could hold.
+    let (value, read) =
+        ratequeue_core::codec::decode_bounded::<T>(payload).map_err(|e| StoreError::Decode {
             key,
             reason: e.to_string(),
         })?;
@@ -116,6 +118,19 @@ mod tests {
             assert_eq!(err.record(), Some(RecordKey::Vote));
             assert!(err.to_string().contains("vote"), "{err}");
         }
+    }
+
+    /// Found by the `log_store` fuzz target: a log record (valid checksum) whose string
+    /// length prefix said 2^54 made the decoder ask for that much memory and abort the
+    /// node on start-up instead of reporting a corrupt record.
+    #[test]
+    fn a_length_prefix_beyond_the_record_is_corruption_not_an_allocation() {
+        let mut payload = vec![0xfd];
+        payload.extend_from_slice(&(1u64 << 54).to_le_bytes());
+        payload.extend_from_slice(b"127.0.0.11:7701");
+        let err = decode::<String>(RecordKey::Log(3), &frame_bytes(&payload)).unwrap_err();
+        assert!(matches!(err, StoreError::Decode { .. }), "{err}");
+        assert!(err.is_corruption(), "{err}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Framing of peer bodies: a format-version byte, then bincode 2 (serde, standard config).
+//! Framing of peer bodies: a format-version byte, then bincode 2 (serde, standard config),
+//! decoded with a memory bound (`ratequeue_core::codec`).
 //!
 //! bincode is not self-describing, so the version byte is what lets a future format be
 //! rejected cleanly (400 / `RPCError::Network`) instead of decoding garbage.
@@ -30,14 +31,14 @@ pub(super) const PATH_IDENTIFY: &str = "/raft/identify";
 pub(super) const IDENTIFY_BODY_BYTES_MAX: usize = 128;
 
 #[derive(Debug, Serialize, Deserialize)]
-pub(super) struct IdentifyRequest {
+pub(crate) struct IdentifyRequest {
     /// The node the caller means to reach.
     pub target: u64,
     pub nonce: [u8; NONCE_BYTES],
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-pub(super) struct IdentifyResponse {
+pub(crate) struct IdentifyResponse {
     /// The answering node's id.
     pub node: u64,
     /// `ClusterSecret::proof(node, nonce)`.
@@ -69,20 +70,42 @@ pub enum WireError {
     Trailing(usize),
 }
 
-pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
     let mut out = vec![WIRE_VERSION];
     bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())?;
     Ok(out)
 }
 
-pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     let (&version, rest) = bytes.split_first().ok_or(WireError::Empty)?;
     if version != WIRE_VERSION {
         return Err(WireError::Version(version));
     }
-    let (value, read) = bincode::serde::decode_from_slice(rest, bincode::config::standard())?;
+    // Bounded: a length prefix cannot claim more memory than the body could hold.
+    let (value, read) = ratequeue_core::codec::decode_bounded(rest)?;
     if read != rest.len() {
         return Err(WireError::Trailing(rest.len() - read));
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `peer_message` fuzz target: a string length prefix of 2^64 - 1 in an
+    /// install-snapshot answer panicked with a capacity overflow, and one of 2^54 in an
+    /// entry aborted the process on an allocation failure.
+    #[test]
+    fn a_length_prefix_beyond_the_body_is_refused_not_allocated() {
+        for len in [u64::MAX, 1 << 54] {
+            let mut body = vec![WIRE_VERSION, 0xfd];
+            body.extend_from_slice(&len.to_le_bytes());
+            body.extend_from_slice(b"http://");
+            let err = decode::<String>(&body).unwrap_err();
+            assert!(matches!(err, WireError::Decode(_)), "{err}");
+        }
+        let ok = encode(&"http://127.0.0.12:7700".to_owned()).unwrap();
+        assert_eq!(decode::<String>(&ok).unwrap(), "http://127.0.0.12:7700");
+    }
 }
