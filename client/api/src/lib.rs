@@ -40,6 +40,8 @@ pub enum LimitKind {
     Concurrency,
     Request,
     Load,
+    /// The provider refused a call (a reported 429): grants pause until its reset.
+    Provider,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -144,6 +146,61 @@ pub struct RenewResponse {
     pub ttl_ms: u64,
 }
 
+/// `POST /v1/leases/{id}/report`: what the provider answered the lease's holder
+/// (docs/semantics.md, "Provider feedback"). Every field is optional; durations in ms
+/// from now.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportRequest {
+    /// The provider's remaining requests in its window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_requests: Option<u64>,
+    /// The provider's remaining tokens in its window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_requests_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_tokens_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+    /// The provider refused the call with a 429.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limited: Option<bool>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportResponse {
+    /// How long grants on the resource now pause (0: not paused).
+    pub paused_ms: u64,
+    /// The resource's limits after the report.
+    pub limits: Vec<Limit>,
+}
+
+/// A resource's provider feedback policy: which buckets take the provider's figures,
+/// and the backoff after a 429 that names no reset.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feedback {
+    /// The `per: request` bucket of this window takes `remaining_requests` (default:
+    /// the shortest window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_window_ms: Option<u64>,
+    /// The `per: load` bucket of this window takes `remaining_tokens` (default: the
+    /// shortest window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_window_ms: Option<u64>,
+    /// First pause after a 429 without a reset (default 1000), doubled per 429 in a row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_ms: Option<u64>,
+    /// Longest such pause (default 60000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_max_ms: Option<u64>,
+}
+
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -186,6 +243,9 @@ pub struct ResourceSpec {
     /// `enforce` (the default) or `dry_run`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    /// Provider feedback policy (reports change nothing without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<Feedback>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

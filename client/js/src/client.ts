@@ -26,15 +26,17 @@ import type { CallContext, CallSpec, Json } from "./call.js";
 import { Nodes, runCall, sleep } from "./call.js";
 import type { LeaseHost, Logger } from "./lease.js";
 import { Lease } from "./lease.js";
-import type { AcquireRequest, ReleaseState } from "./protocol.js";
+import type { AcquireRequest, ProviderReport, ReleaseState, Reported } from "./protocol.js";
 import {
   acquireSpec,
   buildAcquireArgs,
   parseGrant,
   parseRelease,
   parseRenewal,
+  parseReported,
   releaseSpec,
   renewSpec,
+  reportSpec,
 } from "./protocol.js";
 import type { Connector } from "./transport.js";
 import { createConnector } from "./transport.js";
@@ -127,6 +129,7 @@ export class Client {
       renewUntil: async (leaseId, deadlineMs, signal) =>
         parseRenewal(await this.#call(renewSpec(leaseId, undefined, this.timing, deadlineMs, signal, true))),
       release: (leaseId, actualLoad) => this.release(leaseId, actualLoad),
+      report: (leaseId, report) => this.report(leaseId, report),
     };
   }
 
@@ -169,6 +172,17 @@ export class Client {
     }
     lease._startRenewal();
     return lease;
+  }
+
+  /**
+   * Tells the cluster what the provider answered the holder of `leaseId` (remaining
+   * budget, resets, a 429): the resource's feedback policy lowers its budget to the
+   * provider's figures and pauses grants after a 429. Rejects with `LeaseLost` once the
+   * lease has ended.
+   */
+  async report(leaseId: string, report: ProviderReport): Promise<Reported> {
+    const deadline = this.#ctx.now() + this.timing.requestTimeoutMs;
+    return parseReported(await this.#call(reportSpec(leaseId, report, this.timing, deadline)));
   }
 
   /** Releases a lease by id (what `lease.release()` does), reporting `actualLoad`. */

@@ -19,7 +19,7 @@
 import type { Timing } from "./config.js";
 import { checkLoad } from "./config.js";
 import { LeaseLost, RateQueueError } from "./errors.js";
-import type { Grant, Limit, ReleaseState, Shadow } from "./protocol.js";
+import type { Grant, Limit, ProviderReport, ReleaseState, Reported, Shadow } from "./protocol.js";
 import { sleep } from "./call.js";
 
 /** Where the SDK reports what it cannot throw (a lost lease, a failed release at exit). */
@@ -35,6 +35,7 @@ export interface LeaseHost {
   now(): number;
   renewUntil(leaseId: string, deadlineMs: number, signal: AbortSignal): Promise<{ ttlMs: number; fencingToken: number }>;
   release(leaseId: string, actualLoad: number | undefined): Promise<ReleaseState>;
+  report(leaseId: string, report: ProviderReport): Promise<Reported>;
 }
 
 export class Lease implements AsyncDisposable {
@@ -147,6 +148,11 @@ export class Lease implements AsyncDisposable {
    * `LeaseLost` if the lease was lost, with `Unavailable` if the cluster could not be
    * reached within `Timing.releaseBudgetMs` (the lease then lapses at its TTL).
    */
+  /** Reports what the provider answered this lease's call (see `Client.report`). */
+  async report(report: ProviderReport): Promise<Reported> {
+    return this.#host.report(this.id, report);
+  }
+
   async release(): Promise<ReleaseState> {
     if (this.#released) return "already_released";
     this.#released = true;

@@ -138,6 +138,56 @@ function leaseError(leaseId: string): (e: RateQueueError) => RateQueueError {
   };
 }
 
+/** What the provider answered a lease's holder (docs/semantics.md, "Provider feedback"):
+ *  remaining requests and tokens, resets and retry-after (ms from now), a 429. */
+export interface ProviderReport {
+  remainingRequests?: number;
+  remainingTokens?: number;
+  resetRequestsMs?: number;
+  resetTokensMs?: number;
+  retryAfterMs?: number;
+  rateLimited?: boolean;
+}
+
+/** The answer to a report: how long grants now pause (0: not paused), and the limits. */
+export interface Reported {
+  readonly pausedMs: number;
+  readonly limits: readonly Limit[];
+}
+
+const REPORT_FIELDS: ReadonlyArray<[keyof ProviderReport, string]> = [
+  ["remainingRequests", "remaining_requests"],
+  ["remainingTokens", "remaining_tokens"],
+  ["resetRequestsMs", "reset_requests_ms"],
+  ["resetTokensMs", "reset_tokens_ms"],
+  ["retryAfterMs", "retry_after_ms"],
+];
+
+export function reportSpec(leaseId: string, report: ProviderReport, timing: Timing, deadlineMs: number): CallSpec {
+  const body: Json = {};
+  for (const [key, wire] of REPORT_FIELDS) {
+    const v = report[key];
+    if (v === undefined) continue;
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
+      throw new TypeError(`report ${key} must be a non-negative integer`);
+    }
+    body[wire] = v;
+  }
+  if (report.rateLimited === true) body["rate_limited"] = true;
+  return {
+    method: "POST",
+    path: `/v1/leases/${encodeURIComponent(leaseId)}/report`,
+    body: () => body,
+    readTimeoutMs: () => timing.requestTimeoutMs,
+    deadlineMs,
+    convert: leaseError(leaseId),
+  };
+}
+
+export function parseReported(data: Json): Reported {
+  return { pausedMs: int(data, "paused_ms"), limits: parseLimits(data) };
+}
+
 export function releaseSpec(
   leaseId: string,
   actualLoad: number | undefined,
@@ -223,7 +273,7 @@ function str(data: Json, key: string): string {
   return v;
 }
 
-export function parseGrant(data: Json): Grant {
+function parseLimits(data: Json): readonly Limit[] {
   const limits: Limit[] = [];
   const raw = data["limits"];
   if (Array.isArray(raw)) {
@@ -231,6 +281,11 @@ export function parseGrant(data: Json): Grant {
       if (isObject(item)) limits.push(Object.freeze({ kind: str(item, "kind"), limit: int(item, "limit"), remaining: int(item, "remaining") }));
     }
   }
+  return Object.freeze(limits);
+}
+
+export function parseGrant(data: Json): Grant {
+  const limits = parseLimits(data);
   return {
     leaseId: str(data, "lease_id"),
     resource: str(data, "resource"),
@@ -239,7 +294,7 @@ export function parseGrant(data: Json): Grant {
     fencingToken: int(data, "fencing_token"),
     ttlMs: int(data, "ttl_ms"),
     queuedMs: "queued_ms" in data ? int(data, "queued_ms") : 0,
-    limits: Object.freeze(limits),
+    limits,
     shadow: parseShadow(data["shadow"]),
   };
 }

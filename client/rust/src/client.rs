@@ -411,6 +411,36 @@ impl Client {
         self.renew_until(lease_id, ttl, deadline).await
     }
 
+    /// Reports what the provider answered the holder of `lease_id` (remaining budget,
+    /// resets, a 429; docs/semantics.md, "Provider feedback"). Retried like a renew: a
+    /// repeated report lowers to the same figures (a repeated 429 may lengthen a
+    /// backoff once more).
+    pub async fn report(
+        &self,
+        lease_id: &str,
+        report: &api::ReportRequest,
+    ) -> Result<api::ReportResponse, Error> {
+        check_lease_id(lease_id)?;
+        let body = encode(report)?;
+        let timeout = self.t.timing.request_timeout;
+        let deadline = Instant::now() + self.t.timing.retry_budget;
+        let spec = CallSpec {
+            method: Method::POST,
+            path: format!("/v1/leases/{lease_id}/report"),
+            attempt: Box::new(move |now| Attempt {
+                body: Some(body.clone()),
+                timeout: timeout
+                    .min(deadline.saturating_duration_since(now))
+                    .max(Duration::from_millis(50)),
+            }),
+            idempotency: Idempotency::Idempotent,
+            deadline,
+            request_id: None,
+            leader_only: true,
+        };
+        self.t.call(spec).await?.json()
+    }
+
     /// Renew, retried until `deadline` (a permit passes the instant its lease may
     /// expire). Each attempt's timeout is cut to the time left, so a hung node cannot
     /// hold the renewal past the lease's life.

@@ -44,6 +44,7 @@ impl fmt::Display for ApiError {
                 LimitKind::Concurrency => "concurrency",
                 LimitKind::Request => "request",
                 LimitKind::Load => "load",
+                LimitKind::Provider => "provider",
             };
             write!(f, ", binding limit {kind}")?;
             if let Some(b) = self.bucket {

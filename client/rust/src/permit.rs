@@ -153,6 +153,11 @@ impl Permit {
         self.shared.shadow.as_ref()
     }
 
+    /// Reports what the provider answered this lease's call (`Client::report`).
+    pub async fn report(&self, report: &api::ReportRequest) -> Result<api::ReportResponse, Error> {
+        self.client.report(&self.shared.lease_id, report).await
+    }
+
     /// The resource's limits as seen at grant time.
     pub fn limits(&self) -> &[api::Limit] {
         &self.shared.limits

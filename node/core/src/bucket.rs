@@ -70,6 +70,13 @@ impl Bucket {
         self.updated_ms = now_ms;
     }
 
+    /// Lowers the level to at most `tokens` whole tokens (a provider's remaining figure);
+    /// never raises it.
+    pub fn lower_to(&mut self, rl: &RateLimit, now_ms: u64, tokens: u64) {
+        self.level = self.level_at(rl, now_ms).min(scaled(rl, tokens));
+        self.updated_ms = now_ms;
+    }
+
     /// Whole tokens available at `now_ms` (negative while in debt).
     pub fn remaining(&self, rl: &RateLimit, now_ms: u64) -> i64 {
         let tokens = self

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    HOLDER_LEN_MAX, LANES_PER_RESOURCE_MAX, LANE_WEIGHT_MAX, LIMIT_MAX, NAME_LEN_MAX,
+    HOLDER_LEN_MAX, LANES_PER_RESOURCE_MAX, LANE_WEIGHT_MAX, LIMIT_MAX, NAME_LEN_MAX, PAUSE_MS_MAX,
     QUEUE_LEN_MAX, RATE_BUCKETS_MAX, TTL_MS_MAX, TTL_MS_MIN, WINDOW_MS_MAX,
 };
 
@@ -54,6 +54,51 @@ pub enum Mode {
     DryRun,
 }
 
+/// How a resource takes the provider's own figures (`Command::Report`, docs/semantics.md,
+/// "Provider feedback"). Without it, reports change nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Feedback {
+    /// The `per: request` bucket with this window takes the provider's remaining
+    /// requests (`None`: the one with the shortest window).
+    pub requests_window_ms: Option<u64>,
+    /// The `per: load` bucket with this window takes the provider's remaining tokens
+    /// (`None`: the one with the shortest window).
+    pub tokens_window_ms: Option<u64>,
+    /// After a 429 that names no reset: the first pause, doubled for each 429 in a row,
+    /// at most `backoff_max_ms`.
+    pub backoff_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+pub const DEFAULT_BACKOFF_MS: u64 = 1_000;
+pub const DEFAULT_BACKOFF_MAX_MS: u64 = 60_000;
+
+impl Default for Feedback {
+    fn default() -> Self {
+        Feedback {
+            requests_window_ms: None,
+            tokens_window_ms: None,
+            backoff_ms: DEFAULT_BACKOFF_MS,
+            backoff_max_ms: DEFAULT_BACKOFF_MAX_MS,
+        }
+    }
+}
+
+impl Feedback {
+    /// The index in `rate` of the bucket of `per` that takes the provider's figure.
+    pub fn bucket(&self, rate: &[RateLimit], per: Per) -> Option<usize> {
+        let window = match per {
+            Per::Request => self.requests_window_ms,
+            Per::Load => self.tokens_window_ms,
+        };
+        rate.iter()
+            .enumerate()
+            .filter(|(_, r)| r.per == per && window.is_none_or(|w| r.window_ms == w))
+            .min_by_key(|(i, r)| (r.window_ms, *i))
+            .map(|(i, _)| i)
+    }
+}
+
 /// The limits and queueing settings of one resource.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceConfig {
@@ -65,6 +110,8 @@ pub struct ResourceConfig {
     /// Maximum number of waiters queued on this resource (all lanes together).
     pub max_queue: u32,
     pub mode: Mode,
+    /// Provider feedback policy; `None`: reports are accepted and change nothing.
+    pub feedback: Option<Feedback>,
 }
 
 pub const DEFAULT_TTL_MS: u64 = 30_000;
@@ -82,6 +129,7 @@ impl ResourceConfig {
             default_ttl_ms: DEFAULT_TTL_MS,
             max_queue: DEFAULT_MAX_QUEUE,
             mode: Mode::Enforce,
+            feedback: None,
         }
     }
 
@@ -94,6 +142,7 @@ impl ResourceConfig {
             default_ttl_ms: DEFAULT_TTL_MS,
             max_queue: DEFAULT_MAX_QUEUE,
             mode: Mode::Enforce,
+            feedback: None,
         }
     }
 
@@ -155,6 +204,24 @@ impl ResourceConfig {
         }
         if self.max_queue > QUEUE_LEN_MAX {
             return Err(format!("max_queue must be in 0..={QUEUE_LEN_MAX}"));
+        }
+        if let Some(f) = &self.feedback {
+            for (window, per, name) in [
+                (f.requests_window_ms, Per::Request, "requests_window_ms"),
+                (f.tokens_window_ms, Per::Load, "tokens_window_ms"),
+            ] {
+                if window.is_some() && f.bucket(&self.rate, per).is_none() {
+                    return Err(format!("feedback {name} names no rate bucket of that kind"));
+                }
+            }
+            if f.backoff_ms == 0
+                || f.backoff_ms > f.backoff_max_ms
+                || f.backoff_max_ms > PAUSE_MS_MAX
+            {
+                return Err(format!(
+                    "feedback needs 1 <= backoff_ms <= backoff_max_ms <= {PAUSE_MS_MAX}"
+                ));
+            }
         }
         Ok(())
     }

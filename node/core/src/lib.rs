@@ -21,7 +21,7 @@ pub mod scope;
 pub mod state;
 
 pub use clock::LeaderClock;
-pub use config::{LaneConfig, Mode, Per, RateLimit, ResourceConfig};
+pub use config::{Feedback, LaneConfig, Mode, Per, RateLimit, ResourceConfig};
 pub use keys::{ApiKey, Role};
 pub use scheduler::{
     Admit, Event, HeadView, LaneView, PriorityGroup, QueueView, Refusal, Request, Scheduler,
@@ -30,7 +30,7 @@ pub use scheduler::{
 pub use scope::{Caller, Denied};
 pub use state::{
     Ahead, Binding, Command, Estimate, Fit, Grant, HeldLease, LeaseId, LeaseView, LimitKind,
-    LimitView, Outcome, Rejection, RequestKey, Shadow, ShadowDecision, State, Table,
+    LimitView, Outcome, Rejection, Report, RequestKey, Shadow, ShadowDecision, State, Table,
 };
 
 /// Resource and lane names: at most this many bytes.
@@ -41,6 +41,9 @@ pub const REQUEST_ID_LEN_MAX: usize = 128;
 pub const HOLDER_LEN_MAX: usize = 128;
 /// Any `limit` or `concurrency`.
 pub const LIMIT_MAX: u64 = 1_000_000_000_000;
+/// A provider's pause (a 429's `retry_after_ms` or reset, or the backoff): at most 1 h;
+/// any duration in a report is at most this.
+pub const PAUSE_MS_MAX: u64 = 3_600_000;
 /// A bucket window: at most 30 days.
 pub const WINDOW_MS_MAX: u64 = 30 * 24 * 3_600_000;
 /// Any single `load` or `actual_load`.

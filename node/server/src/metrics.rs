@@ -165,6 +165,7 @@ impl Metrics {
             Some(LimitKind::Concurrency) => "concurrency",
             Some(LimitKind::Request) => "request",
             Some(LimitKind::Load) => "load",
+            Some(LimitKind::Provider) => "provider",
         };
         self.with_resource(resource, |r| {
             *r.shadows.entry((decision, limit)).or_default() += 1;

@@ -31,7 +31,8 @@ from ._errors import (
     WouldBlock,
 )
 from ._lease import RELEASE_STATES
-from ._protocol import Limit, Shadow
+from . import providers
+from ._protocol import Limit, ProviderReport, Reported, Shadow
 from ._sync import AcquireContext, Client, Lease, acquire, default_client
 from ._version import __version__
 
@@ -47,7 +48,10 @@ __all__ = [
     "Timing",
     "TLSFiles",
     "Limit",
+    "ProviderReport",
+    "Reported",
     "Shadow",
+    "providers",
     "RELEASE_STATES",
     "RatequeueError",
     "Rejected",

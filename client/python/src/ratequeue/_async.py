@@ -20,7 +20,7 @@ import random
 import threading
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Awaitable, Callable, Dict, Optional, Sequence, Tuple, Type, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional, Sequence, Tuple, Type, Union
 
 from ._async_backend import AsyncAcquireMixin, AsyncRenewal, pause, shielded
 from ._async_transport import AsyncConnectionPool
@@ -49,6 +49,8 @@ from ._protocol import (
     Grant,
     Json,
     Nodes,
+    ProviderReport,
+    Reported,
     Send,
     Sleep,
     acquire_spec,
@@ -56,9 +58,11 @@ from ._protocol import (
     parse_grant,
     parse_release,
     parse_renewal,
+    parse_reported,
     plan,
     release_spec,
     renew_spec,
+    report_spec,
 )
 
 if TYPE_CHECKING:
@@ -249,6 +253,14 @@ class Client:
         deadline = self._clock() + self.timing.release_budget_s
         return parse_release(await self._call(release_spec(lease_id, actual_load, self.timing, deadline)))
 
+    async def report(self, lease_id: str, report: ProviderReport) -> Reported:
+        """Tell the cluster what the provider answered the holder of `lease_id` (its
+        remaining budget, resets, a 429): the resource's feedback policy lowers its
+        budget to the provider's figures and pauses grants after a 429. Raises
+        `LeaseLost` when the lease has ended."""
+        deadline = self._clock() + self.timing.request_timeout_s
+        return parse_reported(await self._call(report_spec(lease_id, report, self.timing, deadline)))
+
     async def renew(self, lease_id: str, ttl: Optional[float] = None) -> Tuple[int, int]:
         """Renew a lease by id; returns (ttl_ms, fencing_token). Raises `LeaseLost`."""
         ttl_ms = None if ttl is None else seconds_to_ms("ttl", ttl, TTL_MS_MIN, TTL_MS_MAX)
@@ -292,6 +304,12 @@ class Lease(LeaseBase, AsyncRenewal):
                 return
             self._renewed(sent_at, ttl_ms, token)
             interval = self._renew_interval()
+
+    async def report(self, report: Optional[ProviderReport] = None, **fields: Any) -> Reported:
+        """Report what the provider answered this lease's call: a `ProviderReport`
+        (e.g. from `ratequeue.providers.openai_report(response)`) or its fields
+        (`remaining_tokens=...`, `rate_limited=True`, ...)."""
+        return await self._rq.report(self.id, report if report is not None else ProviderReport(**fields))
 
     async def release(self) -> str:
         """Stop renewing and release, reporting `actual_load` if set. Idempotent. Returns

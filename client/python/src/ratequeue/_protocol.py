@@ -454,6 +454,66 @@ def renew_spec(lease_id: str, ttl_ms: Optional[int], timing: Timing, deadline: f
     )
 
 
+def report_spec(lease_id: str, report: "ProviderReport", timing: Timing, deadline: float) -> CallSpec:
+    body: Json = report.to_json()
+    return CallSpec(
+        method="POST",
+        path=f"/v1/leases/{quote(lease_id, safe='')}/report",
+        body=lambda _now: body,
+        read_timeout=lambda _b: timing.request_timeout_s,
+        deadline=deadline,
+        convert=_lease_error(lease_id),
+    )
+
+
+@dataclass(frozen=True)
+class ProviderReport:
+    """What the provider answered a lease's holder (docs/semantics.md, "Provider
+    feedback"): its remaining requests and tokens, when its windows reset and its
+    retry-after (ms from now), and whether it refused the call (429). Build one by hand
+    or with `ratequeue.providers` (OpenAI and Anthropic headers and errors)."""
+
+    remaining_requests: Optional[int] = None
+    remaining_tokens: Optional[int] = None
+    reset_requests_ms: Optional[int] = None
+    reset_tokens_ms: Optional[int] = None
+    retry_after_ms: Optional[int] = None
+    rate_limited: bool = False
+
+    def to_json(self) -> Json:
+        body: Json = {}
+        for name in ("remaining_requests", "remaining_tokens", "reset_requests_ms", "reset_tokens_ms", "retry_after_ms"):
+            v = getattr(self, name)
+            if v is not None:
+                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                    raise ValueError(f"{name} must be a non-negative integer, not {v!r}")
+                body[name] = v
+        if self.rate_limited:
+            body["rate_limited"] = True
+        return body
+
+    def is_empty(self) -> bool:
+        return not self.to_json()
+
+
+@dataclass(frozen=True)
+class Reported:
+    """The answer to a report: how long grants on the resource now pause (0: not
+    paused), and its limits after the report."""
+
+    paused_ms: int
+    limits: Tuple["Limit", ...]
+
+
+def parse_reported(data: Json) -> Reported:
+    limits = tuple(
+        Limit(kind=_str(item, "kind"), limit=_int(item, "limit"), remaining=_int(item, "remaining"))
+        for item in data.get("limits") or []
+        if isinstance(item, dict)
+    )
+    return Reported(paused_ms=_int(data, "paused_ms"), limits=limits)
+
+
 @dataclass(frozen=True)
 class Limit:
     """One limit of the resource as seen at grant time: `kind` is `concurrency`, `request`

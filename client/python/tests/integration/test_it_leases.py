@@ -304,3 +304,19 @@ async def test_dry_run_grants_at_once_and_carries_the_shadow(env: Cluster, resou
         with pytest.raises(ratequeue.WouldBlock):
             with ratequeue.acquire(resource_name, timeout=0):
                 pass
+
+
+async def test_a_report_lowers_the_budget_and_a_429_pauses(env: Cluster, resource_name: str) -> None:
+    env.put_resource(
+        resource_name, {"rate": [{"per": "request", "limit": 100, "window_ms": 3_600_000}], "feedback": {}}
+    )
+    headers = {"x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "20s"}
+    async with rq.acquire(resource_name) as lease:
+        reported = await lease.report(ratequeue.providers.openai_report(headers))
+        assert reported.paused_ms == 0
+        assert ratequeue.Limit("request", 100, 3) in reported.limits
+        reported = await lease.report(rate_limited=True, retry_after_ms=30_000)
+        assert reported.paused_ms > 25_000
+    with pytest.raises(ratequeue.WouldBlock):
+        with ratequeue.acquire(resource_name, timeout=0):
+            pass

@@ -331,6 +331,7 @@ fn limit_kind(k: api::LimitKind) -> &'static str {
         api::LimitKind::Concurrency => "concurrency",
         api::LimitKind::Request => "requests",
         api::LimitKind::Load => "load",
+        api::LimitKind::Provider => "provider",
     }
 }
 

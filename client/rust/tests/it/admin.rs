@@ -30,6 +30,7 @@ async fn resources_and_keys() {
         default_ttl_ms: Some(10_000),
         max_queue: Some(100),
         mode: Some(api::Mode::DryRun),
+        feedback: None,
     };
     let r = client.put_resource("openai-gpt4", &spec).await.unwrap();
     assert!(r.created);

@@ -77,6 +77,13 @@ impl State {
                 best = Some((ms, binding));
             }
         };
+        bind(
+            r.paused_until_ms.saturating_sub(now),
+            Binding {
+                kind: LimitKind::Provider,
+                bucket: None,
+            },
+        );
         if let Some(c) = r.config.concurrency {
             let c = u64::from(c);
             let held = r.leases.len() as u64;

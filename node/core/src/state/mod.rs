@@ -22,6 +22,7 @@ use crate::config::{Per, ResourceConfig};
 use crate::keys::ApiKey;
 
 mod estimate;
+mod feedback;
 mod idempotency;
 mod keys;
 mod leases;
@@ -147,6 +148,30 @@ pub enum Command {
     DeleteKey {
         name: String,
     },
+    /// What the provider answered the holder of `lease` (docs/semantics.md, "Provider
+    /// feedback"): applied to the lease's resource by its `feedback` policy.
+    Report {
+        lease: LeaseId,
+        report: Report,
+    },
+}
+
+/// The provider's own figures, as a lease holder read them from its answer (rate
+/// headers, a 429). Durations are from when the report is applied (cluster time).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// Requests the provider still allows in its window (`x-ratelimit-remaining-requests`).
+    pub remaining_requests: Option<u64>,
+    /// Tokens the provider still allows in its window (`x-ratelimit-remaining-tokens`).
+    pub remaining_tokens: Option<u64>,
+    /// Until the provider's request window resets.
+    pub reset_requests_ms: Option<u64>,
+    /// Until the provider's token window resets.
+    pub reset_tokens_ms: Option<u64>,
+    /// The provider's `retry-after`.
+    pub retry_after_ms: Option<u64>,
+    /// The provider refused the call (HTTP 429).
+    pub rate_limited: bool,
 }
 
 /// Which limit a figure is about.
@@ -155,6 +180,8 @@ pub enum LimitKind {
     Concurrency,
     Request,
     Load,
+    /// The provider refused a call (a reported 429): grants pause until its reset.
+    Provider,
 }
 
 impl From<Per> for LimitKind {
@@ -295,6 +322,12 @@ pub enum Outcome {
     KeyDeleted {
         existed: bool,
     },
+    /// A report was applied: the limits after it, and how long grants now pause (0:
+    /// not paused).
+    Reported {
+        limits: Vec<LimitView>,
+        paused_ms: u64,
+    },
     Rejected(Rejection),
 }
 
@@ -406,6 +439,7 @@ impl State {
                 expires_in_ms,
             } => self.rotate_key(name, hash, *expires_in_ms),
             Command::DeleteKey { name } => self.delete_key(name),
+            Command::Report { lease, report } => self.report(*lease, report),
         }
     }
 }

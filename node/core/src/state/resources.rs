@@ -18,6 +18,10 @@ pub(super) struct Resource {
     #[serde(with = "tables::set")]
     pub(super) leases: Set<(u64, u64)>,
     pub(super) grants_total: u64,
+    /// Cluster time until which grants pause after a provider's 429 (`feedback.rs`).
+    pub(super) paused_until_ms: u64,
+    /// Reported 429s in a row (no report without one since): the backoff's exponent.
+    pub(super) rate_limited_streak: u32,
 }
 
 /// Live statistics of one resource, for `GET /v1/resources`.
@@ -78,6 +82,8 @@ impl State {
                     buckets,
                     leases: Set::new(),
                     grants_total: 0,
+                    paused_until_ms: 0,
+                    rate_limited_streak: 0,
                 };
                 self.resources.insert(name.to_owned(), r);
                 Outcome::ResourcePut { created: true }
@@ -127,6 +133,7 @@ impl State {
                 wait = Some((ms, kind));
             }
         };
+        bind(r.paused_until_ms.saturating_sub(now), LimitKind::Provider);
         if let Some(c) = r.config.concurrency {
             let held = r.leases.len();
             let c = c as usize;

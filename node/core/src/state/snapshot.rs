@@ -28,7 +28,10 @@ use crate::{IDEMPOTENCY_WINDOW_LEN_MAX, KEYS_MAX, LEASES_MAX, RESOURCES_MAX, TOM
 /// 6: resource configs carry a mode (enforce or dry run), leases whether their grant was
 /// charged to the limits. Versions 5 and 4 are still restored (`StateV5`, `StateV4`:
 /// every resource enforced, every lease charged, as those builds did).
-pub const SNAPSHOT_VERSION: u8 = 6;
+/// 7: resource configs carry a feedback policy, resources their provider pause
+/// (`paused_until_ms`, `rate_limited_streak`); 6 is still restored (`StateV6`: no policy,
+/// not paused).
+pub const SNAPSHOT_VERSION: u8 = 7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -61,6 +64,9 @@ impl State {
         let mut indexed = 0usize;
         for (name, r) in &self.resources {
             crate::config::validate_name(name).and_then(|()| r.config.validate())?;
+            if r.paused_until_ms > now.saturating_add(crate::PAUSE_MS_MAX) {
+                return Err(format!("{name} is paused beyond any report"));
+            }
             if r.buckets.len() != r.config.rate.len()
                 || !r
                     .config
@@ -162,6 +168,10 @@ impl State {
         let decode = |e: bincode::error::DecodeError| SnapshotError::Decode(e.to_string());
         let (state, used) = match version {
             SNAPSHOT_VERSION => decode_bounded::<State>(body).map_err(decode)?,
+            6 => {
+                let (old, used) = decode_bounded::<StateV6>(body).map_err(decode)?;
+                (old.upgrade(), used)
+            }
             5 => {
                 let (old, used) = decode_bounded::<StateV5>(body).map_err(decode)?;
                 (old.upgrade(), used)
@@ -197,9 +207,50 @@ struct ResourceConfigV5 {
     max_queue: u32,
 }
 
+/// A resource config as snapshot version 6 laid it out: no feedback policy.
 #[derive(Clone, Deserialize)]
-struct ResourceV5 {
-    config: ResourceConfigV5,
+struct ResourceConfigV6 {
+    concurrency: Option<u32>,
+    rate: Vec<RateLimit>,
+    lanes: BTreeMap<String, LaneConfig>,
+    default_ttl_ms: u64,
+    max_queue: u32,
+    mode: Mode,
+}
+
+impl From<ResourceConfigV5> for ResourceConfig {
+    fn from(c: ResourceConfigV5) -> Self {
+        ResourceConfig {
+            concurrency: c.concurrency,
+            rate: c.rate,
+            lanes: c.lanes,
+            default_ttl_ms: c.default_ttl_ms,
+            max_queue: c.max_queue,
+            mode: Mode::Enforce,
+            feedback: None,
+        }
+    }
+}
+
+impl From<ResourceConfigV6> for ResourceConfig {
+    fn from(c: ResourceConfigV6) -> Self {
+        ResourceConfig {
+            concurrency: c.concurrency,
+            rate: c.rate,
+            lanes: c.lanes,
+            default_ttl_ms: c.default_ttl_ms,
+            max_queue: c.max_queue,
+            mode: c.mode,
+            feedback: None,
+        }
+    }
+}
+
+/// A resource as snapshot versions 4 to 6 laid it out (with that version's config): no
+/// provider pause.
+#[derive(Clone, Deserialize)]
+struct ResourceOld<C> {
+    config: C,
     buckets: Vec<Bucket>,
     #[serde(with = "tables::set")]
     leases: Set<(u64, u64)>,
@@ -220,23 +271,18 @@ struct LeaseV5 {
     owner: Option<String>,
 }
 
-fn upgrade_resources(old: Map<String, ResourceV5>) -> Map<String, Resource> {
+fn upgrade_resources<C: Clone + Into<ResourceConfig>>(
+    old: Map<String, ResourceOld<C>>,
+) -> Map<String, Resource> {
     old.into_iter()
         .map(|(name, r)| {
-            let c = r.config;
-            let config = ResourceConfig {
-                concurrency: c.concurrency,
-                rate: c.rate,
-                lanes: c.lanes,
-                default_ttl_ms: c.default_ttl_ms,
-                max_queue: c.max_queue,
-                mode: Mode::Enforce,
-            };
             let r = Resource {
-                config,
+                config: r.config.into(),
                 buckets: r.buckets,
                 leases: r.leases,
                 grants_total: r.grants_total,
+                paused_until_ms: 0,
+                rate_limited_streak: 0,
             };
             (name, r)
         })
@@ -263,13 +309,56 @@ fn upgrade_leases(old: Map<u64, LeaseV5>) -> Map<u64, Lease> {
         .collect()
 }
 
+/// The state as snapshot version 6 laid it out: resources of version 6.
+#[derive(Deserialize)]
+struct StateV6 {
+    now_ms: u64,
+    next_token: u64,
+    #[serde(with = "tables::map")]
+    resources: Map<String, ResourceOld<ResourceConfigV6>>,
+    #[serde(with = "tables::map")]
+    leases: Map<u64, Lease>,
+    #[serde(with = "tables::set")]
+    expiry: Set<(u64, u64)>,
+    #[serde(with = "tables::map")]
+    ended: Map<u64, Tombstone>,
+    #[serde(with = "tables::seq")]
+    ended_order: Seq<u64>,
+    #[serde(with = "tables::map")]
+    idempotency: Map<RequestKey, IdempotentGrant>,
+    #[serde(with = "tables::seq")]
+    idempotency_order: Seq<RequestKey>,
+    #[serde(with = "tables::map")]
+    keys: Map<String, ApiKey>,
+    #[serde(with = "tables::map")]
+    key_by_hash: Map<String, String>,
+}
+
+impl StateV6 {
+    fn upgrade(self) -> State {
+        State {
+            now_ms: self.now_ms,
+            next_token: self.next_token,
+            resources: upgrade_resources(self.resources),
+            leases: self.leases,
+            expiry: self.expiry,
+            ended: self.ended,
+            ended_order: self.ended_order,
+            idempotency: self.idempotency,
+            idempotency_order: self.idempotency_order,
+            keys: self.keys,
+            key_by_hash: self.key_by_hash,
+        }
+    }
+}
+
 /// The state as snapshot version 5 laid it out: resources and leases of version 5.
 #[derive(Deserialize)]
 struct StateV5 {
     now_ms: u64,
     next_token: u64,
     #[serde(with = "tables::map")]
-    resources: Map<String, ResourceV5>,
+    resources: Map<String, ResourceOld<ResourceConfigV5>>,
     #[serde(with = "tables::map")]
     leases: Map<u64, LeaseV5>,
     #[serde(with = "tables::set")]
@@ -313,7 +402,7 @@ struct StateV4 {
     now_ms: u64,
     next_token: u64,
     #[serde(with = "tables::map")]
-    resources: Map<String, ResourceV5>,
+    resources: Map<String, ResourceOld<ResourceConfigV5>>,
     #[serde(with = "tables::map")]
     leases: Map<u64, LeaseV5>,
     #[serde(with = "tables::set")]

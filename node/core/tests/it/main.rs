@@ -7,6 +7,7 @@
 //! - `model`: a naive reference model and the property test comparing it with `State`.
 //! - `snapshot`: determinism and snapshot/restore.
 //! - `dry_run`: dry-run mode: the shadow is the enforce decision (properties).
+//! - `feedback`: provider reports: lowering, pauses, backoff; never raising budget.
 //! - `scope`: the permission and visibility rules.
 //! - `scheduler`: admission order, head of line, deadlines, bounds, wakeups, and a
 //!   randomised simulation checking that no grant ever exceeds a limit.
@@ -19,6 +20,7 @@ mod buckets;
 mod check;
 mod clock;
 mod dry_run;
+mod feedback;
 mod idempotency;
 mod keys;
 mod leases;

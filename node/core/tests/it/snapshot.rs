@@ -63,7 +63,7 @@ fn restore_refuses_empty_wrong_version_and_garbage() {
 
     assert!(matches!(State::restore(&[]), Err(SnapshotError::Empty)));
     let version = good[0];
-    // 4 and 5 are still read (and a current body does not decode as them).
+    // 4, 5 and 6 are still read (and a current body does not decode as them).
     for v in [0u8, 1, 2, 3, version + 1, 255] {
         let mut bad = good.clone();
         bad[0] = v;
@@ -72,7 +72,7 @@ fn restore_refuses_empty_wrong_version_and_garbage() {
             "version {v}"
         );
     }
-    for v in [4, 5] {
+    for v in [4, 5, 6] {
         let mut older = good.clone();
         older[0] = v;
         assert!(
@@ -154,7 +154,7 @@ fn fixed_state() -> State {
 #[test]
 fn a_snapshot_older_than_version_4_is_refused_by_version() {
     use ratequeue_core::state::SNAPSHOT_VERSION;
-    assert_eq!(SNAPSHOT_VERSION, 6);
+    assert_eq!(SNAPSHOT_VERSION, 7);
     let mut old = fixed_state().snapshot();
     old[0] = 3;
     let e = State::restore(&old).unwrap_err();
@@ -207,7 +207,7 @@ fn a_version_4_snapshot_is_restored_and_upgraded() {
         Outcome::Released { already: false }
     );
     let again = s.snapshot();
-    assert_eq!(again[0], 6, "re-snapshotted in the current format");
+    assert_eq!(again[0], 7, "re-snapshotted in the current format");
     assert_eq!(State::restore(&again).unwrap(), s);
     s.tick(8_000 + TOMBSTONE_WINDOW_MS);
     assert_eq!(
@@ -262,6 +262,52 @@ fn a_version_5_snapshot_is_restored_as_enforced_and_charged() {
         "the restored lease was charged, so it settles"
     );
     let again = s.snapshot();
-    assert_eq!(again[0], 6);
+    assert_eq!(again[0], 7);
+    assert_eq!(State::restore(&again).unwrap(), s);
+}
+
+/// A version 6 snapshot (made by the build before feedback policies and provider
+/// pauses) is restored with its modes and charged flags, no policy and no pause.
+#[test]
+fn a_version_6_snapshot_is_restored_without_feedback() {
+    // Made by the version-6 build: dry-run resource "r" (concurrency 1, load 100 per
+    // 60 s, put at 1 000); at 2 000 grants of load 30 by alice: token 1 (nonce 11, fits,
+    // charged) and token 2 (nonce 12, try-once: would block on the slot, not charged);
+    // at 3 000 token 1 released with actual_load 10.
+    const V6: &str = "06fbb80b030101720101010164fb60ea00fb3075fb10270101fcc0d8a700fbb80b01fb58\
+        1b020201020c01720764656661756c741efb8813fb581bfbd007000105616c6963650001fb581b0201\
+        01000bfbb80b010100000000";
+    let bytes: Vec<u8> = (0..V6.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&V6[i..i + 2], 16).unwrap())
+        .collect();
+    let mut s = State::restore(&bytes).unwrap();
+    assert_eq!((s.now_ms(), s.next_token(), s.lease_count()), (3_000, 3, 1));
+    let config = s.resource("r").unwrap().clone();
+    assert_eq!(
+        (config.mode, config.feedback),
+        (ratequeue_core::Mode::DryRun, None)
+    );
+    let load = |s: &State| {
+        s.limits("r")
+            .iter()
+            .find(|l| l.kind == ratequeue_core::LimitKind::Load)
+            .unwrap()
+            .remaining
+    };
+    // 100 - 30 + 20 (settled) plus one second's refill: 91; token 2 was never charged.
+    assert_eq!(load(&s), 91);
+    let out = s.apply_command(&Command::Release {
+        lease: LeaseId {
+            token: 2,
+            nonce: 12,
+        },
+        actual_load: Some(0),
+    });
+    assert_eq!(out, Outcome::Released { already: false });
+    assert_eq!(load(&s), 91, "an uncharged lease settles nothing");
+    assert_eq!(s.fit("r", 1), ratequeue_core::Fit::Now, "not paused");
+    let again = s.snapshot();
+    assert_eq!(again[0], 7);
     assert_eq!(State::restore(&again).unwrap(), s);
 }

@@ -76,6 +76,7 @@ fn commands() -> Vec<Command> {
         default_ttl_ms: Some(30_000),
         max_queue: Some(100),
         mode: None,
+        feedback: Some(api::Feedback::default()),
     };
     let config = |spec: api::ResourceSpec| match crate::http::resource_config(spec) {
         Ok(c) => c,

@@ -226,6 +226,7 @@ pub(super) fn api_kind(k: LimitKind) -> api::LimitKind {
         LimitKind::Concurrency => api::LimitKind::Concurrency,
         LimitKind::Request => api::LimitKind::Request,
         LimitKind::Load => api::LimitKind::Load,
+        LimitKind::Provider => api::LimitKind::Provider,
     }
 }
 
@@ -236,6 +237,7 @@ fn limit_name(b: Binding) -> String {
         (LimitKind::Load, Some(i)) => format!("load rate limit (rate[{i}])"),
         (LimitKind::Request, None) => "request rate limit".into(),
         (LimitKind::Load, None) => "load rate limit".into(),
+        (LimitKind::Provider, _) => "provider's pause after a 429".into(),
     }
 }
 

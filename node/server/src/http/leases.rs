@@ -12,8 +12,8 @@ use ratequeue_api as api;
 use ratequeue_api::ErrorCode;
 use ratequeue_core::config::{validate_holder, validate_name, DEFAULT_LANE, DEFAULT_PRIORITY};
 use ratequeue_core::{
-    Command, LeaseId, LeaseView, LimitView, Outcome, Shadow, ShadowDecision, LOAD_MAX,
-    REQUEST_ID_LEN_MAX, TTL_MS_MAX, TTL_MS_MIN,
+    Command, LeaseId, LeaseView, LimitView, Outcome, Report, Shadow, ShadowDecision, LIMIT_MAX,
+    LOAD_MAX, PAUSE_MS_MAX, REQUEST_ID_LEN_MAX, TTL_MS_MAX, TTL_MS_MIN,
 };
 
 use super::access;
@@ -305,6 +305,78 @@ pub(super) async fn renew(
             lease_id: lease.id.to_string(),
             fencing_token: lease.id.token,
             ttl_ms: lease.ttl_ms,
+        }),
+        Ok(Outcome::Rejected(r)) => rejection(r).into_response(),
+        Ok(other) => unexpected(other),
+        Err(f) => failure(&node, &uri, f),
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/leases/{id}/report",
+    tag = "leases",
+    operation_id = "report",
+    summary = "Report what the provider answered the lease's holder",
+    description = "Only the key that acquired the lease, or an admin, while the lease is \
+        live. The provider's remaining requests and tokens lower the resource's buckets \
+        named by its `feedback` policy (never raising any); `rate_limited` (a 429) pauses \
+        grants until `retry_after_ms`, else the latest reset given, else the policy's \
+        backoff. Replicated like any write. Without a policy it changes nothing.",
+    params(("id" = String, Path, description = "The lease id (`lease_id` of the acquire)")),
+    request_body(content = Option<api::ReportRequest>, description = "Every field is optional"),
+    responses((status = 200, description = "Applied", body = api::ReportResponse), TouchErrors),
+)]
+pub(super) async fn report(
+    State(node): State<Arc<Node>>,
+    uri: Uri,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(body): Body<api::ReportRequest>,
+) -> Response {
+    node.metrics.http_request();
+    access::record("lease_id", &id);
+    let lease = match parse_lease(&id) {
+        Ok(l) => l,
+        Err(e) => return e.into_response(),
+    };
+    let counts = [body.remaining_requests, body.remaining_tokens];
+    let durations = [
+        body.reset_requests_ms,
+        body.reset_tokens_ms,
+        body.retry_after_ms,
+    ];
+    if counts.iter().flatten().any(|&n| n > LIMIT_MAX)
+        || durations.iter().flatten().any(|&ms| ms > PAUSE_MS_MAX)
+    {
+        return ApiError::invalid(format!(
+            "remaining figures must be at most {LIMIT_MAX}, durations at most {PAUSE_MS_MAX} ms"
+        ))
+        .into_response();
+    }
+    let by = match toucher(&caller) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(r) = require_leader(&node, &uri) {
+        return r;
+    }
+    let report = Report {
+        remaining_requests: body.remaining_requests,
+        remaining_tokens: body.remaining_tokens,
+        reset_requests_ms: body.reset_requests_ms,
+        reset_tokens_ms: body.reset_tokens_ms,
+        retry_after_ms: body.retry_after_ms,
+        rate_limited: body.rate_limited.unwrap_or(false),
+    };
+    match node
+        .admission
+        .touch(Command::Report { lease, report }, lease, by)
+        .await
+    {
+        Ok(Outcome::Reported { limits, paused_ms }) => json(api::ReportResponse {
+            paused_ms,
+            limits: limits.iter().map(limit_json).collect(),
         }),
         Ok(Outcome::Rejected(r)) => rejection(r).into_response(),
         Ok(other) => unexpected(other),

@@ -189,6 +189,7 @@ impl Modify for Security {
         leases::acquire,
         leases::release,
         leases::renew,
+        leases::report,
         resources::list_resources,
         resources::get_resource,
         resources::put_resource,
@@ -217,7 +218,7 @@ impl Modify for Security {
     modifiers(&Security),
     security(("bearer" = [])),
     tags(
-        (name = "leases", description = "Acquire, release, renew"),
+        (name = "leases", description = "Acquire, release, renew, report"),
         (name = "resources", description = "Resources and their live stats (admin for writes)"),
         (name = "keys", description = "API keys (admin)"),
         (name = "cluster", description = "Status, membership, probes, metrics"),

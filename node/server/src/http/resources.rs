@@ -11,9 +11,9 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use ratequeue_api as api;
 use ratequeue_api::ErrorCode;
-use ratequeue_core::config::validate_name;
+use ratequeue_core::config::{validate_name, DEFAULT_BACKOFF_MAX_MS, DEFAULT_BACKOFF_MS};
 use ratequeue_core::{
-    Command, LaneConfig, LimitView, Mode, Outcome, Per, RateLimit, ResourceConfig,
+    Command, Feedback, LaneConfig, LimitView, Mode, Outcome, Per, RateLimit, ResourceConfig,
 };
 
 use super::auth::denied;
@@ -65,6 +65,12 @@ pub fn resource_config(spec: api::ResourceSpec) -> Result<ResourceConfig, ApiErr
             api::Mode::Enforce => Mode::Enforce,
             api::Mode::DryRun => Mode::DryRun,
         },
+        feedback: spec.feedback.map(|f| Feedback {
+            requests_window_ms: f.requests_window_ms,
+            tokens_window_ms: f.tokens_window_ms,
+            backoff_ms: f.backoff_ms.unwrap_or(DEFAULT_BACKOFF_MS),
+            backoff_max_ms: f.backoff_max_ms.unwrap_or(DEFAULT_BACKOFF_MAX_MS),
+        }),
     };
     config.validate().map_err(ApiError::invalid)?;
     Ok(config)
@@ -95,6 +101,12 @@ pub fn resource_spec(c: &ResourceConfig) -> api::ResourceSpec {
         mode: Some(match c.mode {
             Mode::Enforce => api::Mode::Enforce,
             Mode::DryRun => api::Mode::DryRun,
+        }),
+        feedback: c.feedback.map(|f| api::Feedback {
+            requests_window_ms: f.requests_window_ms,
+            tokens_window_ms: f.tokens_window_ms,
+            backoff_ms: Some(f.backoff_ms),
+            backoff_max_ms: Some(f.backoff_max_ms),
         }),
     }
 }

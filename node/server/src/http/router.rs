@@ -48,6 +48,7 @@ where
         .route("/v1/resources/{name}/acquire", acquire)
         .route("/v1/leases/{id}/release", post(leases::release))
         .route("/v1/leases/{id}/renew", post(leases::renew))
+        .route("/v1/leases/{id}/report", post(leases::report))
         .route("/v1/resources", get(resources::list_resources))
         .route(
             "/v1/resources/{name}",

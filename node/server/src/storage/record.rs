@@ -14,8 +14,9 @@ use super::error::{RecordKey, StoreError};
 /// The record format this build writes and reads. 2: the commands' layout changed
 /// (lease owners, key scopes, `CreateKey`/`RotateKey`); a store written by an older
 /// build is refused on open (docs/operations.md, "Upgrading"). 3: resource configs
-/// carry a mode (enforce or dry run), grants the caller's `wait_ms`.
-pub const RECORD_FORMAT_VERSION: u8 = 3;
+/// carry a mode (enforce or dry run), grants the caller's `wait_ms`. 4: resource configs
+/// carry a feedback policy; `Command::Report`.
+pub const RECORD_FORMAT_VERSION: u8 = 4;
 
 /// Bytes in front of the payload: version (1) + crc32 (4).
 pub const RECORD_HEADER_LEN: usize = 5;

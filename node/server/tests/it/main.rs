@@ -7,6 +7,7 @@ mod cluster;
 mod dashboard;
 mod dev;
 mod dry_run;
+mod feedback;
 mod isolation;
 mod replication;
 mod security;

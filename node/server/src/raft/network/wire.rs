@@ -11,8 +11,9 @@ use super::secret::NONCE_BYTES;
 
 /// Version of the peer body format; bump on any incompatible change of the encoded types.
 /// 2: the commands' layout changed with record format 2 (lease owners, key scopes).
-/// 3: with record format 3 (resource modes, the grant's `wait_ms`).
-pub(super) const WIRE_VERSION: u8 = 3;
+/// 3: with record format 3 (resource modes, the grant's `wait_ms`). 4: with record
+/// format 4 (feedback policies, reports).
+pub(super) const WIRE_VERSION: u8 = 4;
 
 pub(super) const PATH_APPEND_ENTRIES: &str = "/raft/append-entries";
 pub(super) const PATH_VOTE: &str = "/raft/vote";

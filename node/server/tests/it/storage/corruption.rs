@@ -92,7 +92,7 @@ async fn unknown_format_version_of_the_vote_is_reported() {
             err,
             StoreError::Version {
                 found: 9,
-                expected: 3,
+                expected: 4,
                 ..
             }
         ),
@@ -100,12 +100,12 @@ async fn unknown_format_version_of_the_vote_is_reported() {
     );
     assert!(
         err.to_string()
-            .starts_with("record vote has format version 9, this build reads version 3"),
+            .starts_with("record vote has format version 9, this build reads version 4"),
         "{err}"
     );
 }
 
-/// Record formats 2 (issue 15) and 3 (issue 19) changed the commands' layout: a log
+/// Record formats 2 (issue 15), 3 and 4 (issue 19) changed the commands' layout: a log
 /// entry written by the previous format is refused by its version byte, never decoded as
 /// the new layout.
 #[tokio::test]
@@ -115,7 +115,7 @@ async fn a_log_entry_of_the_previous_format_is_refused() {
     edit_tree(dir.path(), SledBackend::LOG_TREE, |t| {
         let key = SledBackend::log_key(3);
         let mut value = t.get(key).unwrap().unwrap().to_vec();
-        value[0] = 2;
+        value[0] = 3;
         t.insert(key, value).unwrap();
     });
     let err = open_err(dir.path());
@@ -123,8 +123,8 @@ async fn a_log_entry_of_the_previous_format_is_refused() {
         matches!(
             err,
             StoreError::Version {
-                found: 2,
-                expected: 3,
+                found: 3,
+                expected: 4,
                 ..
             }
         ),
