@@ -13,7 +13,10 @@ import { Cluster, DEADLINE_MS, resourceName, until } from "./cluster.js";
 
 let cluster: Cluster;
 const quiet = { warn: () => {} };
-const failoverTiming = { retryBudgetMs: DEADLINE_MS, backoffMaxMs: 500 };
+// The retry budget, not the attempt count, must bound a call across an election: with one
+// node dead every second attempt is an instant move past it, so the default 50 attempts at
+// a 500 ms backoff cap last only ~6-12 s, which a slow election on a busy machine outlasts.
+const failoverTiming = { retryBudgetMs: DEADLINE_MS, backoffMaxMs: 500, attemptsMax: 10_000 };
 
 before(async () => {
   cluster = await Cluster.start(3);
