@@ -9,8 +9,11 @@
 #
 # Writes, under OUT_DIR (default target/jepsen/soak-DATE): the run's own directory
 # (history, results.json, report), samples.csv (t_s, node, pid, rss_bytes, dir_bytes,
-# open_files, threads) and soak.svg (one panel per quantity, one line per node; a node
-# restarted by a fault shows as a new pid). Flat after warm-up is the point.
+# open_files, threads), soak.png (one panel per quantity, one line per node, broken where
+# a fault restarted the node) and summary.txt (per node and quantity: median and max
+# after warm-up, slope over the last two thirds). Flat after warm-up is the point.
+# The plot needs matplotlib, which this script installs (pinned) into target/soak-venv;
+# `python3 jepsen-style-tests/soak/plot.py samples.csv out.png` redraws one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,8 +28,12 @@ echo "soak: writing to $out"
 cargo build --locked -p ratequeue-node --bins --features ratequeue-node/failpoints
 cp target/debug/ratequeue target/debug/ratequeue-failpoints
 cargo build --locked -p ratequeue-node -p jepsen-style-tests --bins
+# The run uses its own copies, so a build in this worktree during the hour (a campaign
+# beside it) cannot swap the binary a fault restarts a node with.
+mkdir -p "$out/bin"
+cp target/debug/jepsen target/debug/ratequeue target/debug/ratequeue-failpoints "$out/bin/"
 
-./target/debug/jepsen --seed "$SEED" --nodes 5 --duration "$((MINUTES * 60))s" \
+"$out/bin/jepsen" --seed "$SEED" --nodes 5 --duration "$((MINUTES * 60))s" \
   --nemesis everything --workload all,batch --out "$out/run" &
 run=$!
 echo "t_s,node,pid,rss_bytes,dir_bytes,open_files,threads" > "$out/samples.csv"
@@ -51,6 +58,13 @@ while kill -0 "$run" 2>/dev/null; do
 done
 rc=0
 wait "$run" || rc=$?
-python3 jepsen-style-tests/soak/plot.py "$out/samples.csv" "$out/soak.svg"
-echo "soak: run exit $rc; samples $out/samples.csv; plot $out/soak.svg"
+venv=target/soak-venv
+if ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q matplotlib==3.11.2
+fi
+"$venv/bin/python" jepsen-style-tests/soak/plot.py "$out/samples.csv" "$out/soak.png" \
+  "soak: seed $SEED, 5 nodes, $MINUTES min, every fault (samples every ${SAMPLE_SECONDS} s)" \
+  | tee "$out/summary.txt"
+echo "soak: run exit $rc; samples $out/samples.csv; plot $out/soak.png; summary $out/summary.txt"
 exit "$rc"

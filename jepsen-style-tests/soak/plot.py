@@ -1,10 +1,21 @@
-"""Plots soak samples (samples.csv from jepsen-style-tests/soak.sh) as one SVG: four
-panels (RSS, data dir, open files, threads) over time, one line per node. Standard
-library only, so the soak needs no extra packages."""
+"""Plots soak samples (samples.csv from jepsen-style-tests/soak.sh) as one PNG: four
+panels (RSS, data directory, open files, threads) over time, one line per node, a
+line broken where the node's process changed (a fault restarted it), and a printed
+summary per node and quantity: first, median and max after the warm-up, and the
+slope of a least-squares line over the last two thirds (per 10 minutes), which is
+what "flat after warm-up" is judged by.
+
+Needs matplotlib: soak.sh installs it into target/soak-venv (pinned)."""
 
 import csv
+import statistics
 import sys
 from collections import defaultdict
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 COLS = [
     ("rss_bytes", "resident memory (MiB)", 1 / 2**20),
@@ -12,37 +23,78 @@ COLS = [
     ("open_files", "open files", 1),
     ("threads", "threads", 1),
 ]
-COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
-W, H, PAD = 900, 220, 50
+WARM_UP_S = 300
 
 
-def main(src: str, dst: str) -> None:
+def slope_per_10min(points):
+    """Least-squares slope of (t, v) points, per 600 s; 0 for fewer than 2 points."""
+    if len(points) < 2:
+        return 0.0
+    ts = [t for t, _ in points]
+    vs = [v for _, v in points]
+    mt, mv = statistics.fmean(ts), statistics.fmean(vs)
+    den = sum((t - mt) ** 2 for t in ts)
+    if den == 0:
+        return 0.0
+    return 600 * sum((t - mt) * (v - mv) for t, v in points) / den
+
+
+def load(src):
     series = defaultdict(list)
     with open(src) as f:
         for row in csv.DictReader(f):
             series[int(row["node"])].append(row)
+    return series
+
+
+def summary(series, t_max):
+    lines = []
+    for col, title, scale in COLS:
+        for node, rows in sorted(series.items()):
+            pts = [(float(r["t_s"]), float(r[col]) * scale) for r in rows]
+            warm = [p for p in pts if p[0] >= WARM_UP_S] or pts
+            tail = [p for p in pts if p[0] >= t_max / 3] or pts
+            vals = [v for _, v in warm]
+            lines.append(
+                f"{title:24} node {node}: after warm-up first {vals[0]:.1f} "
+                f"median {statistics.median(vals):.1f} max {max(vals):.1f}; "
+                f"slope over last 2/3 {slope_per_10min(tail):+.2f} per 10 min; "
+                f"processes {len({r['pid'] for r in rows})}"
+            )
+    return lines
+
+
+def main(src, dst, title=""):
+    series = load(src)
     t_max = max((float(r["t_s"]) for rows in series.values() for r in rows), default=1) or 1
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H * len(COLS)}" '
-             'font-family="sans-serif" font-size="12">']
-    for k, (col, title, scale) in enumerate(COLS):
-        y0 = k * H
-        v_max = max((float(r[col]) * scale for rows in series.values() for r in rows), default=1) or 1
-        parts.append(f'<text x="{PAD}" y="{y0 + 18}">{title} (max {v_max:.1f})</text>')
-        parts.append(f'<rect x="{PAD}" y="{y0 + 25}" width="{W - 2 * PAD}" height="{H - 60}" '
-                     'fill="none" stroke="#999"/>')
+    fig, axes = plt.subplots(len(COLS), 1, figsize=(10, 11), sharex=True)
+    for ax, (col, label, scale) in zip(axes, COLS):
         for i, (node, rows) in enumerate(sorted(series.items())):
-            pts = " ".join(
-                f"{PAD + float(r['t_s']) / t_max * (W - 2 * PAD):.1f},"
-                f"{y0 + 25 + (H - 60) * (1 - float(r[col]) * scale / v_max):.1f}"
-                for r in rows)
-            colour = COLOURS[i % len(COLOURS)]
-            parts.append(f'<polyline fill="none" stroke="{colour}" points="{pts}"/>')
-            parts.append(f'<text x="{W - PAD + 5}" y="{y0 + 40 + 14 * i}" fill="{colour}">node {node}</text>')
-        parts.append(f'<text x="{W - PAD}" y="{y0 + H - 20}" text-anchor="end">{t_max:.0f} s</text>')
-    parts.append("</svg>")
-    with open(dst, "w") as f:
-        f.write("\n".join(parts))
+            colour = f"C{i % 10}"
+            # One segment per process, so a restart shows as a break, not a jump.
+            seg_t, seg_v, pid = [], [], None
+            first = True
+            for r in rows + [None]:
+                if r is None or (pid is not None and r["pid"] != pid):
+                    ax.plot(seg_t, seg_v, color=colour, lw=1,
+                            label=f"node {node}" if first else None)
+                    first = False
+                    seg_t, seg_v = [], []
+                if r is not None:
+                    pid = r["pid"]
+                    seg_t.append(float(r["t_s"]) / 60)
+                    seg_v.append(float(r[col]) * scale)
+        ax.axvline(WARM_UP_S / 60, color="#999", ls=":", lw=1)
+        ax.set_ylabel(label)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="upper left", ncol=len(series), fontsize=8)
+    axes[0].set_title(title or "soak: per-node samples every 10 s (dotted: end of warm-up)")
+    axes[-1].set_xlabel("minutes since start")
+    fig.tight_layout()
+    fig.savefig(dst, dpi=80)
+    print("\n".join(summary(series, t_max)))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "")

@@ -10,6 +10,7 @@
 //! Nothing here is linked into the server: the harness only speaks HTTP to it and
 //! signals its processes.
 
+pub mod blocks;
 pub mod checker;
 pub mod cleanup;
 pub mod client;

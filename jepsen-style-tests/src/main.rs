@@ -202,11 +202,10 @@ fn random_seed() -> u64 {
     (t ^ u64::from(std::process::id()).rotate_left(32)) % 1_000_000
 }
 
-fn block_for(run: u64) -> Block {
-    Block(
-        250,
-        (1 + (u64::from(std::process::id()) + run * 37) % 240) as u8,
-    )
+/// The block of this process's `run`-th cluster, claimed against other harnesses
+/// running at the same time (`blocks`).
+fn block_for(run: u64, nodes: u64) -> Block {
+    jepsen_style_tests::blocks::claim(run, nodes)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -295,7 +294,7 @@ async fn real_main() -> anyhow::Result<bool> {
             recovery: cli.recovery,
             lose_disks: cli.sabotage == Some(Sabotage::LoseDisks),
             keep_data: cli.keep_data,
-            block: block_for(k),
+            block: block_for(k, cli.nodes),
             liveness_bound: cli.liveness_bound,
             command,
             failpoint_bin: failpoint_bin.clone(),
@@ -349,7 +348,7 @@ async fn ci(cli: &Cli, bin: PathBuf) -> anyhow::Result<bool> {
         recovery: Duration::from_secs(8),
         lose_disks: false,
         keep_data: false,
-        block: block_for(0),
+        block: block_for(0, 3),
         liveness_bound: cli.liveness_bound,
         command: format!(
             "cargo run -p jepsen-style-tests --bin jepsen -- --seed {seed} --nodes 3 --duration {}s --nemesis all --workload all",
@@ -363,7 +362,7 @@ async fn ci(cli: &Cli, bin: PathBuf) -> anyhow::Result<bool> {
         duration: CI_STORAGE_DURATION,
         faults: parse_faults("storage,disk,clock,kill-leader")?,
         out: base.join(format!("storage-seed-{seed}")),
-        block: block_for(1),
+        block: block_for(1, 3),
         command: format!(
             "cargo run -p jepsen-style-tests --bin jepsen -- --seed {seed} --nodes 3 --duration {}s --nemesis storage,disk,clock,kill-leader --workload all",
             CI_STORAGE_DURATION.as_secs()
@@ -408,7 +407,7 @@ async fn ci(cli: &Cli, bin: PathBuf) -> anyhow::Result<bool> {
             },
             recovery: Duration::from_secs(4),
             lose_disks: sabotage == Sabotage::LoseDisks,
-            block: block_for(2 + k as u64),
+            block: block_for(2 + k as u64, 3),
             command: format!(
                 "cargo run -p jepsen-style-tests --bin jepsen -- --seed {seed} --duration {}s --nemesis none --workload semaphore,durable{}",
                 CI_SABOTAGE_DURATION.as_secs(),

@@ -52,6 +52,16 @@ pub fn delete_chain(chain: &str) {
     quiet(&["-X", chain]);
 }
 
+/// The iptables chain of a run on `block`.
+pub fn chain_for(block: ratequeue_testkit::Block) -> String {
+    format!("rqj-{}-{}", block.0, block.1)
+}
+
+/// Whether `chain` exists (false where iptables is missing or not permitted).
+pub fn chain_exists(chain: &str) -> bool {
+    quiet(&["-S", chain])
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -62,7 +72,9 @@ fn is_root() -> bool {
 /// Whether iptables works here (installed, permitted, kernel support); installs it
 /// with apt-get first when it is missing and we are root. Returns why not otherwise.
 pub fn ensure_iptables() -> Result<(), String> {
-    let probe = "rqj-probe";
+    // The probe chain is this process's own: a shared name would let two harnesses
+    // starting together delete each other's probe and conclude iptables does not work.
+    let probe = &format!("rqj-probe-{}", std::process::id());
     let works = || {
         delete_chain(probe);
         let ok =

@@ -130,7 +130,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
     let mut partitions_skipped: Option<String> = None;
     let net = if cfg.faults.iter().any(|f| f.is_partition()) {
         match net::ensure_iptables() {
-            Ok(()) => Some(Net::new(&format!("rqj-{}-{}", cfg.block.0, cfg.block.1))?),
+            Ok(()) => Some(Net::new(&net::chain_for(cfg.block))?),
             Err(why) => {
                 println!(
                     "jepsen: !!! PARTITIONS SKIPPED: {why}; running the other nemeses only !!!"
