@@ -179,13 +179,14 @@ impl Cluster {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
-        let deadline = Instant::now() + MEMBERSHIP_TIMEOUT;
+        let timeout = self.config.admin_timeout;
+        let deadline = Instant::now() + timeout;
         let mut last = String::from("no leader");
         while Instant::now() < deadline {
             if let Some(l) = self.leader().await {
                 let token = self.config.admin_token.clone();
                 match self
-                    .request_within(l, method.clone(), path, body, &token, MEMBERSHIP_TIMEOUT)
+                    .request_within(l, method.clone(), path, body, &token, timeout)
                     .await
                 {
                     Ok((s, v)) if (200..300).contains(&s) => return Ok(v),

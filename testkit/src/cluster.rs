@@ -399,10 +399,17 @@ impl Cluster {
         Ok(())
     }
 
-    /// SIGCONT (a no-op for a node that is not paused).
+    /// SIGCONT to a paused node; a no-op for a node that is not paused, including one
+    /// that is not running (killed, stopped, or exited on its own and reaped): there is
+    /// nothing to resume, and a caller undoing faults (the fault harness's heals) must not
+    /// have to know which of them ended the process meanwhile. Fails only for a node this
+    /// cluster never had.
     pub fn resume(&mut self, id: u64) -> anyhow::Result<()> {
-        let p = self.running_proc(id)?;
-        if p.paused {
+        let n = self
+            .nodes
+            .get_mut(&id)
+            .with_context(|| format!("no node {id} in this cluster"))?;
+        if let Some(p) = n.proc.as_mut().filter(|p| p.paused) {
             p.signal(Signal::SIGCONT)?;
             p.paused = false;
         }
@@ -441,6 +448,30 @@ impl Cluster {
         Ok(status)
     }
 
+    /// Waits up to `timeout` for node `id`'s process to exit on its own, and reaps it:
+    /// its exit status, or `None` if it still runs then (or was not running). For a node
+    /// expected to refuse to start: it may log why seconds before it exits (a debug build
+    /// symbolising a backtrace on a busy machine).
+    pub async fn wait_exit(
+        &mut self,
+        id: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<ExitStatus>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if !self.is_running(id) {
+                return Ok(None);
+            }
+            if let Some(status) = self.try_wait(id)? {
+                return Ok(Some(status));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(crate::wait::POLL).await;
+        }
+    }
+
     /// Reaps every node that exited on its own: `(id, exit status)`.
     pub fn reap(&mut self) -> Vec<(u64, String)> {
         let mut dead = Vec::new();
@@ -470,5 +501,83 @@ impl Drop for Cluster {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    /// A "server" that is a shell script: the process handling is what is tested.
+    fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    fn cluster(dir: &Path, bin: &Path) -> Cluster {
+        Cluster::new(ClusterConfig::new(bin).nodes(1).dir(dir.join("c"))).unwrap()
+    }
+
+    #[test]
+    fn resume_undoes_a_pause_and_is_a_no_op_on_a_node_that_is_not_running() {
+        let t = tempfile::tempdir().unwrap();
+        let mut c = cluster(t.path(), &script(t.path(), "long", "exec sleep 600"));
+        assert!(c.resume(1).is_err(), "node 1 was never started");
+        c.spawn(1).unwrap();
+        c.pause(1).unwrap();
+        assert!(c.is_paused(1));
+        c.resume(1).unwrap();
+        assert!(c.is_running(1) && !c.is_paused(1));
+        c.resume(1).unwrap(); // not paused: nothing to do
+        c.kill(1);
+        c.resume(1).unwrap(); // killed: nothing to resume (this failed before)
+        assert!(!c.is_running(1));
+        c.spawn(1).unwrap();
+        c.pause(1).unwrap();
+        c.kill(1); // SIGKILL works on a paused process
+        c.resume(1).unwrap();
+        assert!(!c.is_running(1));
+    }
+
+    #[test]
+    fn resume_of_a_node_that_exited_on_its_own_and_was_reaped_is_a_no_op() {
+        let t = tempfile::tempdir().unwrap();
+        let mut c = cluster(t.path(), &script(t.path(), "short", "exit 3"));
+        c.spawn(1).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut dead = Vec::new();
+        while dead.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the script did not exit within 60 s"
+            );
+            dead = c.reap();
+            std::thread::sleep(Duration::from_millis(10)); // a poll interval, bounded by the deadline
+        }
+        assert_eq!(dead[0].0, 1);
+        assert!(!c.is_running(1));
+        c.resume(1).unwrap(); // the harness's final heal did this and failed
+    }
+
+    #[tokio::test]
+    async fn wait_exit_waits_for_a_slow_exit_and_gives_up_on_a_node_that_stays() {
+        let t = tempfile::tempdir().unwrap();
+        let mut c = cluster(t.path(), &script(t.path(), "slow", "sleep 1; exit 4"));
+        c.spawn(1).unwrap();
+        assert_eq!(c.try_wait(1).unwrap(), None, "still in its 1 s sleep");
+        let status = c.wait_exit(1, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(status.and_then(|s| s.code()), Some(4));
+        assert!(!c.is_running(1));
+        assert_eq!(c.wait_exit(1, Duration::from_secs(60)).await.unwrap(), None);
+
+        let mut c = cluster(t.path(), &script(t.path(), "long", "exec sleep 600"));
+        c.spawn(1).unwrap();
+        let status = c.wait_exit(1, Duration::from_millis(300)).await.unwrap();
+        assert_eq!(status, None);
+        assert!(c.is_running(1));
     }
 }

@@ -56,6 +56,9 @@ pub struct ClusterConfig {
     pub leader_timeout: Duration,
     /// How long `stop` waits for a node to exit after SIGTERM (a leader hands over first).
     pub stop_timeout: Duration,
+    /// How long an admin call (`Cluster::admin`: membership changes, resources) keeps
+    /// retrying without a definite answer before it gives up (`MEMBERSHIP_TIMEOUT`).
+    pub admin_timeout: Duration,
     /// The nodes serve TLS (their `--tls-*` flags come through `node_arg`/`node_env`):
     /// URLs are `https://`, and the kit's HTTP client trusts this CA (PEM) only.
     pub tls_ca_pem: Option<String>,
@@ -87,6 +90,7 @@ impl ClusterConfig {
             exit_with_parent: true,
             leader_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(30),
+            admin_timeout: crate::api::MEMBERSHIP_TIMEOUT,
             tls_ca_pem: None,
             test_tls: None,
         }
@@ -160,6 +164,11 @@ impl ClusterConfig {
 
     pub fn leader_timeout(mut self, t: Duration) -> Self {
         self.leader_timeout = t;
+        self
+    }
+
+    pub fn admin_timeout(mut self, t: Duration) -> Self {
+        self.admin_timeout = t;
         self
     }
 
