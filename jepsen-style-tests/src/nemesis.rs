@@ -165,6 +165,48 @@ impl Fault {
     }
 }
 
+/// The faults of the group `all`, in their order.
+pub const ALL_FAULTS: [Fault; 11] = [
+    Fault::KillLeader,
+    Fault::KillRandom,
+    Fault::PauseLeader,
+    Fault::PauseRandom,
+    Fault::PartitionHalves,
+    Fault::PartitionLeader,
+    Fault::PartitionRing,
+    Fault::PartitionOneWay,
+    Fault::Membership,
+    Fault::KillLeaderRepeat,
+    Fault::RollingRestart,
+];
+
+/// Every fault a schedule may hold (group `everything`): `all`, then the storage, disk
+/// and clock groups. `lose-disks` is a sabotage, not one of them.
+pub const EVERYTHING: [Fault; 22] = [
+    Fault::KillLeader,
+    Fault::KillRandom,
+    Fault::PauseLeader,
+    Fault::PauseRandom,
+    Fault::PartitionHalves,
+    Fault::PartitionLeader,
+    Fault::PartitionRing,
+    Fault::PartitionOneWay,
+    Fault::Membership,
+    Fault::KillLeaderRepeat,
+    Fault::RollingRestart,
+    Fault::PowerCut,
+    Fault::PowerCutAll,
+    Fault::TornTail,
+    Fault::CorruptTail,
+    Fault::DiskEio,
+    Fault::DiskFull,
+    Fault::SlowDisk,
+    Fault::ClockWallForward,
+    Fault::ClockWallBack,
+    Fault::ClockMonoBack,
+    Fault::ClockSlow,
+];
+
 /// Parses `all`, `none`, or a comma list of groups (`kill`, `pause`, `partition`,
 /// `membership`) and single faults (`kill-leader`, `partition-ring`, …).
 pub fn parse_faults(s: &str) -> anyhow::Result<Vec<Fault>> {
@@ -172,19 +214,7 @@ pub fn parse_faults(s: &str) -> anyhow::Result<Vec<Fault>> {
     let mut out = BTreeSet::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let add: &[Fault] = match part {
-            "all" => &[
-                KillLeader,
-                KillRandom,
-                PauseLeader,
-                PauseRandom,
-                PartitionHalves,
-                PartitionLeader,
-                PartitionRing,
-                PartitionOneWay,
-                Membership,
-                KillLeaderRepeat,
-                RollingRestart,
-            ],
+            "all" => &ALL_FAULTS,
             "none" => &[],
             "kill" => &[KillLeader, KillRandom],
             "pause" => &[PauseLeader, PauseRandom],
@@ -194,57 +224,8 @@ pub fn parse_faults(s: &str) -> anyhow::Result<Vec<Fault>> {
             "storage" => &STORAGE_FAULTS,
             "disk" => &DISK_FAULTS,
             "clock" => &CLOCK_FAULTS,
-            "everything" => &[
-                KillLeader,
-                KillRandom,
-                PauseLeader,
-                PauseRandom,
-                PartitionHalves,
-                PartitionLeader,
-                PartitionRing,
-                PartitionOneWay,
-                Membership,
-                KillLeaderRepeat,
-                RollingRestart,
-                PowerCut,
-                PowerCutAll,
-                TornTail,
-                CorruptTail,
-                DiskEio,
-                DiskFull,
-                SlowDisk,
-                ClockWallForward,
-                ClockWallBack,
-                ClockMonoBack,
-                ClockSlow,
-            ],
-            other => match [
-                KillLeader,
-                KillRandom,
-                PauseLeader,
-                PauseRandom,
-                PartitionHalves,
-                PartitionLeader,
-                PartitionRing,
-                PartitionOneWay,
-                Membership,
-                KillLeaderRepeat,
-                RollingRestart,
-                PowerCut,
-                PowerCutAll,
-                TornTail,
-                CorruptTail,
-                DiskEio,
-                DiskFull,
-                SlowDisk,
-                ClockWallForward,
-                ClockWallBack,
-                ClockMonoBack,
-                ClockSlow,
-            ]
-            .iter()
-            .find(|f| f.name() == other)
-            {
+            "everything" => &EVERYTHING,
+            other => match EVERYTHING.iter().find(|f| f.name() == other) {
                 Some(f) => std::slice::from_ref(f),
                 None => bail!("unknown nemesis {other:?} (all, none, kill, pause, partition, membership, crash, storage, disk, clock, everything, or one fault)"),
             },
@@ -531,20 +512,12 @@ impl Nemesis {
         let random = *members.choose(&mut rng).context("no members")?;
         match step.fault {
             Fault::KillLeader | Fault::KillRandom => {
-                let target = if step.fault == Fault::KillLeader {
-                    leader_of(&c).await?
-                } else {
-                    random
-                };
+                let target = target(&c, step.fault == Fault::KillLeader, random).await?;
                 c.kill(target);
                 Ok((json!({"node": target}), Some(Heal::Restart(target))))
             }
             Fault::PauseLeader | Fault::PauseRandom => {
-                let target = if step.fault == Fault::PauseLeader {
-                    leader_of(&c).await?
-                } else {
-                    random
-                };
+                let target = target(&c, step.fault == Fault::PauseLeader, random).await?;
                 c.pause(target)?;
                 Ok((json!({"node": target}), Some(Heal::Resume(target))))
             }
@@ -564,11 +537,7 @@ impl Nemesis {
                 Ok((json!({"ring": order, "dropped": g}), Some(Heal::Network)))
             }
             Fault::PartitionOneWay => {
-                let target = if rng.gen_bool(0.5) {
-                    leader_of(&c).await?
-                } else {
-                    random
-                };
+                let target = target(&c, rng.gen_bool(0.5), random).await?;
                 let outbound = rng.gen_bool(0.5);
                 self.cut(&c, &one_way(&members, target, outbound))?;
                 let dir = if outbound {
@@ -647,11 +616,7 @@ impl Nemesis {
                 Ok((json!({"restarted": order}), None))
             }
             Fault::PowerCut => {
-                let target = if rng.gen_bool(0.5) {
-                    leader_of(&c).await?
-                } else {
-                    random
-                };
+                let target = target(&c, rng.gen_bool(0.5), random).await?;
                 let unsynced = stall_fsyncs(&c, &[target]).await?;
                 c.kill(target);
                 clear_disk_fault(&c, target);
@@ -700,11 +665,8 @@ impl Nemesis {
             | Fault::ClockMonoBack
             | Fault::ClockSlow => {
                 let wall = matches!(step.fault, Fault::ClockWallForward | Fault::ClockWallBack);
-                let target = if wall || rng.gen_bool(0.7) {
-                    leader_of(&c).await?
-                } else {
-                    random
-                };
+                // `||` keeps the draw off for the wall faults (the seeded choices stay).
+                let target = target(&c, wall || rng.gen_bool(0.7), random).await?;
                 let line = match step.fault {
                     Fault::ClockWallForward => {
                         format!("wall-offset-ms {}", rng.gen_range(5_400_000..=10_800_000))
@@ -724,23 +686,14 @@ impl Nemesis {
                 ))
             }
             Fault::DiskEio | Fault::DiskFull | Fault::SlowDisk => {
-                let target = if rng.gen_bool(0.5) {
-                    leader_of(&c).await?
-                } else {
-                    random
-                };
+                let target = target(&c, rng.gen_bool(0.5), random).await?;
                 let line = match step.fault {
                     Fault::DiskEio => "fsync-eio".to_owned(),
                     Fault::DiskFull => "disk-full".to_owned(),
                     _ => format!("slow-fsync {}", rng.gen_range(100..=400)),
                 };
                 let log_from = c.log(target).len();
-                let file = fault_file(&c, target);
-                if let Some(d) = file.parent() {
-                    std::fs::create_dir_all(d)?;
-                }
-                std::fs::write(&file, format!("{line}\n"))
-                    .with_context(|| format!("writing {}", file.display()))?;
+                write_failpoint(&fault_file(&c, target), &format!("{line}\n"))?;
                 // Watch /readyz while the fault lasts: the last answer that is not 200
                 // (until one says the node's Raft stopped).
                 let not_ready: Arc<parking_lot::Mutex<Option<Value>>> = Arc::default();
@@ -782,12 +735,7 @@ impl Nemesis {
     fn set_clock(&self, c: &Cluster, id: u64, lines: Option<&str>) -> anyhow::Result<()> {
         let file = c.data_dir(id).join("failpoints").join("clock");
         match lines {
-            Some(l) => {
-                if let Some(d) = file.parent() {
-                    std::fs::create_dir_all(d)?;
-                }
-                std::fs::write(&file, l).with_context(|| format!("writing {}", file.display()))
-            }
+            Some(l) => write_failpoint(&file, l),
             None => match std::fs::remove_file(&file) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
                 _ => Ok(()),
@@ -1004,6 +952,17 @@ async fn leader_of(c: &Cluster) -> anyhow::Result<u64> {
     c.leader().await.context("no leader to target")
 }
 
+/// A fault's node: the leader when `leader`, else `random` (the step's random member).
+/// Callers draw `leader` from the step's generator themselves, in their own order, so the
+/// seeded choices stay what they were.
+async fn target(c: &Cluster, leader: bool, random: u64) -> anyhow::Result<u64> {
+    if leader {
+        leader_of(c).await
+    } else {
+        Ok(random)
+    }
+}
+
 /// How to undo a fault.
 #[derive(Clone, Debug)]
 enum Heal {
@@ -1039,11 +998,7 @@ const UNSYNCED_WINDOW_MS: u64 = 400;
 /// waits [`UNSYNCED_WINDOW_MS`] while the workloads keep appending.
 async fn stall_fsyncs(c: &Cluster, nodes: &[u64]) -> anyhow::Result<u64> {
     for id in nodes {
-        let file = fault_file(c, *id);
-        if let Some(d) = file.parent() {
-            std::fs::create_dir_all(d)?;
-        }
-        std::fs::write(&file, "slow-fsync 5000\n")?;
+        write_failpoint(&fault_file(c, *id), "slow-fsync 5000\n")?;
     }
     tokio::time::sleep(Duration::from_millis(UNSYNCED_WINDOW_MS)).await;
     Ok(UNSYNCED_WINDOW_MS)
@@ -1051,6 +1006,14 @@ async fn stall_fsyncs(c: &Cluster, nodes: &[u64]) -> anyhow::Result<u64> {
 
 fn clear_disk_fault(c: &Cluster, id: u64) {
     let _ = std::fs::remove_file(fault_file(c, id));
+}
+
+/// Writes a failpoint file (`fault` or `clock`), making its folder first.
+fn write_failpoint(file: &std::path::Path, lines: &str) -> anyhow::Result<()> {
+    if let Some(d) = file.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    std::fs::write(file, lines).with_context(|| format!("writing {}", file.display()))
 }
 
 /// The disk-fault file the failpoints build reads (`storage/failpoint.rs`).
@@ -1091,6 +1054,31 @@ mod tests {
             .unwrap()
             .contains(&Fault::PartitionRing));
         assert!(parse_faults("bogus").is_err());
+    }
+
+    #[test]
+    fn every_fault_parses_by_its_name_and_the_groups_nest() {
+        for f in EVERYTHING {
+            assert_eq!(parse_faults(f.name()).unwrap(), vec![f]);
+            assert_ne!(f, Fault::LoseDisks);
+        }
+        let everything: BTreeSet<Fault> = EVERYTHING.into_iter().collect();
+        assert_eq!(everything.len(), EVERYTHING.len(), "no fault twice");
+        assert!(ALL_FAULTS.iter().all(|f| everything.contains(f)));
+        for group in [&STORAGE_FAULTS[..], &DISK_FAULTS, &CLOCK_FAULTS] {
+            assert!(group
+                .iter()
+                .all(|f| everything.contains(f) && f.needs_failpoints()));
+        }
+        assert!(ALL_FAULTS.iter().all(|f| !f.needs_failpoints()));
+        assert_eq!(
+            ALL_FAULTS.len() + STORAGE_FAULTS.len() + DISK_FAULTS.len() + CLOCK_FAULTS.len(),
+            EVERYTHING.len()
+        );
+        assert!(
+            parse_faults("lose-disks").is_err(),
+            "a sabotage, not a fault"
+        );
     }
 
     #[test]
