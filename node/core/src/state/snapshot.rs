@@ -168,18 +168,9 @@ impl State {
         let decode = |e: bincode::error::DecodeError| SnapshotError::Decode(e.to_string());
         let (state, used) = match version {
             SNAPSHOT_VERSION => decode_bounded::<State>(body).map_err(decode)?,
-            6 => {
-                let (old, used) = decode_bounded::<StateV6>(body).map_err(decode)?;
-                (old.upgrade(), used)
-            }
-            5 => {
-                let (old, used) = decode_bounded::<StateV5>(body).map_err(decode)?;
-                (old.upgrade(), used)
-            }
-            4 => {
-                let (old, used) = decode_bounded::<StateV4>(body).map_err(decode)?;
-                (old.upgrade(), used)
-            }
+            6 => upgraded(decode_bounded::<StateV6>(body).map_err(decode)?),
+            5 => upgraded(decode_bounded::<StateV5>(body).map_err(decode)?),
+            4 => upgraded(decode_bounded::<StateV4>(body).map_err(decode)?),
             _ => return Err(SnapshotError::Version(version)),
         };
         if used != body.len() {
@@ -197,6 +188,21 @@ impl State {
     }
 }
 
+/// An older layout decoded (with the bytes it used), as today's state.
+fn upgraded<C, L, T>((old, used): (StateOld<C, L, T>, usize)) -> (State, usize)
+where
+    C: Clone + Into<ResourceConfig>,
+    L: Clone + Into<Lease>,
+    T: TombstonesOld,
+{
+    (old.upgrade(), used)
+}
+
+// The older layouts. bincode writes a struct as its fields in order with nothing around
+// them, so a struct nested in a field reads exactly the bytes of its fields written in
+// line: a version's layout is the current one's with the parts that changed as type
+// parameters (`StateOld`, `ResourceOld`) or nested (`ResourceConfigV6`).
+
 /// A resource config as snapshot versions 4 and 5 laid it out: no mode (enforced).
 #[derive(Clone, Deserialize)]
 struct ResourceConfigV5 {
@@ -207,14 +213,11 @@ struct ResourceConfigV5 {
     max_queue: u32,
 }
 
-/// A resource config as snapshot version 6 laid it out: no feedback policy.
+/// A resource config as snapshot version 6 laid it out: version 5's and a mode, no
+/// feedback policy.
 #[derive(Clone, Deserialize)]
 struct ResourceConfigV6 {
-    concurrency: Option<u32>,
-    rate: Vec<RateLimit>,
-    lanes: BTreeMap<String, LaneConfig>,
-    default_ttl_ms: u64,
-    max_queue: u32,
+    v5: ResourceConfigV5,
     mode: Mode,
 }
 
@@ -235,13 +238,8 @@ impl From<ResourceConfigV5> for ResourceConfig {
 impl From<ResourceConfigV6> for ResourceConfig {
     fn from(c: ResourceConfigV6) -> Self {
         ResourceConfig {
-            concurrency: c.concurrency,
-            rate: c.rate,
-            lanes: c.lanes,
-            default_ttl_ms: c.default_ttl_ms,
-            max_queue: c.max_queue,
             mode: c.mode,
-            feedback: None,
+            ..c.v5.into()
         }
     }
 }
@@ -255,6 +253,19 @@ struct ResourceOld<C> {
     #[serde(with = "tables::set")]
     leases: Set<(u64, u64)>,
     grants_total: u64,
+}
+
+impl<C: Into<ResourceConfig>> From<ResourceOld<C>> for Resource {
+    fn from(r: ResourceOld<C>) -> Self {
+        Resource {
+            config: r.config.into(),
+            buckets: r.buckets,
+            leases: r.leases,
+            grants_total: r.grants_total,
+            paused_until_ms: 0,
+            rate_limited_streak: 0,
+        }
+    }
 }
 
 /// A lease as snapshot versions 4 and 5 laid it out: always charged.
@@ -271,152 +282,50 @@ struct LeaseV5 {
     owner: Option<String>,
 }
 
-fn upgrade_resources<C: Clone + Into<ResourceConfig>>(
-    old: Map<String, ResourceOld<C>>,
-) -> Map<String, Resource> {
-    old.into_iter()
-        .map(|(name, r)| {
-            let r = Resource {
-                config: r.config.into(),
-                buckets: r.buckets,
-                leases: r.leases,
-                grants_total: r.grants_total,
-                paused_until_ms: 0,
-                rate_limited_streak: 0,
-            };
-            (name, r)
-        })
-        .collect()
-}
-
-fn upgrade_leases(old: Map<u64, LeaseV5>) -> Map<u64, Lease> {
-    old.into_iter()
-        .map(|(token, l)| {
-            let l = Lease {
-                nonce: l.nonce,
-                resource: l.resource,
-                lane: l.lane,
-                load: l.load,
-                ttl_ms: l.ttl_ms,
-                expires_at_ms: l.expires_at_ms,
-                granted_at_ms: l.granted_at_ms,
-                holder: l.holder,
-                owner: l.owner,
-                charged: true,
-            };
-            (token, l)
-        })
-        .collect()
-}
-
-/// The state as snapshot version 6 laid it out: resources of version 6.
-#[derive(Deserialize)]
-struct StateV6 {
-    now_ms: u64,
-    next_token: u64,
-    #[serde(with = "tables::map")]
-    resources: Map<String, ResourceOld<ResourceConfigV6>>,
-    #[serde(with = "tables::map")]
-    leases: Map<u64, Lease>,
-    #[serde(with = "tables::set")]
-    expiry: Set<(u64, u64)>,
-    #[serde(with = "tables::map")]
-    ended: Map<u64, Tombstone>,
-    #[serde(with = "tables::seq")]
-    ended_order: Seq<u64>,
-    #[serde(with = "tables::map")]
-    idempotency: Map<RequestKey, IdempotentGrant>,
-    #[serde(with = "tables::seq")]
-    idempotency_order: Seq<RequestKey>,
-    #[serde(with = "tables::map")]
-    keys: Map<String, ApiKey>,
-    #[serde(with = "tables::map")]
-    key_by_hash: Map<String, String>,
-}
-
-impl StateV6 {
-    fn upgrade(self) -> State {
-        State {
-            now_ms: self.now_ms,
-            next_token: self.next_token,
-            resources: upgrade_resources(self.resources),
-            leases: self.leases,
-            expiry: self.expiry,
-            ended: self.ended,
-            ended_order: self.ended_order,
-            idempotency: self.idempotency,
-            idempotency_order: self.idempotency_order,
-            keys: self.keys,
-            key_by_hash: self.key_by_hash,
+impl From<LeaseV5> for Lease {
+    fn from(l: LeaseV5) -> Self {
+        Lease {
+            nonce: l.nonce,
+            resource: l.resource,
+            lane: l.lane,
+            load: l.load,
+            ttl_ms: l.ttl_ms,
+            expires_at_ms: l.expires_at_ms,
+            granted_at_ms: l.granted_at_ms,
+            holder: l.holder,
+            owner: l.owner,
+            charged: true,
         }
     }
 }
 
-/// The state as snapshot version 5 laid it out: resources and leases of version 5.
+/// The tombstones of an older layout (`ended`, and from version 5 `ended_order`), and
+/// what they are today.
+trait TombstonesOld {
+    /// `ended` and `ended_order` of a state whose cluster time is `now_ms`.
+    fn upgrade(self, now_ms: u64) -> (Map<u64, Tombstone>, Seq<u64>);
+}
+
+/// Tombstones as versions 5 and 6 laid them out: as today.
 #[derive(Deserialize)]
-struct StateV5 {
-    now_ms: u64,
-    next_token: u64,
-    #[serde(with = "tables::map")]
-    resources: Map<String, ResourceOld<ResourceConfigV5>>,
-    #[serde(with = "tables::map")]
-    leases: Map<u64, LeaseV5>,
-    #[serde(with = "tables::set")]
-    expiry: Set<(u64, u64)>,
+struct TombstonesV5 {
     #[serde(with = "tables::map")]
     ended: Map<u64, Tombstone>,
     #[serde(with = "tables::seq")]
     ended_order: Seq<u64>,
-    #[serde(with = "tables::map")]
-    idempotency: Map<RequestKey, IdempotentGrant>,
-    #[serde(with = "tables::seq")]
-    idempotency_order: Seq<RequestKey>,
-    #[serde(with = "tables::map")]
-    keys: Map<String, ApiKey>,
-    #[serde(with = "tables::map")]
-    key_by_hash: Map<String, String>,
 }
 
-impl StateV5 {
-    fn upgrade(self) -> State {
-        State {
-            now_ms: self.now_ms,
-            next_token: self.next_token,
-            resources: upgrade_resources(self.resources),
-            leases: upgrade_leases(self.leases),
-            expiry: self.expiry,
-            ended: self.ended,
-            ended_order: self.ended_order,
-            idempotency: self.idempotency,
-            idempotency_order: self.idempotency_order,
-            keys: self.keys,
-            key_by_hash: self.key_by_hash,
-        }
+impl TombstonesOld for TombstonesV5 {
+    fn upgrade(self, _now_ms: u64) -> (Map<u64, Tombstone>, Seq<u64>) {
+        (self.ended, self.ended_order)
     }
 }
 
-/// The state as snapshot version 4 laid it out: tombstones without an end time, and no
-/// `ended_order`; resources and leases as in version 5.
+/// Tombstones as version 4 laid them out: without an end time, and no `ended_order`.
 #[derive(Deserialize)]
-struct StateV4 {
-    now_ms: u64,
-    next_token: u64,
-    #[serde(with = "tables::map")]
-    resources: Map<String, ResourceOld<ResourceConfigV5>>,
-    #[serde(with = "tables::map")]
-    leases: Map<u64, LeaseV5>,
-    #[serde(with = "tables::set")]
-    expiry: Set<(u64, u64)>,
+struct TombstonesV4 {
     #[serde(with = "tables::map")]
     ended: Map<u64, TombstoneV4>,
-    #[serde(with = "tables::map")]
-    idempotency: Map<RequestKey, IdempotentGrant>,
-    #[serde(with = "tables::seq")]
-    idempotency_order: Seq<RequestKey>,
-    #[serde(with = "tables::map")]
-    keys: Map<String, ApiKey>,
-    #[serde(with = "tables::map")]
-    key_by_hash: Map<String, String>,
 }
 
 #[derive(Clone, Copy, Deserialize)]
@@ -425,12 +334,11 @@ struct TombstoneV4 {
     nonce: u64,
 }
 
-impl StateV4 {
+impl TombstonesOld for TombstonesV4 {
     /// Version 4 kept no end times: every tombstone counts as ended at the snapshot's
     /// cluster time (kept a full `TOMBSTONE_WINDOW_MS` more), oldest token first, as
     /// version 4 forgot them. Replicas upgrading the same snapshot agree.
-    fn upgrade(self) -> State {
-        let now = self.now_ms;
+    fn upgrade(self, now_ms: u64) -> (Map<u64, Tombstone>, Seq<u64>) {
         let ended: Map<u64, Tombstone> = self
             .ended
             .iter()
@@ -438,17 +346,71 @@ impl StateV4 {
                 let t = Tombstone {
                     how: t.how,
                     nonce: t.nonce,
-                    ended_at_ms: now,
+                    ended_at_ms: now_ms,
                 };
                 (token, t)
             })
             .collect();
         let ended_order: Seq<u64> = ended.keys().copied().collect();
+        (ended, ended_order)
+    }
+}
+
+/// The state as snapshot versions 4 to 6 laid it out: `C` is that version's resource
+/// config, `L` its lease, `T` its tombstones.
+#[derive(Deserialize)]
+#[serde(bound(
+    deserialize = "C: Deserialize<'de> + Clone, L: Deserialize<'de> + Clone, \
+                             T: Deserialize<'de>"
+))]
+struct StateOld<C, L, T> {
+    now_ms: u64,
+    next_token: u64,
+    #[serde(with = "tables::map")]
+    resources: Map<String, ResourceOld<C>>,
+    #[serde(with = "tables::map")]
+    leases: Map<u64, L>,
+    #[serde(with = "tables::set")]
+    expiry: Set<(u64, u64)>,
+    tombstones: T,
+    #[serde(with = "tables::map")]
+    idempotency: Map<RequestKey, IdempotentGrant>,
+    #[serde(with = "tables::seq")]
+    idempotency_order: Seq<RequestKey>,
+    #[serde(with = "tables::map")]
+    keys: Map<String, ApiKey>,
+    #[serde(with = "tables::map")]
+    key_by_hash: Map<String, String>,
+}
+
+/// Version 6: resources with a mode, no feedback policy or pause.
+type StateV6 = StateOld<ResourceConfigV6, Lease, TombstonesV5>;
+/// Version 5: resources without a mode, leases without a charged flag.
+type StateV5 = StateOld<ResourceConfigV5, LeaseV5, TombstonesV5>;
+/// Version 4: as version 5, with tombstones of no end time.
+type StateV4 = StateOld<ResourceConfigV5, LeaseV5, TombstonesV4>;
+
+impl<C, L, T> StateOld<C, L, T>
+where
+    C: Clone + Into<ResourceConfig>,
+    L: Clone + Into<Lease>,
+    T: TombstonesOld,
+{
+    fn upgrade(self) -> State {
+        let (ended, ended_order) = self.tombstones.upgrade(self.now_ms);
         State {
             now_ms: self.now_ms,
             next_token: self.next_token,
-            resources: upgrade_resources(self.resources),
-            leases: upgrade_leases(self.leases),
+            resources: self
+                .resources
+                .into_iter()
+                .map(|(name, r)| (name, Resource::from(r)))
+                .collect(),
+            leases: self
+                .leases
+                .into_iter()
+                .map(|(token, l)| (token, l.into()))
+                .collect(),
             expiry: self.expiry,
             ended,
             ended_order,

@@ -148,6 +148,31 @@ fn fixed_state() -> State {
     s
 }
 
+/// The bytes of a fixture written as hex (line breaks and indents ignored).
+fn hex(text: &str) -> Vec<u8> {
+    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    digits
+        .chunks(2)
+        .map(|d| u8::from_str_radix(std::str::from_utf8(d).unwrap(), 16).unwrap())
+        .collect()
+}
+
+/// What remains of resource `r`'s load bucket.
+fn load(s: &State) -> i64 {
+    s.limits("r")
+        .iter()
+        .find(|l| l.kind == ratequeue_core::LimitKind::Load)
+        .unwrap()
+        .remaining
+}
+
+/// An upgraded state snapshots again in the current format and restores to itself.
+fn snapshots_again_as_version_7(s: &State) {
+    let again = s.snapshot();
+    assert_eq!(again[0], 7, "re-snapshotted in the current format");
+    assert_eq!(&State::restore(&again).unwrap(), s);
+}
+
 /// Version 4 is the last layout before tombstones carried an end time; anything older
 /// (lease owners, idempotency by key and resource, key scopes came in 4) is refused by
 /// its version byte, never decoded as garbage (docs/operations.md, "Upgrading").
@@ -177,11 +202,7 @@ fn a_version_4_snapshot_is_restored_and_upgraded() {
         01720764656661756c7401fb8813fbd0070105616c696365017203713131010b01720764656661756c74\
         01fb8813fbd0070103626f62017203713133030d01720764656661756c7401fb8813fbd007030105616c\
         696365017203713131000172037131320103626f620172037131330000";
-    let bytes: Vec<u8> = (0..V4.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&V4[i..i + 2], 16).unwrap())
-        .collect();
-    let mut s = State::restore(&bytes).unwrap();
+    let mut s = State::restore(&hex(V4)).unwrap();
     assert_eq!((s.now_ms(), s.next_token(), s.lease_count()), (8_000, 4, 1));
     let id = |token, nonce| LeaseId { token, nonce };
     let release = |s: &mut State, l| {
@@ -206,9 +227,7 @@ fn a_version_4_snapshot_is_restored_and_upgraded() {
         release(&mut s, id(3, 13)),
         Outcome::Released { already: false }
     );
-    let again = s.snapshot();
-    assert_eq!(again[0], 7, "re-snapshotted in the current format");
-    assert_eq!(State::restore(&again).unwrap(), s);
+    snapshots_again_as_version_7(&s);
     s.tick(8_000 + TOMBSTONE_WINDOW_MS);
     assert_eq!(
         release(&mut s, id(1, 11)),
@@ -232,20 +251,9 @@ fn a_version_5_snapshot_is_restored_as_enforced_and_charged() {
     const V5: &str = "05fbb80b030101720102010164fb60ea00fb3075fb102701fc40ea7000fbb80b01fb581b\
         020201020c01720764656661756c741efb8813fb581bfbd007000105616c69636501fb581b0201010\
         00bfbb80b010100000000";
-    let bytes: Vec<u8> = (0..V5.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&V5[i..i + 2], 16).unwrap())
-        .collect();
-    let mut s = State::restore(&bytes).unwrap();
+    let mut s = State::restore(&hex(V5)).unwrap();
     assert_eq!((s.now_ms(), s.next_token(), s.lease_count()), (3_000, 3, 1));
     assert_eq!(s.resource("r").unwrap().mode, ratequeue_core::Mode::Enforce);
-    let load = |s: &State| {
-        s.limits("r")
-            .iter()
-            .find(|l| l.kind == ratequeue_core::LimitKind::Load)
-            .unwrap()
-            .remaining
-    };
     // 100 - 30 - 30 + 20 (settled) plus one second's refill (100 per 60 s): 61.
     assert_eq!(load(&s), 61);
     let out = s.apply_command(&Command::Release {
@@ -261,9 +269,7 @@ fn a_version_5_snapshot_is_restored_as_enforced_and_charged() {
         91,
         "the restored lease was charged, so it settles"
     );
-    let again = s.snapshot();
-    assert_eq!(again[0], 7);
-    assert_eq!(State::restore(&again).unwrap(), s);
+    snapshots_again_as_version_7(&s);
 }
 
 /// A version 6 snapshot (made by the build before feedback policies and provider
@@ -277,24 +283,13 @@ fn a_version_6_snapshot_is_restored_without_feedback() {
     const V6: &str = "06fbb80b030101720101010164fb60ea00fb3075fb10270101fcc0d8a700fbb80b01fb58\
         1b020201020c01720764656661756c741efb8813fb581bfbd007000105616c6963650001fb581b0201\
         01000bfbb80b010100000000";
-    let bytes: Vec<u8> = (0..V6.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&V6[i..i + 2], 16).unwrap())
-        .collect();
-    let mut s = State::restore(&bytes).unwrap();
+    let mut s = State::restore(&hex(V6)).unwrap();
     assert_eq!((s.now_ms(), s.next_token(), s.lease_count()), (3_000, 3, 1));
     let config = s.resource("r").unwrap().clone();
     assert_eq!(
         (config.mode, config.feedback),
         (ratequeue_core::Mode::DryRun, None)
     );
-    let load = |s: &State| {
-        s.limits("r")
-            .iter()
-            .find(|l| l.kind == ratequeue_core::LimitKind::Load)
-            .unwrap()
-            .remaining
-    };
     // 100 - 30 + 20 (settled) plus one second's refill: 91; token 2 was never charged.
     assert_eq!(load(&s), 91);
     let out = s.apply_command(&Command::Release {
@@ -307,7 +302,5 @@ fn a_version_6_snapshot_is_restored_without_feedback() {
     assert_eq!(out, Outcome::Released { already: false });
     assert_eq!(load(&s), 91, "an uncharged lease settles nothing");
     assert_eq!(s.fit("r", 1), ratequeue_core::Fit::Now, "not paused");
-    let again = s.snapshot();
-    assert_eq!(again[0], 7);
-    assert_eq!(State::restore(&again).unwrap(), s);
+    snapshots_again_as_version_7(&s);
 }
