@@ -199,6 +199,40 @@ fn toucher(caller: &Caller) -> Result<Toucher, ApiError> {
     })
 }
 
+/// Release, renew and report, before and after the admission loop's decision. In order:
+/// counted, the lease id recorded in the request span and parsed, the body's `bounds`,
+/// the caller allowed to touch leases, this node the leader; then `make(lease)` decided:
+/// a refusal is answered as its rejection, the outcome the route expects is turned into
+/// its answer by `answer` (which hands back any other, answered as unexpected).
+async fn touch(
+    node: &Node,
+    uri: &Uri,
+    caller: &Caller,
+    id: &str,
+    bounds: Result<(), ApiError>,
+    make: impl FnOnce(LeaseId) -> Command,
+    answer: impl FnOnce(Outcome) -> Result<Response, Outcome>,
+) -> Response {
+    node.metrics.http_request();
+    access::record("lease_id", id);
+    let prologue = parse_lease(id).and_then(|lease| {
+        bounds?;
+        Ok((lease, toucher(caller)?))
+    });
+    let (lease, by) = match prologue {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(r) = require_leader(node, uri) {
+        return r;
+    }
+    match node.admission.touch(make(lease), lease, by).await {
+        Ok(Outcome::Rejected(r)) => rejection(r).into_response(),
+        Ok(o) => answer(o).unwrap_or_else(unexpected),
+        Err(f) => failure(node, uri, f),
+    }
+}
+
 super::openapi::errors!(TouchErrors, leader; AUTHENTICATED, BODY;
     Forbidden, LeaseNotFound, LeaseExpired, CommitTimeout);
 
@@ -222,39 +256,27 @@ pub(super) async fn release(
     Path(id): Path<String>,
     Body(body): Body<api::ReleaseRequest>,
 ) -> Response {
-    node.metrics.http_request();
-    access::record("lease_id", &id);
-    let lease = match parse_lease(&id) {
-        Ok(l) => l,
-        Err(e) => return e.into_response(),
+    let bounds = match body.actual_load {
+        Some(a) if a > LOAD_MAX => Err(ApiError::invalid(format!(
+            "actual_load must be at most {LOAD_MAX}"
+        ))),
+        _ => Ok(()),
     };
-    if body.actual_load.is_some_and(|a| a > LOAD_MAX) {
-        return ApiError::invalid(format!("actual_load must be at most {LOAD_MAX}"))
-            .into_response();
-    }
-    let by = match toucher(&caller) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    if let Err(r) = require_leader(&node, &uri) {
-        return r;
-    }
-    let cmd = Command::Release {
+    let make = |lease| Command::Release {
         lease,
         actual_load: body.actual_load,
     };
-    match node.admission.touch(cmd, lease, by).await {
-        Ok(Outcome::Released { already }) => json(api::ReleaseResponse {
+    touch(&node, &uri, &caller, &id, bounds, make, |o| match o {
+        Outcome::Released { already } => Ok(json(api::ReleaseResponse {
             state: if already {
                 api::ReleaseState::AlreadyReleased
             } else {
                 api::ReleaseState::Released
             },
-        }),
-        Ok(Outcome::Rejected(r)) => rejection(r).into_response(),
-        Ok(other) => unexpected(other),
-        Err(f) => failure(&node, &uri, f),
-    }
+        })),
+        other => Err(other),
+    })
+    .await
 }
 
 #[utoipa::path(
@@ -276,40 +298,25 @@ pub(super) async fn renew(
     Path(id): Path<String>,
     Body(body): Body<api::RenewRequest>,
 ) -> Response {
-    node.metrics.http_request();
-    access::record("lease_id", &id);
-    let lease = match parse_lease(&id) {
-        Ok(l) => l,
-        Err(e) => return e.into_response(),
+    let bounds = match body.ttl_ms {
+        Some(t) if !(TTL_MS_MIN..=TTL_MS_MAX).contains(&t) => Err(ApiError::invalid(format!(
+            "ttl_ms must be in {TTL_MS_MIN}..={TTL_MS_MAX}"
+        ))),
+        _ => Ok(()),
     };
-    if body
-        .ttl_ms
-        .is_some_and(|t| !(TTL_MS_MIN..=TTL_MS_MAX).contains(&t))
-    {
-        return ApiError::invalid(format!("ttl_ms must be in {TTL_MS_MIN}..={TTL_MS_MAX}"))
-            .into_response();
-    }
-    let by = match toucher(&caller) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    if let Err(r) = require_leader(&node, &uri) {
-        return r;
-    }
-    let cmd = Command::Renew {
+    let make = |lease| Command::Renew {
         lease,
         ttl_ms: body.ttl_ms,
     };
-    match node.admission.touch(cmd, lease, by).await {
-        Ok(Outcome::Renewed { lease }) => json(api::RenewResponse {
+    touch(&node, &uri, &caller, &id, bounds, make, |o| match o {
+        Outcome::Renewed { lease } => Ok(json(api::RenewResponse {
             lease_id: lease.id.to_string(),
             fencing_token: lease.id.token,
             ttl_ms: lease.ttl_ms,
-        }),
-        Ok(Outcome::Rejected(r)) => rejection(r).into_response(),
-        Ok(other) => unexpected(other),
-        Err(f) => failure(&node, &uri, f),
-    }
+        })),
+        other => Err(other),
+    })
+    .await
 }
 
 #[utoipa::path(
@@ -334,33 +341,21 @@ pub(super) async fn report(
     Path(id): Path<String>,
     Body(body): Body<api::ReportRequest>,
 ) -> Response {
-    node.metrics.http_request();
-    access::record("lease_id", &id);
-    let lease = match parse_lease(&id) {
-        Ok(l) => l,
-        Err(e) => return e.into_response(),
-    };
     let counts = [body.remaining_requests, body.remaining_tokens];
     let durations = [
         body.reset_requests_ms,
         body.reset_tokens_ms,
         body.retry_after_ms,
     ];
-    if counts.iter().flatten().any(|&n| n > LIMIT_MAX)
+    let bounds = if counts.iter().flatten().any(|&n| n > LIMIT_MAX)
         || durations.iter().flatten().any(|&ms| ms > PAUSE_MS_MAX)
     {
-        return ApiError::invalid(format!(
+        Err(ApiError::invalid(format!(
             "remaining figures must be at most {LIMIT_MAX}, durations at most {PAUSE_MS_MAX} ms"
-        ))
-        .into_response();
-    }
-    let by = match toucher(&caller) {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
+        )))
+    } else {
+        Ok(())
     };
-    if let Err(r) = require_leader(&node, &uri) {
-        return r;
-    }
     let report = Report {
         remaining_requests: body.remaining_requests,
         remaining_tokens: body.remaining_tokens,
@@ -369,17 +364,13 @@ pub(super) async fn report(
         retry_after_ms: body.retry_after_ms,
         rate_limited: body.rate_limited.unwrap_or(false),
     };
-    match node
-        .admission
-        .touch(Command::Report { lease, report }, lease, by)
-        .await
-    {
-        Ok(Outcome::Reported { limits, paused_ms }) => json(api::ReportResponse {
+    let make = |lease| Command::Report { lease, report };
+    touch(&node, &uri, &caller, &id, bounds, make, |o| match o {
+        Outcome::Reported { limits, paused_ms } => Ok(json(api::ReportResponse {
             paused_ms,
             limits: limits.iter().map(limit_json).collect(),
-        }),
-        Ok(Outcome::Rejected(r)) => rejection(r).into_response(),
-        Ok(other) => unexpected(other),
-        Err(f) => failure(&node, &uri, f),
-    }
+        })),
+        other => Err(other),
+    })
+    .await
 }
