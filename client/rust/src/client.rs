@@ -385,13 +385,34 @@ impl Client {
             check_load("actual_load", a)?;
         }
         let body = encode(&api::ReleaseRequest { actual_load })?;
+        self.lease_call(lease_id, "release", body, deadline, false)
+            .await
+    }
+
+    /// `POST /v1/leases/{lease_id}/{action}` with `body`: idempotent, answered by the
+    /// leader, retried until `deadline`. With `clip`, each attempt's timeout is cut to
+    /// the time left (at least 50 ms), so a hung node cannot hold the call past it.
+    async fn lease_call<T: serde::de::DeserializeOwned>(
+        &self,
+        lease_id: &str,
+        action: &str,
+        body: Vec<u8>,
+        deadline: Instant,
+        clip: bool,
+    ) -> Result<T, Error> {
         let timeout = self.t.timing.request_timeout;
         let spec = CallSpec {
             method: Method::POST,
-            path: format!("/v1/leases/{lease_id}/release"),
-            attempt: Box::new(move |_| Attempt {
+            path: format!("/v1/leases/{lease_id}/{action}"),
+            attempt: Box::new(move |now| Attempt {
                 body: Some(body.clone()),
-                timeout,
+                timeout: if clip {
+                    timeout
+                        .min(deadline.saturating_duration_since(now))
+                        .max(Duration::from_millis(50))
+                } else {
+                    timeout
+                },
             }),
             idempotency: Idempotency::Idempotent,
             deadline,
@@ -422,23 +443,9 @@ impl Client {
     ) -> Result<api::ReportResponse, Error> {
         check_lease_id(lease_id)?;
         let body = encode(report)?;
-        let timeout = self.t.timing.request_timeout;
         let deadline = Instant::now() + self.t.timing.retry_budget;
-        let spec = CallSpec {
-            method: Method::POST,
-            path: format!("/v1/leases/{lease_id}/report"),
-            attempt: Box::new(move |now| Attempt {
-                body: Some(body.clone()),
-                timeout: timeout
-                    .min(deadline.saturating_duration_since(now))
-                    .max(Duration::from_millis(50)),
-            }),
-            idempotency: Idempotency::Idempotent,
-            deadline,
-            request_id: None,
-            leader_only: true,
-        };
-        self.t.call(spec).await?.json()
+        self.lease_call(lease_id, "report", body, deadline, true)
+            .await
     }
 
     /// Renew, retried until `deadline` (a permit passes the instant its lease may
@@ -455,22 +462,8 @@ impl Client {
             .map(|d| config::duration_ms("ttl", d, config::TTL_MS_MIN, config::TTL_MS_MAX))
             .transpose()?;
         let body = encode(&api::RenewRequest { ttl_ms })?;
-        let timeout = self.t.timing.request_timeout;
-        let spec = CallSpec {
-            method: Method::POST,
-            path: format!("/v1/leases/{lease_id}/renew"),
-            attempt: Box::new(move |now| Attempt {
-                body: Some(body.clone()),
-                timeout: timeout
-                    .min(deadline.saturating_duration_since(now))
-                    .max(Duration::from_millis(50)),
-            }),
-            idempotency: Idempotency::Idempotent,
-            deadline,
-            request_id: None,
-            leader_only: true,
-        };
-        self.t.call(spec).await?.json()
+        self.lease_call(lease_id, "renew", body, deadline, true)
+            .await
     }
 
     // ---- resources -------------------------------------------------------------------
