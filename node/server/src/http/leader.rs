@@ -94,6 +94,13 @@ pub(super) struct ReadQuery {
 /// slow to answer one heartbeat (a busy machine) does not fail the read.
 pub(super) const READ_CONFIRM_MAX: Duration = Duration::from_secs(2);
 
+/// The pause after a failed ReadIndex round, doubled after each one up to
+/// `READ_CONFIRM_BACKOFF_MAX`: a round that fails at once (a follower's connection
+/// refused) is not tried again back to back for two seconds, and a slow one is tried
+/// again soon.
+pub(super) const READ_CONFIRM_BACKOFF_FIRST: Duration = Duration::from_millis(10);
+pub(super) const READ_CONFIRM_BACKOFF_MAX: Duration = Duration::from_millis(100);
+
 /// Reads go to the leader after a ReadIndex round, unless `?stale=true`. A round that
 /// fails is tried again while this node still serves as leader, for up to
 /// `READ_CONFIRM_MAX`; then `503 no_leader` (or a 307 if another leader is known).
@@ -102,15 +109,16 @@ pub(super) async fn read_barrier(node: &Node, uri: &Uri, stale: bool) -> Result<
         return Ok(());
     }
     require_leader(node, uri)?;
-    let deadline = tokio::time::Instant::now() + READ_CONFIRM_MAX;
-    loop {
-        if node.raft.ensure_linearizable().await.is_ok() {
-            return Ok(());
-        }
-        let leads = node.admission.is_serving() && !node.is_shutting_down();
-        if !leads || tokio::time::Instant::now() >= deadline {
-            break;
-        }
+    let confirmed = confirm(
+        tokio::time::Instant::now() + READ_CONFIRM_MAX,
+        || async { node.raft.ensure_linearizable().await.is_ok() },
+        || node.admission.is_serving() && !node.is_shutting_down(),
+        tokio::time::Instant::now,
+        tokio::time::sleep,
+    )
+    .await;
+    if confirmed {
+        return Ok(());
     }
     if node.leader().is_some_and(|(id, _)| id != node.id) {
         return Err(leader_error(node, uri));
@@ -121,4 +129,109 @@ pub(super) async fn read_barrier(node: &Node, uri: &Uri, stale: bool) -> Result<
     )
     .retry(NO_LEADER_RETRY_MS)
     .into_response())
+}
+
+/// Runs `round` until it succeeds (true), `leads` says this node no longer leads, or
+/// `deadline` has passed (false), pausing between rounds (`READ_CONFIRM_BACKOFF_FIRST`,
+/// doubling up to `READ_CONFIRM_BACKOFF_MAX`, never past the deadline). The clock and
+/// the sleep are the caller's (tokio's; a test's own).
+async fn confirm<I, R, S>(
+    deadline: I,
+    mut round: impl FnMut() -> R,
+    leads: impl Fn() -> bool,
+    now: impl Fn() -> I,
+    mut sleep: impl FnMut(Duration) -> S,
+) -> bool
+where
+    I: Copy + Ord + std::ops::Sub<Output = Duration>,
+    R: std::future::Future<Output = bool>,
+    S: std::future::Future<Output = ()>,
+{
+    let mut backoff = READ_CONFIRM_BACKOFF_FIRST;
+    loop {
+        if round().await {
+            return true;
+        }
+        let t = now();
+        if !leads() || t >= deadline {
+            return false;
+        }
+        sleep(backoff.min(deadline - t)).await;
+        backoff = (backoff * 2).min(READ_CONFIRM_BACKOFF_MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+    use std::time::Instant;
+
+    use super::*;
+
+    /// A clock that moves only when slept on, and the rounds' start times on it.
+    struct Fake {
+        start: Instant,
+        now: Cell<Instant>,
+        rounds: RefCell<Vec<Duration>>,
+    }
+
+    impl Fake {
+        fn new() -> Fake {
+            let start = Instant::now();
+            Fake {
+                start,
+                now: Cell::new(start),
+                rounds: RefCell::new(Vec::new()),
+            }
+        }
+
+        /// `confirm` for `READ_CONFIRM_MAX` on this clock; round `n` (from 1) succeeds
+        /// when `ok(n)`.
+        async fn confirm(&self, ok: impl Fn(usize) -> bool, leads: bool) -> bool {
+            let round = || {
+                let mut rounds = self.rounds.borrow_mut();
+                rounds.push(self.now.get() - self.start);
+                let done = ok(rounds.len());
+                async move { done }
+            };
+            let sleep = |d: Duration| {
+                self.now.set(self.now.get() + d);
+                async {}
+            };
+            let now = || self.now.get();
+            confirm(self.start + READ_CONFIRM_MAX, round, || leads, now, sleep).await
+        }
+
+        fn rounds_ms(&self) -> Vec<u128> {
+            self.rounds.borrow().iter().map(|d| d.as_millis()).collect()
+        }
+    }
+
+    /// Rounds that fail at once are spaced by the backoff (10, 20, 40, 80, then 100 ms)
+    /// until the deadline, where the last pause is cut short: 24 rounds in 2 s, not
+    /// thousands back to back.
+    #[tokio::test]
+    async fn failed_rounds_back_off_up_to_the_deadline() {
+        let f = Fake::new();
+        assert!(!f.confirm(|_| false, true).await);
+        let ms = f.rounds_ms();
+        assert_eq!(&ms[..7], &[0, 10, 30, 70, 150, 250, 350], "{ms:?}");
+        assert!(ms.windows(2).all(|w| w[1] - w[0] <= 100), "{ms:?}");
+        assert_eq!(ms.last(), Some(&2_000), "a last round at the deadline");
+        assert_eq!(ms.len(), 24, "{ms:?}");
+        assert_eq!(f.now.get() - f.start, READ_CONFIRM_MAX, "no pause past it");
+    }
+
+    /// A round that succeeds ends the wait; a node that stops leading stops at once.
+    #[tokio::test]
+    async fn a_confirmed_round_or_a_lost_lead_ends_the_wait() {
+        let f = Fake::new();
+        assert!(f.confirm(|n| n == 3, true).await);
+        assert_eq!(f.rounds_ms(), [0, 10, 30]);
+
+        let f = Fake::new();
+        assert!(!f.confirm(|_| false, false).await);
+        assert_eq!(f.rounds_ms(), [0], "no second round once it does not lead");
+        assert_eq!(f.now.get(), f.start, "and no pause");
+    }
 }
