@@ -10,7 +10,7 @@
 #   scripts/schemathesis.sh [BIN]      BIN: the ratequeue binary (default target/debug/ratequeue)
 #
 # Environment: SCHEMATHESIS_VENV (default target/schemathesis-venv; created and filled
-# from PyPI when missing), SCHEMATHESIS_SEED (default 15), SCHEMATHESIS_MAX_EXAMPLES
+# from PyPI when missing or not working), SCHEMATHESIS_SEED (default 15), SCHEMATHESIS_MAX_EXAMPLES
 # (per operation, default 25), SCHEMATHESIS_REPORT (a directory for the JUnit report and
 # node logs, default target/schemathesis).
 #
@@ -27,9 +27,27 @@ examples=${SCHEMATHESIS_MAX_EXAMPLES:-25}
 report=${SCHEMATHESIS_REPORT:-target/schemathesis}
 version=4.32.5
 
-if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "version $version\$"; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$version"
+# A venv counts as installed only if it works: its interpreter runs, schemathesis is
+# the pinned version, its run's modules import, and pip finds every requirement of every
+# installed package met. Anything else (an interrupted install, a venv made by another
+# Python, a package removed by hand) is emptied and installed afresh.
+venv_works() {
+  "$venv/bin/python" -c 'import schemathesis.cli, hypothesis, requests, yaml' >/dev/null 2>&1 \
+    && "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "version $version\$" \
+    && "$venv/bin/python" -m pip check --disable-pip-version-check >/dev/null 2>&1
+}
+if ! venv_works; then
+  if [ -e "$venv" ] && [ ! -f "$venv/pyvenv.cfg" ]; then
+    echo "$venv exists but is not a venv: remove it, or set SCHEMATHESIS_VENV" >&2
+    exit 1
+  fi
+  echo "installing schemathesis $version into $venv"
+  python3 -m venv --clear "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "schemathesis==$version"
+  if ! venv_works; then
+    echo "schemathesis $version does not work in $venv after installing it" >&2
+    exit 1
+  fi
 fi
 
 # shellcheck source=scripts/dev-cluster.sh
