@@ -397,11 +397,7 @@ fn exit_with_parent(pid: u32) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log, cli.log_format, cli.access_log);
-    let rt = || {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-    };
+    let rt = serve::runtime;
     match cli.command {
         Cmd::Serve(a) => {
             if let Some(pid) = a.parent_pid {

@@ -16,6 +16,25 @@ use crate::node::{Config, Node};
 use crate::raft::network::{self, ClusterSecret};
 use crate::tls;
 
+/// Stack of each runtime thread (workers and blocking threads), instead of tokio's 2 MiB.
+/// The replicated state's tables are `imbl` B-trees, and their insert and remove recurse
+/// once per level with large frames: in a debug build up to 880 KB a level (removing from
+/// the idempotency window, whose entries are large), and a table at its bound (two
+/// million leases, a million request ids) is five levels deep, about 4.4 MB; 3 000
+/// request ids already took a debug node past 2 MiB ("thread 'tokio-rt-worker' has
+/// overflowed its stack" under load). 16 MiB is three times the deepest table's need;
+/// release frames are smaller, and untouched stack is only reserved address space.
+pub const RUNTIME_THREAD_STACK_BYTES: usize = 16 << 20;
+
+/// The node's tokio runtime: multi-threaded, every driver enabled, threads with
+/// `RUNTIME_THREAD_STACK_BYTES` of stack.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(RUNTIME_THREAD_STACK_BYTES)
+        .build()
+}
+
 /// Refuses plain HTTP on an address other than loopback unless `insecure` is set: the
 /// API carries bearer tokens and the peer port the cluster secret, in clear.
 pub fn check_plain_binding(config: &Config) -> anyhow::Result<()> {
@@ -168,5 +187,49 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ratequeue_core::config::ResourceConfig;
+    use ratequeue_core::{Command, Grant, State};
+
+    /// The state work that overflowed a debug node's 2 MiB worker stack: 20 000 live
+    /// leases with request ids, all expiring, then their tombstones and request ids
+    /// forgotten (3 000 were enough), run on a worker of the node's runtime.
+    #[test]
+    fn the_runtime_threads_hold_deep_state_tables() {
+        let work = || {
+            let mut s = State::new();
+            let put = Command::PutResource {
+                name: "r".into(),
+                config: ResourceConfig::concurrency(u32::MAX),
+            };
+            s.apply_entry(1, &[put]);
+            let n = 20_000u64;
+            for i in 0..n {
+                let grant = Command::Grant(Grant {
+                    resource: "r".into(),
+                    lane: "default".into(),
+                    load: 1,
+                    ttl_ms: 1_000,
+                    request_id: Some(format!("request-{i:08}")),
+                    nonce: i,
+                    holder: Some(format!("worker-{i}@host:1234")),
+                    owner: Some("alice".into()),
+                    wait_ms: 0,
+                });
+                s.apply_entry(2 + i / 1_000, &[grant]);
+            }
+            assert_eq!(s.lease_count(), n as usize);
+            s.tick(10_000_000);
+            s.tick(100_000_000);
+            assert_eq!(s.lease_count(), 0);
+            s.check_invariants()
+        };
+        let rt = super::runtime().unwrap();
+        let on_worker = rt.block_on(async { tokio::spawn(async move { work() }).await });
+        assert_eq!(on_worker.unwrap(), Ok(()));
     }
 }
