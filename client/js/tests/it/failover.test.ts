@@ -16,7 +16,11 @@ const quiet = { warn: () => {} };
 // The retry budget, not the attempt count, must bound a call across an election: with one
 // node dead every second attempt is an instant move past it, so the default 50 attempts at
 // a 500 ms backoff cap last only ~6-12 s, which a slow election on a busy machine outlasts.
-const failoverTiming = { retryBudgetMs: DEADLINE_MS, backoffMaxMs: 500, attemptsMax: 10_000 };
+// Releases likewise: the release budget is the deadline too.
+const failoverTiming = { retryBudgetMs: DEADLINE_MS, releaseBudgetMs: DEADLINE_MS, backoffMaxMs: 500, attemptsMax: 10_000 };
+// The held leases' TTL must outlast the election, however slow: a client that cannot
+// confirm its lease for a whole TTL presumes it lost (6 s was less than the election CI saw).
+const HELD_TTL_MS = 20_000;
 
 before(async () => {
   cluster = await Cluster.start(3);
@@ -49,7 +53,7 @@ test("the leader is killed while leases are held and acquires wait", async () =>
   const name = resourceName("kill");
   await cluster.putResource(name, { concurrency: 3 });
   const c = new rq.Client({ urls: cluster.urls, apiKey: cluster.adminToken, timing: failoverTiming, logger: quiet });
-  const held = await Promise.all([0, 1, 2].map(() => c.lease(name, { ttlMs: 6000 })));
+  const held = await Promise.all([0, 1, 2].map(() => c.lease(name, { ttlMs: HELD_TTL_MS })));
   const waiting = [0, 1].map((i) => c.lease(name, { requestId: `js-wait-${process.pid}-${i}`, waitMs: DEADLINE_MS }));
   await cluster.waitQueued(name, 2);
 

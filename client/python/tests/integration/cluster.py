@@ -29,7 +29,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[3]
 
 READY_DEADLINE_S = 60.0
-LEADER_DEADLINE_S = 30.0
+# An election after a leader kill on a busy 2-core machine: as long as the tests' DEADLINE.
+LEADER_DEADLINE_S = 60.0
 # Bound on one answer of the kit (starting the cluster included) on a busy machine.
 ANSWER_DEADLINE_S = 120.0
 

@@ -27,7 +27,13 @@ def test_redirect_from_a_follower(env: Cluster, resource_name: str, client_key: 
 
 def test_retry_across_a_leader_kill_without_double_leases(env: Cluster, resource_name: str, client_key: str) -> None:
     env.put_resource(resource_name, {"concurrency": 4})
-    timing = ratequeue.Timing(retry_budget_s=DEADLINE, backoff_max_s=0.5)
+    # The budgets, not the attempt count, bound each call across the election: with the
+    # leader dead, every other attempt is an instant move past it, so the default 50
+    # attempts at a 0.5 s backoff cap last only ~6-12 s, which a slow election on a busy
+    # machine outlasts (the JS client's failover test failed so in CI).
+    timing = ratequeue.Timing(
+        retry_budget_s=DEADLINE, release_budget_s=DEADLINE, backoff_max_s=0.5, attempts_max=100_000
+    )
     granted: Dict[str, Tuple[str, int]] = {}  # request_id -> (lease id, fencing token)
     errors: List[BaseException] = []
     lock = threading.Lock()

@@ -5,7 +5,7 @@ use std::time::Duration;
 use ratequeue_client::api::{self, AddMember, CreateKeyRequest, NodeRole, Role};
 use ratequeue_client::{Client, ErrorCode};
 
-use crate::cluster::{concurrency, eventually, timing, Cluster};
+use crate::cluster::{concurrency, eventually, timing, Cluster, DEADLINE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resources_and_keys() {
@@ -128,7 +128,7 @@ async fn cluster_status_and_membership() {
         .await
         .unwrap();
     assert!(s.members.iter().any(|m| m.id == 4 && m.voter), "{s:?}");
-    eventually(Duration::from_secs(10), "node 4 to follow", || async {
+    eventually(DEADLINE, "node 4 to follow", || async {
         let s = c.status(4).await?;
         (s.role == NodeRole::Follower && s.leader_id == Some(leader)).then_some(())
     })

@@ -29,11 +29,22 @@ pub fn server_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/ratequeue")
 }
 
-/// Client timing for tests: the defaults, with snappier backoff.
+/// How long a test's calls keep retrying across a fault (a leader kill, an election): a
+/// deadline, not an attempt count.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Client timing for tests: the defaults, with snappier backoff, and retries bounded by
+/// their budgets (`DEADLINE`) rather than by attempts. With a node dead, every other
+/// attempt is an instant move past it, so the default 50 attempts at a 500 ms backoff
+/// cap last only ~6-12 s, which a slow election on a busy 2-core machine outlasts (the
+/// JS client's failover test failed so in CI).
 pub fn timing() -> Timing {
     Timing {
         backoff_initial: Duration::from_millis(20),
         backoff_max: Duration::from_millis(500),
+        retry_budget: DEADLINE,
+        release_budget: DEADLINE,
+        attempts_max: 100_000,
         ..Timing::default()
     }
 }

@@ -12,6 +12,11 @@ use ratequeue_testkit::ClusterConfig;
 
 pub const ADMIN: &str = "test-admin-token-0123456789";
 
+/// How long a test waits for the cluster to get over a fault (an election, a restarted
+/// debug-build node starting and catching up, a membership change) on a busy 2-core
+/// machine: a deadline for the condition, not a guess at how long it takes.
+pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A `ratequeue_testkit::Cluster` (reachable through `Deref`) with panicking helpers.
 pub struct Cluster(ratequeue_testkit::Cluster);
 

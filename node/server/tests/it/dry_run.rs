@@ -3,12 +3,10 @@
 //! done; switching the resource to enforce is one PUT, after which the same traffic is
 //! refused; the mode survives a leader change.
 
-use std::time::Duration;
-
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::cluster::{eventually, Cluster, ADMIN};
+use crate::cluster::{eventually, Cluster, ADMIN, DEADLINE};
 
 async fn metrics(c: &Cluster, id: u64) -> String {
     c.http()
@@ -91,7 +89,7 @@ async fn a_dry_run_resource_grants_everything_and_reports_what_enforce_would_do(
 
     // The mode is replicated state: it survives the leader's death.
     c.kill(l);
-    let l = eventually(Duration::from_secs(30), "a new leader", || async {
+    let l = eventually(DEADLINE, "a new leader", || async {
         let l = c.wait_leader().await;
         let (s, v) = c
             .try_send(

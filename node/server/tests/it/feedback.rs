@@ -3,12 +3,10 @@
 //! and a reported 429 pauses grants until the provider's reset; the pause is in the
 //! replicated state, so a new leader keeps it; only the lease's key may report.
 
-use std::time::Duration;
-
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::cluster::{eventually, Cluster, ADMIN};
+use crate::cluster::{eventually, Cluster, ADMIN, DEADLINE};
 
 fn remaining(v: &Value, kind: &str) -> i64 {
     v["limits"]
@@ -63,7 +61,7 @@ async fn a_report_lowers_the_budget_and_a_429_pauses_grants() {
     assert_eq!(v["error"]["limit"], "provider", "{v}");
     // Replicated: the next leader keeps the pause.
     c.kill(l);
-    let v = eventually(Duration::from_secs(30), "a new leader answers", || async {
+    let v = eventually(DEADLINE, "a new leader answers", || async {
         let l = c.wait_leader().await;
         let (s, v) = c
             .try_send(

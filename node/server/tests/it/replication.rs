@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::cluster::{eventually, resource, Cluster, ADMIN};
+use crate::cluster::{eventually, resource, Cluster, ADMIN, DEADLINE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_bootstrap_and_agree_on_a_leader() {
@@ -75,15 +75,11 @@ async fn a_resource_survives_leader_kill_and_the_killed_node_catches_up() {
 
     c.restart(old);
     let c = &c;
-    eventually(
-        Duration::from_secs(20),
-        "restarted node catches up",
-        || async move {
-            let path = "/v1/resources/anthropic?stale=true";
-            let (s, v) = c.try_send(old, Method::GET, path, None, ADMIN).await.ok()?;
-            (s == 200 && v["config"]["concurrency"] == 2).then_some(())
-        },
-    )
+    eventually(DEADLINE, "restarted node catches up", || async move {
+        let path = "/v1/resources/anthropic?stale=true";
+        let (s, v) = c.try_send(old, Method::GET, path, None, ADMIN).await.ok()?;
+        (s == 200 && v["config"]["concurrency"] == 2).then_some(())
+    })
     .await;
 }
 
@@ -246,7 +242,7 @@ async fn removing_the_leader_hands_over_first_and_the_new_leader_removes_it() {
     // committed): the documented "not applied, retry" answer, retried here as every
     // client does.
     let path = format!("/v1/cluster/members/{old}");
-    let (s, v) = eventually(Duration::from_secs(30), "the leader's removal", || async {
+    let (s, v) = eventually(DEADLINE, "the leader's removal", || async {
         let (s, v) = c.send(old, Method::DELETE, &path, None, ADMIN).await;
         (v["error"]["code"] != "no_leader").then_some((s, v))
     })
@@ -370,14 +366,10 @@ async fn a_corrupted_store_is_reported_on_open_not_looped_on() {
         db.flush().unwrap();
     }
     c.restart(victim);
-    let exit = eventually(
-        Duration::from_secs(30),
-        "the corrupted node to exit",
-        || {
-            let r = c.try_wait(victim).unwrap();
-            async move { r }
-        },
-    )
+    let exit = eventually(DEADLINE, "the corrupted node to exit", || {
+        let r = c.try_wait(victim).unwrap();
+        async move { r }
+    })
     .await;
     assert!(!exit.success(), "a corrupted store must not start");
     let log = c.log(victim);
@@ -413,18 +405,14 @@ async fn a_lagging_node_catches_up_from_a_snapshot_after_purge() {
     c.add_to_members(lagging);
     let c = &c;
     let want = (699 % 50, 700);
-    eventually(
-        Duration::from_secs(30),
-        "the lagging node caught up",
-        || async move {
-            let path = format!("/v1/resources/s{}?stale=true", want.0);
-            let (s, v) = c
-                .try_send(lagging, Method::GET, &path, None, ADMIN)
-                .await
-                .ok()?;
-            (s == 200 && v["config"]["concurrency"] == want.1).then_some(())
-        },
-    )
+    eventually(DEADLINE, "the lagging node caught up", || async move {
+        let path = format!("/v1/resources/s{}?stale=true", want.0);
+        let (s, v) = c
+            .try_send(lagging, Method::GET, &path, None, ADMIN)
+            .await
+            .ok()?;
+        (s == 200 && v["config"]["concurrency"] == want.1).then_some(())
+    })
     .await;
     let s = c.status(lagging).await.unwrap();
     assert!(s.snapshot.is_some(), "it was sent a snapshot: {s:?}");
