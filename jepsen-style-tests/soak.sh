@@ -6,6 +6,11 @@
 #
 #   flock /tmp/rq-iptables.lock bash jepsen-style-tests/soak.sh [OUT_DIR]   # ~62 minutes
 #   MINUTES=5 bash jepsen-style-tests/soak.sh                               # a short pass
+#   NEMESIS=pause,partition,clock,slow-disk bash jepsen-style-tests/soak.sh  # no restarts
+#
+# With every fault, nodes are restarted (kills, power cuts, rolling restarts, rebuilds)
+# every minute or two, so the data directory is what the hour tests; NEMESIS with only
+# faults that keep the processes alive tests one process's memory over the hour.
 #
 # Writes, under OUT_DIR (default target/jepsen/soak-DATE): the run's own directory
 # (history, results.json, report), samples.csv (t_s, node, pid, rss_bytes, dir_bytes,
@@ -20,6 +25,8 @@ cd "$(dirname "$0")/.."
 MINUTES=${MINUTES:-60}
 SAMPLE_SECONDS=${SAMPLE_SECONDS:-10}
 SEED=${SEED:-4242}
+NEMESIS=${NEMESIS:-everything}
+WORKLOAD=${WORKLOAD:-all,batch}
 out=${1:-target/jepsen/soak-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -34,14 +41,14 @@ mkdir -p "$out/bin"
 cp target/debug/jepsen target/debug/ratequeue target/debug/ratequeue-failpoints "$out/bin/"
 
 "$out/bin/jepsen" --seed "$SEED" --nodes 5 --duration "$((MINUTES * 60))s" \
-  --nemesis everything --workload all,batch --out "$out/run" &
+  --nemesis "$NEMESIS" --workload "$WORKLOAD" --out "$out/run" &
 run=$!
 echo "t_s,node,pid,rss_bytes,dir_bytes,open_files,threads" > "$out/samples.csv"
 start=$(date +%s)
 while kill -0 "$run" 2>/dev/null; do
   t=$(( $(date +%s) - start ))
   for p in /proc/[0-9]*; do
-    cmd=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null) || continue
+    cmd=$(tr '\0' ' ' 2>/dev/null < "$p/cmdline") || continue  # a process may end meanwhile
     case "$cmd" in
       *"serve --id "*"--data-dir $out/run/nodes/"*) ;;
       *) continue ;;
@@ -64,7 +71,7 @@ if ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
   "$venv/bin/pip" install -q matplotlib==3.11.2
 fi
 "$venv/bin/python" jepsen-style-tests/soak/plot.py "$out/samples.csv" "$out/soak.png" \
-  "soak: seed $SEED, 5 nodes, $MINUTES min, every fault (samples every ${SAMPLE_SECONDS} s)" \
+  "soak: seed $SEED, 5 nodes, $MINUTES min, nemesis $NEMESIS (samples every ${SAMPLE_SECONDS} s)" \
   | tee "$out/summary.txt"
 echo "soak: run exit $rc; samples $out/samples.csv; plot $out/soak.png; summary $out/summary.txt"
 exit "$rc"

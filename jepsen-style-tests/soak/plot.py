@@ -61,6 +61,20 @@ def summary(series, t_max):
                 f"slope over last 2/3 {slope_per_10min(tail):+.2f} per 10 min; "
                 f"processes {len({r['pid'] for r in rows})}"
             )
+    # Memory is per process: with faults that restart nodes, the longest-lived process
+    # of each node is the one that can show growth.
+    for node, rows in sorted(series.items()):
+        by_pid = defaultdict(list)
+        for r in rows:
+            by_pid[r["pid"]].append((float(r["t_s"]), float(r["rss_bytes"]) / 2**20))
+        pid, pts = max(by_pid.items(), key=lambda kv: kv[1][-1][0] - kv[1][0][0])
+        life = pts[-1][0] - pts[0][0]
+        warm = [p for p in pts if p[0] - pts[0][0] >= min(WARM_UP_S, life / 3)] or pts
+        lines.append(
+            f"longest-lived process  node {node}: pid {pid}, {life / 60:.1f} min, RSS after "
+            f"its warm-up {warm[0][1]:.1f} -> {warm[-1][1]:.1f} MiB (max {max(v for _, v in warm):.1f}), "
+            f"slope {slope_per_10min(warm):+.2f} MiB per 10 min"
+        )
     return lines
 
 
