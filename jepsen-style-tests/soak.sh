@@ -44,25 +44,7 @@ cp target/debug/jepsen target/debug/ratequeue target/debug/ratequeue-failpoints 
   --nemesis "$NEMESIS" --workload "$WORKLOAD" --out "$out/run" &
 run=$!
 echo "t_s,node,pid,rss_bytes,dir_bytes,open_files,threads" > "$out/samples.csv"
-start=$(date +%s)
-while kill -0 "$run" 2>/dev/null; do
-  t=$(( $(date +%s) - start ))
-  for p in /proc/[0-9]*; do
-    cmd=$(tr '\0' ' ' 2>/dev/null < "$p/cmdline") || continue  # a process may end meanwhile
-    case "$cmd" in
-      *"serve --id "*"--data-dir $out/run/nodes/"*) ;;
-      *) continue ;;
-    esac
-    pid=${p#/proc/}
-    id=$(sed -n 's/.*serve --id \([0-9]*\).*/\1/p' <<< "$cmd")
-    rss=$(awk '/^VmRSS:/ {print $2 * 1024}' "$p/status" 2>/dev/null || echo 0)
-    threads=$(awk '/^Threads:/ {print $2}' "$p/status" 2>/dev/null || echo 0)
-    files=$(ls "$p/fd" 2>/dev/null | wc -l)
-    dir=$(du -sb "$out/run/nodes/node-$id" 2>/dev/null | cut -f1 || echo 0)
-    echo "$t,$id,$pid,${rss:-0},${dir:-0},$files,${threads:-0}" >> "$out/samples.csv"
-  done
-  sleep "$SAMPLE_SECONDS"
-done
+bash jepsen-style-tests/soak/sample.sh "$out" "$(date +%s)" "$run" "$SAMPLE_SECONDS"
 rc=0
 wait "$run" || rc=$?
 venv=target/soak-venv
