@@ -146,6 +146,7 @@ test("sign in, resources, waiters and the binding limit, edits, keys, failover",
   await expect(page.getByRole("heading", { name: "gpt", level: 1 })).toBeVisible();
   await expect(page.locator("#why .binding")).toHaveAttribute("data-binding", "concurrency", { timeout: TIMEOUT });
   await expect(page.locator("#why .binding")).toContainText("Binding limit: the concurrency limit");
+  await expect(page.locator("#why [data-estimate]")).toContainText("estimated grant in");
   await expect(page.locator("#queue tbody")).toContainText("batch (1)");
   await expect(page.locator("#leases tbody")).toContainText("billing-worker-1");
   await expect(page.locator('[data-chart="Waiting"] .sr-only')).toContainText("waiters: 1", { timeout: TIMEOUT });

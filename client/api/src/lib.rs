@@ -98,6 +98,39 @@ pub enum ShadowDecision {
     LoadExceedsLimit,
 }
 
+/// `GET /v1/resources/{name}/waiters/{request_id}`: where a waiting acquire stands in
+/// the leader's queue (docs/semantics.md, "Waiter progress").
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaiterProgress {
+    pub resource: String,
+    pub request_id: String,
+    pub lane: String,
+    pub priority: i32,
+    pub load: u64,
+    /// 1 = served next in its lane (higher priorities first, then arrival).
+    pub position: u64,
+    /// False when more than 1 000 waiters are ahead in the lane: `position` (and the
+    /// estimate) is then a lower bound.
+    pub position_exact: bool,
+    /// Waiters of the resource, every lane, expected to be granted before it (0: it is
+    /// the head of line).
+    pub ahead_in_resource: u64,
+    /// Waiters of the resource, every lane, itself included.
+    pub queued_in_resource: u64,
+    /// The limit its wait is for; absent when none binds (it waits only for those ahead,
+    /// or is about to be granted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding_limit: Option<LimitKind>,
+    /// For a binding `request` or `load` limit: its index in the resource's `rate` list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding_bucket: Option<u32>,
+    /// The estimated wait from now until its grant (at least 1).
+    pub estimated_wait_ms: u64,
+    /// How long it has waited on this leader so far.
+    pub waited_ms: u64,
+}
+
 /// Whether a resource's limits are enforced (the default) or only evaluated.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -607,6 +640,9 @@ pub mod dashboard {
         pub priority: i32,
         pub load: u64,
         pub waited_ms: u64,
+        /// Its estimated wait from now until its grant (the waiter progress estimate:
+        /// the binding limit's refill, or for concurrency the observed hold times).
+        pub estimated_wait_ms: u64,
     }
 
     #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -701,6 +737,8 @@ pub enum ErrorCode {
     LeaseNotFound,
     KeyNotFound,
     MemberNotFound,
+    /// No acquire with that `request_id` waits (it was granted, refused, or never queued).
+    WaiterNotFound,
     /// `POST /v1/keys` with a name that exists (rotate it instead).
     KeyExists,
     LeaseExpired,
@@ -746,7 +784,7 @@ impl ErrorCode {
             InvalidRequest => 400,
             Unauthorized => 401,
             Forbidden => 403,
-            ResourceNotFound | LeaseNotFound | KeyNotFound | MemberNotFound => 404,
+            ResourceNotFound | LeaseNotFound | KeyNotFound | MemberNotFound | WaiterNotFound => 404,
             RequestTimeout => 408,
             KeyExists => 409,
             LeaseExpired => 410,
@@ -779,6 +817,7 @@ impl ErrorCode {
             LeaseNotFound => "lease_not_found",
             KeyNotFound => "key_not_found",
             MemberNotFound => "member_not_found",
+            WaiterNotFound => "waiter_not_found",
             KeyExists => "key_exists",
             LeaseExpired => "lease_expired",
             LoadExceedsLimit => "load_exceeds_limit",
@@ -813,6 +852,7 @@ impl ErrorCode {
         ErrorCode::LeaseNotFound,
         ErrorCode::KeyNotFound,
         ErrorCode::MemberNotFound,
+        ErrorCode::WaiterNotFound,
         ErrorCode::RequestTimeout,
         ErrorCode::KeyExists,
         ErrorCode::LeaseExpired,

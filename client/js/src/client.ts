@@ -26,18 +26,23 @@ import type { CallContext, CallSpec, Json } from "./call.js";
 import { Nodes, runCall, sleep } from "./call.js";
 import type { LeaseHost, Logger } from "./lease.js";
 import { Lease } from "./lease.js";
-import type { AcquireRequest, ProviderReport, ReleaseState, Reported } from "./protocol.js";
+import type { AcquireRequest, Progress, ProviderReport, ReleaseState, Reported } from "./protocol.js";
 import {
+  PROGRESS_INTERVAL_MS_MAX,
+  PROGRESS_INTERVAL_MS_MIN,
   acquireSpec,
   buildAcquireArgs,
   parseGrant,
+  parseProgress,
   parseRelease,
   parseRenewal,
   parseReported,
+  progressSpec,
   releaseSpec,
   renewSpec,
   reportSpec,
 } from "./protocol.js";
+import { RateQueueError } from "./errors.js";
 import type { Connector } from "./transport.js";
 import { createConnector } from "./transport.js";
 import { VERSION } from "./version.js";
@@ -161,9 +166,24 @@ export class Client {
     // The pid of the caller, read at each acquire: a forked worker names itself.
     const args = buildAcquireArgs(resource, options, this.timing, holder(label, hostname(), process.pid));
     const signal = options.signal;
+    const onProgress = options.onProgress;
+    const intervalMs = options.progressIntervalMs ?? 1000;
+    if (onProgress !== undefined && typeof onProgress !== "function") {
+      throw new TypeError("onProgress must be a function");
+    }
+    checkInt("progressIntervalMs", intervalMs, PROGRESS_INTERVAL_MS_MIN, PROGRESS_INTERVAL_MS_MAX);
     signal?.throwIfAborted();
     const sentAt = this.#ctx.now();
-    const data = await this.#call(acquireSpec(args, this.timing, sentAt, signal));
+    const watch = onProgress === undefined ? undefined : new AbortController();
+    if (watch !== undefined && onProgress !== undefined) {
+      void this.#watchProgress(args.resource, args.requestId, intervalMs, onProgress, watch.signal);
+    }
+    let data: Json;
+    try {
+      data = await this.#call(acquireSpec(args, this.timing, sentAt, signal));
+    } finally {
+      watch?.abort();
+    }
     const lease = new Lease(this.#host, parseGrant(data), args.requestId, sentAt);
     if (signal?.aborted) {
       // Granted as the caller gave up: give it back rather than strand the slot.
@@ -183,6 +203,59 @@ export class Client {
   async report(leaseId: string, report: ProviderReport): Promise<Reported> {
     const deadline = this.#ctx.now() + this.timing.requestTimeoutMs;
     return parseReported(await this.#call(reportSpec(leaseId, report, this.timing, deadline)));
+  }
+
+  /**
+   * Where this client's acquire with `requestId` stands in the leader's queue; undefined
+   * once it no longer waits (granted, refused, gone) or if it never queued.
+   */
+  async waiterProgress(resource: string, requestId: string): Promise<Progress | undefined> {
+    return this.#progress(resource, requestId, this.timing.requestTimeoutMs, undefined);
+  }
+
+  async #progress(
+    resource: string,
+    requestId: string,
+    budgetMs: number,
+    signal: AbortSignal | undefined,
+  ): Promise<Progress | undefined> {
+    const deadline = this.#ctx.now() + Math.min(budgetMs, this.timing.requestTimeoutMs);
+    try {
+      return parseProgress(await this.#call(progressSpec(resource, requestId, this.timing, deadline, signal)));
+    } catch (e) {
+      if (e instanceof RateQueueError && e.code === "waiter_not_found") return undefined;
+      throw e;
+    }
+  }
+
+  /** Polls a waiting acquire's progress until `stop` aborts (the acquire ended). */
+  async #watchProgress(
+    resource: string,
+    requestId: string,
+    intervalMs: number,
+    onProgress: (p: Progress) => void,
+    stop: AbortSignal,
+  ): Promise<void> {
+    while (!stop.aborted) {
+      try {
+        await sleep(intervalMs, stop, false);
+      } catch {
+        return; // stopped
+      }
+      let progress: Progress | undefined;
+      try {
+        progress = await this.#progress(resource, requestId, intervalMs, stop);
+      } catch {
+        continue; // a failed poll (an election, a slow node): the next one may answer
+      }
+      if (progress === undefined || stop.aborted) continue;
+      try {
+        onProgress(progress);
+      } catch (e) {
+        this.#host.logger.warn(`ratequeue: the onProgress callback threw; it is not called again: ${String(e)}`);
+        return;
+      }
+    }
   }
 
   /** Releases a lease by id (what `lease.release()` does), reporting `actualLoad`. */

@@ -31,7 +31,7 @@ export {
 export type { LeaseLostOptions, RateQueueErrorOptions, RejectedOptions } from "./errors.js";
 export { Lease } from "./lease.js";
 export type { Logger } from "./lease.js";
-export type { AcquireRequest, Limit, ProviderReport, ReleaseState, Reported, Shadow } from "./protocol.js";
+export type { AcquireRequest, Limit, Progress, ProviderReport, ReleaseState, Reported, Shadow } from "./protocol.js";
 export { VERSION } from "./version.js";
 
 /** Everything in one object: `ratequeue.acquire(...)`, `ratequeue.lease(...)`, the

@@ -44,6 +44,77 @@ export interface AcquireRequest {
   holder?: string;
   /** Cancels a waiting acquire: its request is closed and the cluster drops the waiter. */
   signal?: AbortSignal;
+  /** Called with where the acquire stands while it waits in the queue (its position, the
+   *  binding limit, the estimated wait), every `progressIntervalMs`; never after the
+   *  acquire has resolved or rejected. A callback that throws is logged and not called
+   *  again. */
+  onProgress?: (progress: Progress) => void;
+  /** Between two progress polls, in ms: 100 to 60 000, default 1 000. */
+  progressIntervalMs?: number;
+}
+
+/** Where a waiting acquire stands in the leader's queue (docs/api.md,
+ *  `GET /v1/resources/{name}/waiters/{request_id}`). */
+export interface Progress {
+  readonly resource: string;
+  readonly requestId: string;
+  readonly lane: string;
+  readonly priority: number;
+  readonly load: number;
+  /** 1 = served next in its lane (a lower bound when `positionExact` is false). */
+  readonly position: number;
+  readonly positionExact: boolean;
+  /** Waiters of every lane granted before it (0: the head of line). */
+  readonly aheadInResource: number;
+  /** Waiters of the resource, itself included. */
+  readonly queuedInResource: number;
+  /** `concurrency`, `request`, `load` or `provider`; undefined when none binds. */
+  readonly bindingLimit: string | undefined;
+  /** For a binding rate limit: its index in the resource's `rate` list. */
+  readonly bindingBucket: number | undefined;
+  readonly estimatedWaitMs: number;
+  readonly waitedMs: number;
+}
+
+export const PROGRESS_INTERVAL_MS_MIN = 100;
+export const PROGRESS_INTERVAL_MS_MAX = 60_000;
+
+export function progressSpec(
+  resource: string,
+  requestId: string,
+  timing: Timing,
+  deadlineMs: number,
+  signal: AbortSignal | undefined,
+): CallSpec {
+  return {
+    method: "GET",
+    path: `/v1/resources/${encodeURIComponent(resource)}/waiters/${encodeURIComponent(requestId)}`,
+    body: () => undefined,
+    readTimeoutMs: () => timing.requestTimeoutMs,
+    deadlineMs,
+    signal,
+    background: true,
+  };
+}
+
+export function parseProgress(data: Json): Progress {
+  const limit = data["binding_limit"];
+  const bucket = data["binding_bucket"];
+  return {
+    resource: str(data, "resource"),
+    requestId: str(data, "request_id"),
+    lane: str(data, "lane"),
+    priority: int(data, "priority"),
+    load: int(data, "load"),
+    position: int(data, "position"),
+    positionExact: data["position_exact"] !== false,
+    aheadInResource: int(data, "ahead_in_resource"),
+    queuedInResource: int(data, "queued_in_resource"),
+    bindingLimit: typeof limit === "string" ? limit : undefined,
+    bindingBucket: typeof bucket === "number" && Number.isInteger(bucket) ? bucket : undefined,
+    estimatedWaitMs: int(data, "estimated_wait_ms"),
+    waitedMs: int(data, "waited_ms"),
+  };
 }
 
 export interface AcquireArgs {

@@ -49,7 +49,7 @@ SUBS: List[Tuple[str, str]] = [
     (r"\baclose\b", "close"),
     (r"\bhandle_async_request\b", "handle_request"),
     (r"\b_async_(backend|transport)\b", r"_sync_\1"),
-    (r"\bAsync(Renewal|AcquireMixin|Socket|SlotWaiter|ConnectionPool|Transport)\b", r"Sync\1"),
+    (r"\bAsync(Renewal|AcquireMixin|ProgressWatch|Socket|SlotWaiter|ConnectionPool|Transport)\b", r"Sync\1"),
     (r"\bAwaitable\[([^\[\]]*)\]", r"\1"),
     (r"\bAwaitable, ", ""),
     (r"\bratequeue\.aio\b", "ratequeue"),

@@ -495,6 +495,36 @@ impl Client {
         self.read(format!("/v1/resources/{name}")).await?.json()
     }
 
+    /// `GET /v1/resources/{name}/waiters/{request_id}`: where this client's acquire with
+    /// `request_id` stands in the leader's queue. `Ok(None)` once it no longer waits
+    /// (granted, refused, gone) or if it never queued (`404 waiter_not_found`).
+    pub async fn waiter_progress(
+        &self,
+        resource: &str,
+        request_id: &str,
+    ) -> Result<Option<api::WaiterProgress>, Error> {
+        check_name("resource", resource)?;
+        if request_id.is_empty()
+            || request_id.len() > 128
+            || !request_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        {
+            return Err(Error::InvalidArgument(
+                "request_id: 1-128 characters of [A-Za-z0-9._:-] to be asked about".into(),
+            ));
+        }
+        let answer = self
+            .read(format!("/v1/resources/{resource}/waiters/{request_id}"))
+            .await
+            .and_then(|reply| reply.json());
+        match answer {
+            Ok(progress) => Ok(Some(progress)),
+            Err(e) if e.code() == Some(ErrorCode::WaiterNotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `GET /v1/resources`.
     pub async fn list_resources(&self) -> Result<Vec<api::Resource>, Error> {
         let list: api::ResourceList = self.read("/v1/resources".into()).await?.json()?;

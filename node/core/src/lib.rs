@@ -24,8 +24,8 @@ pub use clock::LeaderClock;
 pub use config::{Feedback, LaneConfig, Mode, Per, RateLimit, ResourceConfig};
 pub use keys::{ApiKey, Role};
 pub use scheduler::{
-    Admit, Event, HeadView, LaneView, PriorityGroup, QueueView, Refusal, Request, Scheduler,
-    WaiterId,
+    Admit, Event, HeadView, LaneView, PriorityGroup, Progress, QueueView, Refusal, Request,
+    Scheduler, WaiterId, POSITION_COUNT_MAX,
 };
 pub use scope::{Caller, Denied};
 pub use state::{

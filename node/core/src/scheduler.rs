@@ -143,6 +143,34 @@ struct Lane {
     shared: bool,
 }
 
+/// Waiters ahead of one in its lane that `progress` counts one by one (priority groups
+/// ahead and waiters ahead in its own group, each one step): a poll costs at most this
+/// many steps. Further back its position is a lower bound (`Progress::position_exact`).
+pub const POSITION_COUNT_MAX: u64 = 1_000;
+
+/// Where one waiter stands (`Scheduler::progress`): what a waiting client is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub resource: String,
+    pub lane: String,
+    pub priority: i32,
+    pub load: u64,
+    /// 1 = served next in its lane (higher priorities first, then arrival).
+    pub position: u64,
+    /// False when more than `POSITION_COUNT_MAX` are ahead in the lane: `position` is
+    /// then a lower bound, and so is the estimate.
+    pub position_exact: bool,
+    /// Waiters of the resource (every lane) expected to be granted before it: 0 for the
+    /// head of line; else those ahead in its lane and, by the lane classes' weights, the
+    /// other lanes' waiters served meanwhile (at most each lane's length).
+    pub ahead_in_resource: u64,
+    /// Waiters of the resource in every lane, itself included.
+    pub queued_in_resource: u64,
+    /// `State::estimate_wait` of its request behind `ahead_in_resource` waiters of the
+    /// queue's average load: the binding limit and the wait.
+    pub estimate: Estimate,
+}
+
 /// Priority groups `queue_view` lists for one resource (all lanes together); the rest
 /// are counted in `LaneView::waiting` only.
 pub const QUEUE_VIEW_GROUPS_MAX: usize = 256;
@@ -199,6 +227,22 @@ struct Queue {
     shared_len: usize,
     /// Cluster time at which the blocked head may fit, if any.
     wake_at_ms: Option<u64>,
+}
+
+/// Turns a class (or lane) at `pass` advancing by `stride` per grant takes before the
+/// pass `target` is served: those strictly before it, and one at `target` itself when it
+/// wins the tie; at most `len` (its waiters).
+fn turns_before(pass: u128, stride: u128, target: u128, wins_tie: bool, len: usize) -> u128 {
+    if target < pass {
+        return 0;
+    }
+    let gap = target - pass;
+    let stride = stride.max(1);
+    let mut n = gap.div_ceil(stride);
+    if wins_tie && gap.is_multiple_of(stride) {
+        n += 1;
+    }
+    n.min(len as u128)
 }
 
 /// Whether `lane` has a class of its own in `resource` (configured, or `default`).
@@ -303,6 +347,136 @@ impl Scheduler {
             head,
             truncated,
         })
+    }
+
+    /// The waiter queued for `key` (a request id of a key on a resource), if any: a
+    /// request being granted, or gone, has none.
+    pub fn waiter_for(&self, key: &RequestKey) -> Option<WaiterId> {
+        self.by_request.get(key).copied()
+    }
+
+    /// Where waiter `id` stands: position in its lane, the waiters of the resource
+    /// served before it, and the estimated wait with the binding limit. `None` when it
+    /// no longer waits. Costs at most `POSITION_COUNT_MAX` steps for the position, one
+    /// per lane with waiters (at most `LANES_QUEUED_MAX`) for the other lanes' shares,
+    /// and one `estimate_wait`: never a walk over the whole queue.
+    pub fn progress(&self, state: &State, id: WaiterId) -> Option<Progress> {
+        let w = self.waiters.get(&id)?;
+        let q = self.queues.get(&w.req.resource)?;
+        let l = q.lanes.get(&w.req.lane)?;
+        let mut ahead = 0u64;
+        let mut steps = 0u64;
+        let mut exact = true;
+        for &n in l.by_priority.range(..w.key.0).map(|(_, n)| n) {
+            if steps == POSITION_COUNT_MAX {
+                exact = false;
+                break;
+            }
+            steps += 1;
+            ahead = ahead.saturating_add(n as u64);
+        }
+        if exact {
+            let budget = POSITION_COUNT_MAX - steps;
+            let take = usize::try_from(budget)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1);
+            let n = l.queue.range((w.key.0, 0)..w.key).take(take).count() as u64;
+            exact = n <= budget;
+            ahead = ahead.saturating_add(n);
+        }
+        let ahead_in_resource = if self.head(&w.req.resource) == Some(id) {
+            0
+        } else {
+            u64::try_from(self.served_before(state, &w.req.resource, &w.req.lane, ahead))
+                .unwrap_or(u64::MAX)
+                .min((q.len as u64).saturating_sub(1))
+        };
+        let others = (q.len as u64).saturating_sub(1);
+        let mean_load = q
+            .load
+            .saturating_sub(w.req.load)
+            .checked_div(others)
+            .unwrap_or(0);
+        let estimate = state.estimate_wait(
+            &w.req.resource,
+            w.req.load,
+            Ahead {
+                waiters: ahead_in_resource,
+                load: ahead_in_resource.saturating_mul(mean_load),
+            },
+            self.hold_ms(&w.req.resource),
+        );
+        Some(Progress {
+            resource: w.req.resource.clone(),
+            lane: w.req.lane.clone(),
+            priority: w.req.priority,
+            load: w.req.load,
+            position: ahead.saturating_add(1),
+            position_exact: exact,
+            ahead_in_resource,
+            queued_in_resource: q.len as u64,
+            estimate,
+        })
+    }
+
+    /// How many waiters of `resource` stride scheduling serves before the one with
+    /// `ahead` waiters ahead of it in its lane `lane_name`, from the passes now: it is
+    /// served when its lane's pass reaches `pass + ahead × stride`, and every other
+    /// class (and in the shared class every other lane) takes the turns whose pass comes
+    /// first, ties broken as `head` breaks them. Exact while no waiter arrives in a lane
+    /// that was idle (a newcomer there may go first). One step per lane with waiters.
+    fn served_before(&self, state: &State, resource: &str, lane_name: &str, ahead: u64) -> u128 {
+        let Some(q) = self.queues.get(resource) else {
+            return 0;
+        };
+        let Some(lane) = q.lanes.get(lane_name) else {
+            return 0;
+        };
+        let config = state.resource(resource);
+        let stride =
+            |name: &str| STRIDE / u128::from(config.map_or(1, |c| c.lane_weight(name)).max(1));
+        let ahead = u128::from(ahead);
+        let others = || {
+            q.lanes
+                .iter()
+                .filter(|(name, x)| name.as_str() != lane_name && !x.queue.is_empty())
+        };
+        // The turns of its own class before it, and the class's pass when it is served.
+        let (mut before, target) = if lane.shared {
+            // Its lane against the other shared lanes (ties by name), each of stride
+            // STRIDE; the class advances STRIDE per turn.
+            let own_target = lane.pass + ahead * STRIDE;
+            let turns = ahead
+                + others()
+                    .filter(|(_, x)| x.shared)
+                    .map(|(name, x)| {
+                        turns_before(
+                            x.pass,
+                            STRIDE,
+                            own_target,
+                            name.as_str() < lane_name,
+                            x.queue.len(),
+                        )
+                    })
+                    .sum::<u128>();
+            (turns, q.shared_pass + turns * STRIDE)
+        } else {
+            let target = lane.pass + ahead * stride(lane_name);
+            // An own lane wins its ties against the shared class.
+            let shared = if q.shared_len > 0 {
+                turns_before(q.shared_pass, STRIDE, target, false, q.shared_len)
+            } else {
+                0
+            };
+            (ahead + shared, target)
+        };
+        for (name, x) in others().filter(|(_, x)| !x.shared) {
+            // Against the shared class an own lane wins the tie; against another own
+            // lane the smaller name does.
+            let wins = lane.shared || name.as_str() < lane_name;
+            before += turns_before(x.pass, stride(name), target, wins, x.queue.len());
+        }
+        before
     }
 
     /// Resources that have waiters.

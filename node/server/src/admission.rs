@@ -36,8 +36,8 @@ use openraft::error::ClientWriteError;
 use openraft::ServerState;
 use parking_lot::RwLock;
 use ratequeue_core::{
-    Admit, Command, Event, Fit, LeaderClock, LeaseId, LeaseView, LimitView, Outcome, QueueView,
-    Refusal, Rejection, Request, RequestKey, Scheduler, Shadow, State, WaiterId,
+    Admit, Command, Event, Fit, LeaderClock, LeaseId, LeaseView, LimitView, Outcome, Progress,
+    QueueView, Refusal, Rejection, Request, RequestKey, Scheduler, Shadow, State, WaiterId,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -127,6 +127,9 @@ pub struct QueueReport {
     pub waited_ms: HashMap<WaiterId, u64>,
     /// The head's fit against the speculative state.
     pub head_fit: Option<Fit>,
+    /// The head's estimated wait (`Scheduler::progress`: the binding limit's refill, or
+    /// for concurrency the observed hold times).
+    pub head_wait_ms: Option<u64>,
 }
 
 type AcquireReply = oneshot::Sender<Result<Granted, Failure>>;
@@ -165,6 +168,19 @@ enum Msg {
         resource: String,
         reply: oneshot::Sender<QueueReport>,
     },
+    /// Where one waiter stands (`GET /v1/resources/{name}/waiters/{request_id}`).
+    Progress {
+        key: RequestKey,
+        reply: oneshot::Sender<Option<WaiterProgress>>,
+    },
+}
+
+/// Where a queued acquire stands: the scheduler's `Progress` and how long it has waited
+/// on this leader.
+#[derive(Clone, Debug)]
+pub struct WaiterProgress {
+    pub progress: Progress,
+    pub waited_ms: u64,
 }
 
 /// The handle HTTP handlers use. Cheap to clone.
@@ -303,6 +319,18 @@ impl Admission {
         let (reply, rx) = oneshot::channel();
         tx.send(Msg::Waiting { reply }).await.ok()?;
         rx.await.ok()
+    }
+
+    /// Where the acquire queued for `key` stands: `Ok(None)` when none is queued (never
+    /// was, already granted or being granted, refused, gone); `Err(NotLeader)` when not
+    /// serving.
+    pub async fn progress(&self, key: RequestKey) -> Result<Option<WaiterProgress>, Failure> {
+        let tx = self.sender()?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(Msg::Progress { key, reply })
+            .await
+            .map_err(|_| Failure::NotLeader)?;
+        rx.await.map_err(|_| Failure::NotLeader)
     }
 
     /// The queue of `resource` in detail: `Err(NotLeader)` when not serving.
@@ -756,6 +784,21 @@ impl LeaderLoop {
             Msg::Queue { resource, reply } => {
                 let _ = reply.send(self.queue_report(&resource));
             }
+            Msg::Progress { key, reply } => {
+                // Bucket waits are read at the leader's time now, as a refusal's are.
+                self.ensure_batch();
+                let found = self.sched.waiter_for(&key).and_then(|id| {
+                    let progress = self.sched.progress(&self.spec, id)?;
+                    let waited_ms = self.pending.get(&id).map_or(0, |p| {
+                        u64::try_from(p.enqueued.elapsed().as_millis()).unwrap_or(u64::MAX)
+                    });
+                    Some(WaiterProgress {
+                        progress,
+                        waited_ms,
+                    })
+                });
+                let _ = reply.send(found);
+            }
         }
     }
 
@@ -767,6 +810,7 @@ impl LeaderLoop {
                 clock_ms,
                 waited_ms: HashMap::new(),
                 head_fit: None,
+                head_wait_ms: None,
             };
         };
         let waited = |id: &WaiterId| {
@@ -783,11 +827,17 @@ impl LeaderLoop {
             .collect();
         waited_ms.extend(view.head.as_ref().and_then(|h| waited(&h.waiter)));
         let head_fit = view.head.as_ref().map(|h| self.spec.fit(resource, h.load));
+        let head_wait_ms = view
+            .head
+            .as_ref()
+            .and_then(|h| self.sched.progress(&self.spec, h.waiter))
+            .map(|p| p.estimate.wait_ms);
         QueueReport {
             view: Some(view),
             clock_ms,
             waited_ms,
             head_fit,
+            head_wait_ms,
         }
     }
 
@@ -1040,7 +1090,7 @@ impl LeaderLoop {
                     let _ = reply.send(Err(Failure::NotLeader));
                 }
                 Msg::Cancel { .. } | Msg::Queued { .. } => {}
-                Msg::Waiting { .. } | Msg::Queue { .. } => {}
+                Msg::Waiting { .. } | Msg::Queue { .. } | Msg::Progress { .. } => {}
             }
         }
         self.waiters_gauge.store(0, Ordering::Relaxed);

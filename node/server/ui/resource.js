@@ -49,8 +49,8 @@ export function mount(el, params, ctx) {
       h("div.table-wrap", {}, h("table#queue", {},
         h("thead", {}, h("tr", {}, ["Lane", "Weight", "Priority", "Waiting", "Oldest wait"].map((t) => h("th", { scope: "col", text: t })))),
         queueBody))),
-    // Issue 19 ("waiters see where they stand") adds each waiter's position, binding
-    // limit and estimated wait here.
+    // Each waiter's own position and estimate is the API's waiter progress call (its
+    // SDK's progress callback); this view shows the head of line's in "Why requests wait".
     h("section#standing", { "aria-labelledby": "standing-title", hidden: true }, h("h2#standing-title", { text: "Where waiters stand" })),
     h("section", { "aria-labelledby": "leases-title" },
       h("h2#leases-title", { text: "Held leases" }), leasesNote,
@@ -146,6 +146,6 @@ function renderWhy(el, d) {
     : `${num(q.waiting)} waiting. The next request fits now and is being granted.`;
   el.append(h("p.binding", { "data-binding": q.binding ? q.binding.kind : "fits" , text }));
   if (head) {
-    el.append(h("p.help", { text: `Next in line: lane ${head.lane}, priority ${head.priority}, load ${num(head.load)}, waiting for ${dur(head.waited_ms)}. Nothing behind it is served first.` }));
+    el.append(h("p.help", { "data-estimate": String(head.estimated_wait_ms), text: `Next in line: lane ${head.lane}, priority ${head.priority}, load ${num(head.load)}, waiting for ${dur(head.waited_ms)}; estimated grant in ${dur(head.estimated_wait_ms)}. Nothing behind it is served first.` }));
   }
 }

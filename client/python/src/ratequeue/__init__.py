@@ -32,7 +32,7 @@ from ._errors import (
 )
 from ._lease import RELEASE_STATES
 from . import providers
-from ._protocol import Limit, ProviderReport, Reported, Shadow
+from ._protocol import Limit, Progress, ProviderReport, Reported, Shadow
 from ._sync import AcquireContext, Client, Lease, acquire, default_client
 from ._version import __version__
 
@@ -48,6 +48,7 @@ __all__ = [
     "Timing",
     "TLSFiles",
     "Limit",
+    "Progress",
     "ProviderReport",
     "Reported",
     "Shadow",

@@ -20,12 +20,21 @@ import time
 from collections import deque
 from typing import Any, Awaitable, Callable, Coroutine, Deque, Generator, List, Optional, Set, Tuple, Union
 
-from ._errors import LeaseLost
+from ._errors import LeaseLost, RatequeueError
 from ._http import Origin
 from ._lease import log
 from ._net import connect_failure, forget, idle_ok, io_failure, timed_out, tls_context, tune
 
-__all__ = ["AsyncSocket", "AsyncSlotWaiter", "current_loop", "AsyncRenewal", "AsyncAcquireMixin", "pause", "shielded"]
+__all__ = [
+    "AsyncSocket",
+    "AsyncSlotWaiter",
+    "current_loop",
+    "AsyncRenewal",
+    "AsyncAcquireMixin",
+    "AsyncProgressWatch",
+    "pause",
+    "shielded",
+]
 
 #: Bytes read per receive call.
 RECV_LEN = 65536
@@ -462,6 +471,43 @@ class AsyncAcquireMixin:
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self._acquire().__await__()
+
+
+class AsyncProgressWatch:
+    """The progress polls of one waiting acquire: a task of the running loop that asks
+    `poll` every `interval` seconds and hands each answer to `on_progress`. `stop` (the
+    acquire returned or raised) cancels it: the callback never runs after that, as the
+    task only runs while the acquire's own task awaits."""
+
+    def __init__(
+        self,
+        poll: Callable[[Optional[threading.Event]], Awaitable[Any]],
+        on_progress: Callable[[Any], Any],
+        interval: float,
+    ) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(poll, on_progress, interval))
+
+    @staticmethod
+    async def _run(
+        poll: Callable[[Optional[threading.Event]], Awaitable[Any]], on_progress: Callable[[Any], Any], interval: float
+    ) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                progress = await poll(None)
+            except RatequeueError as e:
+                log.debug("ratequeue progress poll failed (trying again): %s", e)
+                continue
+            if progress is None:
+                continue  # not (or no longer) queued on the leader
+            try:
+                on_progress(progress)
+            except Exception:  # noqa: BLE001 - the callback is the caller's code
+                log.exception("ratequeue on_progress callback raised; it is not called again")
+                return
+
+    def stop(self) -> None:
+        self._task.cancel()
 
 
 def _retrieve(fut: "asyncio.Future[Any]") -> None:

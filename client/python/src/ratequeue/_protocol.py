@@ -466,6 +466,60 @@ def report_spec(lease_id: str, report: "ProviderReport", timing: Timing, deadlin
     )
 
 
+def progress_spec(resource: str, request_id: str, timing: Timing, deadline: float) -> CallSpec:
+    return CallSpec(
+        method="GET",
+        path=f"/v1/resources/{quote(resource, safe='')}/waiters/{quote(request_id, safe='')}",
+        body=lambda _now: None,
+        read_timeout=lambda _b: timing.request_timeout_s,
+        deadline=deadline,
+    )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a waiting acquire stands in the leader's queue (docs/api.md,
+    `GET /v1/resources/{name}/waiters/{request_id}`): `position` 1 is served next in its
+    `lane` (a lower bound when `position_exact` is false), `ahead_in_resource` waiters of
+    every lane go first, `binding_limit` (`concurrency`, `request`, `load`, `provider`;
+    None when none binds) is what it waits for, and `estimated_wait_ms` how long until
+    its grant."""
+
+    resource: str
+    request_id: str
+    lane: str
+    priority: int
+    load: int
+    position: int
+    position_exact: bool
+    ahead_in_resource: int
+    queued_in_resource: int
+    binding_limit: Optional[str]
+    binding_bucket: Optional[int]
+    estimated_wait_ms: int
+    waited_ms: int
+
+
+def parse_progress(data: Json) -> Progress:
+    limit = data.get("binding_limit")
+    bucket = data.get("binding_bucket")
+    return Progress(
+        resource=_str(data, "resource"),
+        request_id=_str(data, "request_id"),
+        lane=_str(data, "lane"),
+        priority=_int(data, "priority"),
+        load=_int(data, "load"),
+        position=_int(data, "position"),
+        position_exact=bool(data.get("position_exact", True)),
+        ahead_in_resource=_int(data, "ahead_in_resource"),
+        queued_in_resource=_int(data, "queued_in_resource"),
+        binding_limit=limit if isinstance(limit, str) else None,
+        binding_bucket=bucket if isinstance(bucket, int) and not isinstance(bucket, bool) else None,
+        estimated_wait_ms=_int(data, "estimated_wait_ms"),
+        waited_ms=_int(data, "waited_ms"),
+    )
+
+
 @dataclass(frozen=True)
 class ProviderReport:
     """What the provider answered a lease's holder (docs/semantics.md, "Provider

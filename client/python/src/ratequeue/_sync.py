@@ -15,7 +15,7 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple, Type, Union
 
-from ._sync_backend import SyncAcquireMixin, SyncRenewal, pause, shielded
+from ._sync_backend import SyncAcquireMixin, SyncProgressWatch, SyncRenewal, pause, shielded
 from ._sync_transport import SyncConnectionPool
 from ._config import (
     TTL_MS_MAX,
@@ -42,6 +42,7 @@ from ._protocol import (
     Grant,
     Json,
     Nodes,
+    Progress,
     ProviderReport,
     Reported,
     Send,
@@ -49,10 +50,12 @@ from ._protocol import (
     acquire_spec,
     default_headers,
     parse_grant,
+    parse_progress,
     parse_release,
     parse_renewal,
     parse_reported,
     plan,
+    progress_spec,
     release_spec,
     renew_spec,
     report_spec,
@@ -60,6 +63,22 @@ from ._protocol import (
 
 if TYPE_CHECKING:
     from ._lease import CurrentToken
+
+#: A progress callback: called with where a waiting acquire stands.
+OnProgress = Callable[[Progress], Any]
+#: Bounds of `progress_interval` (seconds between two progress polls of one acquire).
+PROGRESS_INTERVAL_MIN_S = 0.1
+PROGRESS_INTERVAL_MAX_S = 60.0
+
+
+def _check_interval(interval: float) -> float:
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)):
+        raise TypeError(f"progress_interval must be a number of seconds, not {interval!r}")
+    if not PROGRESS_INTERVAL_MIN_S <= interval <= PROGRESS_INTERVAL_MAX_S:
+        raise ValueError(
+            f"progress_interval must be in {PROGRESS_INTERVAL_MIN_S}..{PROGRESS_INTERVAL_MAX_S} s, not {interval!r}"
+        )
+    return float(interval)
 
 __all__ = ["Client", "Lease", "AcquireContext", "acquire", "default_client"]
 
@@ -185,11 +204,18 @@ class Client:
         timeout: Optional[float] = None,
         request_id: Optional[str] = None,
         holder: Optional[str] = None,
+        on_progress: Optional[OnProgress] = None,
+        progress_interval: float = 1.0,
     ) -> "AcquireContext":
         """`with client.acquire("openai-gpt4", load=2000) as lease:` waits in the
         queue (at most `timeout` seconds; 0 = try once), holds the slot in the block, renews
         it in the background, and releases it on exit (reporting `lease.set_actual_load`).
-        `holder` labels this lease instead of the client's `holder`."""
+        `holder` labels this lease instead of the client's `holder`. `on_progress(p)`, if
+        given, is called with a `ratequeue.Progress` every `progress_interval` seconds
+        (0.1 to 60) while the acquire waits in the queue (in the blocking flavour from a
+        thread of its own); never after the acquire has returned or raised. A callback
+        that raises is logged and not called again."""
+        interval = _check_interval(progress_interval)
         label = self.holder if holder is None else check_holder_label(holder)
         args = AcquireArgs.build(
             resource,
@@ -202,7 +228,7 @@ class Client:
             timing=self.timing,
             holder=this_process_holder(label),
         )
-        return AcquireContext(self, args)
+        return AcquireContext(self, args, on_progress, interval)
 
     def acquire_lease(
         self,
@@ -215,6 +241,8 @@ class Client:
         timeout: Optional[float] = None,
         request_id: Optional[str] = None,
         holder: Optional[str] = None,
+        on_progress: Optional[OnProgress] = None,
+        progress_interval: float = 1.0,
     ) -> "Lease":
         """Acquire and return the lease, for use without a block: it renews itself until
         `lease.release()` (or use it as a context manager)."""
@@ -227,11 +255,26 @@ class Client:
             timeout=timeout,
             request_id=request_id,
             holder=holder,
+            on_progress=on_progress,
+            progress_interval=progress_interval,
         )._acquire()
 
-    def _acquire_args(self, args: AcquireArgs) -> "Lease":
+    def _acquire_args(
+        self, args: AcquireArgs, on_progress: Optional[OnProgress] = None, interval: float = 1.0
+    ) -> "Lease":
         sent_at = self._clock()
-        data = self._call(acquire_spec(args, self.timing, self._clock))
+        watch: Optional[SyncProgressWatch] = None
+        if on_progress is not None:
+
+            def poll(stop: Optional[threading.Event]) -> Optional[Progress]:
+                return self._progress(args.resource, args.request_id, interval, stop)
+
+            watch = SyncProgressWatch(poll, on_progress, interval)
+        try:
+            data = self._call(acquire_spec(args, self.timing, self._clock))
+        finally:
+            if watch is not None:
+                watch.stop()
         # Nothing is awaited between the response and the lease owning it: a cancellation cannot
         # strand a granted slot here (the server releases one cancelled in flight).
         lease = Lease(self, parse_grant(data), args.request_id, sent_at)
@@ -253,6 +296,23 @@ class Client:
         `LeaseLost` when the lease has ended."""
         deadline = self._clock() + self.timing.request_timeout_s
         return parse_reported(self._call(report_spec(lease_id, report, self.timing, deadline)))
+
+    def waiter_progress(self, resource: str, request_id: str) -> Optional[Progress]:
+        """Where this client's acquire with `request_id` stands in the leader's queue;
+        None once it no longer waits (granted, refused, gone) or if it never queued."""
+        return self._progress(resource, request_id, self.timing.request_timeout_s, None)
+
+    def _progress(
+        self, resource: str, request_id: str, budget: float, stop: Optional[threading.Event]
+    ) -> Optional[Progress]:
+        deadline = self._clock() + min(budget, self.timing.request_timeout_s)
+        try:
+            data = self._call(progress_spec(resource, request_id, self.timing, deadline), stop=stop)
+        except RatequeueError as e:
+            if e.code == "waiter_not_found":
+                return None
+            raise
+        return parse_progress(data)
 
     def renew(self, lease_id: str, ttl: Optional[float] = None) -> Tuple[int, int]:
         """Renew a lease by id; returns (ttl_ms, fencing_token). Raises `LeaseLost`."""
@@ -360,9 +420,13 @@ def _exit(lease: Lease, body_raised: bool) -> None:
 class AcquireContext(SyncAcquireMixin):
     """What `acquire(...)` returns: a context manager yielding the `Lease`."""
 
-    def __init__(self, client: Client, args: AcquireArgs) -> None:
+    def __init__(
+        self, client: Client, args: AcquireArgs, on_progress: Optional[OnProgress] = None, interval: float = 1.0
+    ) -> None:
         self._rq = client
         self._args = args
+        self._on_progress = on_progress
+        self._interval = interval
         self._lease: Optional[Lease] = None
         self._token: Optional[CurrentToken] = None
 
@@ -371,7 +435,7 @@ class AcquireContext(SyncAcquireMixin):
         return self._args.request_id
 
     def _acquire(self) -> Lease:
-        return self._rq._acquire_args(self._args)
+        return self._rq._acquire_args(self._args, self._on_progress, self._interval)
 
     def __enter__(self) -> Lease:
         if self._lease is not None:
@@ -438,6 +502,8 @@ def acquire(
     request_id: Optional[str] = None,
     client: Optional[Client] = None,
     holder: Optional[str] = None,
+    on_progress: Optional[OnProgress] = None,
+    progress_interval: float = 1.0,
 ) -> AcquireContext:
     """`with ratequeue.acquire("openai-gpt4", load=n) as lease:` using the
     default client for `url` (default RATEQUEUE_URL) and `api_key` (default
@@ -452,6 +518,8 @@ def acquire(
         timeout=timeout,
         request_id=request_id,
         holder=holder,
+        on_progress=on_progress,
+        progress_interval=progress_interval,
     )
 
 

@@ -22,10 +22,20 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from ._config import Timing
 from ._http import Origin
-from ._lease import Stopped
+from ._errors import RatequeueError
+from ._lease import Stopped, log
 from ._net import connect_failure, forget, idle_ok, io_failure, timed_out, tls_context, tune
 
-__all__ = ["SyncSocket", "SyncSlotWaiter", "current_loop", "SyncRenewal", "SyncAcquireMixin", "pause", "shielded"]
+__all__ = [
+    "SyncSocket",
+    "SyncSlotWaiter",
+    "current_loop",
+    "SyncRenewal",
+    "SyncAcquireMixin",
+    "SyncProgressWatch",
+    "pause",
+    "shielded",
+]
 
 #: Bytes read per receive call.
 RECV_LEN = 65536
@@ -217,6 +227,46 @@ def pause(sleep: Optional[Callable[[float], None]], seconds: float, stop: Option
             raise Stopped()
     else:
         time.sleep(seconds)
+
+
+class SyncProgressWatch:
+    """The progress polls of one waiting acquire: a daemon thread that asks `poll` every
+    `interval` seconds and hands each answer to `on_progress`. `stop` (the acquire
+    returned or raised) sets its event and waits for a callback that is running: the
+    callback never runs after `stop` returns. A poll in flight is abandoned between its
+    attempts and its answer dropped; the thread does not outlive it."""
+
+    def __init__(self, poll: Callable[[Optional[threading.Event]], Any], on_progress: Callable[[Any], Any], interval: float) -> None:
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        threading.Thread(
+            target=self._run, args=(poll, on_progress, interval), name="ratequeue-progress", daemon=True
+        ).start()
+
+    def _run(self, poll: Callable[[Optional[threading.Event]], Any], on_progress: Callable[[Any], Any], interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                progress = poll(self._stop)
+            except Stopped:
+                return
+            except RatequeueError as e:
+                log.debug("ratequeue progress poll failed (trying again): %s", e)
+                continue
+            if progress is None:
+                continue  # not (or no longer) queued on the leader
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                try:
+                    on_progress(progress)
+                except Exception:  # noqa: BLE001 - the callback is the caller's code
+                    log.exception("ratequeue on_progress callback raised; it is not called again")
+                    return
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            pass  # a callback running now has finished
 
 
 class _RenewalTimer:

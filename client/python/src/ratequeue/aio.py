@@ -31,7 +31,7 @@ from ._errors import (
     WouldBlock,
 )
 from ._lease import RELEASE_STATES
-from ._protocol import Limit
+from ._protocol import Limit, Progress
 
 # The asyncio names print as `ratequeue.aio.X` (in reprs and tracebacks).
 for _obj in (Client, Lease, AcquireContext, acquire, default_client):
@@ -49,6 +49,7 @@ __all__ = [
     "Timing",
     "TLSFiles",
     "Limit",
+    "Progress",
     "RELEASE_STATES",
     "RatequeueError",
     "Rejected",

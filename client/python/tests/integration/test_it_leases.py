@@ -320,3 +320,93 @@ async def test_a_report_lowers_the_budget_and_a_429_pauses(env: Cluster, resourc
     with pytest.raises(ratequeue.WouldBlock):
         with ratequeue.acquire(resource_name, timeout=0):
             pass
+
+
+async def _until(what: str, check: Any) -> None:
+    """Poll `check()` until true, bounded by DEADLINE."""
+    deadline = time.monotonic() + DEADLINE
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_async_on_progress_reports_position_and_stops_when_the_wait_ends(
+    env: Cluster, resource_name: str
+) -> None:
+    env.put_resource(resource_name, {"concurrency": 1})
+    client = rq.default_client()
+    holder = await client.acquire_lease(resource_name)
+    first: List[ratequeue.Progress] = []
+    second: List[ratequeue.Progress] = []
+    cancelled: List[ratequeue.Progress] = []
+
+    async def wait(seen: List[ratequeue.Progress], request_id: str) -> rq.Lease:
+        return await client.acquire_lease(
+            resource_name, lane="batch", timeout=60, request_id=request_id, on_progress=seen.append, progress_interval=0.1
+        )
+
+    t1 = asyncio.create_task(wait(first, "py-progress-1"))
+    await _until("the first waiter's progress", lambda: bool(first))
+    t2 = asyncio.create_task(wait(second, "py-progress-2"))
+    await _until("the second waiter's progress", lambda: bool(second))
+    t3 = asyncio.create_task(wait(cancelled, "py-progress-3"))
+    await _until("the third waiter's progress", lambda: bool(cancelled))
+    p = second[-1]
+    assert (p.lane, p.position, p.ahead_in_resource, p.queued_in_resource) == ("batch", 2, 1, 3)
+    assert p.binding_limit == "concurrency" and p.position_exact and p.estimated_wait_ms >= 1
+    assert p.request_id == "py-progress-2" and p.resource == resource_name
+    assert first[-1].position == 1
+    assert await client.waiter_progress(resource_name, "py-progress-2") is not None
+    assert await client.waiter_progress(resource_name, "never-sent") is None
+
+    # Aborted: a cancelled acquire's callback is called no more.
+    t3.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await t3
+    n_cancelled = len(cancelled)
+
+    # Granted: the first returns its lease and its callback stops; the second moves up.
+    await holder.release()
+    lease1 = await t1
+    n_first = len(first)
+    await _until("the second waiter to move up", lambda: second[-1].position == 1)
+    await asyncio.sleep(0.5)  # five intervals: a stopped watch would have called by now
+    assert len(first) == n_first and len(cancelled) == n_cancelled
+    await lease1.release()
+    lease2 = await t2
+    await lease2.release()
+
+
+def test_sync_on_progress_reports_position_and_stops_on_error(env: Cluster, resource_name: str) -> None:
+    env.put_resource(resource_name, {"concurrency": 1})
+    client = ratequeue.default_client()
+    seen: List[ratequeue.Progress] = []
+    threads: List[threading.Thread] = []
+    with client.acquire(resource_name):
+        errors: List[BaseException] = []
+
+        def wait() -> None:
+            try:
+                with client.acquire(resource_name, timeout=3, on_progress=seen.append, progress_interval=0.1):
+                    pass
+            except BaseException as e:  # noqa: BLE001 - checked below
+                errors.append(e)
+
+        t = threading.Thread(target=wait)
+        t.start()
+        threads.append(t)
+        deadline = time.monotonic() + DEADLINE
+        while not seen:
+            assert time.monotonic() < deadline, "no progress"
+            time.sleep(0.02)
+        p = seen[-1]
+        assert (p.lane, p.position, p.ahead_in_resource, p.binding_limit) == ("default", 1, 0, "concurrency")
+        # The wait times out: the error ends the polling too.
+        t.join(DEADLINE)
+        assert not t.is_alive()
+        assert len(errors) == 1 and isinstance(errors[0], ratequeue.WaitTimeout)
+        n = len(seen)
+        time.sleep(0.5)
+        assert len(seen) == n, "progress after the acquire raised"
+    with pytest.raises(ValueError):
+        client.acquire(resource_name, on_progress=seen.append, progress_interval=0.01)

@@ -8,6 +8,7 @@
 
 pub mod key;
 pub mod members;
+pub mod progress;
 pub mod resource;
 pub mod run;
 pub mod status;

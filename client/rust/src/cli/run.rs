@@ -6,16 +6,19 @@
 //! command's status (128+N if signal N ended it). SIGTERM and SIGHUP sent to rqctl are
 //! passed on to the command; SIGINT is not (a terminal already sends it to the whole
 //! process group) but no longer kills rqctl, so the release still happens. Any of the
-//! three while still waiting for a slot ends rqctl (128+N) and cancels the wait. rqctl writes
-//! only to stderr, never into the command's stdout.
+//! three while still waiting for a slot ends rqctl (128+N) and cancels the wait. While it
+//! waits, a status line on a terminal's stderr says where it stands (`progress`: position
+//! in its lane, the binding limit, the estimated wait; plain lines with `--verbose` when
+//! stderr is not a terminal). rqctl writes only to stderr, never into the command's stdout.
 
 use std::future::IntoFuture as _;
+use std::io::IsTerminal as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use ratequeue_client::{Client, Error};
+use ratequeue_client::{new_request_id, Client, Error};
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::{describe, Failure, OrFail, Out, EXIT_ERROR, EXIT_TEMPFAIL};
@@ -42,7 +45,8 @@ pub struct Args {
     /// Send SIGTERM to the command if the lease is lost (default: only warn).
     #[arg(long)]
     pub kill_on_lost: bool,
-    /// Report the lease and the release on stderr.
+    /// Report the lease and the release on stderr (and, when stderr is not a terminal,
+    /// the wait's progress as plain lines).
     #[arg(short, long)]
     pub verbose: bool,
     /// The command and its arguments (after `--`).
@@ -92,6 +96,10 @@ pub async fn main(client: &Client, args: Args) -> Result<u8, Failure> {
     if let Some(w) = args.wait_ms {
         acquire = acquire.timeout(Duration::from_millis(w));
     }
+    let request_id = new_request_id();
+    acquire = acquire.request_id(request_id.clone());
+    let tty = std::io::stderr().is_terminal();
+    let status = super::progress::show(client, &args.resource, &request_id, tty);
     // Catch the signals before the slot is held, so that none ends rqctl while it holds
     // one (the release must happen).
     let mut sigterm = signal(SignalKind::terminate()).or_fail(&out)?;
@@ -103,10 +111,12 @@ pub async fn main(client: &Client, args: Args) -> Result<u8, Failure> {
     // waiter (or releases a grant already in flight).
     let acquired = tokio::select! {
         r = acquire.into_future() => r,
+        never = status, if tty || args.verbose => match never {},
         _ = sigterm.recv() => return Ok(128 + Signal::SIGTERM as u8),
         _ = sighup.recv() => return Ok(128 + Signal::SIGHUP as u8),
         _ = sigint.recv() => return Ok(128 + Signal::SIGINT as u8),
     };
+    super::progress::clear(tty);
     let permit = match acquired {
         Ok(p) => p,
         Err(e) => {

@@ -376,3 +376,110 @@ async fn run_forwards_signals_and_cancels_waits() {
         "released after the command ended"
     );
 }
+
+/// While `rqctl run` waits for a slot it says where it stands (plain lines with
+/// `--verbose` when stderr is not a terminal), and `Client::waiter_progress` reads the
+/// same from the leader: position, lane, binding limit; none once granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_shows_where_it_waits_and_the_client_reads_progress() {
+    use std::io::BufRead as _;
+
+    let c = Cluster::start(3).await;
+    c.put_resource("sem", concurrency(1)).await;
+    let client = c.client();
+    let holder = client.acquire("sem").await.unwrap();
+
+    // The client's own view of a waiter it queued.
+    let waiting = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .acquire("sem")
+                .lane("batch")
+                .request_id("progress-1")
+                .timeout(Duration::from_secs(60))
+                .await
+        })
+    };
+    let p = eventually(Duration::from_secs(20), "the waiter queued", || async {
+        client.waiter_progress("sem", "progress-1").await.unwrap()
+    })
+    .await;
+    assert_eq!(
+        (
+            p.lane.as_str(),
+            p.position,
+            p.ahead_in_resource,
+            p.queued_in_resource
+        ),
+        ("batch", 1, 0, 1)
+    );
+    assert_eq!(
+        p.binding_limit,
+        Some(ratequeue_client::api::LimitKind::Concurrency)
+    );
+    assert!(p.estimated_wait_ms >= 1);
+    assert_eq!(
+        client.waiter_progress("sem", "never-sent").await.unwrap(),
+        None
+    );
+
+    let mut rqctl = c
+        .rqctl()
+        .args([
+            "run",
+            "sem",
+            "--verbose",
+            "--lane",
+            "batch",
+            "--wait-ms",
+            "60000",
+        ])
+        .args(["--", "true"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = rqctl.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no status line: {seen:?}"));
+        seen.push(line.clone());
+        if line.starts_with("rqctl run: waiting:") {
+            break line;
+        }
+    };
+    // Behind the first waiter in its lane, the one slot binds.
+    assert!(
+        status.starts_with("rqctl run: waiting: 2nd in lane batch, concurrency binds, ~"),
+        "{status}"
+    );
+
+    holder.release().await.unwrap();
+    let first = waiting.await.unwrap().unwrap();
+    assert_eq!(
+        client.waiter_progress("sem", "progress-1").await.unwrap(),
+        None
+    );
+    first.release().await.unwrap();
+    let out = wait_exit(rqctl).await;
+    assert!(out.status.success());
+    reader.join().unwrap();
+    seen.extend(rx.try_iter());
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("rqctl run: holding lease")),
+        "{seen:?}"
+    );
+}

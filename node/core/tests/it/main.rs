@@ -25,6 +25,7 @@ mod idempotency;
 mod keys;
 mod leases;
 mod model;
+mod progress;
 mod scheduler;
 mod scope;
 mod settle;

@@ -401,6 +401,7 @@ pub(super) async fn resource(
                     priority: h.priority,
                     load: h.load,
                     waited_ms: waited(h.waiter),
+                    estimated_wait_ms: report.head_wait_ms.unwrap_or(1),
                 }),
                 binding: match report.head_fit {
                     Some(Fit::Wait { ms, binding }) => Some(ui::Binding {

@@ -1,20 +1,23 @@
 //! Leases: acquire (validated into `AcquireParams` for the admission queue, the
 //! caller's scope checked: resource, lane, priority), release and renew (only the key
 //! that acquired the lease, or an admin; decided by the admission loop without a Raft
-//! write when refused), and the lease body returned to the holder.
+//! write when refused), report, the lease body returned to the holder, and a waiting
+//! acquire's progress (read from the leader's queue).
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use ratequeue_api as api;
 use ratequeue_api::ErrorCode;
 use ratequeue_core::config::{validate_holder, validate_name, DEFAULT_LANE, DEFAULT_PRIORITY};
 use ratequeue_core::{
-    Command, LeaseId, LeaseView, LimitView, Outcome, Report, Shadow, ShadowDecision, LIMIT_MAX,
-    LOAD_MAX, PAUSE_MS_MAX, REQUEST_ID_LEN_MAX, TTL_MS_MAX, TTL_MS_MIN,
+    Command, LeaseId, LeaseView, LimitView, Outcome, Report, RequestKey, Shadow, ShadowDecision,
+    LIMIT_MAX, LOAD_MAX, PAUSE_MS_MAX, REQUEST_ID_LEN_MAX, TTL_MS_MAX, TTL_MS_MIN,
 };
+use serde::Deserialize;
 
 use super::access;
 use super::auth::denied;
@@ -373,4 +376,117 @@ pub(super) async fn report(
         other => Err(other),
     })
     .await
+}
+
+/// The query of a waiter's progress.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct WaiterQuery {
+    /// Admins only: the name of the key that made the acquire (default: the caller's
+    /// own requests; the admin token's own have no key name).
+    #[param(max_length = 128, pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+    key: Option<String>,
+}
+
+super::openapi::errors!(WaiterErrors, leader; AUTHENTICATED;
+    InvalidRequest, Forbidden, WaiterNotFound);
+
+#[utoipa::path(
+    get,
+    path = "/v1/resources/{name}/waiters/{request_id}",
+    tag = "leases",
+    operation_id = "waiter_progress",
+    summary = "Where a waiting acquire stands (leader)",
+    description = "The acquire the caller's key sent with this `request_id` on this \
+        resource, while it waits in the leader's queue: its position in its lane, the \
+        waiters of the resource served before it, the binding limit and the estimated \
+        wait. `404 waiter_not_found` once it is granted, refused or gone (and for an id \
+        never queued). Read from the leader's queue, never written; an admin may name \
+        another key with `?key=`.",
+    params(
+        ("name" = String, Path, description = "The resource", pattern = "^[A-Za-z0-9._:-]{1,128}$"),
+        ("request_id" = String, Path, description = "The acquire's `request_id`", min_length = 1, max_length = 128),
+        WaiterQuery,
+    ),
+    responses((status = 200, description = "It waits", body = api::WaiterProgress), WaiterErrors),
+)]
+pub(super) async fn waiter(
+    State(node): State<Arc<Node>>,
+    uri: Uri,
+    caller: Caller,
+    Path((name, request_id)): Path<(String, String)>,
+    q: Result<Query<WaiterQuery>, QueryRejection>,
+) -> Response {
+    node.metrics.http_request();
+    access::record("resource", &name);
+    access::record("request_id", &request_id);
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return ApiError::invalid(format!("bad query string: {e}")).into_response(),
+    };
+    if let Err(e) = check_name(&name) {
+        return e.into_response();
+    }
+    if request_id.is_empty() || request_id.len() > REQUEST_ID_LEN_MAX {
+        return ApiError::invalid(format!("request_id must be 1..={REQUEST_ID_LEN_MAX} bytes"))
+            .into_response();
+    }
+    // A monitor key queues nothing; a client key sees only resources it may read.
+    if let Err(e) = caller
+        .may_hold_leases()
+        .and_then(|()| caller.may_read(&name))
+    {
+        return denied(e).into_response();
+    }
+    let owner = match q.key {
+        None => caller.owner(),
+        Some(key) => {
+            if let Err(e) = validate_name(&key) {
+                return ApiError::invalid(format!("key {e}")).into_response();
+            }
+            if !caller.is_admin() && caller.key_name() != Some(key.as_str()) {
+                return ApiError::new(
+                    ErrorCode::Forbidden,
+                    "only an admin may see another key's waiters",
+                )
+                .into_response();
+            }
+            Some(key)
+        }
+    };
+    if let Err(r) = require_leader(&node, &uri) {
+        return r;
+    }
+    let key = RequestKey {
+        owner,
+        resource: name,
+        request_id,
+    };
+    match node.admission.progress(key.clone()).await {
+        Ok(Some(w)) => {
+            let p = w.progress;
+            json(api::WaiterProgress {
+                resource: key.resource,
+                request_id: key.request_id,
+                lane: p.lane,
+                priority: p.priority,
+                load: p.load,
+                position: p.position,
+                position_exact: p.position_exact,
+                ahead_in_resource: p.ahead_in_resource,
+                queued_in_resource: p.queued_in_resource,
+                binding_limit: p.estimate.binding.map(|b| super::error::api_kind(b.kind)),
+                binding_bucket: p.estimate.binding.and_then(|b| b.bucket),
+                estimated_wait_ms: p.estimate.wait_ms,
+                waited_ms: w.waited_ms,
+            })
+        }
+        Ok(None) => ApiError::new(
+            ErrorCode::WaiterNotFound,
+            "no acquire with this request_id waits in the queue (granted, refused, or never queued)",
+        )
+        .into_response(),
+        Err(f) => failure(&node, &uri, f),
+    }
 }

@@ -190,6 +190,7 @@ impl Modify for Security {
         leases::release,
         leases::renew,
         leases::report,
+        leases::waiter,
         resources::list_resources,
         resources::get_resource,
         resources::put_resource,

@@ -49,6 +49,10 @@ where
         .route("/v1/leases/{id}/release", post(leases::release))
         .route("/v1/leases/{id}/renew", post(leases::renew))
         .route("/v1/leases/{id}/report", post(leases::report))
+        .route(
+            "/v1/resources/{name}/waiters/{request_id}",
+            get(leases::waiter),
+        )
         .route("/v1/resources", get(resources::list_resources))
         .route(
             "/v1/resources/{name}",

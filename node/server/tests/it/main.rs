@@ -12,3 +12,4 @@ mod isolation;
 mod replication;
 mod security;
 mod storage;
+mod waiters;
