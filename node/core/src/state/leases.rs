@@ -30,6 +30,10 @@ pub(super) struct Lease {
     /// in dry-run mode only when enforce would have granted it too (`Shadow`). A release
     /// settles `actual_load` only against what was charged.
     pub(super) charged: bool,
+    /// A dry-run grant's shadow (what enforce would have done), kept so that a retry of
+    /// its `request_id` gets the same answer; `None` on an enforced resource (and for
+    /// leases restored from a format-7 snapshot, which did not keep it).
+    pub(super) shadow: Option<Shadow>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,15 +93,17 @@ impl State {
                 // The lease this request was granted has already ended (released, for
                 // instance by the leader because the first attempt's client went away,
                 // or expired): never hand it out as held, and never grant a second one.
-                if self.live(prev.lease.id).is_err() {
-                    return Outcome::Rejected(Rejection::GrantEnded);
-                }
+                // A live one is answered as the first attempt was, shadow included.
+                let shadow = match self.live(prev.lease.id) {
+                    Ok(l) => l.shadow,
+                    Err(_) => return Outcome::Rejected(Rejection::GrantEnded),
+                };
                 let limits = self.limits(&prev.lease.resource);
                 return Outcome::Granted {
                     lease: prev.lease.clone(),
                     limits,
                     duplicate: true,
-                    shadow: None,
+                    shadow,
                 };
             }
             if key.request_id.is_empty() || key.request_id.len() > REQUEST_ID_LEN_MAX {
@@ -167,6 +173,7 @@ impl State {
                 holder: g.holder.clone(),
                 owner: g.owner.clone(),
                 charged,
+                shadow,
             },
         );
         let lease = LeaseView {

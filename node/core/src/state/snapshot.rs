@@ -31,7 +31,10 @@ use crate::{IDEMPOTENCY_WINDOW_LEN_MAX, KEYS_MAX, LEASES_MAX, RESOURCES_MAX, TOM
 /// 7: resource configs carry a feedback policy, resources their provider pause
 /// (`paused_until_ms`, `rate_limited_streak`); 6 is still restored (`StateV6`: no policy,
 /// not paused).
-pub const SNAPSHOT_VERSION: u8 = 7;
+/// 8: leases keep their dry-run shadow (a retry of its `request_id` gets it again); 7 is
+/// still restored (`StateV7`: leases without one). The log records and peer messages
+/// are those of version 7.
+pub const SNAPSHOT_VERSION: u8 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -168,6 +171,7 @@ impl State {
         let decode = |e: bincode::error::DecodeError| SnapshotError::Decode(e.to_string());
         let (state, used) = match version {
             SNAPSHOT_VERSION => decode_bounded::<State>(body).map_err(decode)?,
+            7 => upgraded(decode_bounded::<StateV7>(body).map_err(decode)?),
             6 => upgraded(decode_bounded::<StateV6>(body).map_err(decode)?),
             5 => upgraded(decode_bounded::<StateV5>(body).map_err(decode)?),
             4 => upgraded(decode_bounded::<StateV4>(body).map_err(decode)?),
@@ -189,9 +193,9 @@ impl State {
 }
 
 /// An older layout decoded (with the bytes it used), as today's state.
-fn upgraded<C, L, T>((old, used): (StateOld<C, L, T>, usize)) -> (State, usize)
+fn upgraded<R, L, T>((old, used): (StateOld<R, L, T>, usize)) -> (State, usize)
 where
-    C: Clone + Into<ResourceConfig>,
+    R: Clone + Into<Resource>,
     L: Clone + Into<Lease>,
     T: TombstonesOld,
 {
@@ -295,6 +299,24 @@ impl From<LeaseV5> for Lease {
             holder: l.holder,
             owner: l.owner,
             charged: true,
+            shadow: None,
+        }
+    }
+}
+
+/// A lease as snapshot versions 6 and 7 laid it out: version 5's and a charged flag, no
+/// shadow.
+#[derive(Clone, Deserialize)]
+struct LeaseV7 {
+    v5: LeaseV5,
+    charged: bool,
+}
+
+impl From<LeaseV7> for Lease {
+    fn from(l: LeaseV7) -> Self {
+        Lease {
+            charged: l.charged,
+            ..l.v5.into()
         }
     }
 }
@@ -356,18 +378,18 @@ impl TombstonesOld for TombstonesV4 {
     }
 }
 
-/// The state as snapshot versions 4 to 6 laid it out: `C` is that version's resource
-/// config, `L` its lease, `T` its tombstones.
+/// The state as snapshot versions 4 to 7 laid it out: `R` is that version's resource,
+/// `L` its lease, `T` its tombstones.
 #[derive(Deserialize)]
 #[serde(bound(
-    deserialize = "C: Deserialize<'de> + Clone, L: Deserialize<'de> + Clone, \
+    deserialize = "R: Deserialize<'de> + Clone, L: Deserialize<'de> + Clone, \
                              T: Deserialize<'de>"
 ))]
-struct StateOld<C, L, T> {
+struct StateOld<R, L, T> {
     now_ms: u64,
     next_token: u64,
     #[serde(with = "tables::map")]
-    resources: Map<String, ResourceOld<C>>,
+    resources: Map<String, R>,
     #[serde(with = "tables::map")]
     leases: Map<u64, L>,
     #[serde(with = "tables::set")]
@@ -383,16 +405,18 @@ struct StateOld<C, L, T> {
     key_by_hash: Map<String, String>,
 }
 
+/// Version 7: today's resources, leases without a shadow.
+type StateV7 = StateOld<Resource, LeaseV7, TombstonesV5>;
 /// Version 6: resources with a mode, no feedback policy or pause.
-type StateV6 = StateOld<ResourceConfigV6, Lease, TombstonesV5>;
+type StateV6 = StateOld<ResourceOld<ResourceConfigV6>, LeaseV7, TombstonesV5>;
 /// Version 5: resources without a mode, leases without a charged flag.
-type StateV5 = StateOld<ResourceConfigV5, LeaseV5, TombstonesV5>;
+type StateV5 = StateOld<ResourceOld<ResourceConfigV5>, LeaseV5, TombstonesV5>;
 /// Version 4: as version 5, with tombstones of no end time.
-type StateV4 = StateOld<ResourceConfigV5, LeaseV5, TombstonesV4>;
+type StateV4 = StateOld<ResourceOld<ResourceConfigV5>, LeaseV5, TombstonesV4>;
 
-impl<C, L, T> StateOld<C, L, T>
+impl<R, L, T> StateOld<R, L, T>
 where
-    C: Clone + Into<ResourceConfig>,
+    R: Clone + Into<Resource>,
     L: Clone + Into<Lease>,
     T: TombstonesOld,
 {
@@ -404,7 +428,7 @@ where
             resources: self
                 .resources
                 .into_iter()
-                .map(|(name, r)| (name, Resource::from(r)))
+                .map(|(name, r)| (name, r.into()))
                 .collect(),
             leases: self
                 .leases

@@ -109,6 +109,8 @@ proptest! {
         let (log, _, _) = build_log(&steps);
         let log = with_mode(&log, Mode::DryRun);
         let mut s = State::new();
+        // The shadow of each request id's first grant: its retries get the same.
+        let mut first = std::collections::BTreeMap::new();
         for (t, commands) in &log {
             s.tick(*t);
             for c in commands {
@@ -131,9 +133,20 @@ proptest! {
                             prop_assert!(shadow.is_some(), "a dry-run grant has a shadow");
                             prop_assert_eq!(*shadow, as_shadow(&enforced, wait_ms),
                                 "enforce said {:?}", enforced);
+                            if let Command::Grant(g) = c {
+                                if let Some(k) = g.request_key() {
+                                    first.insert(k, *shadow);
+                                }
+                            }
                         }
                         Outcome::Granted { duplicate: true, shadow, .. } => {
-                            prop_assert_eq!(*shadow, None);
+                            let key = match c {
+                                Command::Grant(g) => g.request_key(),
+                                _ => None,
+                            };
+                            let want = key.and_then(|k| first.get(&k).copied()).flatten();
+                            prop_assert!(want.is_some(), "a retry of a dry-run grant");
+                            prop_assert_eq!(*shadow, want, "a retry gets its first shadow");
                         }
                         // Refused in dry-run too (bad input, a full table, a reused id):
                         // enforce refuses it the same way.

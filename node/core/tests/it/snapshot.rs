@@ -169,7 +169,7 @@ fn load(s: &State) -> i64 {
 /// An upgraded state snapshots again in the current format and restores to itself.
 fn snapshots_again_as_version_7(s: &State) {
     let again = s.snapshot();
-    assert_eq!(again[0], 7, "re-snapshotted in the current format");
+    assert_eq!(again[0], 8, "re-snapshotted in the current format");
     assert_eq!(&State::restore(&again).unwrap(), s);
 }
 
@@ -179,7 +179,7 @@ fn snapshots_again_as_version_7(s: &State) {
 #[test]
 fn a_snapshot_older_than_version_4_is_refused_by_version() {
     use ratequeue_core::state::SNAPSHOT_VERSION;
-    assert_eq!(SNAPSHOT_VERSION, 7);
+    assert_eq!(SNAPSHOT_VERSION, 8);
     let mut old = fixed_state().snapshot();
     old[0] = 3;
     let e = State::restore(&old).unwrap_err();
@@ -303,4 +303,71 @@ fn a_version_6_snapshot_is_restored_without_feedback() {
     assert_eq!(load(&s), 91, "an uncharged lease settles nothing");
     assert_eq!(s.fit("r", 1), ratequeue_core::Fit::Now, "not paused");
     snapshots_again_as_version_7(&s);
+}
+
+/// A version 7 snapshot (made by the build before leases kept their dry-run shadow) is
+/// restored with its leases, charged flags and request ids; its leases have no shadow,
+/// so a retry of their request ids is answered without one.
+#[test]
+fn a_version_7_snapshot_is_restored_without_shadows() {
+    // Made by the version-7 build: dry-run resource "r" (concurrency 1, put at 1 000);
+    // at 2 000 alice's grants of load 1, ttl 5 000, wait_ms 10 000: token 1 (nonce 11,
+    // request id "q", shadow grant, charged) and token 2 (nonce 12, request id "w",
+    // shadow wait 5 000 on the slot).
+    const V7: &str = "07fbd0070301017201010000fb3075fb102701000002fb581b01fb581b0202000002010b0172\
+        0764656661756c7401fb8813fb581bfbd007000105616c69636501020c01720764656661756c\
+        7401fb8813fb581bfbd007000105616c6963650102fb581b01fb581b020000020105616c6963\
+        6501720171010b01720764656661756c7401fb8813fbd0070105616c69636501720177020c01\
+        720764656661756c7401fb8813fbd007020105616c696365017201710105616c696365017201\
+        770000";
+    let bytes: Vec<u8> = (0..V7.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&V7[i..i + 2], 16).unwrap())
+        .collect();
+    let mut s = State::restore(&bytes).unwrap();
+    assert_eq!((s.now_ms(), s.next_token(), s.lease_count()), (2_000, 3, 2));
+    assert_eq!(s.resource("r").unwrap().mode, ratequeue_core::Mode::DryRun);
+    let retry = |nonce: u64, id: &str| {
+        Command::Grant(ratequeue_core::Grant {
+            resource: "r".into(),
+            lane: "default".into(),
+            load: 1,
+            ttl_ms: 5_000,
+            request_id: Some(id.into()),
+            nonce,
+            holder: None,
+            owner: Some("alice".into()),
+            wait_ms: 10_000,
+        })
+    };
+    match s.apply_command(&retry(99, "w")) {
+        Outcome::Granted {
+            lease,
+            duplicate: true,
+            shadow: None,
+            ..
+        } => assert_eq!((lease.id.token, lease.id.nonce), (2, 12)),
+        other => panic!("the first grant, without a shadow: {other:?}"),
+    }
+    // A new grant keeps its shadow, and a snapshot of format 8 keeps it for a retry.
+    let fresh = s.apply_command(&retry(13, "z"));
+    let Outcome::Granted {
+        shadow: Some(shadow),
+        ..
+    } = fresh
+    else {
+        panic!("{fresh:?}")
+    };
+    let again = s.snapshot();
+    assert_eq!(again[0], 8);
+    let mut back = State::restore(&again).unwrap();
+    assert_eq!(back, s);
+    match back.apply_command(&retry(14, "z")) {
+        Outcome::Granted {
+            duplicate: true,
+            shadow: kept,
+            ..
+        } => assert_eq!(kept, Some(shadow)),
+        other => panic!("{other:?}"),
+    }
 }

@@ -116,3 +116,30 @@ async fn a_dry_run_resource_grants_everything_and_reports_what_enforce_would_do(
     assert_eq!(v["error"]["code"], "would_block", "{v}");
     assert!(v.get("shadow").is_none());
 }
+
+/// A retry of a dry-run acquire (the same `request_id`) gets the first attempt's lease
+/// and its shadow: the lease keeps it (snapshot format 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_dry_run_acquire_gets_its_first_shadow() {
+    let c = Cluster::start(3).await;
+    c.put_resource("dup", json!({"concurrency": 1, "mode": "dry_run"}))
+        .await;
+    let l = c.wait_leader().await;
+    let (s, holder) = c.acquire(l, "dup", json!({"request_id": "h"})).await;
+    assert_eq!(
+        (s, holder["shadow"]["decision"].as_str()),
+        (200, Some("grant"))
+    );
+    let body = json!({"request_id": "r1", "wait_ms": 60_000});
+    let (s, first) = c.acquire(l, "dup", body.clone()).await;
+    assert_eq!(s, 200, "{first}");
+    assert_eq!(first["shadow"]["decision"], "wait", "{first}");
+    // Asked on a follower: redirected, and answered from the idempotency window.
+    let follower = (1..=3).find(|&n| n != l).unwrap();
+    let (s, again) = c.acquire(follower, "dup", body).await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["lease_id"], first["lease_id"]);
+    assert_eq!(again["shadow"], first["shadow"], "{again}");
+    let (_, retry) = c.acquire(l, "dup", json!({"request_id": "h"})).await;
+    assert_eq!(retry["shadow"], holder["shadow"]);
+}
