@@ -483,3 +483,65 @@ async fn run_shows_where_it_waits_and_the_client_reads_progress() {
         "{seen:?}"
     );
 }
+
+/// On a terminal (`script` gives `rqctl run` a pseudo-terminal) the status line is
+/// rewritten in place while rqctl waits, and cleared once the slot is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_on_a_terminal_rewrites_one_status_line_and_clears_it() {
+    use std::io::Read as _;
+
+    let c = Cluster::start(3).await;
+    c.put_resource("sem", concurrency(1)).await;
+    let client = c.client();
+    let holder = client.acquire("sem").await.unwrap();
+    let rqctl = c.rqctl();
+    let line = format!(
+        "{} run sem --wait-ms 60000 -- true",
+        rqctl.get_program().to_string_lossy()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qfec", &line, "/dev/null"])
+        .envs(rqctl.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs the command on a pseudo-terminal");
+    let mut out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let want = b"\r\x1b[2Kwaiting: 1st in lane default, concurrency binds, ~";
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !seen.windows(want.len()).any(|w| w == want) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let chunk = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no status line: {:?}", text(&seen)));
+        seen.extend(chunk);
+    }
+    holder.release().await.unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    reader.join().unwrap();
+    seen.extend(rx.try_iter().flatten());
+    assert!(status.success(), "{:?}", text(&seen));
+    let all = text(&seen);
+    let last = all.rfind("waiting:").unwrap();
+    assert!(
+        all[last..].contains("\r\x1b[2K"),
+        "the line is cleared once the slot is held: {all:?}"
+    );
+    assert!(
+        !all.contains("rqctl run: waiting"),
+        "no plain lines on a terminal: {all:?}"
+    );
+}
