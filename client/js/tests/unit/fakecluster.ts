@@ -6,6 +6,9 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 
+/** How long the fake keeps an idle keep-alive connection open. */
+export const KEEP_ALIVE_MS = 60_000;
+
 export type Fault =
   | { status: number; code: string; retryAfterMs?: number; body?: string }
   | { reset: true }
@@ -41,7 +44,7 @@ export class FakeCluster {
     const c = new FakeCluster();
     for (let i = 0; i < nodes; i++) {
       const s = createServer((req, res) => c.#handle(i, req, res));
-      s.keepAliveTimeout = 60_000;
+      s.keepAliveTimeout = KEEP_ALIVE_MS;
       await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
       c.servers.push(s);
       c.urls.push(`http://127.0.0.1:${(s.address() as AddressInfo).port}`);
