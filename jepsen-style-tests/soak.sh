@@ -14,7 +14,8 @@
 #
 # Writes, under OUT_DIR (default target/jepsen/soak-DATE): the run's own directory
 # (history, results.json, report), samples.csv (t_s, node, pid, rss_bytes, dir_bytes,
-# open_files, threads), soak.png (one panel per quantity, one line per node, broken where
+# open_files, threads), state.csv (each node's table sizes and Raft log indexes from its
+# /metrics, see soak/sample.sh), soak.png (one panel per quantity, one line per node, broken where
 # a fault restarted the node) and summary.txt (per node and quantity: median and max
 # after warm-up, slope over the last two thirds). Flat after warm-up is the point.
 # The plot needs matplotlib, which this script installs (pinned) into target/soak-venv;
@@ -44,6 +45,7 @@ cp target/debug/jepsen target/debug/ratequeue target/debug/ratequeue-failpoints 
   --nemesis "$NEMESIS" --workload "$WORKLOAD" --out "$out/run" &
 run=$!
 echo "t_s,node,pid,rss_bytes,dir_bytes,open_files,threads" > "$out/samples.csv"
+echo "t_s,node,pid,resources,leases,tombstones,request_ids,keys,waiters,last_log_index,snapshot_index,purged_index,storage_bytes" > "$out/state.csv"
 bash jepsen-style-tests/soak/sample.sh "$out" "$(date +%s)" "$run" "$SAMPLE_SECONDS"
 rc=0
 wait "$run" || rc=$?

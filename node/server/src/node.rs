@@ -362,7 +362,7 @@ impl Node {
     }
 
     /// The gauges `/metrics` shows, read now: `(name, help, value)`.
-    pub fn gauges(&self) -> [(&'static str, &'static str, f64); 9] {
+    pub fn gauges(&self) -> [(&'static str, &'static str, f64); 11] {
         let m = self.raft.metrics().borrow().clone();
         let is_leader = if m.state == ServerState::Leader {
             1.0
@@ -389,6 +389,16 @@ impl Node {
                 "ratequeue_raft_applied_index",
                 "Last applied index.",
                 m.last_applied.map_or(0, |l| l.index) as f64,
+            ),
+            (
+                "ratequeue_raft_snapshot_index",
+                "Last log index in the latest snapshot.",
+                m.snapshot.map_or(0, |l| l.index) as f64,
+            ),
+            (
+                "ratequeue_raft_purged_index",
+                "Last log index deleted from the log store (entries after it are kept).",
+                m.purged.map_or(0, |l| l.index) as f64,
             ),
             (
                 "ratequeue_leases_held",

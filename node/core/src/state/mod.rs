@@ -403,6 +403,22 @@ impl State {
         self.leases.len()
     }
 
+    /// Entries in each table, by name: what the state holds (for `/metrics` and the soak).
+    /// `expiry` has one entry per lease, `ended` and `ended_order` one per tombstone,
+    /// `idempotency` and `idempotency_order` one per remembered request id.
+    pub fn table_sizes(&self) -> [(&'static str, usize); 8] {
+        [
+            ("resources", self.resources.len()),
+            ("leases", self.leases.len()),
+            ("expiry", self.expiry.len()),
+            ("tombstones", self.ended.len()),
+            ("tombstone_order", self.ended_order.len()),
+            ("request_ids", self.idempotency.len()),
+            ("request_id_order", self.idempotency_order.len()),
+            ("keys", self.keys.len()),
+        ]
+    }
+
     /// Applies one Raft entry: advance cluster time, then each command in order.
     pub fn apply_entry(&mut self, now_ms: u64, commands: &[Command]) -> Vec<Outcome> {
         self.tick(now_ms);

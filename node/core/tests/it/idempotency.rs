@@ -2,7 +2,7 @@
 
 use ratequeue_core::{
     Command, Grant, Outcome, Rejection, RequestKey, ResourceConfig, IDEMPOTENCY_WINDOW_MS,
-    TTL_MS_MAX,
+    TOMBSTONE_WINDOW_MS, TTL_MS_MAX,
 };
 
 use crate::check::{check, granted, invalid, Check};
@@ -205,4 +205,49 @@ fn a_reuse_with_other_parameters_is_refused() {
     assert_eq!(c.state.next_token(), tokens);
     assert_eq!(c.state.lease_count(), 1);
     c.state.check_invariants().unwrap();
+}
+
+/// `table_sizes` counts what each table holds: a lease is in `leases` and `expiry`, its
+/// end leaves a tombstone (in the map and its order), its request id stays in the window;
+/// each is forgotten after its own window of cluster time.
+#[test]
+fn table_sizes_follow_grants_ends_and_their_windows() {
+    let size = |c: &Check, table: &str| {
+        c.state
+            .table_sizes()
+            .iter()
+            .find(|(t, _)| *t == table)
+            .unwrap_or_else(|| panic!("no table {table}"))
+            .1
+    };
+    let mut c = check(&[("r", ResourceConfig::concurrency(10))]);
+    c.at(1_000);
+    assert_eq!(size(&c, "resources"), 1);
+    let g = with_id(&mut c, "req-1");
+    let first = granted(c.grant(g));
+    c.lease_ttl("r", 1, TTL_MS_MAX);
+    for t in ["leases", "expiry"] {
+        assert_eq!(size(&c, t), 2, "{t}");
+    }
+    for t in ["request_ids", "request_id_order"] {
+        assert_eq!(size(&c, t), 1, "{t}");
+    }
+    assert_eq!(size(&c, "tombstones"), 0);
+    c.release(first.id, None);
+    for (t, n) in [
+        ("leases", 1),
+        ("expiry", 1),
+        ("tombstones", 1),
+        ("tombstone_order", 1),
+        ("request_ids", 1),
+    ] {
+        assert_eq!(size(&c, t), n, "{t}");
+    }
+    c.at(1_000 + TOMBSTONE_WINDOW_MS);
+    assert_eq!(size(&c, "tombstones"), 0);
+    assert_eq!(size(&c, "tombstone_order"), 0);
+    assert_eq!(size(&c, "request_ids"), 1);
+    c.at(1_000 + IDEMPOTENCY_WINDOW_MS);
+    assert_eq!(size(&c, "request_ids"), 0);
+    assert_eq!(size(&c, "request_id_order"), 0);
 }

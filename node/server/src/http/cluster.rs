@@ -4,6 +4,7 @@
 //! (`--metrics-addr`) when there is one. The scrape-time gauges are gathered here from
 //! the node's views and rendered with its counters.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -209,5 +210,14 @@ fn metrics_text(node: &Node) -> String {
         node.metrics
             .retain_resources(|r| applied.state.resource(r).is_some());
     }
-    node.metrics.render(&node.gauges())
+    let mut out = node.metrics.render(&node.gauges());
+    let sizes = node.applied.read().state.table_sizes();
+    out.push_str(
+        "# HELP ratequeue_state_entries Entries in each table of the applied state.\n\
+         # TYPE ratequeue_state_entries gauge\n",
+    );
+    for (table, n) in sizes {
+        let _ = writeln!(out, "ratequeue_state_entries{{table=\"{table}\"}} {n}");
+    }
+    out
 }

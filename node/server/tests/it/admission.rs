@@ -672,6 +672,15 @@ async fn many_waiters_share_one_http2_connection() {
     })
     .await;
     assert!(gauge(&metrics, "process_resident_memory_bytes") > 0.0);
+    // The applied state's tables: the holder's lease (and its expiry entry), one resource.
+    for (table, n) in [("leases", 1.0), ("expiry", 1.0), ("resources", 1.0)] {
+        let name = format!("ratequeue_state_entries{{table=\"{table}\"}}");
+        assert_eq!(gauge(&metrics, &name), n, "{table}");
+    }
+    assert!(
+        gauge(&metrics, "ratequeue_raft_snapshot_index")
+            >= gauge(&metrics, "ratequeue_raft_purged_index")
+    );
     c.put_resource("h2", json!({"concurrency": 1 + WAITERS}))
         .await;
     let mut leases = std::collections::BTreeSet::new();
