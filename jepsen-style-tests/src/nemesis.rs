@@ -181,31 +181,29 @@ pub const ALL_FAULTS: [Fault; 11] = [
 ];
 
 /// Every fault a schedule may hold (group `everything`): `all`, then the storage, disk
-/// and clock groups. `lose-disks` is a sabotage, not one of them.
-pub const EVERYTHING: [Fault; 22] = [
-    Fault::KillLeader,
-    Fault::KillRandom,
-    Fault::PauseLeader,
-    Fault::PauseRandom,
-    Fault::PartitionHalves,
-    Fault::PartitionLeader,
-    Fault::PartitionRing,
-    Fault::PartitionOneWay,
-    Fault::Membership,
-    Fault::KillLeaderRepeat,
-    Fault::RollingRestart,
-    Fault::PowerCut,
-    Fault::PowerCutAll,
-    Fault::TornTail,
-    Fault::CorruptTail,
-    Fault::DiskEio,
-    Fault::DiskFull,
-    Fault::SlowDisk,
-    Fault::ClockWallForward,
-    Fault::ClockWallBack,
-    Fault::ClockMonoBack,
-    Fault::ClockSlow,
-];
+/// and clock groups, in that order. `lose-disks` is a sabotage, not one of them.
+pub const EVERYTHING: [Fault;
+    ALL_FAULTS.len() + STORAGE_FAULTS.len() + DISK_FAULTS.len() + CLOCK_FAULTS.len()] =
+    concat(&[&ALL_FAULTS, &STORAGE_FAULTS, &DISK_FAULTS, &CLOCK_FAULTS]);
+
+/// The groups one after the other; `N` must be their total length (checked at compile
+/// time, where the only caller runs).
+const fn concat<const N: usize>(groups: &[&[Fault]]) -> [Fault; N] {
+    let mut out = [Fault::KillLeader; N];
+    let mut i = 0;
+    let mut g = 0;
+    while g < groups.len() {
+        let mut j = 0;
+        while j < groups[g].len() {
+            out[i] = groups[g][j];
+            i += 1;
+            j += 1;
+        }
+        g += 1;
+    }
+    assert!(i == N, "N is not the groups' total length");
+    out
+}
 
 /// Parses `all`, `none`, or a comma list of groups (`kill`, `pause`, `partition`,
 /// `membership`) and single faults (`kill-leader`, `partition-ring`, …).
@@ -1071,10 +1069,10 @@ mod tests {
                 .all(|f| everything.contains(f) && f.needs_failpoints()));
         }
         assert!(ALL_FAULTS.iter().all(|f| !f.needs_failpoints()));
-        assert_eq!(
-            ALL_FAULTS.len() + STORAGE_FAULTS.len() + DISK_FAULTS.len() + CLOCK_FAULTS.len(),
-            EVERYTHING.len()
-        );
+        // The groups in order, as a schedule's seed draws from them.
+        assert_eq!(EVERYTHING[..ALL_FAULTS.len()], ALL_FAULTS);
+        assert_eq!(EVERYTHING[ALL_FAULTS.len()], Fault::PowerCut);
+        assert_eq!(EVERYTHING[EVERYTHING.len() - 1], Fault::ClockSlow);
         assert!(
             parse_faults("lose-disks").is_err(),
             "a sabotage, not a fault"
