@@ -46,6 +46,9 @@ pub enum F {
     Renew,
     /// A linearizable read of one resource (`GET /v1/resources/{name}`).
     Read,
+    /// A lease holder's provider report (`POST /v1/leases/{id}/report`; the body in
+    /// the invoke's `value`, the answer in the completion's).
+    Report,
     /// A write to the fencing demonstration's downstream register.
     FencedWrite,
     /// The harness created the resources; `value` holds their specs and checker bounds.

@@ -43,7 +43,8 @@ struct Cli {
     /// partition-leader, partition-ring, partition-one-way).
     #[arg(long, default_value = "all")]
     nemesis: String,
-    /// all, or a comma list of semaphore, rate, durable, idempotent, fencing.
+    /// all, or a comma list of semaphore, rate, durable, idempotent, fencing, dry-run,
+    /// report (and batch, not in all).
     #[arg(long, default_value = "all")]
     workload: String,
     /// Output directory (default: target/jepsen/seed-N).
@@ -101,6 +102,12 @@ enum Sabotage {
     /// The failpoints build whose leader stamps cluster time from its wall clock, under
     /// `clock-wall-forward` faults.
     WallClockStamps,
+    /// The failpoints build whose dry-run grants charge no bucket (shadows that forget
+    /// the traffic they let through), on the `dry-run` workload.
+    DryRunUncharged,
+    /// The failpoints build that records a reported 429 but keeps granting, on the
+    /// `report` workload.
+    IgnorePause,
 }
 
 impl Sabotage {
@@ -112,6 +119,8 @@ impl Sabotage {
             Sabotage::IgnoreDiskErrors => kv("RATEQUEUE_FAILPOINT_IGNORE_DISK_ERRORS", "1"),
             Sabotage::RepairTail => kv("RATEQUEUE_FAILPOINT_REPAIR_TAIL", "1"),
             Sabotage::WallClockStamps => kv("RATEQUEUE_FAILPOINT_STAMP_WALL", "1"),
+            Sabotage::DryRunUncharged => kv("RATEQUEUE_FAILPOINT_DRY_RUN_UNCHARGED", "1"),
+            Sabotage::IgnorePause => kv("RATEQUEUE_FAILPOINT_IGNORE_PAUSE", "1"),
             _ => Vec::new(),
         }
     }
@@ -123,6 +132,15 @@ impl Sabotage {
             Sabotage::RepairTail => vec![Fault::TornTail],
             Sabotage::WallClockStamps => vec![Fault::ClockWallForward],
             _ => Vec::new(),
+        }
+    }
+
+    /// The workloads of its control run in `jepsen --ci`.
+    fn workloads(self) -> &'static str {
+        match self {
+            Sabotage::DryRunUncharged => "dry-run",
+            Sabotage::IgnorePause => "report",
+            _ => "semaphore,durable",
         }
     }
 
@@ -144,6 +162,8 @@ impl Sabotage {
             Sabotage::IgnoreDiskErrors => "ignore-disk-errors",
             Sabotage::RepairTail => "repair-tail",
             Sabotage::WallClockStamps => "wall-clock-stamps",
+            Sabotage::DryRunUncharged => "dry-run-uncharged",
+            Sabotage::IgnorePause => "ignore-pause",
         }
     }
 
@@ -317,11 +337,13 @@ async fn real_main() -> anyhow::Result<bool> {
     Ok(all_valid)
 }
 
-/// The CI mode: a mixed run and a storage-and-disk run that must pass, and five
+/// The CI mode: a mixed run and a storage-and-disk run that must pass, and eight
 /// sabotaged runs that must fail: one that loses every disk mid-run, the build whose
 /// followers grant locally, and the failpoints build with a lying fsync (under a power
-/// cut of every node), ignoring disk errors (under `disk-eio`) and repairing a damaged
-/// log tail (under `torn-tail`).
+/// cut of every node), ignoring disk errors (under `disk-eio`), repairing a damaged
+/// log tail (under `torn-tail`), stamping from the wall clock (under
+/// `clock-wall-forward`), charging no dry-run grant (the `dry-run` workload) and
+/// ignoring a reported 429 (the `report` workload).
 async fn ci(cli: &Cli, bin: PathBuf) -> anyhow::Result<bool> {
     let seed = cli.seed.unwrap_or_else(random_seed);
     let broken = sabotaged_bin(cli, &bin)?;
@@ -391,6 +413,8 @@ async fn ci(cli: &Cli, bin: PathBuf) -> anyhow::Result<bool> {
         Sabotage::IgnoreDiskErrors,
         Sabotage::RepairTail,
         Sabotage::WallClockStamps,
+        Sabotage::DryRunUncharged,
+        Sabotage::IgnorePause,
     ]
     .into_iter()
     .enumerate()
@@ -399,7 +423,7 @@ async fn ci(cli: &Cli, bin: PathBuf) -> anyhow::Result<bool> {
         let control = RunConfig {
             duration: CI_SABOTAGE_DURATION,
             faults: sabotage.faults(),
-            workloads: parse_workloads("semaphore,durable")?,
+            workloads: parse_workloads(sabotage.workloads())?,
             out: base.join(format!("sabotage-{name}-seed-{seed}")),
             bin: match sabotage {
                 Sabotage::FollowerGrants => broken.clone(),
@@ -409,8 +433,9 @@ async fn ci(cli: &Cli, bin: PathBuf) -> anyhow::Result<bool> {
             lose_disks: sabotage == Sabotage::LoseDisks,
             block: block_for(2 + k as u64, 3),
             command: format!(
-                "cargo run -p jepsen-style-tests --bin jepsen -- --seed {seed} --duration {}s --nemesis none --workload semaphore,durable{}",
+                "cargo run -p jepsen-style-tests --bin jepsen -- --seed {seed} --duration {}s --nemesis none --workload {}{}",
                 CI_SABOTAGE_DURATION.as_secs(),
+                sabotage.workloads(),
                 sabotage.flag()
             ),
             node_env: sabotage.node_env(),

@@ -201,7 +201,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
     setup.value = Some(v);
     rec.record(setup);
 
-    let ctx = Ctx::new(api.clone(), rec.clone());
+    let ctx = Ctx::new(api.clone(), rec.clone(), checker_cfg.stamp_skew_ms as u64);
     let workers = workload::spawn(&ctx, &cfg.workloads, cfg.seed);
     let recreate_api = api.clone();
     let recreate: Arc<

@@ -12,6 +12,14 @@
 //!   so that retries of one `request_id` are frequent.
 //! - `fencing`: the fencing demonstration: holders sometimes stall past their TTL (a
 //!   process pause), then write to a downstream register that rejects stale tokens.
+//! - `dry-run`: acquires on two dry-run resources (one with `concurrency`, one with
+//!   buckets) whose limits the traffic exceeds many times over: every one is granted at once, with the `shadow` enforce would have
+//!   given it (recorded with the grant); holders release.
+//! - `report`: lease holders on a resource with a feedback policy report what "the
+//!   provider" answered: remaining requests (often above the configured limit, as a
+//!   provider with a larger quota would say), reset times, and now and then a 429 with
+//!   a `retry-after` or reset longer than the stamp skew (so that checker 10 has a
+//!   window in which the pause certainly holds).
 //!
 //! Each worker is one Jepsen process at a time; after an `info` it continues under a
 //! fresh process id, since the old operation may still be in flight.
@@ -40,6 +48,10 @@ pub enum Workload {
     Durable,
     Idempotent,
     Fencing,
+    /// Acquires on dry-run resources (`dry-0`, `dry-1`), far over their limits.
+    DryRun,
+    /// Lease holders reporting the provider's figures and 429s (`fb-0`).
+    Report,
     /// Not part of `all`: many clients with tiny holds on one resource, releases that
     /// settle, so that every leader crash lands inside batches full of acquires,
     /// releases and settles.
@@ -47,20 +59,24 @@ pub enum Workload {
 }
 
 impl Workload {
-    pub const ALL: [Workload; 5] = [
+    pub const ALL: [Workload; 7] = [
         Workload::Semaphore,
         Workload::Rate,
         Workload::Durable,
         Workload::Idempotent,
         Workload::Fencing,
+        Workload::DryRun,
+        Workload::Report,
     ];
     /// Every workload, `all` and the opt-in ones.
-    pub const EVERY: [Workload; 6] = [
+    pub const EVERY: [Workload; 8] = [
         Workload::Semaphore,
         Workload::Rate,
         Workload::Durable,
         Workload::Idempotent,
         Workload::Fencing,
+        Workload::DryRun,
+        Workload::Report,
         Workload::Batch,
     ];
 
@@ -71,6 +87,8 @@ impl Workload {
             Workload::Durable => "durable",
             Workload::Idempotent => "idempotent",
             Workload::Fencing => "fencing",
+            Workload::DryRun => "dry-run",
+            Workload::Report => "report",
             Workload::Batch => "batch",
         }
     }
@@ -84,7 +102,7 @@ pub fn parse_workloads(s: &str) -> anyhow::Result<Vec<Workload>> {
         } else if let Some(w) = Workload::EVERY.iter().find(|w| w.name() == part) {
             out.push(*w);
         } else {
-            bail!("unknown workload {part:?} (all, semaphore, rate, durable, idempotent, fencing, batch)");
+            bail!("unknown workload {part:?} (all, semaphore, rate, durable, idempotent, fencing, dry-run, report, batch)");
         }
     }
     out.sort();
@@ -98,6 +116,21 @@ pub const SEMAPHORES: usize = 3;
 pub const HOLD_TTL_MS: u64 = 40_000;
 pub const DURABLE_TTL_MS: u64 = 3_600_000;
 pub const FENCE_TTL_MS: u64 = 1_000;
+/// The `dry-run` workload's resources, `mode: dry_run`, with limits the traffic
+/// exceeds: `dry-0` only `concurrency` (3 of its clients), `dry-1` only buckets (2).
+/// Apart, because a shadow names the limit that binds longest, and a concurrency wait
+/// (until a 40 s lease expires) would hide every bucket's.
+pub const DRY_RUN_RESOURCE: &str = "dry-0";
+pub const DRY_RUN_RATE_RESOURCE: &str = "dry-1";
+pub const DRY_RUN_CLIENTS: usize = 5;
+pub const DRY_RUN_CONCURRENCY: u32 = 2;
+/// Its `per: load` bucket's capacity; a load above it can never fit.
+pub const DRY_RUN_LOAD_LIMIT: u64 = 100;
+/// The `report` workload's resource: one `per: request` bucket and a feedback policy.
+pub const REPORT_RESOURCE: &str = "fb-0";
+pub const REPORT_CLIENTS: usize = 2;
+pub const REPORT_LIMIT: u64 = 10;
+pub const REPORT_TTL_MS: u64 = 5_000;
 /// The `batch` workload: clients and the slots they share.
 pub const BATCH_CLIENTS: usize = 16;
 pub const BATCH_CONCURRENCY: u32 = 6;
@@ -181,6 +214,52 @@ pub fn resources() -> BTreeMap<String, api::ResourceSpec> {
         },
     );
     r.insert(
+        DRY_RUN_RESOURCE.into(),
+        api::ResourceSpec {
+            concurrency: Some(DRY_RUN_CONCURRENCY),
+            default_ttl_ms: Some(HOLD_TTL_MS),
+            mode: Some(api::Mode::DryRun),
+            ..Default::default()
+        },
+    );
+    r.insert(
+        DRY_RUN_RATE_RESOURCE.into(),
+        api::ResourceSpec {
+            rate: vec![
+                api::Rate {
+                    per: api::Per::Request,
+                    limit: 5,
+                    window_ms: 5_000,
+                },
+                api::Rate {
+                    per: api::Per::Load,
+                    limit: DRY_RUN_LOAD_LIMIT,
+                    window_ms: 5_000,
+                },
+            ],
+            default_ttl_ms: Some(HOLD_TTL_MS),
+            mode: Some(api::Mode::DryRun),
+            ..Default::default()
+        },
+    );
+    r.insert(
+        REPORT_RESOURCE.into(),
+        api::ResourceSpec {
+            rate: vec![api::Rate {
+                per: api::Per::Request,
+                limit: REPORT_LIMIT,
+                window_ms: 10_000,
+            }],
+            default_ttl_ms: Some(REPORT_TTL_MS),
+            feedback: Some(api::Feedback {
+                backoff_ms: Some(500),
+                backoff_max_ms: Some(4_000),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    r.insert(
         "fence-0".into(),
         api::ResourceSpec {
             concurrency: Some(1),
@@ -208,11 +287,15 @@ pub struct Ctx {
     pub stop: Arc<AtomicBool>,
     pub procs: Arc<AtomicI64>,
     pub register: Arc<Mutex<FencedRegister>>,
+    /// The run's stamp skew (`checker::Config::stamp_skew_ms`): the `report` workload's
+    /// 429 pauses are longer than it.
+    pub stamp_skew_ms: u64,
 }
 
 impl Ctx {
-    pub fn new(api: Arc<Api>, rec: Arc<Recorder>) -> Ctx {
+    pub fn new(api: Arc<Api>, rec: Arc<Recorder>, stamp_skew_ms: u64) -> Ctx {
         Ctx {
+            stamp_skew_ms,
             api,
             rec,
             stop: Arc::new(AtomicBool::new(false)),
@@ -242,6 +325,15 @@ pub fn spawn(ctx: &Ctx, workloads: &[Workload], seed: u64) -> Vec<tokio::task::J
                 Workload::Durable => worker.durable().await,
                 Workload::Idempotent => worker.idempotent().await,
                 Workload::Fencing => worker.fencing().await,
+                Workload::DryRun => {
+                    let resource = if i % 5 < 3 {
+                        DRY_RUN_RESOURCE
+                    } else {
+                        DRY_RUN_RATE_RESOURCE
+                    };
+                    worker.dry_run(resource).await
+                }
+                Workload::Report => worker.report().await,
                 Workload::Batch => worker.batch().await,
             }
         }));
@@ -253,6 +345,8 @@ pub fn spawn(ctx: &Ctx, workloads: &[Workload], seed: u64) -> Vec<tokio::task::J
             Workload::Durable => 1,
             Workload::Idempotent => 2,
             Workload::Fencing => 2,
+            Workload::DryRun => DRY_RUN_CLIENTS,
+            Workload::Report => REPORT_CLIENTS,
             Workload::Batch => BATCH_CLIENTS,
         };
         for i in 0..n {
@@ -387,7 +481,10 @@ impl Worker {
                     done.fencing_token = Some(l.fencing_token);
                     done.ttl_ms = Some(l.ttl_ms);
                     done.load = Some(l.load);
-                    done.value = Some(json!({"queued_ms": l.queued_ms}));
+                    done.value = Some(match &l.shadow {
+                        Some(sh) => json!({"queued_ms": l.queued_ms, "shadow": sh}),
+                        None => json!({"queued_ms": l.queued_ms}),
+                    });
                     lease = Some(l);
                 }
                 Err(e) => {
@@ -571,6 +668,121 @@ impl Worker {
                 None => self.pause(50, 200).await,
             }
         }
+    }
+
+    /// Acquires on the dry-run resource with random loads (one in twenty beyond its
+    /// load bucket) and `wait_ms` 0 or 1000; holds 0-200 ms and releases. A new request
+    /// id each time (the shadow of a retry is the first attempt's, checked against its
+    /// own `wait_ms`).
+    async fn dry_run(&mut self, resource: &str) {
+        while !self.stopped() {
+            let rid = self.rid();
+            let load = if self.rng.gen_bool(0.05) {
+                self.rng
+                    .gen_range(DRY_RUN_LOAD_LIMIT + 1..=DRY_RUN_LOAD_LIMIT + 50)
+            } else {
+                self.rng.gen_range(1..=40)
+            };
+            let wait_ms = if self.rng.gen_bool(0.5) { 0 } else { 1_000 };
+            let (kind, lease, _) = self
+                .acquire(
+                    resource,
+                    &rid,
+                    HOLD_TTL_MS,
+                    wait_ms,
+                    load,
+                    standard(wait_ms),
+                )
+                .await;
+            match (kind, lease) {
+                (Type::Ok, Some(l)) => {
+                    self.pause(0, 200).await;
+                    self.release_until_done(resource, &l.lease_id).await;
+                }
+                (Type::Info, _) => self.pause(100, 300).await,
+                _ => self.pause(20, 100).await,
+            }
+        }
+    }
+
+    /// Acquires on the feedback resource (try-once or 500 ms), "calls the provider" and
+    /// reports its answer, then lets the lease expire.
+    async fn report(&mut self) {
+        while !self.stopped() {
+            let rid = self.rid();
+            let wait_ms = if self.rng.gen_bool(0.7) { 0 } else { 500 };
+            let (kind, lease, _) = self
+                .acquire(
+                    REPORT_RESOURCE,
+                    &rid,
+                    REPORT_TTL_MS,
+                    wait_ms,
+                    1,
+                    standard(wait_ms),
+                )
+                .await;
+            let Some(l) = lease.filter(|_| kind == Type::Ok) else {
+                self.pause(50, 150).await;
+                continue;
+            };
+            self.pause(0, 50).await;
+            let answer = self.provider_answer();
+            self.send_report(&l.lease_id, &answer).await;
+            self.pause(20, 100).await;
+        }
+    }
+
+    /// What the provider answered one call: its remaining requests (0 to twice our
+    /// configured limit: another application spends from the same key, and its quota
+    /// is larger than our share) and reset, or one time in five a 429 whose pause,
+    /// given as `retry-after` or as reset times, is 3-8 s longer than the stamp skew.
+    fn provider_answer(&mut self) -> api::ReportRequest {
+        if self.rng.gen_bool(0.2) {
+            let pause = self.ctx.stamp_skew_ms + self.rng.gen_range(3_000..=8_000);
+            let mut r = api::ReportRequest {
+                rate_limited: Some(true),
+                remaining_requests: Some(0),
+                ..Default::default()
+            };
+            if self.rng.gen_bool(0.5) {
+                r.retry_after_ms = Some(pause);
+            } else {
+                r.reset_requests_ms = Some(pause);
+                r.reset_tokens_ms = Some(self.rng.gen_range(0..=pause));
+            }
+            r
+        } else {
+            api::ReportRequest {
+                remaining_requests: Some(self.rng.gen_range(0..=2 * REPORT_LIMIT)),
+                reset_requests_ms: Some(self.rng.gen_range(100..=10_000)),
+                ..Default::default()
+            }
+        }
+    }
+
+    /// One report, recorded with its body (invoke) and its answer (completion). Not
+    /// resent after an ambiguous failure: a resent 429 may lengthen a backoff.
+    async fn send_report(&mut self, lease_id: &str, report: &api::ReportRequest) {
+        let body = serde_json::to_value(report).unwrap_or_default();
+        let mut inv = Op::new(self.process, Type::Invoke, F::Report);
+        inv.workload = Some(self.workload.into());
+        inv.resource = Some(REPORT_RESOURCE.into());
+        inv.lease_id = Some(lease_id.into());
+        inv.value = Some(body.clone());
+        let path = format!("/v1/leases/{lease_id}/report");
+        let (mut done, a) = self
+            .call(inv, Method::POST, &path, body, TIMEOUT_SLACK)
+            .await;
+        if a.kind == Type::Ok {
+            match serde_json::from_value::<api::ReportResponse>(a.body.clone()) {
+                Ok(r) => done.value = serde_json::to_value(r).ok(),
+                Err(e) => {
+                    done.kind = Type::Info;
+                    done.error = Some(format!("unparseable report answer: {e}"));
+                }
+            }
+        }
+        self.ctx.rec.record(done);
     }
 
     async fn fencing(&mut self) {

@@ -13,12 +13,14 @@
 //! That slack is `Config::stamp_skew_ms`.
 
 pub mod convergence;
+pub mod dry_run;
 pub mod durable;
 pub mod fencing;
 pub mod idempotency;
 pub mod liveness;
 pub mod overlap;
 pub mod rate;
+pub mod reports;
 pub mod storage;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -56,6 +58,13 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Whether `resource` was created in dry-run mode.
+    pub fn is_dry_run(&self, resource: &str) -> bool {
+        self.resources
+            .get(resource)
+            .is_some_and(|s| s.mode == Some(api::Mode::DryRun))
+    }
+
     /// The configuration the harness recorded; defaults where it is missing.
     pub fn from_history(history: &[Op]) -> Config {
         let mut c = Config::default();
@@ -121,6 +130,8 @@ pub fn check_all(history: &[Op], cfg: &Config) -> Vec<Verdict> {
         convergence::check(history, cfg),
         liveness::check(history, cfg),
         storage::check(history),
+        dry_run::check(history, cfg),
+        reports::check(history, cfg),
     ]
 }
 
@@ -139,6 +150,8 @@ pub struct Grant {
     /// The first `ok` that returned it.
     pub first_ok_ms: f64,
     pub request_ids: BTreeSet<String>,
+    /// On a dry-run resource: the `shadow` of the first `ok` that returned it.
+    pub shadow: Option<api::Shadow>,
 }
 
 /// Every lease some client acquire returned `ok`, by lease id.
@@ -180,6 +193,7 @@ pub fn grants(history: &[Op]) -> BTreeMap<String, Grant> {
             first_invoke_ms: invoke,
             first_ok_ms: done.time_ms,
             request_ids: BTreeSet::new(),
+            shadow: shadow_of(done),
         });
         g.first_invoke_ms = g.first_invoke_ms.min(invoke);
         g.first_ok_ms = g.first_ok_ms.min(done.time_ms);
@@ -188,6 +202,12 @@ pub fn grants(history: &[Op]) -> BTreeMap<String, Grant> {
         }
     }
     out
+}
+
+/// The `shadow` an acquire's `ok` recorded (dry-run resources).
+pub fn shadow_of(done: &Op) -> Option<api::Shadow> {
+    let v = done.value.as_ref()?.get("shadow")?;
+    serde_json::from_value(v.clone()).ok()
 }
 
 /// A harness-process record (final reads, replica views).

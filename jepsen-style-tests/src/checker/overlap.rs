@@ -8,12 +8,15 @@
 //! and ignoring a lease can only hide a violation, never invent one. Renewals are
 //! ignored too (they only lengthen a hold). If more than `concurrency` certain holds
 //! overlap at some instant, the cluster admitted too many.
+//!
+//! Dry-run resources grant beyond their limits by design and are left out here;
+//! checker 9 applies the same count to the grants their shadows admitted.
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::json;
 
-use super::{grants, Config, Verdict, EXAMPLES_MAX};
+use super::{grants, Config, Grant, Verdict, EXAMPLES_MAX};
 use crate::history::{pairs, Op, F};
 
 /// A certain hold `[start_ms, end_ms)` of one lease.
@@ -24,8 +27,20 @@ pub struct Hold {
     pub end_ms: f64,
 }
 
-/// Certain holds per resource that has a `concurrency` limit.
+/// Certain holds per enforced resource that has a `concurrency` limit.
 pub fn certain_holds(history: &[Op], cfg: &Config) -> BTreeMap<String, Vec<Hold>> {
+    let enforced = grants(history)
+        .into_values()
+        .filter(|g| !cfg.is_dry_run(&g.resource));
+    certain_holds_of(history, cfg, enforced)
+}
+
+/// Certain holds of the grants `gs`, per resource that has a `concurrency` limit.
+pub fn certain_holds_of(
+    history: &[Op],
+    cfg: &Config,
+    gs: impl IntoIterator<Item = Grant>,
+) -> BTreeMap<String, Vec<Hold>> {
     let mut release_at: HashMap<&str, f64> = HashMap::new();
     for p in pairs(history).iter().filter(|p| p.invoke.f == F::Release) {
         if let Some(l) = p.invoke.lease_id.as_deref() {
@@ -34,7 +49,7 @@ pub fn certain_holds(history: &[Op], cfg: &Config) -> BTreeMap<String, Vec<Hold>
         }
     }
     let mut out: BTreeMap<String, Vec<Hold>> = BTreeMap::new();
-    for g in grants(history).into_values() {
+    for g in gs {
         let Some(spec) = cfg.resources.get(&g.resource) else {
             continue;
         };
@@ -60,10 +75,40 @@ pub fn certain_holds(history: &[Op], cfg: &Config) -> BTreeMap<String, Vec<Hold>
 
 pub fn check(history: &[Op], cfg: &Config) -> Verdict {
     let holds = certain_holds(history, cfg);
+    let r = over_limit(&holds, cfg);
+    let checked: usize = holds.values().map(Vec::len).sum();
+    let valid = r.count == 0;
+    let summary = if valid {
+        format!(
+            "{checked} certain holds on {} resources never exceeded concurrency",
+            holds.len()
+        )
+    } else {
+        format!(
+            "{} instants with more certain holders than concurrency",
+            r.count
+        )
+    };
+    Verdict::new(
+        "1-concurrency",
+        valid,
+        summary,
+        json!({"resources": r.per_resource, "violations": r.examples, "stamp_skew_ms": cfg.stamp_skew_ms}),
+    )
+}
+
+/// Instants at which more holds overlap than their resource's `concurrency`.
+pub(crate) struct OverLimit {
+    pub count: usize,
+    pub examples: Vec<serde_json::Value>,
+    pub per_resource: serde_json::Map<String, serde_json::Value>,
+}
+
+pub(crate) fn over_limit(holds: &BTreeMap<String, Vec<Hold>>, cfg: &Config) -> OverLimit {
     let mut violations = Vec::new();
     let mut violation_count = 0usize;
     let mut per_resource = serde_json::Map::new();
-    for (resource, hs) in &holds {
+    for (resource, hs) in holds {
         let limit = cfg
             .resources
             .get(resource)
@@ -108,22 +153,11 @@ pub fn check(history: &[Op], cfg: &Config) -> Verdict {
             json!({"limit": limit, "certain_holds": hs.len(), "max_certain_overlap": max_seen}),
         );
     }
-    let checked: usize = holds.values().map(Vec::len).sum();
-    let valid = violation_count == 0;
-    let summary = if valid {
-        format!(
-            "{checked} certain holds on {} resources never exceeded concurrency",
-            holds.len()
-        )
-    } else {
-        format!("{violation_count} instants with more certain holders than concurrency")
-    };
-    Verdict::new(
-        "1-concurrency",
-        valid,
-        summary,
-        json!({"resources": per_resource, "violations": violations, "stamp_skew_ms": cfg.stamp_skew_ms}),
-    )
+    OverLimit {
+        count: violation_count,
+        examples: violations,
+        per_resource,
+    }
 }
 
 #[cfg(test)]
@@ -229,6 +263,39 @@ mod tests {
         let v = check(&h.done(), &c);
         assert!(!v.valid, "{v:?}");
         assert_eq!(v.details["violations"][0]["resource"], "idem-0");
+    }
+
+    #[test]
+    fn dry_run_resources_are_left_to_checker_9() {
+        let mut c = cfg();
+        if let Some(s) = c.resources.get_mut("sem-0") {
+            s.mode = Some(api::Mode::DryRun);
+        }
+        let mut h = H::new();
+        h.setup(&c);
+        h.acquire(
+            1,
+            10.0,
+            20.0,
+            Type::Ok,
+            "sem-0",
+            "a",
+            Some(("1-a", 1)),
+            30_000,
+        );
+        h.acquire(
+            2,
+            15.0,
+            30.0,
+            Type::Ok,
+            "sem-0",
+            "b",
+            Some(("2-b", 2)),
+            30_000,
+        );
+        let v = check(&h.done(), &Config::from_history(&h.done()));
+        assert!(v.valid, "{v:?}");
+        assert!(crate::checker::rate::check(&h.done(), &c).valid);
     }
 
     #[test]

@@ -11,11 +11,16 @@
 //!
 //! The details also report the worst excess over the skew-free budget: how close the
 //! run came, and how much of the skew allowance it actually needed.
+//!
+//! Provider reports only lower a bucket or pause grants, so the bound holds with them
+//! too (the `report` workload's resource is checked like any other). Dry-run resources
+//! admit beyond their buckets by design and are left out; checker 9 applies the same
+//! bound to the grants their shadows admitted.
 
 use ratequeue_api as api;
 use serde_json::json;
 
-use super::{grants, Config, Verdict, EXAMPLES_MAX};
+use super::{grants, Config, Grant, Verdict, EXAMPLES_MAX};
 use crate::history::Op;
 
 struct Admit {
@@ -27,13 +32,43 @@ struct Admit {
 
 pub fn check(history: &[Op], cfg: &Config) -> Verdict {
     let gs = grants(history);
+    let enforced: Vec<&Grant> = gs
+        .values()
+        .filter(|g| !cfg.is_dry_run(&g.resource))
+        .collect();
+    let r = over_budget(&enforced, cfg);
+    let valid = r.count == 0;
+    let summary = if valid {
+        format!(
+            "{} buckets: no window admitted more than capacity + refill",
+            r.buckets.len()
+        )
+    } else {
+        format!("{} windows admitted more than capacity + refill", r.count)
+    };
+    Verdict::new(
+        "3-token-bucket",
+        valid,
+        summary,
+        json!({"buckets": r.buckets, "violations": r.examples, "stamp_skew_ms": cfg.stamp_skew_ms}),
+    )
+}
+
+/// Windows in which the grants `gs` charged a bucket more than capacity + refill.
+pub(crate) struct OverBudget {
+    pub count: usize,
+    pub examples: Vec<serde_json::Value>,
+    pub buckets: Vec<serde_json::Value>,
+}
+
+pub(crate) fn over_budget(gs: &[&Grant], cfg: &Config) -> OverBudget {
     let mut violations = Vec::new();
     let mut count = 0usize;
     let mut buckets = Vec::new();
     for (name, spec) in &cfg.resources {
         for (i, rate) in spec.rate.iter().enumerate() {
             let mut admits: Vec<Admit> = gs
-                .values()
+                .iter()
                 .filter(|g| &g.resource == name)
                 .map(|g| Admit {
                     start: g.first_invoke_ms,
@@ -59,21 +94,11 @@ pub fn check(history: &[Op], cfg: &Config) -> Verdict {
             }));
         }
     }
-    let valid = count == 0;
-    let summary = if valid {
-        format!(
-            "{} buckets: no window admitted more than capacity + refill",
-            buckets.len()
-        )
-    } else {
-        format!("{count} windows admitted more than capacity + refill")
-    };
-    Verdict::new(
-        "3-token-bucket",
-        valid,
-        summary,
-        json!({"buckets": buckets, "violations": violations, "stamp_skew_ms": cfg.stamp_skew_ms}),
-    )
+    OverBudget {
+        count,
+        examples: violations,
+        buckets,
+    }
 }
 
 struct BucketResult {

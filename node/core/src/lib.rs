@@ -6,6 +6,7 @@
 //!   head of line, deadlines) deciding grants against a speculative `State`.
 //! - `clock`: the cluster clock's stamping rule.
 //! - `codec`: bounded bincode decoding, for every decoder of bytes from outside.
+//! - `sabotage`: the harness's broken decisions (only with the feature `failpoints`).
 //!
 //! This crate must never do I/O, read a clock, use randomness, spawn, or depend on
 //! tokio, openraft, sled or HTTP. Time is always a parameter. That is what lets the
@@ -16,6 +17,7 @@ pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod keys;
+pub mod sabotage;
 pub mod scheduler;
 pub mod scope;
 pub mod state;

@@ -163,6 +163,7 @@ impl Node {
         #[cfg(feature = "failpoints")]
         let opened = {
             tracing::warn!("built with storage failpoints (a test build, never for production)");
+            storage::failpoint::set_core_sabotages();
             storage::open_failpoints(&config.data_dir, &sled)
         };
         let store: LogStore<TypeConfig> =

