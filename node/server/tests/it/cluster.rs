@@ -95,6 +95,32 @@ impl Cluster {
         self.0.request(id, method, path, body.as_ref(), token).await
     }
 
+    /// Kills the leader `l`, then waits (up to `DEADLINE`) for a new leader that answers
+    /// an acquire of `resource` with `body` with `status` (until then the survivors
+    /// elect, redirect or answer 503): that leader and its answer. What a test of
+    /// replicated state asks after a failover.
+    pub async fn kill_leader_until_acquire(
+        &mut self,
+        l: u64,
+        resource: &str,
+        body: Value,
+        status: u16,
+    ) -> (u64, Value) {
+        self.0.kill(l);
+        let path = format!("/v1/resources/{resource}/acquire");
+        let what = format!("a new leader answering {path} with {status}");
+        let c = &*self;
+        eventually(DEADLINE, &what, || async {
+            let l = c.wait_leader().await;
+            let (s, v) = c
+                .try_send(l, Method::POST, &path, Some(body.clone()), ADMIN)
+                .await
+                .ok()?;
+            (s == status).then_some((l, v))
+        })
+        .await
+    }
+
     pub async fn put_resource(&self, name: &str, spec: Value) {
         let l = self.wait_leader().await;
         let path = format!("/v1/resources/{name}");

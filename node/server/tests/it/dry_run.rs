@@ -6,7 +6,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::cluster::{eventually, Cluster, ADMIN, DEADLINE};
+use crate::cluster::{Cluster, ADMIN};
 
 async fn metrics(c: &Cluster, id: u64) -> String {
     c.http()
@@ -88,24 +88,10 @@ async fn a_dry_run_resource_grants_everything_and_reports_what_enforce_would_do(
     }
 
     // The mode is replicated state: it survives the leader's death.
-    c.kill(l);
-    let l = eventually(DEADLINE, "a new leader", || async {
-        let l = c.wait_leader().await;
-        let (s, v) = c
-            .try_send(
-                l,
-                Method::POST,
-                "/v1/resources/llm/acquire",
-                Some(json!({"wait_ms": 0})),
-                ADMIN,
-            )
-            .await
-            .ok()?;
-        (s == 200).then_some((l, v))
-    })
-    .await;
-    assert_eq!(l.1["shadow"]["decision"], "would_block", "{}", l.1);
-    let l = l.0;
+    let (l, v) = c
+        .kill_leader_until_acquire(l, "llm", json!({"wait_ms": 0}), 200)
+        .await;
+    assert_eq!(v["shadow"]["decision"], "would_block", "{v}");
 
     // Enforce is one PUT away: the same request is now refused.
     let mut enforce = spec;

@@ -6,7 +6,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::cluster::{eventually, Cluster, ADMIN, DEADLINE};
+use crate::cluster::{Cluster, ADMIN};
 
 fn remaining(v: &Value, kind: &str) -> i64 {
     v["limits"]
@@ -60,22 +60,9 @@ async fn a_report_lowers_the_budget_and_a_429_pauses_grants() {
     );
     assert_eq!(v["error"]["limit"], "provider", "{v}");
     // Replicated: the next leader keeps the pause.
-    c.kill(l);
-    let v = eventually(DEADLINE, "a new leader answers", || async {
-        let l = c.wait_leader().await;
-        let (s, v) = c
-            .try_send(
-                l,
-                Method::POST,
-                "/v1/resources/llm/acquire",
-                Some(json!({"wait_ms": 0})),
-                ADMIN,
-            )
-            .await
-            .ok()?;
-        (s == 429).then_some(v)
-    })
-    .await;
+    let (_, v) = c
+        .kill_leader_until_acquire(l, "llm", json!({"wait_ms": 0}), 429)
+        .await;
     assert_eq!(v["error"]["limit"], "provider", "{v}");
     // Bad figures are refused before anything is written.
     let l = c.wait_leader().await;
