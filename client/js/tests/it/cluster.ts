@@ -11,7 +11,10 @@ import { existsSync, readFileSync } from "node:fs";
 import * as https from "node:https";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import { after, before } from "node:test";
 import { fileURLToPath } from "node:url";
+
+import * as rq from "../../src/index.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url)); // client/js/build/tests/it
 export const REPO = resolve(HERE, "../../../../..");
@@ -107,6 +110,23 @@ export async function until<T>(what: string, check: () => Promise<T | undefined 
     if (performance.now() > end) throw new Error(`timed out after ${deadlineMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** A test file's shared set-up: before its tests, starts an `nodes`-node cluster and an
+ *  admin client whose warnings are appended to `warnings`, and hands both to `use`;
+ *  after them, closes the client and the cluster. */
+export function clusterWithClient(warnings: string[], use: (cluster: Cluster, client: rq.Client) => void, nodes = 3): void {
+  let cluster: Cluster | undefined;
+  let client: rq.Client | undefined;
+  before(async () => {
+    cluster = await Cluster.start(nodes);
+    client = new rq.Client({ urls: cluster.urls, apiKey: cluster.adminToken, logger: { warn: (m) => void warnings.push(m) } });
+    use(cluster, client);
+  });
+  after(async () => {
+    client?.close();
+    await cluster?.close();
+  });
 }
 
 export class Cluster {

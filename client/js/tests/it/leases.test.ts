@@ -6,24 +6,20 @@
 
 import assert from "node:assert/strict";
 import { hostname } from "node:os";
-import { after, before, describe, test } from "node:test";
+import { before, describe, test } from "node:test";
 
 import { Nodes, runCall, sleep } from "../../src/call.js";
 import { createConnector } from "../../src/transport.js";
 import * as rq from "../../src/index.js";
-import { Cluster, resourceName, until } from "./cluster.js";
+import { Cluster, clusterWithClient, resourceName, until } from "./cluster.js";
 
 let cluster: Cluster;
 let client: rq.Client;
 const warnings: string[] = [];
 
-before(async () => {
-  cluster = await Cluster.start(3);
-  client = new rq.Client({ urls: cluster.urls, apiKey: cluster.adminToken, logger: { warn: (m) => void warnings.push(m) } });
-});
-after(async () => {
-  client.close();
-  await cluster.close();
+clusterWithClient(warnings, (c, k) => {
+  cluster = c;
+  client = k;
 });
 
 describe("leases", () => {

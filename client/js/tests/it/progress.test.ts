@@ -4,22 +4,18 @@
 //! `lease.report` (a provider's remaining figure lowers the budget, a 429 pauses grants).
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
 import * as rq from "../../src/index.js";
-import { Cluster, resourceName, until } from "./cluster.js";
+import { Cluster, clusterWithClient, resourceName, until } from "./cluster.js";
 
 let cluster: Cluster;
 let client: rq.Client;
 const warnings: string[] = [];
 
-before(async () => {
-  cluster = await Cluster.start(3);
-  client = new rq.Client({ urls: cluster.urls, apiKey: cluster.adminToken, logger: { warn: (m) => void warnings.push(m) } });
-});
-after(async () => {
-  client.close();
-  await cluster.close();
+clusterWithClient(warnings, (c, k) => {
+  cluster = c;
+  client = k;
 });
 
 /** Resolves after `ms` (only to show that nothing more happens meanwhile). */
