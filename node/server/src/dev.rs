@@ -106,6 +106,7 @@ pub async fn run(dir: &Path, port: u16) -> anyhow::Result<()> {
             handoff: false,
             api_limits: ConnLimits::default(),
             metrics_addr: None,
+            leader_fsync_overlap: false,
         };
         let mut stop = stop_rx.clone();
         nodes.push(tokio::spawn(async move {

@@ -158,6 +158,11 @@ struct ServeArgs {
     /// port it needs an admin or monitor key). Bind it where only the scraper reaches.
     #[arg(long, env = "RATEQUEUE_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
+    /// Let the leader's own fsync overlap replication, as etcd's does: the leader counts
+    /// its own entry before its fsync and holds back apply, answers and the commit index
+    /// it sends until the fsync is done (docs/operations.md). Off by default.
+    #[arg(long, env = "RATEQUEUE_LEADER_FSYNC_OVERLAP", default_value_t = false)]
+    leader_fsync_overlap: bool,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -378,6 +383,7 @@ fn serve_config(a: ServeArgs) -> anyhow::Result<Config> {
         handoff: true,
         api_limits: a.limits.limits()?,
         metrics_addr: a.metrics_addr,
+        leader_fsync_overlap: a.leader_fsync_overlap,
     })
 }
 

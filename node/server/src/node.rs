@@ -68,6 +68,9 @@ pub struct Config {
     pub api_limits: ConnLimits,
     /// Where to serve `/metrics` without authentication as well, if anywhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// Let the leader's own fsync overlap replication (`--leader-fsync-overlap`; off by
+    /// default: ARCHITECTURE.md, "The leader's fsync overlaps replication").
+    pub leader_fsync_overlap: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -168,21 +171,35 @@ impl Node {
         };
         let store: LogStore<TypeConfig> =
             opened.with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
+        let durability = if config.leader_fsync_overlap {
+            Some(store.overlap_leader_fsync(config.id)?)
+        } else {
+            None
+        };
         let series = Arc::new(Series::default());
-        let sm = StateMachineStore::open(Arc::new(store.clone()), series.clone())
+        let mut sm = StateMachineStore::open(Arc::new(store.clone()), series.clone())
             .context("restoring the state machine from its snapshot")?;
+        if let Some(d) = &durability {
+            sm.gate_on(d.clone());
+        }
         let applied = sm.applied();
         let snapshot = sm.snapshot_handle();
         let bind_ip: Option<IpAddr> =
             (!config.peer_addr.ip().is_unspecified()).then_some(config.peer_addr.ip());
         let secret = ClusterSecret::new(config.cluster_secret.clone());
-        let net = PeerNetwork::new(secret, bind_ip, config.tls.clone())
+        let mut net = PeerNetwork::new(secret, bind_ip, config.tls.clone())
             .context("building the peer client")?;
+        if let Some(d) = &durability {
+            net = net.with_commit_cap(d.clone());
+        }
         let peers = net.clone();
         let raft_cfg = Arc::new(raft_config(config.raft)?);
         let raft = Raft::new(config.id, raft_cfg, net, store.clone(), sm)
             .await
             .context("starting raft")?;
+        if let Some(d) = durability {
+            tokio::spawn(release_commits(raft.clone(), d));
+        }
         let metrics = Arc::new(Metrics::default());
         let admission = admission::spawn(
             raft.clone(),
@@ -637,6 +654,19 @@ pub const FATAL_EXIT_DELAY: Duration = Duration::from_secs(2);
 /// A Raft that stopped on its own (storage error, broken invariant) never recovers in
 /// this process: exit after [`FATAL_EXIT_DELAY`], so the supervisor restarts the node
 /// from its durable state (crash-only). `/readyz` reports the failure until then.
+/// With the leader's fsync overlapping replication: whenever the leader's flush releases
+/// a commit that AppendEntries held back, send a heartbeat at once, so that followers
+/// learn the commit now rather than at the next heartbeat. Ends when Raft has stopped.
+pub(crate) async fn release_commits(raft: Raft, durability: storage::Durability<NodeId>) {
+    loop {
+        durability.commit_released().await;
+        tracing::debug!("the leader's fsync released a commit: heartbeat");
+        if raft.trigger().heartbeat().await.is_err() {
+            return;
+        }
+    }
+}
+
 async fn exit_on_fatal(node: Arc<Node>) {
     let mut rx = node.raft.metrics();
     loop {

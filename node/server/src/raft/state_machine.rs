@@ -6,16 +6,23 @@
 //! persisted snapshot: on start the state is restored from the snapshot and openraft
 //! re-applies committed entries after it (`save_committed` is implemented by the log
 //! store).
+//!
+//! With the leader's fsync overlapping replication (`--leader-fsync-overlap`), `apply`
+//! first waits until the leader's own disk holds what it applies, or a majority did
+//! without it ([`StateMachineStore::gate_on`]); a failed flush fails it. Every answer,
+//! read and snapshot comes after apply, so none of them shows a commit that fewer than a
+//! majority of disks hold.
 
 use std::io::Cursor;
 use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
+use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use parking_lot::RwLock;
 use ratequeue_core::{Outcome, State};
 
 use crate::series::Series;
+use crate::storage::Durability;
 
 use super::types::{
     BatchOutcome, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -46,6 +53,8 @@ pub struct StateMachineStore {
     current: CurrentSnapshot,
     /// Told about every applied grant, after the state's lock is released.
     series: Arc<Series>,
+    /// With the leader's fsync overlapping replication: what apply waits for.
+    gate: Option<Durability<super::types::NodeId>>,
 }
 
 fn sm_error(e: impl std::error::Error + 'static) -> StorageError {
@@ -74,7 +83,14 @@ impl StateMachineStore {
             snapshots,
             current: Arc::new(RwLock::new(current)),
             series,
+            gate: None,
         })
+    }
+
+    /// Apply only what `durability` reports held by a majority of disks (the leader's
+    /// fsync overlapping replication; `LogStore::overlap_leader_fsync`).
+    pub fn gate_on(&mut self, durability: Durability<super::types::NodeId>) {
+        self.gate = Some(durability);
     }
 
     pub fn applied(&self) -> SharedApplied {
@@ -155,6 +171,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if let (Some(gate), Some(last)) = (&self.gate, entries.last()) {
+            gate.wait_durable(&last.log_id).await.map_err(|reason| {
+                StorageIOError::write_logs(AnyError::error(format!("log flush: {reason}")))
+            })?;
+        }
         let mut a = self.applied.write();
         let mut out = Vec::new();
         for entry in entries {
@@ -230,5 +252,83 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             snapshot: Box::new(Cursor::new(data.to_vec())),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt as _;
+    use openraft::{CommittedLeaderId, Entry as RaftEntry};
+    use ratequeue_core::Command;
+
+    use super::*;
+    use crate::raft::types::Batch;
+
+    /// Snapshots kept in memory.
+    #[derive(Default)]
+    struct NoSnapshots;
+
+    impl SnapshotStore for NoSnapshots {
+        fn save_snapshot(&self, _: &SnapshotMeta, _: &[u8]) -> Result<(), StorageError> {
+            Ok(())
+        }
+        fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+            Ok(None)
+        }
+    }
+
+    fn log_id(term: u64, index: u64) -> LogId {
+        openraft::LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    fn entry(term: u64, index: u64) -> Entry {
+        RaftEntry {
+            log_id: log_id(term, index),
+            payload: EntryPayload::Normal(Batch {
+                now_ms: 1_000 + index,
+                commands: vec![Command::DeleteResource {
+                    name: format!("r{index}"),
+                }],
+            }),
+        }
+    }
+
+    fn gated() -> (StateMachineStore, Durability<u64>) {
+        let mut sm =
+            StateMachineStore::open(Arc::new(NoSnapshots), Arc::new(Series::default())).unwrap();
+        let durability = Durability::new();
+        sm.gate_on(durability.clone());
+        (sm, durability)
+    }
+
+    #[tokio::test]
+    async fn apply_waits_for_the_leaders_own_flush() {
+        let (mut sm, durability) = gated();
+        let applied = sm.applied();
+        // Not acknowledged early: applied at once.
+        assert!(sm.apply([entry(2, 1)]).now_or_never().unwrap().is_ok());
+        durability.acknowledged_early(&log_id(2, 3));
+        let task = tokio::spawn(async move { sm.apply([entry(2, 2), entry(2, 3)]).await });
+        tokio::task::yield_now().await;
+        assert!(!task.is_finished(), "applied before the leader's fsync");
+        assert_eq!(applied.read().last_applied, Some(log_id(2, 1)));
+        durability.flushed(&log_id(2, 3));
+        let out = task.await.unwrap().unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(applied.read().last_applied, Some(log_id(2, 3)));
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_fails_apply() {
+        let (mut sm, durability) = gated();
+        let applied = sm.applied();
+        durability.acknowledged_early(&log_id(2, 1));
+        let task = tokio::spawn(async move { sm.apply([entry(2, 1)]).await });
+        tokio::task::yield_now().await;
+        assert!(!task.is_finished());
+        durability.failed("Input/output error (os error 5)");
+        let err = task.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("os error 5"), "{err}");
+        assert_eq!(applied.read().last_applied, None, "nothing applied");
     }
 }

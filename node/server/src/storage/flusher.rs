@@ -6,16 +6,20 @@
 //! then completes the callbacks, in queue order. Vote saves queue a barrier and wait for it.
 //! After one failed flush the thread is poisoned and fails every later job without flushing
 //! again: once fsync has failed, nothing written since the last good one can be trusted.
+//! With `--leader-fsync-overlap` (`durability`), an append acknowledged before its fsync
+//! queues a mark instead of a callback: the flush that covers it advances the leader's
+//! durable prefix, and a failed flush fails every gate at once.
 //! A dedicated OS thread (not a tokio task) because `flush` blocks on fsync.
 
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use openraft::storage::LogFlushed;
-use openraft::RaftTypeConfig;
+use openraft::{LogId, RaftTypeConfig};
 
 use super::backend::LogBackend;
+use super::durability::Durability;
 use super::error::StoreError;
 
 /// Jobs taken per flush at most, so callbacks are not delayed behind an unbounded drain.
@@ -24,6 +28,8 @@ const FLUSH_BATCH_JOBS_MAX: usize = 1024;
 enum FlushJob<C: RaftTypeConfig> {
     /// Complete an append's callback once its entries are durable.
     Append(LogFlushed<C>),
+    /// Mark an append already acknowledged (ending at this entry) durable once flushed.
+    Early(LogId<C::NodeId>),
     /// Wake a waiter once everything written before the job was queued is durable.
     Barrier(tokio::sync::oneshot::Sender<Result<(), String>>),
 }
@@ -35,11 +41,15 @@ pub(crate) struct Flusher<C: RaftTypeConfig> {
 }
 
 impl<C: RaftTypeConfig> Flusher<C> {
-    pub(crate) fn start(backend: Arc<dyn LogBackend>) -> Result<Self, StoreError> {
+    /// `durability` is set once the overlap is turned on (before Raft starts).
+    pub(crate) fn start(
+        backend: Arc<dyn LogBackend>,
+        durability: Arc<OnceLock<Durability<C::NodeId>>>,
+    ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<FlushJob<C>>();
         let thread = std::thread::Builder::new()
             .name("rq-log-flush".to_string())
-            .spawn(move || run(backend.as_ref(), rx))
+            .spawn(move || run(backend.as_ref(), &durability, rx))
             .map_err(|e| StoreError::Flush {
                 reason: format!("cannot start the flush thread: {e}"),
             })?;
@@ -63,6 +73,12 @@ impl<C: RaftTypeConfig> Flusher<C> {
     /// Queue an append callback: it is completed after the next flush.
     pub(crate) fn complete_after_flush(&self, callback: LogFlushed<C>) -> Result<(), StoreError> {
         self.send(FlushJob::Append(callback))
+    }
+
+    /// Queue the mark of an early-acknowledged append ending at `last`: the leader's
+    /// durable prefix reaches it after the next flush.
+    pub(crate) fn mark_after_flush(&self, last: LogId<C::NodeId>) -> Result<(), StoreError> {
+        self.send(FlushJob::Early(last))
     }
 
     /// Wait until everything written before this call is durable.
@@ -92,7 +108,11 @@ impl<C: RaftTypeConfig> Drop for Flusher<C> {
     }
 }
 
-fn run<C: RaftTypeConfig>(backend: &dyn LogBackend, rx: mpsc::Receiver<FlushJob<C>>) {
+fn run<C: RaftTypeConfig>(
+    backend: &dyn LogBackend,
+    durability: &OnceLock<Durability<C::NodeId>>,
+    rx: mpsc::Receiver<FlushJob<C>>,
+) {
     let mut poisoned: Option<String> = None;
     let mut jobs = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -116,6 +136,9 @@ fn run<C: RaftTypeConfig>(backend: &dyn LogBackend, rx: mpsc::Receiver<FlushJob<
                 tracing::error!(error = %reason, "log flush failed; the log store is now unusable");
                 poisoned = Some(reason.clone());
             }
+            if let Some(d) = durability.get() {
+                d.failed(reason);
+            }
         }
         for job in jobs.drain(..) {
             match job {
@@ -124,6 +147,11 @@ fn run<C: RaftTypeConfig>(backend: &dyn LogBackend, rx: mpsc::Receiver<FlushJob<
                         .clone()
                         .map_err(|reason| std::io::Error::other(format!("log flush: {reason}"))),
                 ),
+                FlushJob::Early(last) => {
+                    if let (Ok(()), Some(d)) = (&result, durability.get()) {
+                        d.flushed(&last);
+                    }
+                }
                 FlushJob::Barrier(tx) => {
                     // The waiter may have been cancelled; nothing to do then.
                     let _ = tx.send(result.clone());

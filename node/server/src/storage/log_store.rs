@@ -13,12 +13,25 @@
 //!   entries into the in-memory state machine at startup.
 //! - Every error becomes an openraft `StorageError`, which stops this node's Raft for good.
 //!
-//! Must never: panic on bad stored bytes, or complete an append callback before a flush.
+//! With the leader's fsync overlapping replication ([`LogStore::overlap_leader_fsync`],
+//! `--leader-fsync-overlap`, off by default) three things differ, and only then:
+//! - `append` completes the callback before the fsync for an append the current leader
+//!   makes in its own term (its vote is committed and its own, every entry carries that
+//!   leader id, none is a membership entry), after registering it with the
+//!   [`Durability`]; the flush thread marks it durable. Every other append is as above.
+//! - `save_committed` persists the commit capped at the leader's durable prefix.
+//! - `read_vote` reads this node's own committed vote back uncommitted, so a restarted
+//!   leader (which may have lost an unflushed tail its followers hold) does not resume its
+//!   term: it restarts as a follower and a new election truncates what it lost.
+//!
+//! Must never: panic on bad stored bytes, or complete an append callback before a flush
+//! (except the leader's own appends above, with the overlap on).
 
 use std::fmt::Debug;
 use std::ops::{Bound, Range, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use openraft::entry::RaftPayload;
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{
     AnyError, ErrorSubject, ErrorVerb, LogId, NodeId, OptionalSend, RaftLogId, RaftTypeConfig,
@@ -27,6 +40,7 @@ use openraft::{
 use serde::de::DeserializeOwned;
 
 use super::backend::{LogBackend, MetaKey};
+use super::durability::Durability;
 use super::error::{RecordKey, StoreError};
 use super::flusher::Flusher;
 use super::purger::Purger;
@@ -43,6 +57,17 @@ struct Inner<C: RaftTypeConfig> {
     flusher: Flusher<C>,
     purger: Purger,
     backend: Arc<dyn LogBackend>,
+    /// Set once by [`LogStore::overlap_leader_fsync`], before Raft starts.
+    overlap: OnceLock<Overlap<C>>,
+    /// The overlap's durable prefix, shared with the flush thread.
+    durability: Arc<OnceLock<Durability<C::NodeId>>>,
+}
+
+/// The leader's fsync overlapping replication: who this node is and its current vote.
+struct Overlap<C: RaftTypeConfig> {
+    id: C::NodeId,
+    /// The vote openraft holds: the one `read_vote` returned, then each `save_vote`.
+    vote: parking_lot::Mutex<Option<Vote<C::NodeId>>>,
 }
 
 impl<C: RaftTypeConfig> Clone for LogStore<C> {
@@ -91,15 +116,61 @@ impl<C: RaftTypeConfig> LogStore<C> {
             snapshot = ?summary.snapshot_last_log_id,
             "raft log store opened"
         );
-        let flusher = Flusher::start(Arc::clone(&backend))?;
+        let durability = Arc::new(OnceLock::new());
+        let flusher = Flusher::start(Arc::clone(&backend), Arc::clone(&durability))?;
         let purger = Purger::start(Arc::clone(&backend))?;
         Ok(LogStore {
             inner: Arc::new(Inner {
                 flusher,
                 purger,
                 backend,
+                overlap: OnceLock::new(),
+                durability,
             }),
         })
+    }
+
+    /// Let the leader's own fsync overlap replication (`--leader-fsync-overlap`): from
+    /// now on the leader `id`'s own appends are acknowledged before their fsync, and the
+    /// returned [`Durability`] is what the state machine's apply and the network's commit
+    /// index must wait for. Call it once, before `Raft::new` (which reads the vote).
+    pub fn overlap_leader_fsync(&self, id: C::NodeId) -> Result<Durability<C::NodeId>, StoreError> {
+        let taken = || StoreError::Flush {
+            reason: "the leader's fsync overlap is already on".to_string(),
+        };
+        self.inner
+            .overlap
+            .set(Overlap {
+                id,
+                vote: parking_lot::Mutex::new(None),
+            })
+            .map_err(|_| taken())?;
+        let durability = Durability::new();
+        self.inner
+            .durability
+            .set(durability.clone())
+            .map_err(|_| taken())?;
+        tracing::info!("the leader's own fsync overlaps replication (--leader-fsync-overlap)");
+        Ok(durability)
+    }
+
+    /// Whether an append of entries with these log ids (`membership`: one of them is a
+    /// membership entry) is the current leader's own in its own term, to be acknowledged
+    /// before its fsync. Always false without the overlap.
+    fn acknowledge_early(&self, ids: &[LogId<C::NodeId>], membership: bool) -> bool {
+        let Some(overlap) = self.inner.overlap.get() else {
+            return false;
+        };
+        if membership || ids.is_empty() {
+            return false;
+        }
+        let vote = overlap.vote.lock();
+        let Some(vote) = vote.as_ref() else {
+            return false;
+        };
+        vote.is_committed()
+            && vote.leader_id().voted_for().as_ref() == Some(&overlap.id)
+            && ids.iter().all(|id| id.leader_id == *vote.leader_id())
     }
 
     /// Check every record without opening a store (used by `new`; exposed for `status`-like
@@ -363,12 +434,36 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
             .backend
             .put_meta(MetaKey::Vote, record)
             .map_err(err)?;
-        self.inner.flusher.flush().await.map_err(err)
+        self.inner.flusher.flush().await.map_err(err)?;
+        if let Some(overlap) = self.inner.overlap.get() {
+            *overlap.vote.lock() = Some(vote.clone());
+        }
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<C::NodeId>>, StorageError<C::NodeId>> {
-        self.read_meta(MetaKey::Vote)
-            .map_err(|e| sto_err(ErrorSubject::Vote, ErrorVerb::Read, e))
+        let vote: Option<Vote<C::NodeId>> = self
+            .read_meta(MetaKey::Vote)
+            .map_err(|e| sto_err(ErrorSubject::Vote, ErrorVerb::Read, e))?;
+        let Some(overlap) = self.inner.overlap.get() else {
+            return Ok(vote);
+        };
+        // A leader's own appends were acknowledged before their fsync, so after a crash
+        // this node may lack entries its followers hold under its term. Resuming that term
+        // would write different entries under the same log ids: read the vote back
+        // uncommitted (the same term, so the vote never goes backwards). The node then
+        // starts as a follower; it can lead again only after an election, under a higher
+        // term, whose first entry truncates what it lost wherever it differs.
+        let vote = vote.map(|v| {
+            if v.is_committed() && v.leader_id().voted_for().as_ref() == Some(&overlap.id) {
+                tracing::info!(vote = %v, "this node led before it stopped: restarting as a follower");
+                Vote::new(v.leader_id().term, overlap.id.clone())
+            } else {
+                v
+            }
+        });
+        *overlap.vote.lock() = vote.clone();
+        Ok(vote)
     }
 
     async fn save_committed(
@@ -378,6 +473,11 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
         // Not flushed on its own: a lost update only means re-applying a few more entries at
         // startup. The next append or vote flush persists it.
         let err = |e| sto_err(ErrorSubject::Store, ErrorVerb::Write, e);
+        // With the overlap on, never persist a commit the leader's own disk may lack.
+        let committed = match self.inner.durability.get() {
+            Some(durability) => durability.cap_commit(committed),
+            None => committed,
+        };
         let record = record::encode(RecordKey::Committed, &committed).map_err(err)?;
         self.inner
             .backend
@@ -403,14 +503,47 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let overlap = self.inner.overlap.get().is_some();
         let mut records = Vec::new();
+        let mut ids = Vec::new();
+        let mut membership = false;
         for entry in entries {
             let id = entry.get_log_id();
             let record = record::encode(RecordKey::Log(id.index), &entry)
                 .map_err(|e| sto_err(ErrorSubject::Log(id.clone()), ErrorVerb::Write, e))?;
             records.push((id.index, record));
+            if overlap {
+                ids.push(id.clone());
+                membership |= entry.get_membership().is_some();
+            }
         }
         let err = |e| sto_err(ErrorSubject::Logs, ErrorVerb::Write, e);
+        if let (Some(durability), Some(last), true) = (
+            self.inner.durability.get(),
+            ids.last(),
+            self.acknowledge_early(&ids, membership),
+        ) {
+            // The leader's own append: acknowledged now, durable after the next flush;
+            // every effect of its commit waits for that (`Durability`).
+            if let Some(reason) = durability.failure() {
+                return Err(err(StoreError::Flush {
+                    reason: format!("an earlier flush failed: {reason}"),
+                }));
+            }
+            tracing::debug!(
+                first = ids[0].index,
+                last = last.index,
+                "log append (acknowledged before its fsync)"
+            );
+            self.inner.backend.append(records).map_err(err)?;
+            durability.acknowledged_early(last);
+            self.inner
+                .flusher
+                .mark_after_flush(last.clone())
+                .map_err(err)?;
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        }
         if let (Some(first), Some(last)) = (records.first(), records.last()) {
             tracing::debug!(first = first.0, last = last.0, "log append");
             self.inner.backend.append(records).map_err(err)?;

@@ -7,7 +7,9 @@
 //! - `log_store`: [`LogStore`], openraft's `RaftLogStorage` + `RaftLogReader` over any
 //!   backend, and the snapshot slot the state-machine store writes into; `flusher` (the
 //!   fsync thread that completes appends) and `purger` (the thread that deletes purged
-//!   entries) keep blocking work off openraft's core task.
+//!   entries) keep blocking work off openraft's core task; `durability` ([`Durability`])
+//!   is the leader's durable prefix when its fsync overlaps replication
+//!   (`--leader-fsync-overlap`, off by default).
 //!
 //! - `failpoint`: only with the cargo feature `failpoints` (tests and the fault-injection
 //!   harness, never a release build): a backend over sled with a durability watermark, a
@@ -17,6 +19,7 @@
 //! machine's contents, HTTP, or the network; openraft types appear only in `log_store`.
 
 mod backend;
+mod durability;
 mod error;
 #[cfg(feature = "failpoints")]
 pub mod failpoint;
@@ -31,6 +34,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use backend::{LogBackend, LogRecord, LogVisitor, MetaKey, SnapshotRecords};
+pub use durability::Durability;
 pub use error::{RecordKey, StoreError};
 pub use log_store::{to_storage_error, LogStore, OpenSummary};
 pub use mem_backend::MemBackend;

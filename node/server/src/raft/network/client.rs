@@ -47,6 +47,7 @@ use serde::de::DeserializeOwned;
 use super::secret::{ClusterSecret, NONCE_BYTES};
 use super::wire::{self, IdentifyRequest, IdentifyResponse, PEER_BODY_BYTES_MAX};
 use crate::raft::types::{NodeId, NodeInfo, TypeConfig};
+use crate::storage::Durability;
 use crate::tls::Tls;
 
 /// Bound on establishing a TCP connection; a silent peer (dropped SYNs) becomes
@@ -99,6 +100,9 @@ pub struct PeerNetwork {
     secret: ClusterSecret,
     /// `Bearer <secret>`, marked sensitive so that it never shows in `Debug` output.
     auth: HeaderValue,
+    /// With the leader's fsync overlapping replication: the commit index sent in
+    /// AppendEntries is capped at the leader's durable prefix.
+    commit_cap: Option<Durability<NodeId>>,
 }
 
 /// The TLS client of each member id dialled.
@@ -134,7 +138,15 @@ impl PeerNetwork {
             local_ip,
             secret,
             auth,
+            commit_cap: None,
         })
+    }
+
+    /// Cap the commit index of every AppendEntries at what `durability` reports held by
+    /// a majority of disks (the leader's fsync overlapping replication).
+    pub fn with_commit_cap(mut self, durability: Durability<NodeId>) -> Self {
+        self.commit_cap = Some(durability);
+        self
     }
 
     fn scheme(&self) -> &'static str {
@@ -308,6 +320,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             append_entries: url(wire::PATH_APPEND_ENTRIES),
             vote: url(wire::PATH_VOTE),
             install_snapshot: url(wire::PATH_INSTALL_SNAPSHOT),
+            commit_cap: self.commit_cap.clone(),
         }
     }
 }
@@ -329,6 +342,7 @@ pub struct PeerConnection {
     append_entries: Result<Url, String>,
     vote: Result<Url, String>,
     install_snapshot: Result<Url, String>,
+    commit_cap: Option<Durability<NodeId>>,
 }
 
 type RpcError<E = Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
@@ -435,9 +449,12 @@ pub(super) fn split_hint(entries: usize, body_bytes: usize) -> u64 {
 impl RaftNetwork<TypeConfig> for PeerConnection {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        if let Some(cap) = &self.commit_cap {
+            rpc.leader_commit = cap.cap_commit(rpc.leader_commit);
+        }
         let entries = rpc.entries.len();
         let body = wire::encode(&rpc).map_err(|e| encode_error(&e))?;
         if body.len() > PEER_BODY_BYTES_MAX && entries > 1 {

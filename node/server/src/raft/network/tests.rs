@@ -23,6 +23,7 @@ use super::client::split_hint;
 use super::{peer_router, wire, ClusterSecret, PeerNetwork, PEER_BODY_BYTES_MAX};
 use crate::listener::{self, ConnLimits, Plain};
 use crate::raft::types::{Batch, NodeId, NodeInfo, Raft};
+use crate::storage::Durability;
 use crate::tls::test_pki::TestCa;
 use crate::tls::{node_name, Tls};
 
@@ -66,9 +67,23 @@ async fn start_node(id: NodeId, config: Arc<Config>) -> TestNode {
 
 /// The same, speaking mutual TLS with `tls` when given.
 async fn start_node_with(id: NodeId, config: Arc<Config>, tls: Option<Tls>) -> TestNode {
+    start_node_capped(id, config, tls, None).await
+}
+
+/// The same, with the commit index it sends capped by `cap` when given.
+async fn start_node_capped(
+    id: NodeId,
+    config: Arc<Config>,
+    tls: Option<Tls>,
+    cap: Option<Durability<NodeId>>,
+) -> TestNode {
     let tcp = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
     let addr = tcp.local_addr().unwrap();
-    let net = PeerNetwork::new(ClusterSecret::new(SECRET), Some(LOCALHOST), tls.clone()).unwrap();
+    let mut net =
+        PeerNetwork::new(ClusterSecret::new(SECRET), Some(LOCALHOST), tls.clone()).unwrap();
+    if let Some(cap) = cap {
+        net = net.with_commit_cap(cap);
+    }
     let sm = MemSm::default();
     let raft = Raft::new(id, config, net, MemLog::default(), sm.clone())
         .await
@@ -699,4 +714,84 @@ fn oversized_append_entries_are_split() {
     assert_eq!(split_hint(100, PEER_BODY_BYTES_MAX + 1), 99);
     assert_eq!(split_hint(2, PEER_BODY_BYTES_MAX * 10), 1);
     assert_eq!(split_hint(1_000, usize::MAX), 1);
+}
+
+/// With the leader's fsync overlapping replication, the commit index a leader sends is
+/// capped at its durable prefix, over real sockets to real followers: a follower does not
+/// apply an entry while the leader's own copy is not durable, and learns the commit as
+/// soon as the leader's flush releases it (a prompted heartbeat, not the next periodic
+/// one: periodic heartbeats and elections are off here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commit_index_sent_waits_for_the_leaders_durable_prefix() {
+    let caps: Vec<Durability<NodeId>> = (0..3).map(|_| Durability::new()).collect();
+    let mut nodes = Vec::new();
+    for (id, cap) in (1..=3).zip(&caps) {
+        nodes.push(start_node_capped(id, config(), None, Some(cap.clone())).await);
+    }
+    initialize(&nodes).await;
+    let leader = wait_for_leader(&nodes).await;
+    let first = nodes[leader]
+        .raft
+        .client_write(batch(1, &["before"]))
+        .await
+        .unwrap()
+        .log_id;
+    for n in &nodes {
+        n.raft
+            .wait(Some(WAIT))
+            .applied_index_at_least(Some(first.index), "first batch applied")
+            .await
+            .unwrap();
+        n.raft.runtime_config().elect(false);
+    }
+    nodes[leader].raft.runtime_config().heartbeat(false);
+
+    // The leader's next entries count as acknowledged before its fsync.
+    let cap = &caps[leader];
+    let early = LogId::new(first.leader_id, first.index + 1_000);
+    cap.acknowledged_early(&early);
+    let written = batch(2, &["held"]);
+    let index = nodes[leader]
+        .raft
+        .client_write(written.clone())
+        .await
+        .unwrap()
+        .log_id
+        .index;
+    let followers: Vec<&TestNode> = nodes.iter().filter(|n| n.id != nodes[leader].id).collect();
+    for f in &followers {
+        f.raft
+            .wait(Some(WAIT))
+            .metrics(|m| m.last_log_index >= Some(index), "entry received")
+            .await
+            .unwrap();
+        // Every AppendEntries after the commit (entries, the commit's own heartbeat)
+        // carried the capped index: within a heartbeat round the follower must not apply.
+        let applied = f
+            .raft
+            .wait(Some(Duration::from_millis(500)))
+            .applied_index_at_least(Some(index), "held entry applied")
+            .await;
+        assert!(
+            applied.is_err(),
+            "node {} applied before the leader's fsync",
+            f.id
+        );
+    }
+
+    // The flush: the release prompts a heartbeat that carries the commit at once.
+    let prompt = tokio::spawn(crate::node::release_commits(
+        nodes[leader].raft.clone(),
+        cap.clone(),
+    ));
+    cap.flushed(&early);
+    for f in &followers {
+        f.raft
+            .wait(Some(WAIT))
+            .applied_index_at_least(Some(index), "held entry applied after the flush")
+            .await
+            .unwrap();
+        assert!(f.sm.batches().contains(&written), "node {}", f.id);
+    }
+    prompt.abort();
 }

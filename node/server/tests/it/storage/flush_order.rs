@@ -4,19 +4,27 @@
 //! tokio's current-thread runtime, so when the test resumes after "flush entered", the
 //! appending task has run as far as it can: if the callback had been completed before the
 //! flush, that task would already have finished.
+//!
+//! With the leader's fsync overlapping replication (`LogStore::overlap_leader_fsync`), the
+//! current leader's own append in its own term is the one exception: acknowledged before
+//! its flush, and its `Durability` gate holds until the flush is done. Every other append
+//! keeps the order above.
 
+use std::collections::BTreeSet;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
-use openraft::{RaftLogReader, Vote};
+use openraft::{Entry, EntryPayload, Membership, RaftLogReader, Vote};
 use ratequeue_node::storage::{
     LogBackend, LogRecord, LogVisitor, MemBackend, MetaKey, SnapshotRecords, StoreError,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use super::support::{log_id, normal, Store};
+use super::support::{log_id, normal, Store, TestConfig};
 
 type Events = Arc<Mutex<Vec<&'static str>>>;
 
@@ -25,6 +33,8 @@ struct GatedBackend {
     entered: UnboundedSender<()>,
     release: Mutex<mpsc::Receiver<()>>,
     events: Events,
+    /// Every released flush fails (an EIO from fsync) once set.
+    fail: AtomicBool,
 }
 
 impl LogBackend for GatedBackend {
@@ -65,6 +75,12 @@ impl LogBackend for GatedBackend {
     fn flush(&self) -> Result<(), StoreError> {
         let _ = self.entered.send(());
         self.release.lock().unwrap().recv().unwrap();
+        if self.fail.load(Ordering::SeqCst) {
+            self.events.lock().unwrap().push("flush failed");
+            return Err(StoreError::Flush {
+                reason: "Input/output error (os error 5)".to_string(),
+            });
+        }
         self.inner.flush()?;
         self.events.lock().unwrap().push("flushed");
         Ok(())
@@ -88,6 +104,7 @@ fn gated() -> (
         entered,
         release: Mutex::new(release),
         events: events.clone(),
+        fail: AtomicBool::new(false),
     });
     (backend, entered_rx, release_tx, events)
 }
@@ -270,4 +287,229 @@ async fn purge_returns_before_its_deletion_which_follows_a_flush() {
         .collect();
     assert_eq!(left, [3]);
     assert_eq!(*events.lock().unwrap(), ["flushed", "flushed", "flushed"]);
+}
+
+/// Node 1's entry at `index`, appended by the leader `leader` of `term`.
+fn entry_of(
+    term: u64,
+    leader: u64,
+    index: u64,
+    payload: EntryPayload<TestConfig>,
+) -> Entry<TestConfig> {
+    Entry {
+        log_id: log_id(term, leader, index),
+        payload,
+    }
+}
+
+fn membership() -> EntryPayload<TestConfig> {
+    EntryPayload::Membership(Membership::new(vec![BTreeSet::from([1, 2, 3])], None))
+}
+
+/// A store over a gated backend with the overlap on for node 1, whose durable vote is
+/// `vote` (its flush released here).
+async fn overlapping(
+    vote: Vote<u64>,
+) -> (
+    Store,
+    ratequeue_node::storage::Durability<u64>,
+    Arc<GatedBackend>,
+    UnboundedReceiver<()>,
+    mpsc::Sender<()>,
+    Events,
+) {
+    let (backend, mut entered, release, events) = gated();
+    let store = Store::new(backend.clone()).unwrap();
+    let durability = store.overlap_leader_fsync(1).unwrap();
+    assert_eq!(store.clone().read_vote().await.unwrap(), None);
+    let mut voter = store.clone();
+    let saved = tokio::spawn(async move { voter.save_vote(&vote).await });
+    tokio::time::timeout(NEVER, entered.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    release.send(()).unwrap();
+    tokio::time::timeout(NEVER, saved)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    events.lock().unwrap().clear();
+    (store, durability, backend, entered, release, events)
+}
+
+#[tokio::test]
+async fn overlap_acknowledges_the_leaders_own_append_before_its_flush_and_gates_it() {
+    let (store, durability, _backend, mut entered, release, events) =
+        overlapping(Vote::new_committed(2, 1)).await;
+    // Before anything was acknowledged early, a commit passes.
+    assert_eq!(
+        durability.cap_commit(Some(log_id(1, 1, 0))),
+        Some(log_id(1, 1, 0))
+    );
+
+    let mut appender = store.clone();
+    tokio::time::timeout(
+        NEVER,
+        appender.blocking_append([normal(2, 1, "a"), normal(2, 2, "b")]),
+    )
+    .await
+    .expect("the leader's own append waited for its flush")
+    .unwrap();
+    events.lock().unwrap().push("acked");
+    tokio::time::timeout(NEVER, entered.recv())
+        .await
+        .expect("the early append never asked for a flush")
+        .unwrap();
+    // Acknowledged, readable, not durable: every gate holds.
+    assert_eq!(
+        store.clone().try_get_log_entries(..).await.unwrap().len(),
+        2
+    );
+    assert_eq!(*events.lock().unwrap(), ["acked"]);
+    let committed = Some(log_id(2, 1, 2));
+    assert_eq!(durability.cap_commit(committed), Some(log_id(1, 1, 0)));
+    let gate = durability.clone();
+    let apply = tokio::spawn(async move { gate.wait_durable(&log_id(2, 1, 2)).await });
+    tokio::task::yield_now().await;
+    assert!(
+        !apply.is_finished(),
+        "apply passed before the leader's fsync"
+    );
+    // save_committed persists the capped commit.
+    store.clone().save_committed(committed).await.unwrap();
+    assert_eq!(
+        store.clone().read_committed().await.unwrap(),
+        Some(log_id(1, 1, 0))
+    );
+
+    release.send(()).unwrap();
+    tokio::time::timeout(NEVER, apply)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(*events.lock().unwrap(), ["acked", "flushed"]);
+    assert_eq!(durability.cap_commit(committed), committed);
+    assert!(durability.commit_released().now_or_never().is_some());
+}
+
+/// Appends that are not the current leader's own in its own term keep the order: their
+/// callbacks come only after their flush, with the overlap on.
+#[tokio::test]
+async fn overlap_acknowledges_every_other_append_only_after_its_flush() {
+    // Leader of term 3: an entry of its earlier term 2, and a membership entry.
+    // Then, as follower of node 2 in term 4: node 2's entry.
+    let cases: [(Option<Vote<u64>>, Entry<TestConfig>); 3] = [
+        (
+            None,
+            entry_of(2, 1, 1, EntryPayload::Normal("earlier term".into())),
+        ),
+        (None, entry_of(3, 1, 2, membership())),
+        (
+            Some(Vote::new_committed(4, 2)),
+            entry_of(4, 2, 3, EntryPayload::Normal("follower".into())),
+        ),
+    ];
+    let (store, durability, _backend, mut entered, release, events) =
+        overlapping(Vote::new_committed(3, 1)).await;
+    for (vote, entry) in cases {
+        if let Some(vote) = vote {
+            let mut voter = store.clone();
+            let saved = tokio::spawn(async move { voter.save_vote(&vote).await });
+            tokio::time::timeout(NEVER, entered.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            release.send(()).unwrap();
+            tokio::time::timeout(NEVER, saved)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+        }
+        events.lock().unwrap().clear();
+        let what = format!("{:?}", entry.payload);
+        let mut appender = store.clone();
+        let task_events = events.clone();
+        let task = tokio::spawn(async move {
+            appender.blocking_append([entry]).await.unwrap();
+            task_events.lock().unwrap().push("acked");
+        });
+        tokio::time::timeout(NEVER, entered.recv())
+            .await
+            .expect("append never asked for a flush")
+            .unwrap();
+        assert!(
+            events.lock().unwrap().is_empty(),
+            "{what}: acknowledged before its flush"
+        );
+        assert!(!task.is_finished(), "{what}");
+        release.send(()).unwrap();
+        tokio::time::timeout(NEVER, task).await.unwrap().unwrap();
+        assert_eq!(*events.lock().unwrap(), ["flushed", "acked"], "{what}");
+    }
+    // Nothing was acknowledged early: no gate holds.
+    assert_eq!(
+        durability.cap_commit(Some(log_id(4, 2, 3))),
+        Some(log_id(4, 2, 3))
+    );
+}
+
+#[tokio::test]
+async fn overlap_reads_the_nodes_own_committed_vote_back_uncommitted() {
+    let backend = Arc::new(MemBackend::new());
+    for (saved, read_with_overlap) in [
+        (Vote::new_committed(5, 1), Vote::new(5, 1)),
+        (Vote::new_committed(6, 2), Vote::new_committed(6, 2)),
+        (Vote::new(7, 1), Vote::new(7, 1)),
+    ] {
+        {
+            let mut store = Store::new(backend.clone()).unwrap();
+            store.save_vote(&saved).await.unwrap();
+        }
+        // Without the overlap, the vote is read back as saved.
+        {
+            let store = Store::new(backend.clone()).unwrap();
+            assert_eq!(store.clone().read_vote().await.unwrap(), Some(saved));
+        }
+        let store = Store::new(backend.clone()).unwrap();
+        store.overlap_leader_fsync(1).unwrap();
+        assert_eq!(
+            store.clone().read_vote().await.unwrap(),
+            Some(read_with_overlap),
+            "saved {saved}"
+        );
+        // The same term: the vote never goes backwards, and node 1 can lead again only
+        // after an election, under a higher term.
+        assert_eq!(read_with_overlap.leader_id().term, saved.leader_id().term);
+    }
+}
+
+#[tokio::test]
+async fn overlap_a_failed_flush_fails_the_gate_and_every_later_early_append() {
+    let (store, durability, backend, mut entered, release, _events) =
+        overlapping(Vote::new_committed(2, 1)).await;
+    let mut appender = store.clone();
+    tokio::time::timeout(NEVER, appender.blocking_append([normal(2, 1, "a")]))
+        .await
+        .unwrap()
+        .unwrap();
+    let gate = durability.clone();
+    let apply = tokio::spawn(async move { gate.wait_durable(&log_id(2, 1, 1)).await });
+    tokio::time::timeout(NEVER, entered.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    backend.fail.store(true, Ordering::SeqCst);
+    release.send(()).unwrap();
+    let failed = tokio::time::timeout(NEVER, apply).await.unwrap().unwrap();
+    assert!(failed.unwrap_err().contains("os error 5"));
+    assert!(durability.failure().is_some());
+    assert_eq!(durability.cap_commit(Some(log_id(2, 1, 1))), None);
+    let later = appender.blocking_append([normal(2, 2, "b")]).await;
+    assert!(
+        later.is_err(),
+        "an early append after a failed flush: {later:?}"
+    );
 }
