@@ -75,6 +75,10 @@ struct Cli {
     /// Keep the nodes' data directories.
     #[arg(long)]
     keep_data: bool,
+    /// Start every node with `--leader-fsync-overlap` (the leader's own fsync
+    /// overlapping replication), in the CI mode too.
+    #[arg(long)]
+    leader_fsync_overlap: bool,
     /// The CI mode: a mixed-fault run (3 nodes, every nemesis and workload) that must
     /// pass, then a short sabotaged run that must be caught. Overrides the run flags.
     #[arg(long)]
@@ -170,6 +174,24 @@ impl Sabotage {
     /// The flag that reproduces it, for the report's command line.
     fn flag(self) -> String {
         format!(" --sabotage {}", self.name())
+    }
+}
+
+/// The nodes' extra `serve` flags.
+fn server_args(cli: &Cli) -> Vec<String> {
+    if cli.leader_fsync_overlap {
+        vec!["--leader-fsync-overlap".to_owned()]
+    } else {
+        Vec::new()
+    }
+}
+
+/// The harness flag that reproduces [`server_args`], for the report's command line.
+fn overlap_flag(cli: &Cli) -> &'static str {
+    if cli.leader_fsync_overlap {
+        " --leader-fsync-overlap"
+    } else {
+        ""
     }
 }
 
@@ -302,7 +324,7 @@ async fn real_main() -> anyhow::Result<bool> {
             cli.nemesis,
             cli.workload,
             cli.sabotage.map(Sabotage::flag).unwrap_or_default()
-        );
+        ) + overlap_flag(&cli);
         let cfg = RunConfig {
             seed,
             nodes: cli.nodes,
@@ -320,6 +342,7 @@ async fn real_main() -> anyhow::Result<bool> {
             failpoint_bin: failpoint_bin.clone(),
             node_env: cli.sabotage.map(Sabotage::node_env).unwrap_or_default(),
             middle: cli.sabotage.and_then(Sabotage::middle),
+            server_args: server_args(&cli),
         };
         let outcome = run(&cfg)
             .await
@@ -375,10 +398,11 @@ async fn ci(cli: &Cli, bin: PathBuf) -> anyhow::Result<bool> {
         command: format!(
             "cargo run -p jepsen-style-tests --bin jepsen -- --seed {seed} --nodes 3 --duration {}s --nemesis all --workload all",
             CI_DURATION.as_secs()
-        ),
+        ) + overlap_flag(cli),
         failpoint_bin: Some(failpoints.clone()),
         node_env: Vec::new(),
         middle: None,
+        server_args: server_args(cli),
     };
     let storage = RunConfig {
         duration: CI_STORAGE_DURATION,
@@ -388,7 +412,7 @@ async fn ci(cli: &Cli, bin: PathBuf) -> anyhow::Result<bool> {
         command: format!(
             "cargo run -p jepsen-style-tests --bin jepsen -- --seed {seed} --nodes 3 --duration {}s --nemesis storage,disk,clock,kill-leader --workload all",
             CI_STORAGE_DURATION.as_secs()
-        ),
+        ) + overlap_flag(cli),
         ..mixed.clone()
     };
     let mut lines = Vec::new();
@@ -437,7 +461,7 @@ async fn ci(cli: &Cli, bin: PathBuf) -> anyhow::Result<bool> {
                 CI_SABOTAGE_DURATION.as_secs(),
                 sabotage.workloads(),
                 sabotage.flag()
-            ),
+            ) + overlap_flag(cli),
             node_env: sabotage.node_env(),
             middle: sabotage.middle(),
             ..mixed.clone()

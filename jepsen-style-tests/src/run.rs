@@ -50,6 +50,8 @@ pub struct RunConfig {
     pub node_env: Vec<(String, String)>,
     /// A fault that replaces the one nearest the middle of the schedule (a control's).
     pub middle: Option<Fault>,
+    /// More `serve` flags for every node (`--leader-fsync-overlap`).
+    pub server_args: Vec<String>,
 }
 
 impl RunConfig {
@@ -160,7 +162,8 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunOutcome> {
         .dir(&nodes_dir)
         .admin_token(ADMIN_TOKEN)
         .cluster_secret(CLUSTER_SECRET)
-        .args(["--snapshot-every", "500", "--cache-mb", "16"]);
+        .args(["--snapshot-every", "500", "--cache-mb", "16"])
+        .args(&cfg.server_args);
     for (k, v) in &cfg.node_env {
         config = config.env(k, v);
     }
@@ -307,6 +310,9 @@ fn run_fault_names(cfg: &RunConfig) -> String {
     }
     for (k, v) in &cfg.node_env {
         s.push_str(&format!(" [{k}={v}]"));
+    }
+    for a in &cfg.server_args {
+        s.push_str(&format!(" [{a}]"));
     }
     s
 }
