@@ -7,8 +7,7 @@
 # (every disk lost mid-run; a broken build whose followers grant locally; the failpoints
 # build with a lying fsync, ignoring disk errors, repairing a damaged log tail, and
 # stamping cluster time from the wall clock).
-# Extra arguments go to the harness (e.g. --seed N to reproduce a CI run, or
-# --leader-fsync-overlap to start every node with the leader's fsync overlapping replication).
+# Extra arguments go to the harness (e.g. --seed N to reproduce a CI run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
