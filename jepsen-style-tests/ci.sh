@@ -3,10 +3,11 @@
 # the harness, makes sure iptables is there (as root; without it the partition nemeses
 # are skipped and the run says so), then runs `jepsen --ci`: a mixed-fault run of 3 nodes
 # with every nemesis and workload, and a run of the storage, disk and clock faults (on
-# the `failpoints` build), that must pass; and six sabotaged runs that must be caught
+# the `failpoints` build), that must pass; and eight sabotaged runs that must be caught
 # (every disk lost mid-run; a broken build whose followers grant locally; the failpoints
-# build with a lying fsync, ignoring disk errors, repairing a damaged log tail, and
-# stamping cluster time from the wall clock).
+# build with a lying fsync, ignoring disk errors, repairing a damaged log tail,
+# stamping cluster time from the wall clock, charging no dry-run grant, and ignoring a
+# reported 429).
 # Extra arguments go to the harness (e.g. --seed N to reproduce a CI run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,7 @@ fi
 cargo build --locked --workspace --bins --features ratequeue-node/sabotage-follower-grants
 cp target/debug/ratequeue target/debug/ratequeue-sabotaged
 # The storage failpoints build (node/server/src/storage/failpoint.rs, clock.rs): the
-# storage, disk and clock faults run on it, and its broken settings are four controls.
+# storage, disk and clock faults run on it, and its broken settings are six controls.
 cargo build --locked --workspace --bins --features ratequeue-node/failpoints
 cp target/debug/ratequeue target/debug/ratequeue-failpoints
 # The failpoint layer's own unit tests (undo journal, power cut, tails, disk and clock
