@@ -705,8 +705,8 @@ impl Worker {
         }
     }
 
-    /// Acquires on the feedback resource (try-once or 500 ms), "calls the provider" and
-    /// reports its answer, then lets the lease expire.
+    /// Acquires on the feedback resource (try-once or 500 ms), "calls the provider" one
+    /// to three times and reports each answer, then lets the lease expire.
     async fn report(&mut self) {
         while !self.stopped() {
             let rid = self.rid();
@@ -725,19 +725,22 @@ impl Worker {
                 self.pause(50, 150).await;
                 continue;
             };
-            self.pause(0, 50).await;
-            let answer = self.provider_answer();
-            self.send_report(&l.lease_id, &answer).await;
+            // One to three provider calls under the lease, each answered and reported.
+            for _ in 0..self.rng.gen_range(1..=3) {
+                self.pause(0, 50).await;
+                let answer = self.provider_answer();
+                self.send_report(&l.lease_id, &answer).await;
+            }
             self.pause(20, 100).await;
         }
     }
 
     /// What the provider answered one call: its remaining requests (0 to twice our
     /// configured limit: another application spends from the same key, and its quota
-    /// is larger than our share) and reset, or one time in five a 429 whose pause,
+    /// is larger than our share) and reset, or one time in eight a 429 whose pause,
     /// given as `retry-after` or as reset times, is 3-8 s longer than the stamp skew.
     fn provider_answer(&mut self) -> api::ReportRequest {
-        if self.rng.gen_bool(0.2) {
+        if self.rng.gen_bool(0.125) {
             let pause = self.ctx.stamp_skew_ms + self.rng.gen_range(3_000..=8_000);
             let mut r = api::ReportRequest {
                 rate_limited: Some(true),
