@@ -6,7 +6,7 @@ the client closes from another thread).
 
 The server is a small thread per connection that answers every request with a JSON body
 and, with `close_after=n`, closes a connection after its n-th answer (as a node does at
-its idle timeout).
+its idle timeout), or with `silent_after=n` stops answering on it (a node that hangs).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Iterator, List
 import pytest
 
 from ratequeue._async_transport import AsyncConnectionPool
-from ratequeue._http import Request, Timeouts
+from ratequeue._http import ReadTimeout, Request, Timeouts
 from ratequeue._sync_transport import SyncConnectionPool
 
 BODY = b'{"state":"released"}'
@@ -33,8 +33,9 @@ DEADLINE_S = 10.0
 
 
 class Server:
-    def __init__(self, close_after: int = 0) -> None:
+    def __init__(self, close_after: int = 0, silent_after: int = 0) -> None:
         self.close_after = close_after
+        self.silent_after = silent_after
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(64)
@@ -76,6 +77,8 @@ class Server:
                 while len(buf) < length:
                     buf += conn.recv(65536)
                 buf = buf[length:]
+                if self.silent_after and answered >= self.silent_after:
+                    continue  # read on, answer nothing
                 conn.sendall(ANSWER)
                 answered += 1
                 if self.close_after and answered >= self.close_after:
@@ -106,8 +109,15 @@ def closing_server() -> Iterator[Server]:
     s.close()
 
 
-def request(url: str) -> Request:
-    return Request("POST", url + "/v1/leases/1-1/release", {"authorization": "Bearer k"}, b"{}", Timeouts())
+@pytest.fixture
+def hanging_server() -> Iterator[Server]:
+    s = Server(silent_after=1)
+    yield s
+    s.close()
+
+
+def request(url: str, read: float = 10.0) -> Request:
+    return Request("POST", url + "/v1/leases/1-1/release", {"authorization": "Bearer k"}, b"{}", Timeouts(read=read))
 
 
 def test_sync_requests_share_one_keep_alive_connection(server: Server) -> None:
@@ -147,6 +157,37 @@ async def test_async_an_idle_connection_the_server_closed_is_noticed_by_the_loop
     assert conn._loop is None  # and no longer watched (the end stays readable)
     assert (await pool.handle_async_request(request(closing_server.url))).status_code == 200
     assert closing_server.accepted == 2
+    await pool.aclose()
+
+
+async def test_async_a_read_times_out_at_its_own_deadline_before_an_earlier_longer_one(
+    hanging_server: Server,
+) -> None:
+    """A connection keeps one read timer, armed for the first read's deadline (30 s
+    here): a later read with a nearer deadline on the same connection must re-arm it."""
+    pool = AsyncConnectionPool()
+    assert (await pool.handle_async_request(request(hanging_server.url, read=30.0))).status_code == 200
+    start = time.monotonic()
+    with pytest.raises(ReadTimeout):
+        await pool.handle_async_request(request(hanging_server.url, read=0.2))
+    elapsed = time.monotonic() - start
+    assert 0.2 <= elapsed < DEADLINE_S, elapsed
+    assert hanging_server.accepted == 1
+    await pool.aclose()
+
+
+async def test_async_a_read_is_not_cut_short_by_the_timer_of_an_earlier_shorter_one(
+    hanging_server: Server,
+) -> None:
+    """The timer armed for an earlier read's deadline (0.1 s) fires while a read with a
+    later one (0.6 s) waits: it must wait on until that read's own deadline."""
+    pool = AsyncConnectionPool()
+    assert (await pool.handle_async_request(request(hanging_server.url, read=0.1))).status_code == 200
+    start = time.monotonic()
+    with pytest.raises(ReadTimeout):
+        await pool.handle_async_request(request(hanging_server.url, read=0.6))
+    elapsed = time.monotonic() - start
+    assert 0.6 <= elapsed < DEADLINE_S, elapsed
     await pool.aclose()
 
 

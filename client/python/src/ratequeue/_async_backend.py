@@ -129,6 +129,13 @@ class AsyncSocket:
         self._dead = False
         #: When the last answer was read (time.monotonic).
         self._used_at = 0.0
+        #: The deadline of the read in progress (time.monotonic), and the loop timer that
+        #: enforces it: one timer per connection, re-armed only when a read's deadline
+        #: falls before it (a timer per read cost a handle, a heap push and a cancel).
+        #: When it fires early it re-arms itself for the read then in progress, if any.
+        self._deadline = 0.0
+        self._watchdog: Optional[asyncio.TimerHandle] = None
+        self._watch_at = 0.0
 
     @staticmethod
     async def connect(
@@ -223,17 +230,43 @@ class AsyncSocket:
                     "Windows set asyncio.WindowsSelectorEventLoopPolicy()"
                 ) from None
             self._loop = loop
+            self._watchdog = None  # a timer of an earlier loop, which has closed
         fut: "asyncio.Future[Union[bytes, BaseException]]" = loop.create_future()
         self._reader = fut
-        timer = loop.call_later(max(0.0, deadline - time.monotonic()), _time_out, fut)
+        self._deadline = deadline
+        if self._watchdog is None or deadline < self._watch_at:
+            self._arm(loop, deadline)
         try:
             item = await fut
         finally:
-            timer.cancel()
             self._reader = None
         if isinstance(item, BaseException):
             raise item
         return item
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watch_at = at
+        self._watchdog = loop.call_later(max(0.0, at - time.monotonic()), self._watch, loop)
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The read timer fired: time out the read in progress if its deadline has come,
+        else wait for that deadline (the timer was armed for an earlier read's)."""
+        self._watchdog = None
+        fut = self._reader
+        if fut is None:
+            return  # no read in progress: the next read arms the timer again
+        if time.monotonic() >= self._deadline:
+            _time_out(fut)
+        else:
+            self._arm(loop, self._deadline)
+
+    def _disarm(self) -> None:
+        """In the loop's thread: drop the read timer (the connection is closing)."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     def _on_readable(self, loop: asyncio.AbstractEventLoop) -> None:
         item: Union[bytes, BaseException]
@@ -267,6 +300,7 @@ class AsyncSocket:
             self._loop = None
             if not loop.is_closed():
                 loop.remove_reader(self._fd)
+                self._disarm()
 
     def park(self) -> None:
         """The pool keeps the connection idle: the answer was read whole."""
@@ -518,11 +552,22 @@ def _retrieve(fut: "asyncio.Future[Any]") -> None:
             log.warning("ratequeue background release failed: %r", exc)
 
 
-async def shielded(fn: Callable[..., Awaitable[None]], *args: Any) -> None:
-    """Run `fn(*args)` (the release on leaving a block) to the end even if the task is
-    cancelled (again) meanwhile: it then goes on in the background and the cancellation
-    propagates."""
-    fut = asyncio.ensure_future(fn(*args))
-    _background.add(fut)
-    fut.add_done_callback(_retrieve)
-    await asyncio.shield(fut)
+async def shielded(
+    fn: Callable[[Any, bool], Awaitable[None]],
+    resume: Callable[[Any], Awaitable[None]],
+    lease: Any,
+    body_raised: bool,
+) -> None:
+    """Run `fn(lease, body_raised)` (the release on leaving a block) in the task, and if
+    the task is cancelled (again) meanwhile, let the cancellation propagate and finish the
+    release in the background with `resume(lease)`. A cancellation can only arrive while
+    the release waits for the renewal to stop or for the cluster, and both steps are safe
+    to repeat. (Running the release as a task of its own behind `asyncio.shield` on every
+    exit cost a task, a loop iteration and two futures per lease.)"""
+    try:
+        await fn(lease, body_raised)
+    except asyncio.CancelledError:
+        fut = asyncio.ensure_future(resume(lease))
+        _background.add(fut)
+        fut.add_done_callback(_retrieve)
+        raise

@@ -376,6 +376,12 @@ class Lease(LeaseBase, SyncRenewal):
             return "not_owner"
         if not self._begin_release():
             return "already_released"
+        return self._give_back()
+
+    def _give_back(self) -> str:
+        """What `release` does once it has marked the lease released: stop the renewal,
+        release on the cluster. Safe to run again (`_resume_release`): both steps are
+        idempotent."""
         self._stop_renewal()
         try:
             state = self._rq.release(self.id, self._actual_load)
@@ -402,7 +408,7 @@ class Lease(LeaseBase, SyncRenewal):
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        shielded(_exit, self, exc is not None)
+        shielded(_exit, _resume_release, self, exc is not None)
 
 
 def _exit(lease: Lease, body_raised: bool) -> None:
@@ -415,6 +421,18 @@ def _exit(lease: Lease, body_raised: bool) -> None:
     err = exit_policy(lease, body_raised)
     if err is not None:
         raise err
+
+
+def _resume_release(lease: Lease) -> None:
+    """The rest of `_exit` after the task was cancelled while its release ran (asyncio
+    only: `shielded` runs it in the background). The lease is already marked released;
+    the cluster is asked again, which is idempotent by lease id."""
+    try:
+        lease._give_back()
+    except LeaseLost:
+        pass  # the block's task was cancelled: nobody is left to raise the loss to
+    except RatequeueError as e:
+        log.warning("ratequeue could not release lease %s (it lapses at its TTL): %s", lease.id, e)
 
 
 class AcquireContext(SyncAcquireMixin):
@@ -454,7 +472,7 @@ class AcquireContext(SyncAcquireMixin):
         pop_current(self._token)
         self._token = None
         if lease is not None:
-            shielded(_exit, lease, exc is not None)
+            shielded(_exit, _resume_release, lease, exc is not None)
 
 
 # --- module-level default clients --------------------------------------------------------

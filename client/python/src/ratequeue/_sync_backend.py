@@ -403,6 +403,9 @@ class SyncAcquireMixin:
     is `client.acquire_lease(...)`."""
 
 
-def shielded(fn: Callable[..., None], *args: Any) -> None:
-    """Run the release on leaving a block: a blocking call cannot be cancelled midway."""
-    fn(*args)
+def shielded(
+    fn: Callable[[Any, bool], None], resume: Callable[[Any], None], lease: Any, body_raised: bool
+) -> None:
+    """Run the release on leaving a block: a blocking call cannot be cancelled midway, so
+    `resume` (what finishes a cancelled asyncio release) is never needed."""
+    fn(lease, body_raised)
