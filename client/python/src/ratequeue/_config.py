@@ -13,7 +13,7 @@ import os
 import re
 import socket
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 #: A file path argument: a str or any os.PathLike (pathlib.Path).
 PathArg = Union[str, "os.PathLike[str]"]
@@ -231,16 +231,30 @@ def holder(label: Optional[str], host: str, pid: int) -> str:
 #: (host name, pid) of this process, read at its first acquire: asking the OS on every
 #: acquire cost two system calls. Emptied in a forked child, which reads its own pid.
 _place: List[Tuple[str, int]] = []
+#: `this_process_holder` by label, likewise emptied in a forked child. Bounded, then cleared.
+_holders: Dict[Optional[str], str] = {}
+HOLDERS_CACHED_MAX = 1024
 
 
 def this_process_holder(label: Optional[str]) -> str:
     """`holder` for this host and process (the pid of the caller: a forked worker names
     itself, not its parent)."""
-    if not _place:
-        _place.append((socket.gethostname(), os.getpid()))
-    host, pid = _place[0]
-    return holder(label, host, pid)
+    h = _holders.get(label)
+    if h is None:
+        if not _place:
+            _place.append((socket.gethostname(), os.getpid()))
+        host, pid = _place[0]
+        h = holder(label, host, pid)
+        if len(_holders) >= HOLDERS_CACHED_MAX:
+            _holders.clear()
+        _holders[label] = h
+    return h
+
+
+def _after_fork_in_child() -> None:
+    _place.clear()
+    _holders.clear()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_place.clear)
+    os.register_at_fork(after_in_child=_after_fork_in_child)

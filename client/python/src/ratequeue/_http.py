@@ -292,42 +292,45 @@ class ResponseParser:
         raise ReadError("the server closed the connection before a whole response")
 
     def _parse_head(self) -> None:
-        end = self._buf.find(b"\r\n\r\n")
+        buf = self._buf
+        end = buf.find(b"\r\n\r\n")
         if end < 0:
-            if len(self._buf) > HEAD_LEN_MAX:
+            if len(buf) > HEAD_LEN_MAX:
                 raise ProtocolError(f"response head over {HEAD_LEN_MAX} bytes")
-            if self._buf and not bytes(self._buf[:5]).startswith(b"HTTP/"[: len(self._buf)]):
-                raise ProtocolError(f"not an HTTP response: {bytes(self._buf[:16])!r}")
+            if buf and not bytes(buf[:5]).startswith(b"HTTP/"[: len(buf)]):
+                raise ProtocolError(f"not an HTTP response: {bytes(buf[:16])!r}")
             return
-        head = bytes(self._buf[:end]).decode("latin-1")
-        del self._buf[: end + 4]
-        lines = head.split("\r\n")
-        status_line = lines[0].split(" ", 2)
+        # The status line, then the header lines each with its CRLF.
+        head = buf[: end + 2].decode("latin-1")
+        del buf[: end + 4]
+        line_end = head.find("\r\n")
+        status_line = head[:line_end].split(" ", 2)
         if len(status_line) < 2 or not status_line[0].startswith("HTTP/1.") or not status_line[1].isdigit():
-            raise ProtocolError(f"not an HTTP/1.1 status line: {lines[0][:60]!r}")
+            raise ProtocolError(f"not an HTTP/1.1 status line: {head[:line_end][:60]!r}")
         status = int(status_line[1])
-        if len(lines) - 1 > HEADERS_MAX:
+        lines = head[line_end + 2 : -2].split("\r\n") if end > line_end else []
+        if len(lines) > HEADERS_MAX:
             raise ProtocolError(f"more than {HEADERS_MAX} response headers")
         headers: Dict[str, str] = {}
-        for line in lines[1:]:
+        for line in lines:
             name, sep, value = line.partition(":")
             if not sep or not name or name != name.strip():
                 raise ProtocolError(f"bad response header line {line[:60]!r}")
             headers[name.lower()] = value.strip()
         if 100 <= status < 200:
             # An interim answer (100 Continue): the real one follows.
-            if self._buf:
+            if buf:
                 self._parse_head()
             return
         self._status = status
         self._headers = headers
         self._head_done = True
-        if headers.get("connection", "").lower() == "close" or status_line[0] == "HTTP/1.0":
+        if status_line[0] == "HTTP/1.0" or ("connection" in headers and headers["connection"].lower() == "close"):
             self.keep_alive = False
-        te = headers.get("transfer-encoding", "").lower()
         if self._method == "HEAD" or status in (204, 304):
             self._framing = ("none", None)
-        elif te:
+        elif "transfer-encoding" in headers and headers["transfer-encoding"]:
+            te = headers["transfer-encoding"].lower()
             if te != "chunked":
                 raise ProtocolError(f"unsupported transfer-encoding {te!r}")
             self._framing = ("chunked", None)
@@ -349,12 +352,11 @@ class ResponseParser:
             self._finish()
         elif kind == "length":
             assert n is not None
-            if len(self._buf) >= n:
-                self._body += self._buf[:n]
-                rest = self._buf[n:]
+            buf = self._buf
+            if len(buf) >= n:
                 self._buf = bytearray()
-                self._finish()
-                if rest:
+                self.response = Response(self._status, self._headers, bytes(buf[:n]) if len(buf) > n else bytes(buf))
+                if len(buf) > n:
                     raise ProtocolError("data after the end of the response")
         elif kind == "close":
             self._body += self._buf

@@ -57,6 +57,18 @@ Json = Dict[str, Any]
 Clock = Callable[[], float]
 
 
+#: The characters `quote` never escapes: a path segment of only these is sent as is.
+_UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~"
+
+
+def segment(value: str) -> str:
+    """`value` as one URL path segment (`quote(value, safe="")`), without the call for
+    the usual names and lease ids, which need no escape."""
+    if value and not value.strip(_UNRESERVED):
+        return value
+    return quote(value, safe="")
+
+
 def default_headers(api_key: Optional[str]) -> Dict[str, str]:
     """The headers of every request: the SDK's user agent and the key, when there is one."""
     headers = {"user-agent": f"ratequeue-python/{__version__}"}
@@ -65,7 +77,7 @@ def default_headers(api_key: Optional[str]) -> Dict[str, str]:
     return headers
 
 
-@dataclass(frozen=True)
+@dataclass
 class Send:
     """Send this request and report the response or the transport error."""
 
@@ -75,7 +87,7 @@ class Send:
     timeout: Timeouts
 
 
-@dataclass(frozen=True)
+@dataclass
 class Sleep:
     """Wait this long, then report None."""
 
@@ -194,12 +206,7 @@ def plan(spec: CallSpec, nodes: Nodes, timing: Timing, rng: random.Random, clock
         connect = timing.connect_timeout_s
         if down_since is not None:
             connect = max(0.0, min(connect, down_since + timing.connect_timeout_s - clock()))
-        timeouts = Timeouts(
-            connect=connect,
-            read=spec.read_timeout(body),
-            write=timing.request_timeout_s,
-            pool=timing.connect_timeout_s,
-        )
+        timeouts = _timeouts(connect, spec.read_timeout(body), timing.request_timeout_s, timing.connect_timeout_s)
         url = base + spec.path
         redirects = 0
         error: RatequeueError
@@ -279,6 +286,21 @@ def plan(spec: CallSpec, nodes: Nodes, timing: Timing, rng: random.Random, clock
             log.warning("ratequeue %s %s: %s; trying another node", spec.method, spec.path, error)
 
 
+#: `Timeouts` by value: calls ask for the same few again and again. Bounded, then cleared.
+_timeouts_made: Dict[Tuple[float, float, float, float], Timeouts] = {}
+TIMEOUTS_CACHED_MAX = 256
+
+
+def _timeouts(connect: float, read: float, write: float, pool: float) -> Timeouts:
+    key = (connect, read, write, pool)
+    t = _timeouts_made.get(key)
+    if t is None:
+        if len(_timeouts_made) >= TIMEOUTS_CACHED_MAX:
+            _timeouts_made.clear()
+        t = _timeouts_made[key] = Timeouts(connect=connect, read=read, write=write, pool=pool)
+    return t
+
+
 def _unreachable(down: Dict[str, str], timing: Timing) -> Unavailable:
     tried = "; ".join(down.values())
     return Unavailable(
@@ -287,9 +309,18 @@ def _unreachable(down: Dict[str, str], timing: Timing) -> Unavailable:
     )
 
 
+#: Decodes JSON text (json.loads on bytes first guesses their encoding).
+_decode_json = json.JSONDecoder().decode
+
+
 def _json_body(response: Response) -> Json:
+    content = response.content
     try:
-        data = json.loads(response.content) if response.content else {}
+        if content[:1] == b"{" and content[1:2] != b"\x00":
+            # An object, so UTF-8 (json.loads would find the same: no BOM, no UTF-16/32).
+            data = _decode_json(content.decode("utf-8", "surrogatepass"))
+        else:
+            data = json.loads(content) if content else {}
     except ValueError as e:
         raise RatequeueError(
             f"invalid JSON in a {response.status_code} response", code="invalid_response"
@@ -322,7 +353,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
-@dataclass(frozen=True)
+@dataclass
 class AcquireArgs:
     resource: str
     load: int
@@ -411,7 +442,7 @@ def acquire_spec(args: AcquireArgs, timing: Timing, clock: Clock) -> CallSpec:
 
     return CallSpec(
         method="POST",
-        path=f"/v1/resources/{quote(args.resource, safe='')}/acquire",
+        path=f"/v1/resources/{segment(args.resource)}/acquire",
         body=body,
         read_timeout=read_timeout,
         deadline=wait_until + timing.retry_budget_s,
@@ -434,7 +465,7 @@ def release_spec(
     body: Json = {} if actual_load is None else {"actual_load": actual_load}
     return CallSpec(
         method="POST",
-        path=f"/v1/leases/{quote(lease_id, safe='')}/release",
+        path=f"/v1/leases/{segment(lease_id)}/release",
         body=lambda _now: body,
         read_timeout=lambda _b: timing.request_timeout_s,
         deadline=deadline,
@@ -446,7 +477,7 @@ def renew_spec(lease_id: str, ttl_ms: Optional[int], timing: Timing, deadline: f
     body: Json = {} if ttl_ms is None else {"ttl_ms": ttl_ms}
     return CallSpec(
         method="POST",
-        path=f"/v1/leases/{quote(lease_id, safe='')}/renew",
+        path=f"/v1/leases/{segment(lease_id)}/renew",
         body=lambda _now: body,
         read_timeout=lambda _b: timing.request_timeout_s,
         deadline=deadline,
@@ -458,7 +489,7 @@ def report_spec(lease_id: str, report: "ProviderReport", timing: Timing, deadlin
     body: Json = report.to_json()
     return CallSpec(
         method="POST",
-        path=f"/v1/leases/{quote(lease_id, safe='')}/report",
+        path=f"/v1/leases/{segment(lease_id)}/report",
         body=lambda _now: body,
         read_timeout=lambda _b: timing.request_timeout_s,
         deadline=deadline,
@@ -469,7 +500,7 @@ def report_spec(lease_id: str, report: "ProviderReport", timing: Timing, deadlin
 def progress_spec(resource: str, request_id: str, timing: Timing, deadline: float) -> CallSpec:
     return CallSpec(
         method="GET",
-        path=f"/v1/resources/{quote(resource, safe='')}/waiters/{quote(request_id, safe='')}",
+        path=f"/v1/resources/{segment(resource)}/waiters/{segment(request_id)}",
         body=lambda _now: None,
         read_timeout=lambda _b: timing.request_timeout_s,
         deadline=deadline,
@@ -595,7 +626,7 @@ class Shadow:
         return self.decision not in ("grant", "wait")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Grant:
     """The parsed 200 body of an acquire."""
 

@@ -272,31 +272,34 @@ class SyncProgressWatch:
 class _RenewalTimer:
     """One daemon thread per process that starts a lease's renewal thread when its first
     renewal falls due: a lease released sooner (the common case) never starts a thread.
-    Entries of leases already released (their stop event set) are skipped, and swept out
+    Entries of leases already released (their renewal stopped) are skipped, and swept out
     when they pile up."""
 
     #: Skipped entries kept before the heap is rebuilt without them.
     STALE_MAX = 1024
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: List[Tuple[float, int, threading.Event, Callable[[], None]]] = []
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._heap: List[Tuple[float, int, "SyncRenewal"]] = []
         self._seq = 0
         self._thread: Optional[threading.Thread] = None
         #: When the timer thread wakes next (time.monotonic; -inf while it is awake).
         self._wake_at = -math.inf
 
-    def schedule(self, delay: float, stop: threading.Event, fn: Callable[[], None]) -> None:
-        with self._cond:
+    def schedule(self, delay: float, renewal: "SyncRenewal") -> None:
+        """Call `renewal._spawn_renewal()` in `delay` seconds unless its renewal has
+        stopped by then."""
+        with self._lock:  # the Condition's own lock: entering it directly costs less
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="ratequeue-renewals", daemon=True)
                 self._thread.start()
             if len(self._heap) > self.STALE_MAX:
-                self._heap = [e for e in self._heap if not e[2].is_set()]
+                self._heap = [e for e in self._heap if not e[2]._stopped]
                 heapq.heapify(self._heap)
             self._seq += 1
             due = time.monotonic() + delay
-            heapq.heappush(self._heap, (due, self._seq, stop, fn))
+            heapq.heappush(self._heap, (due, self._seq, renewal))
             if due < self._wake_at:
                 # Wake the timer thread only when this entry falls due before it would
                 # wake anyway: most leases have the same TTL, so it rarely does (a wake-up
@@ -312,15 +315,14 @@ class _RenewalTimer:
                     # wake-up time, and every acquire would have to wake it.
                     now = time.monotonic()
                     if self._heap and self._heap[0][0] <= now:
-                        _, _, stop, fn = heapq.heappop(self._heap)
-                        if stop.is_set():
+                        _, _, renewal = heapq.heappop(self._heap)
+                        if renewal._stopped:
                             continue
                         break
                     self._wake_at = self._heap[0][0] if self._heap else math.inf
                     self._cond.wait(self._heap[0][0] - now if self._heap else None)
                     self._wake_at = -math.inf  # awake: schedule() need not notify
-            if not stop.is_set():
-                fn()
+            renewal._spawn_renewal()
 
 
 _timer = _RenewalTimer()
@@ -337,12 +339,14 @@ if hasattr(os, "register_at_fork"):
 
 
 class SyncRenewal:
-    """Mixed into `ratequeue.Lease`: the renewal runs in a daemon thread until its stop
-    event is set. Until the first renewal falls due there is only an entry in the process's
-    renewal timer."""
+    """Mixed into `ratequeue.Lease`: the renewal runs in a daemon thread until it is
+    stopped. Until the first renewal falls due there is only an entry in the process's
+    renewal timer, and a flag: the thread and its stop event are made when it falls due
+    (an event per lease cost more than the rest of its bookkeeping)."""
 
     id: str
     _timing: Timing
+    _state_lock: threading.Lock
 
     def _renew_loop(self) -> None:
         raise NotImplementedError
@@ -351,29 +355,36 @@ class SyncRenewal:
         raise NotImplementedError
 
     def _init_renewal(self) -> None:
-        self._stop = threading.Event()
+        #: Set (under `_state_lock`) when the renewal is stopped.
+        self._stopped = False
+        #: Made with the renewal thread, set when the renewal is stopped.
+        self._stop: Optional[threading.Event] = None
         self._thread: Optional[threading.Thread] = None
         self._due = False
         self._scheduled = False
 
     def _start_renewal(self) -> None:
         self._scheduled = True
-        _timer.schedule(self._renew_interval(), self._stop, self._spawn_renewal)
+        _timer.schedule(self._renew_interval(), self)
 
     def _spawn_renewal(self) -> None:
+        """In the timer thread: the first renewal is due."""
         t = threading.Thread(target=self._renew_loop, name=f"ratequeue-renew-{self.id}", daemon=True)
-        self._due = True
-        self._thread = t
-        self._scheduled = False
+        with self._state_lock:
+            self._scheduled = False
+            if self._stopped:
+                return
+            self._stop = threading.Event()
+            self._due = True
+            self._thread = t
         t.start()
 
     @property
     def renewing(self) -> bool:
         """Whether the lease is still being renewed."""
-        if self._stop.is_set():
-            t = self._thread
-            return t is not None and t.is_alive()
         t = self._thread
+        if self._stopped:
+            return t is not None and t.is_alive()
         return self._scheduled or (t is not None and t.is_alive())
 
     def _renewal_wait(self, interval: float) -> bool:
@@ -381,14 +392,20 @@ class SyncRenewal:
         the renewal is stopped."""
         if self._due:
             self._due = False
-            return not self._stop.is_set()
-        return not self._stop.wait(interval)
+            return not self._stopped
+        stop = self._stop
+        assert stop is not None  # made before the thread started
+        return not stop.wait(interval)
 
     def _renewal_stop(self) -> Optional[threading.Event]:
         return self._stop
 
     def _stop_renewal(self) -> None:
-        self._stop.set()
+        with self._state_lock:
+            self._stopped = True
+            stop = self._stop
+        if stop is not None:
+            stop.set()
 
     def _join_renewal(self) -> None:
         t = self._thread
