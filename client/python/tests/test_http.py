@@ -1,14 +1,18 @@
 """The sans-IO HTTP/1.1 response parser (`_http.ResponseParser`): every framing (length,
 chunked, ended by close, none), responses split anywhere across reads, interim 1xx
-answers, and the exact error for each way a peer can break the protocol."""
+answers, and the exact error for each way a peer can break the protocol. And the JSON
+of requests and responses (`encode_json`, `_protocol._json_body`): the same as `json`'s."""
 
 from __future__ import annotations
 
+import json
 from typing import List, Optional
 
 import pytest
 
-from ratequeue._http import BODY_LEN_MAX, HEADERS_MAX, ProtocolError, ReadError, Response, ResponseParser
+from ratequeue._errors import RatequeueError
+from ratequeue._http import BODY_LEN_MAX, HEADERS_MAX, ProtocolError, ReadError, Response, ResponseParser, encode_json
+from ratequeue._protocol import _json_body
 
 BODY = b'{"state":"released"}'
 ANSWER = (
@@ -145,3 +149,43 @@ def test_the_server_closing_midway_is_a_read_error() -> None:
         p = parse(data)
         with pytest.raises(ReadError, match="the server closed the connection before a whole response"):
             p.eof()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"load": 1, "priority": -3, "wait_ms": 0, "request_id": "ab" * 16},
+        {"holder": 'a "label" \\ é\u2028@host:1', "lane": "x", "ttl_ms": 100},
+        {"nested": [1, 2.5, None, True, {"k": "v"}]},
+        [1, 2],
+        "text",
+    ],
+)
+def test_encode_json_is_compact_json(body: object) -> None:
+    assert encode_json(body) == json.dumps(body, separators=(",", ":"))
+
+
+def test_encode_json_refuses_what_json_refuses() -> None:
+    with pytest.raises(TypeError):
+        encode_json({"x": object()})
+
+
+@pytest.mark.parametrize(
+    "content, want",
+    [
+        (b'{"state":"released"}', {"state": "released"}),
+        (b'{"a": [1, {"b": "\\u00e9"}]}  \n', {"a": [1, {"b": "é"}]}),
+        (b"\xef\xbb\xbf{}", {}),  # json.loads reads a UTF-8 BOM
+        (b"", {}),
+    ],
+)
+def test_json_bodies(content: bytes, want: object) -> None:
+    assert _json_body(Response(200, {}, content)) == want
+
+
+@pytest.mark.parametrize("content", [b'{"a": 1} x', b"{", b'{"a": }', b"{\xff}", b"[1]", b"1"])
+def test_invalid_json_bodies(content: bytes) -> None:
+    with pytest.raises(RatequeueError) as ei:
+        _json_body(Response(200, {}, content))
+    assert ei.value.code == "invalid_response"

@@ -238,7 +238,23 @@ def encode_request(
 
 #: JSON as the API reads it: compact. One encoder for the process (json.dumps with
 #: separators builds a new one per call).
-encode_json = json.JSONEncoder(separators=(",", ":")).encode
+_encoder = json.JSONEncoder(separators=(",", ":"))
+#: Its C core, made once (`JSONEncoder.encode` makes it again for every call), without
+#: the check for circular references: the SDK encodes only bodies it built itself.
+_encode_chunks = (
+    json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+        None, _encoder.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+    )
+    if getattr(json.encoder, "c_make_encoder", None) is not None
+    else None
+)
+
+
+def encode_json(body: Any) -> str:
+    """`body` as compact JSON (what `json.dumps(body, separators=(",", ":"))` gives)."""
+    if _encode_chunks is not None and type(body) is dict:
+        return "".join(_encode_chunks(body, 0))
+    return _encoder.encode(body)
 
 
 class ResponseParser:
@@ -273,6 +289,20 @@ class ResponseParser:
             if data:
                 raise ProtocolError("data after the end of the response")
             return
+        if not self._head_done and not self._buf:
+            # The usual case: this read starts the response and holds its whole head (and
+            # mostly its body), parsed without copying it into the buffer first.
+            end = data.find(b"\r\n\r\n")
+            if end >= 0:
+                if self._head(data[: end + 2].decode("latin-1")):
+                    kind, n = self._framing
+                    if kind == "length" and len(data) - end - 4 == n:
+                        self.response = Response(self._status, self._headers, data[end + 4 :])
+                        return
+                    self._buf += data[end + 4 :]
+                    self._parse_body()
+                    return
+                data = data[end + 4 :]  # an interim answer: the real one follows
         self._buf += data
         if not self._head_done:
             self._parse_head()
@@ -293,22 +323,29 @@ class ResponseParser:
 
     def _parse_head(self) -> None:
         buf = self._buf
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buf) > HEAD_LEN_MAX:
-                raise ProtocolError(f"response head over {HEAD_LEN_MAX} bytes")
-            if buf and not bytes(buf[:5]).startswith(b"HTTP/"[: len(buf)]):
-                raise ProtocolError(f"not an HTTP response: {bytes(buf[:16])!r}")
-            return
-        # The status line, then the header lines each with its CRLF.
-        head = buf[: end + 2].decode("latin-1")
-        del buf[: end + 4]
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > HEAD_LEN_MAX:
+                    raise ProtocolError(f"response head over {HEAD_LEN_MAX} bytes")
+                if buf and not bytes(buf[:5]).startswith(b"HTTP/"[: len(buf)]):
+                    raise ProtocolError(f"not an HTTP response: {bytes(buf[:16])!r}")
+                return
+            head = buf[: end + 2].decode("latin-1")
+            del buf[: end + 4]
+            if self._head(head) or not buf:
+                return
+            # An interim answer (100 Continue) with more after it: the real one follows.
+
+    def _head(self, head: str) -> bool:
+        """Parse a response head (the status line and the header lines, each ended by
+        CRLF); False for an interim (1xx) answer, which is dropped."""
         line_end = head.find("\r\n")
         status_line = head[:line_end].split(" ", 2)
         if len(status_line) < 2 or not status_line[0].startswith("HTTP/1.") or not status_line[1].isdigit():
             raise ProtocolError(f"not an HTTP/1.1 status line: {head[:line_end][:60]!r}")
         status = int(status_line[1])
-        lines = head[line_end + 2 : -2].split("\r\n") if end > line_end else []
+        lines = head[line_end + 2 : -2].split("\r\n") if len(head) > line_end + 2 else []
         if len(lines) > HEADERS_MAX:
             raise ProtocolError(f"more than {HEADERS_MAX} response headers")
         headers: Dict[str, str] = {}
@@ -318,10 +355,7 @@ class ResponseParser:
                 raise ProtocolError(f"bad response header line {line[:60]!r}")
             headers[name.lower()] = value.strip()
         if 100 <= status < 200:
-            # An interim answer (100 Continue): the real one follows.
-            if buf:
-                self._parse_head()
-            return
+            return False
         self._status = status
         self._headers = headers
         self._head_done = True
@@ -345,6 +379,7 @@ class ResponseParser:
         else:
             self._framing = ("close", None)
             self.keep_alive = False
+        return True
 
     def _parse_body(self) -> None:
         kind, n = self._framing

@@ -226,15 +226,15 @@ def plan(spec: CallSpec, nodes: Nodes, timing: Timing, rng: random.Random, clock
                 continue
             break
 
+        if isinstance(feedback, Response) and 200 <= feedback.status_code < 300:
+            # Only the leader serves lease calls: whoever answered is the leader.
+            nodes.set_leader(base)
+            return _json_body(feedback)
         retry_after: Optional[float] = None
         if not isinstance(feedback, TransportError) or redirects > 0:
             down_since = None  # some node answered
             down.clear()
         if isinstance(feedback, Response):
-            if 200 <= feedback.status_code < 300:
-                # Only the leader serves lease calls: whoever answered is the leader.
-                nodes.set_leader(base)
-                return _json_body(feedback)
             error = error_from_response(feedback)
             if not is_retryable(error):
                 raise spec.convert(error)
@@ -309,8 +309,22 @@ def _unreachable(down: Dict[str, str], timing: Timing) -> Unavailable:
     )
 
 
-#: Decodes JSON text (json.loads on bytes first guesses their encoding).
-_decode_json = json.JSONDecoder().decode
+#: Decodes JSON text (json.loads on bytes first guesses their encoding), and its scanner:
+#: `decode` is two Python calls and a whitespace regex around it.
+_decoder = json.JSONDecoder()
+_scan_json = _decoder.scan_once  # type: ignore[attr-defined]
+
+
+def _decode_object(text: str) -> Any:
+    """The JSON value of `text`, which starts with `{`: scanned directly when nothing
+    follows it, else by `json` (which raises the usual errors)."""
+    try:
+        data, end = _scan_json(text, 0)
+    except StopIteration:
+        end = -1
+    if end != len(text):
+        data = _decoder.decode(text)
+    return data
 
 
 def _json_body(response: Response) -> Json:
@@ -318,7 +332,7 @@ def _json_body(response: Response) -> Json:
     try:
         if content[:1] == b"{" and content[1:2] != b"\x00":
             # An object, so UTF-8 (json.loads would find the same: no BOM, no UTF-16/32).
-            data = _decode_json(content.decode("utf-8", "surrogatepass"))
+            data = _decode_object(content.decode("utf-8", "surrogatepass"))
         else:
             data = json.loads(content) if content else {}
     except ValueError as e:
@@ -656,20 +670,47 @@ def _str(data: Json, key: str) -> str:
 
 
 def parse_grant(data: Json) -> Grant:
+    # The checks of `_int` and `_str` inline (JSON gives exact ints and strs); either is
+    # called for what they do not pass, to raise its error.
     limits: List[Limit] = []
-    for item in data.get("limits") or []:
+    for item in data.get("limits") or ():
         if isinstance(item, dict):
-            limits.append(Limit(kind=_str(item, "kind"), limit=_int(item, "limit"), remaining=_int(item, "remaining")))
+            kind, limit, remaining = item.get("kind"), item.get("limit"), item.get("remaining")
+            if type(kind) is not str:
+                kind = _str(item, "kind")
+            if type(limit) is not int:
+                limit = _int(item, "limit")
+            if type(remaining) is not int:
+                remaining = _int(item, "remaining")
+            limits.append(Limit(kind=kind, limit=limit, remaining=remaining))
+    get = data.get
+    lease_id, resource, lane = get("lease_id"), get("resource"), get("lane")
+    load, token, ttl_ms, queued_ms = get("load"), get("fencing_token"), get("ttl_ms"), get("queued_ms", 0)
+    if type(lease_id) is not str:
+        lease_id = _str(data, "lease_id")
+    if type(resource) is not str:
+        resource = _str(data, "resource")
+    if type(lane) is not str:
+        lane = _str(data, "lane")
+    if type(load) is not int:
+        load = _int(data, "load")
+    if type(token) is not int:
+        token = _int(data, "fencing_token")
+    if type(ttl_ms) is not int:
+        ttl_ms = _int(data, "ttl_ms")
+    if type(queued_ms) is not int:
+        queued_ms = _int(data, "queued_ms")
+    shadow = get("shadow")
     return Grant(
-        lease_id=_str(data, "lease_id"),
-        resource=_str(data, "resource"),
-        lane=_str(data, "lane"),
-        load=_int(data, "load"),
-        fencing_token=_int(data, "fencing_token"),
-        ttl_ms=_int(data, "ttl_ms"),
-        queued_ms=_int(data, "queued_ms") if "queued_ms" in data else 0,
+        lease_id=lease_id,
+        resource=resource,
+        lane=lane,
+        load=load,
+        fencing_token=token,
+        ttl_ms=ttl_ms,
+        queued_ms=queued_ms,
         limits=tuple(limits),
-        shadow=_shadow(data.get("shadow")),
+        shadow=_shadow(shadow) if shadow is not None else None,
     )
 
 

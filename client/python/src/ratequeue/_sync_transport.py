@@ -116,6 +116,8 @@ class SyncConnectionPool:
                             break
                         if affinity == 1 and pick < 0:
                             pick = i
+                            if here is None:
+                                break  # no loop here (blocking flavour): none can be better
                     if pick < 0:
                         break
                     conn = idle.pop(pick)
