@@ -473,42 +473,33 @@ def _lease_error(lease_id: str) -> Callable[[RatequeueError], RatequeueError]:
     return convert
 
 
+def _lease_spec(lease_id: str, action: str, body: Json, timing: Timing, deadline: float) -> CallSpec:
+    """`POST /v1/leases/{lease_id}/{action}` with `body`: idempotent by lease id, answered
+    by the leader, retried until `deadline`; a `LeaseLost` names the lease."""
+    return CallSpec(
+        method="POST",
+        path=f"/v1/leases/{segment(lease_id)}/{action}",
+        body=lambda _now: body,
+        read_timeout=lambda _b: timing.request_timeout_s,
+        deadline=deadline,
+        convert=_lease_error(lease_id),
+    )
+
+
 def release_spec(
     lease_id: str, actual_load: Optional[int], timing: Timing, deadline: float
 ) -> CallSpec:
     body: Json = {} if actual_load is None else {"actual_load": actual_load}
-    return CallSpec(
-        method="POST",
-        path=f"/v1/leases/{segment(lease_id)}/release",
-        body=lambda _now: body,
-        read_timeout=lambda _b: timing.request_timeout_s,
-        deadline=deadline,
-        convert=_lease_error(lease_id),
-    )
+    return _lease_spec(lease_id, "release", body, timing, deadline)
 
 
 def renew_spec(lease_id: str, ttl_ms: Optional[int], timing: Timing, deadline: float) -> CallSpec:
     body: Json = {} if ttl_ms is None else {"ttl_ms": ttl_ms}
-    return CallSpec(
-        method="POST",
-        path=f"/v1/leases/{segment(lease_id)}/renew",
-        body=lambda _now: body,
-        read_timeout=lambda _b: timing.request_timeout_s,
-        deadline=deadline,
-        convert=_lease_error(lease_id),
-    )
+    return _lease_spec(lease_id, "renew", body, timing, deadline)
 
 
 def report_spec(lease_id: str, report: "ProviderReport", timing: Timing, deadline: float) -> CallSpec:
-    body: Json = report.to_json()
-    return CallSpec(
-        method="POST",
-        path=f"/v1/leases/{segment(lease_id)}/report",
-        body=lambda _now: body,
-        read_timeout=lambda _b: timing.request_timeout_s,
-        deadline=deadline,
-        convert=_lease_error(lease_id),
-    )
+    return _lease_spec(lease_id, "report", report.to_json(), timing, deadline)
 
 
 def progress_spec(resource: str, request_id: str, timing: Timing, deadline: float) -> CallSpec:
