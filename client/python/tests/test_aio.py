@@ -171,6 +171,42 @@ async def test_renewal_task_runs_and_stops_on_exit(aclient: rq.Client, cluster: 
     assert all(cluster.seen.index(r) < cluster.seen.index(rel) for r in cluster.of_kind("renew"))
 
 
+async def test_a_nearer_first_renewal_is_not_held_up_by_a_later_one(aclient: rq.Client, cluster: FakeCluster) -> None:
+    """A lease whose first renewal falls due sooner than an earlier lease's (0.05 s
+    against 20 s) is renewed on its own schedule."""
+    async with aclient.acquire("gpt", ttl=60) as slow:
+        async with aclient.acquire("gpt", ttl=0.15) as fast:
+            await until(lambda: cluster.leases[fast.id].renewals >= 2)
+            assert fast.renewing
+        assert cluster.leases[slow.id].renewals == 0
+        assert slow.renewing
+    assert not slow.renewing
+
+
+async def test_a_released_lease_is_skipped_when_its_first_renewal_falls_due(
+    aclient: rq.Client, cluster: FakeCluster
+) -> None:
+    async with aclient.acquire("gpt", ttl=0.15) as gone:
+        pass
+    assert not gone.renewing
+    async with aclient.acquire("gpt", ttl=0.15) as later:
+        await until(lambda: cluster.leases[later.id].renewals >= 1)  # past `gone`'s due time
+    assert cluster.leases[gone.id].renewals == 0
+
+
+def test_each_loop_renews_its_own_leases(cluster: FakeCluster) -> None:
+    """`asyncio.run` per task (the Celery pattern): every new loop starts renewals."""
+    c = rq.Client(URLS, "k3y", timing=FAST, transport=cluster.async_transport())
+
+    async def hold() -> None:
+        async with c.acquire("gpt", ttl=0.15) as lease:
+            await until(lambda: cluster.leases[lease.id].renewals >= 1)
+
+    for _ in range(3):
+        asyncio.run(hold())
+    asyncio.run(c.aclose())
+
+
 async def test_lease_lost_is_a_flag_and_an_exception_at_exit(aclient: rq.Client, cluster: FakeCluster) -> None:
     with pytest.raises(rq.LeaseLost) as ei:
         async with aclient.acquire("gpt", ttl=0.15) as lease:
