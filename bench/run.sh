@@ -62,8 +62,10 @@ export RATEQUEUE_LOG=warn
 # ratequeue: the test-cluster kit's throwaway cluster (docs/testkit.md) on a free loopback
 # block, default server settings but the per-source connection cap: every load-generator
 # client and the waiters probe's 782 HTTP/2 connections come from one address. Its node
-# logs are copied to OUT_DIR at the end. It answers once a leader serves.
-dev_cluster_start "$bin/ratequeue" 3 --serve-arg=--connections-per-source-max=4096
+# logs are copied to OUT_DIR at the end. It answers once a leader serves. SERVE_ARGS adds
+# `--serve-arg=…` words (SERVE_ARGS=--serve-arg=--leader-fsync-overlap).
+# shellcheck disable=SC2086 # SERVE_ARGS is a list of words
+dev_cluster_start "$bin/ratequeue" 3 --serve-arg=--connections-per-source-max=4096 ${SERVE_ARGS:-}
 export RATEQUEUE_ADMIN_TOKEN=$DEV_TOKEN
 rq_url=$DEV_URLS
 

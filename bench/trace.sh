@@ -6,6 +6,7 @@
 # the request, and the median over the traces.
 #
 #   bash bench/trace.sh            # ~1 minute after the build
+#   SERVE_ARGS=--serve-arg=--leader-fsync-overlap bash bench/trace.sh   # with the overlap
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-200}
@@ -13,8 +14,9 @@ TRACES=${TRACES:-21}
 cargo build --release --locked -p ratequeue-node --bins
 . scripts/dev-cluster.sh
 trap 'dev_cluster_stop' EXIT
+# shellcheck disable=SC2086 # SERVE_ARGS is a list of words
 dev_cluster_start target/release/ratequeue 3 \
-  --serve-arg=--log=warn,ratequeue_node=debug --serve-arg=--log-format=json
+  --serve-arg=--log=warn,ratequeue_node=debug --serve-arg=--log-format=json ${SERVE_ARGS:-}
 python3 - "$DEV_LEADER_URL" "$DEV_TOKEN" "$DEV_DIR" "$ROUNDS" "$TRACES" <<'PY'
 import datetime, http.client, json, pathlib, statistics, sys, time, urllib.parse
 
