@@ -3,11 +3,15 @@ panels (RSS, data directory, open files, threads) over time, one line per node, 
 line broken where the node's process changed (a fault restarted it), and a printed
 summary per node and quantity: first, median and max after the warm-up, and the
 slope of a least-squares line over the last two thirds (per 10 minutes), which is
-what "flat after warm-up" is judged by.
+what "flat after warm-up" is judged by. When state.csv (the nodes' /metrics, see
+soak/sample.sh) lies beside samples.csv, four more panels and summary lines: the
+applied state's request ids (the idempotency window), tombstones and leases, and
+the Raft log entries kept (last index minus last purged).
 
 Needs matplotlib: soak.sh installs it into target/soak-venv (pinned)."""
 
 import csv
+import os
 import statistics
 import sys
 from collections import defaultdict
@@ -23,7 +27,22 @@ COLS = [
     ("open_files", "open files", 1),
     ("threads", "threads", 1),
 ]
-WARM_UP_S = 300
+# From state.csv, when there is one: (column or (column, minus column), title, scale).
+STATE_COLS = [
+    ("request_ids", "request ids (thousands)", 1 / 1000),
+    ("tombstones", "tombstones (thousands)", 1 / 1000),
+    ("leases", "leases", 1),
+    (("last_log_index", "purged_index"), "Raft log entries kept", 1),
+]
+# Seconds excluded as warm-up from the summary's "after warm-up" figures (the slope is
+# over the last two thirds either way); SOAK_WARM_UP_S overrides it.
+WARM_UP_S = int(os.environ.get("SOAK_WARM_UP_S", "300"))
+
+
+def value(row, col):
+    if isinstance(col, tuple):
+        return float(row[col[0]]) - float(row[col[1]])
+    return float(row[col])
 
 
 def slope_per_10min(points):
@@ -47,11 +66,11 @@ def load(src):
     return series
 
 
-def summary(series, t_max):
+def summary(series, t_max, cols=COLS, per_process=True):
     lines = []
-    for col, title, scale in COLS:
+    for col, title, scale in cols:
         for node, rows in sorted(series.items()):
-            pts = [(float(r["t_s"]), float(r[col]) * scale) for r in rows]
+            pts = [(float(r["t_s"]), value(r, col) * scale) for r in rows]
             warm = [p for p in pts if p[0] >= WARM_UP_S] or pts
             tail = [p for p in pts if p[0] >= t_max / 3] or pts
             vals = [v for _, v in warm]
@@ -63,7 +82,7 @@ def summary(series, t_max):
             )
     # Memory is per process: with faults that restart nodes, the longest-lived process
     # of each node is the one that can show growth.
-    for node, rows in sorted(series.items()):
+    for node, rows in sorted(series.items() if per_process else []):
         by_pid = defaultdict(list)
         for r in rows:
             by_pid[r["pid"]].append((float(r["t_s"]), float(r["rss_bytes"]) / 2**20))
@@ -80,10 +99,14 @@ def summary(series, t_max):
 
 def main(src, dst, title=""):
     series = load(src)
+    state_src = os.path.join(os.path.dirname(src), "state.csv")
+    state = load(state_src) if os.path.exists(state_src) else {}
+    state = {n: rows for n, rows in state.items() if rows}
+    panels = [(series, c) for c in COLS] + [(state, c) for c in STATE_COLS if state]
     t_max = max((float(r["t_s"]) for rows in series.values() for r in rows), default=1) or 1
-    fig, axes = plt.subplots(len(COLS), 1, figsize=(10, 11), sharex=True)
-    for ax, (col, label, scale) in zip(axes, COLS):
-        for i, (node, rows) in enumerate(sorted(series.items())):
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.75 * len(panels)), sharex=True)
+    for ax, (data, (col, label, scale)) in zip(axes, panels):
+        for i, (node, rows) in enumerate(sorted(data.items())):
             colour = f"C{i % 10}"
             # One segment per process, so a restart shows as a break, not a jump.
             seg_t, seg_v, pid = [], [], None
@@ -97,7 +120,7 @@ def main(src, dst, title=""):
                 if r is not None:
                     pid = r["pid"]
                     seg_t.append(float(r["t_s"]) / 60)
-                    seg_v.append(float(r[col]) * scale)
+                    seg_v.append(value(r, col) * scale)
         ax.axvline(WARM_UP_S / 60, color="#999", ls=":", lw=1)
         ax.set_ylabel(label)
         ax.set_ylim(bottom=0)
@@ -107,7 +130,10 @@ def main(src, dst, title=""):
     axes[-1].set_xlabel("minutes since start")
     fig.tight_layout()
     fig.savefig(dst, dpi=80)
-    print("\n".join(summary(series, t_max)))
+    lines = summary(series, t_max)
+    if state:
+        lines += summary(state, t_max, STATE_COLS, per_process=False)
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
