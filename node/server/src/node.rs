@@ -23,6 +23,7 @@ use crate::admission::{self, Admission};
 use crate::listener::ConnLimits;
 use crate::metrics::Metrics;
 use crate::raft::network::{ClusterSecret, PeerNetwork};
+use crate::raft::snapshot_schedule::{self, SnapshotSchedule};
 use crate::raft::state_machine::{SharedApplied, SnapshotHandle, SnapshotStore, StateMachineStore};
 use crate::raft::types::{NodeId, NodeInfo, Raft, SnapshotMeta, StorageError, TypeConfig};
 use crate::series::{self, Series};
@@ -128,7 +129,8 @@ fn raft_config(t: RaftTuning) -> anyhow::Result<openraft::Config> {
         election_timeout_max: t.election_max_ms,
         install_snapshot_timeout: 10_000,
         max_payload_entries: 256,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every),
+        // Builds are triggered per node at an offset of its own (`snapshot_schedule.rs`).
+        snapshot_policy: SnapshotPolicy::Never,
         // Keep a short tail after each snapshot for lagging followers; beyond it they
         // get the snapshot. Bounded so the log never grows without limit.
         max_in_snapshot_log_to_keep: t.snapshot_every.min(1_000),
@@ -200,6 +202,10 @@ impl Node {
         if let Some(d) = durability {
             tokio::spawn(release_commits(raft.clone(), d));
         }
+        tokio::spawn(snapshot_schedule::build_on_schedule(
+            raft.clone(),
+            SnapshotSchedule::new(config.id, config.raft.snapshot_every),
+        ));
         let metrics = Arc::new(Metrics::default());
         let admission = admission::spawn(
             raft.clone(),

@@ -48,6 +48,14 @@ pub enum StoreError {
         source: sled::Error,
     },
 
+    /// A file the store keeps beside sled (the snapshot) could not be read or written.
+    #[error("{op} failed: {source}")]
+    Io {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A record is shorter than its header.
     #[error("corrupt record {key}: {len} bytes, shorter than the 5-byte record header")]
     Truncated { key: RecordKey, len: usize },
@@ -129,5 +137,9 @@ impl StoreError {
 
     pub(crate) fn sled(op: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
         move |source| StoreError::Sled { op, source }
+    }
+
+    pub(crate) fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> StoreError {
+        move |source| StoreError::Io { op, source }
     }
 }

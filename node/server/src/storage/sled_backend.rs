@@ -1,18 +1,25 @@
 //! [`LogBackend`] on sled 0.34.7.
 //!
-//! Three trees in one `sled::Db`: `log` (8-byte big-endian index -> record, so byte order is
-//! index order), `meta` (`vote`, `committed`, `last_purged`) and `snapshot` (`meta`, `data`,
-//! always written together in one batch). All trees share sled's single log, so one
-//! `flush()` makes every earlier write of every tree durable, in order.
+//! Two trees in one `sled::Db`: `log` (8-byte big-endian index -> record, so byte order is
+//! index order) and `meta` (`vote`, `committed`, `last_purged`). Both share sled's single
+//! log, so one `flush()` makes every earlier write of either tree durable, in order.
+//!
+//! The snapshot is a file of its own beside sled's (`raft-snapshot`), replaced whole by
+//! write, fsync and rename. It was a third tree: a batch of several megabytes applied under
+//! sled's process-wide exclusive lock, which every append waits for, stalled every write of
+//! every node for up to 76 ms at each snapshot (docs/benchmarks.md). A file costs the log
+//! nothing. A data directory written by an earlier build still has its snapshot in the
+//! `snapshot` tree: it is read from there until the first snapshot file replaces it.
 //!
 //! Must never: hold a second `Db` on the same path (sled allows one open instance per path),
 //! or keep sled's 1 GiB default cache (several nodes may share a machine).
 
+use std::io::Write as _;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::backend::{LogBackend, LogRecord, LogVisitor, MetaKey, SnapshotRecords};
-use super::error::StoreError;
+use super::error::{RecordKey, StoreError};
 
 /// Tuning for [`SledBackend`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +45,9 @@ pub struct SledBackend {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
-    snapshot: sled::Tree,
+    /// Where snapshots lived before [`SledBackend::SNAPSHOT_FILE`]; read only as a fallback.
+    legacy_snapshot: sled::Tree,
+    dir: PathBuf,
 }
 
 impl SledBackend {
@@ -46,12 +55,22 @@ impl SledBackend {
     pub const LOG_TREE: &'static str = "log";
     /// Name of the tree holding the vote, committed and last purged records.
     pub const META_TREE: &'static str = "meta";
-    /// Name of the tree holding the snapshot records.
+    /// Name of the tree that held the snapshot records before the snapshot file.
     pub const SNAPSHOT_TREE: &'static str = "snapshot";
     /// Key of the snapshot meta record in the snapshot tree.
     pub const SNAPSHOT_META_KEY: &'static [u8] = b"meta";
     /// Key of the snapshot data record in the snapshot tree.
     pub const SNAPSHOT_DATA_KEY: &'static [u8] = b"data";
+    /// Name of the snapshot file, in sled's directory (sled reads only its own `conf`,
+    /// `db`, `blobs/` and `snap.*` there). Layout: [`SledBackend::SNAPSHOT_MAGIC`], the meta
+    /// record's length (u64 little-endian), the meta record, the data record; both records
+    /// are framed and checksummed (`record.rs`).
+    pub const SNAPSHOT_FILE: &'static str = "raft-snapshot";
+    /// The first 8 bytes of the snapshot file (the last byte is the layout's version).
+    pub const SNAPSHOT_MAGIC: &'static [u8; 8] = b"rqsnap\0\x01";
+    /// The snapshot file's header: magic and meta length.
+    pub const SNAPSHOT_HEADER_LEN: usize = 16;
+    const SNAPSHOT_TMP: &'static str = "raft-snapshot.tmp";
 
     /// Open (or create) the database in `dir`.
     ///
@@ -86,15 +105,96 @@ impl SledBackend {
         let meta = db
             .open_tree(Self::META_TREE)
             .map_err(StoreError::sled("open meta tree"))?;
-        let snapshot = db
+        let legacy_snapshot = db
             .open_tree(Self::SNAPSHOT_TREE)
             .map_err(StoreError::sled("open snapshot tree"))?;
+        let dir = dir.as_ref().to_path_buf();
+        // A crash while writing a snapshot leaves its temporary file; the snapshot it was
+        // to replace is still whole.
+        match std::fs::remove_file(dir.join(Self::SNAPSHOT_TMP)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(StoreError::io("remove snapshot.tmp")(e));
+            }
+            _ => {}
+        }
         Ok(SledBackend {
             db,
             log,
             meta,
-            snapshot,
+            legacy_snapshot,
+            dir,
         })
+    }
+
+    /// Write the snapshot file: to a temporary file, fsync, rename over the old one, fsync
+    /// the directory. A crash at any point leaves the old snapshot or the new one, whole.
+    fn write_snapshot_file(&self, meta: &[u8], data: &[u8]) -> std::io::Result<()> {
+        let tmp = self.dir.join(Self::SNAPSHOT_TMP);
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(Self::SNAPSHOT_MAGIC)?;
+        file.write_all(&(meta.len() as u64).to_le_bytes())?;
+        file.write_all(meta)?;
+        file.write_all(data)?;
+        file.sync_data()?;
+        drop(file);
+        std::fs::rename(&tmp, self.dir.join(Self::SNAPSHOT_FILE))?;
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
+
+    /// Split the snapshot file into its two records.
+    fn parse_snapshot_file(mut bytes: Vec<u8>) -> Result<SnapshotRecords, StoreError> {
+        let damaged = |reason: String| StoreError::Decode {
+            key: RecordKey::SnapshotMeta,
+            reason: format!("snapshot file {}: {reason}", Self::SNAPSHOT_FILE),
+        };
+        if bytes.len() < Self::SNAPSHOT_HEADER_LEN {
+            return Err(damaged(format!(
+                "{} bytes, shorter than its header",
+                bytes.len()
+            )));
+        }
+        if &bytes[..8] != Self::SNAPSHOT_MAGIC {
+            return Err(damaged(
+                "does not start with the snapshot file's magic".to_string(),
+            ));
+        }
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&bytes[8..Self::SNAPSHOT_HEADER_LEN]);
+        let meta_len = u64::from_le_bytes(len);
+        let rest = (bytes.len() - Self::SNAPSHOT_HEADER_LEN) as u64;
+        if meta_len > rest {
+            return Err(damaged(format!(
+                "meta record of {meta_len} bytes but only {rest} follow the header"
+            )));
+        }
+        let data = bytes.split_off(Self::SNAPSHOT_HEADER_LEN + meta_len as usize);
+        let meta = bytes.split_off(Self::SNAPSHOT_HEADER_LEN);
+        Ok((meta, data))
+    }
+
+    /// The snapshot an earlier build kept in the `snapshot` tree.
+    fn load_legacy_snapshot(&self) -> Result<Option<SnapshotRecords>, StoreError> {
+        let tree = &self.legacy_snapshot;
+        let meta = tree
+            .get(Self::SNAPSHOT_META_KEY)
+            .map_err(StoreError::sled("read snapshot"))?;
+        let data = tree
+            .get(Self::SNAPSHOT_DATA_KEY)
+            .map_err(StoreError::sled("read snapshot"))?;
+        match (meta, data) {
+            (Some(meta), Some(data)) => Ok(Some((meta.to_vec(), data.to_vec()))),
+            (None, None) => Ok(None),
+            // Written in one batch, so one without the other is damage; report it as a
+            // truncated (empty) record under the missing key.
+            (Some(_), None) => Err(StoreError::Truncated {
+                key: RecordKey::SnapshotData,
+                len: 0,
+            }),
+            (None, Some(_)) => Err(StoreError::Truncated {
+                key: RecordKey::SnapshotMeta,
+                len: 0,
+            }),
+        }
     }
 
     /// The big-endian key of a log index.
@@ -192,10 +292,25 @@ impl LogBackend for SledBackend {
         self.remove_range(index..u64::MAX, "truncate log")
     }
 
+    /// The deletion is one `remove` per key, lowest index first, not one batch: sled
+    /// applies a batch under its process-wide exclusive lock, which every append (itself
+    /// a batch) waits for, so deleting the ~10 000 entries a snapshot covers in one batch
+    /// held every write for 110-230 ms (measured, docs/benchmarks.md). A single remove
+    /// takes that lock shared, so appends interleave with the deletion. Atomicity is not
+    /// needed: `last_purged` is durable first, and whatever a crash leaves at or below it
+    /// the log store removes on open.
     fn purge(&self, upto: u64, last_purged: Vec<u8>) -> Result<(), StoreError> {
         self.put_meta(MetaKey::LastPurged, last_purged)?;
         self.flush()?;
-        self.remove_range(0..upto.saturating_add(1), "purge log")
+        let Some((first, _)) = self.first()? else {
+            return Ok(());
+        };
+        for index in first..=upto {
+            self.log
+                .remove(Self::log_key(index))
+                .map_err(StoreError::sled("purge log"))?;
+        }
+        Ok(())
     }
 
     fn put_meta(&self, key: MetaKey, record: Vec<u8>) -> Result<(), StoreError> {
@@ -214,37 +329,22 @@ impl LogBackend for SledBackend {
     }
 
     fn save_snapshot(&self, meta: Vec<u8>, data: Vec<u8>) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        batch.insert(Self::SNAPSHOT_META_KEY, meta);
-        batch.insert(Self::SNAPSHOT_DATA_KEY, data);
-        self.snapshot
-            .apply_batch(batch)
-            .map_err(StoreError::sled("write snapshot"))?;
-        self.flush()
+        self.write_snapshot_file(&meta, &data)
+            .map_err(StoreError::io("write snapshot"))?;
+        if !self.legacy_snapshot.is_empty() {
+            // The file is read first, so this needs no flush of its own.
+            self.legacy_snapshot
+                .clear()
+                .map_err(StoreError::sled("clear snapshot tree"))?;
+        }
+        Ok(())
     }
 
     fn load_snapshot(&self) -> Result<Option<SnapshotRecords>, StoreError> {
-        let meta = self
-            .snapshot
-            .get(Self::SNAPSHOT_META_KEY)
-            .map_err(StoreError::sled("read snapshot"))?;
-        let data = self
-            .snapshot
-            .get(Self::SNAPSHOT_DATA_KEY)
-            .map_err(StoreError::sled("read snapshot"))?;
-        match (meta, data) {
-            (Some(meta), Some(data)) => Ok(Some((meta.to_vec(), data.to_vec()))),
-            (None, None) => Ok(None),
-            // Written in one batch, so one without the other is damage; report it as a
-            // truncated (empty) record under the missing key.
-            (Some(_), None) => Err(StoreError::Truncated {
-                key: super::error::RecordKey::SnapshotData,
-                len: 0,
-            }),
-            (None, Some(_)) => Err(StoreError::Truncated {
-                key: super::error::RecordKey::SnapshotMeta,
-                len: 0,
-            }),
+        match std::fs::read(self.dir.join(Self::SNAPSHOT_FILE)) {
+            Ok(bytes) => Self::parse_snapshot_file(bytes).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.load_legacy_snapshot(),
+            Err(e) => Err(StoreError::io("read snapshot")(e)),
         }
     }
 
@@ -254,8 +354,15 @@ impl LogBackend for SledBackend {
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.db
+        let sled = self
+            .db
             .size_on_disk()
-            .map_err(StoreError::sled("size_on_disk"))
+            .map_err(StoreError::sled("size_on_disk"))?;
+        let snapshot = match std::fs::metadata(self.dir.join(Self::SNAPSHOT_FILE)) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(StoreError::io("size_on_disk")(e)),
+        };
+        Ok(sled + snapshot)
     }
 }

@@ -49,6 +49,14 @@ fn edit_tree(dir: &Path, tree: &str, edit: impl FnOnce(&sled::Tree)) {
     db.flush().unwrap();
 }
 
+/// Rewrite the snapshot file in place.
+fn edit_snapshot_file(dir: &Path, edit: impl FnOnce(&mut Vec<u8>)) {
+    let path = dir.join(SledBackend::SNAPSHOT_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    edit(&mut bytes);
+    std::fs::write(&path, bytes).unwrap();
+}
+
 fn open_err(dir: &Path) -> StoreError {
     storage::open::<TestConfig>(dir).expect_err("a corrupt store must not open")
 }
@@ -137,11 +145,9 @@ async fn a_log_entry_of_the_previous_format_is_refused() {
 async fn damaged_snapshot_data_and_short_committed_record_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     write_sample(dir.path()).await;
-    edit_tree(dir.path(), SledBackend::SNAPSHOT_TREE, |t| {
-        let key = SledBackend::SNAPSHOT_DATA_KEY;
-        let mut value = t.get(key).unwrap().unwrap().to_vec();
-        value[RECORD_HEADER_LEN] ^= 0xff;
-        t.insert(key, value).unwrap();
+    edit_snapshot_file(dir.path(), |bytes| {
+        let meta_len = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
+        bytes[SledBackend::SNAPSHOT_HEADER_LEN + meta_len + RECORD_HEADER_LEN] ^= 0xff;
     });
     let err = open_err(dir.path());
     assert_eq!(err.record(), Some(RecordKey::SnapshotData), "{err}");
@@ -158,6 +164,38 @@ async fn damaged_snapshot_data_and_short_committed_record_are_reported() {
         "{err:?}"
     );
     assert!(err.to_string().contains("committed"), "{err}");
+}
+
+/// A snapshot file cut short (or overwritten with something else) is refused at open,
+/// naming the snapshot, whichever part the damage reaches.
+#[tokio::test]
+async fn a_torn_or_foreign_snapshot_file_is_reported() {
+    type Cut = fn(&mut Vec<u8>);
+    let cuts: [(&str, Cut); 4] = [
+        ("inside the header", |b| b.truncate(9)),
+        ("inside the meta record", |b| {
+            b.truncate(SledBackend::SNAPSHOT_HEADER_LEN + 3)
+        }),
+        ("inside the data record", |b| {
+            let len = b.len();
+            b.truncate(len - 4)
+        }),
+        ("a foreign file", |b| b[0] = b'x'),
+    ];
+    for (what, cut) in cuts {
+        let dir = tempfile::tempdir().unwrap();
+        write_sample(dir.path()).await;
+        edit_snapshot_file(dir.path(), cut);
+        let err = open_err(dir.path());
+        assert!(err.is_corruption(), "{what}: {err:?}");
+        assert!(
+            matches!(
+                err.record(),
+                Some(RecordKey::SnapshotMeta | RecordKey::SnapshotData)
+            ),
+            "{what}: {err}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -180,3 +180,73 @@ async fn the_servers_own_entries_round_trip() {
     let read = store.try_get_log_entries(..).await.unwrap();
     assert_eq!(format!("{read:?}"), expected);
 }
+
+/// A data directory from a build that kept the snapshot in sled's `snapshot` tree: the
+/// snapshot is read from there, and the first snapshot saved replaces it with the file.
+/// A temporary file left by a crash mid-save is ignored and removed.
+#[tokio::test]
+async fn a_snapshot_in_the_old_sled_tree_is_read_until_the_file_replaces_it() {
+    use ratequeue_node::storage::{LogBackend, SledBackend, SledConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = storage::open::<TestConfig>(dir.path()).unwrap();
+        store
+            .save_snapshot(&snapshot_meta(3), b"old layout")
+            .unwrap();
+    }
+    // Move the saved records into the tree where an earlier build kept them.
+    let file = dir.path().join(SledBackend::SNAPSHOT_FILE);
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let meta_len = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
+    let (meta, data) = bytes[SledBackend::SNAPSHOT_HEADER_LEN..].split_at(meta_len);
+    {
+        let backend = SledBackend::open(dir.path(), &SledConfig::default()).unwrap();
+        assert_eq!(backend.load_snapshot().unwrap(), None);
+        drop(backend);
+    }
+    edit_legacy_tree(dir.path(), meta, data);
+    std::fs::write(dir.path().join("raft-snapshot.tmp"), b"half a snapshot").unwrap();
+
+    {
+        let store = storage::open::<TestConfig>(dir.path()).unwrap();
+        let (got, data) = store.load_snapshot().unwrap().expect("the old snapshot");
+        assert_eq!(got, snapshot_meta(3));
+        assert_eq!(data, b"old layout");
+        assert!(!dir.path().join("raft-snapshot.tmp").exists());
+        store
+            .save_snapshot(&snapshot_meta(5), b"new layout")
+            .unwrap();
+    }
+    let store = storage::open::<TestConfig>(dir.path()).unwrap();
+    let (got, data) = store.load_snapshot().unwrap().expect("the new snapshot");
+    assert_eq!(got, snapshot_meta(5));
+    assert_eq!(data, b"new layout");
+    drop(store);
+    // The old tree is empty: removing the file leaves no snapshot at all.
+    std::fs::remove_file(&file).unwrap();
+    let store = storage::open::<TestConfig>(dir.path()).unwrap();
+    assert!(store.load_snapshot().unwrap().is_none());
+}
+
+/// Write `meta` and `data` into the `snapshot` tree, as an earlier build did.
+fn edit_legacy_tree(dir: &std::path::Path, meta: &[u8], data: &[u8]) {
+    use ratequeue_node::storage::SledBackend;
+    // A just-dropped store's sled flusher may hold the file lock for a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let db = loop {
+        match sled::Config::new().path(dir).open() {
+            Ok(db) => break db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(e.to_string().contains("lock"), "{e}");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let tree = db.open_tree(SledBackend::SNAPSHOT_TREE).unwrap();
+    tree.insert(SledBackend::SNAPSHOT_META_KEY, meta).unwrap();
+    tree.insert(SledBackend::SNAPSHOT_DATA_KEY, data).unwrap();
+    db.flush().unwrap();
+}
