@@ -32,11 +32,12 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 echo "bench: writing to $out"
 
-if ! command -v etcd >/dev/null 2>&1; then
-  echo "bench: installing etcd-server"
+# etcd-server has the server; etcdctl (the health check below) is in etcd-client.
+if ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1; then
+  echo "bench: installing etcd-server and etcd-client"
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
-  $sudo_ apt-get -o DPkg::Lock::Timeout=600 install -y -q etcd-server >/dev/null 2>&1 \
-    || { $sudo_ apt-get update -q >/dev/null && $sudo_ apt-get -o DPkg::Lock::Timeout=600 install -y -q etcd-server >/dev/null; }
+  $sudo_ apt-get -o DPkg::Lock::Timeout=600 install -y -q etcd-server etcd-client >/dev/null 2>&1 \
+    || { $sudo_ apt-get update -q >/dev/null && $sudo_ apt-get -o DPkg::Lock::Timeout=600 install -y -q etcd-server etcd-client >/dev/null; }
 fi
 python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q matplotlib
 
