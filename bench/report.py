@@ -167,7 +167,7 @@ def main(out: pathlib.Path) -> None:
 
 
 def sustained(out: pathlib.Path) -> None:
-    """sustained.md and plots/sustained.svg: p99 per minute, RSS and data-dir size."""
+    """sustained.md and plots/sustained.svg (and .png): p99 per minute, RSS and data-dir size."""
     import csv
 
     r = json.loads((out / "sustained.json").read_text().splitlines()[-1])
@@ -194,6 +194,7 @@ def sustained(out: pathlib.Path) -> None:
     axes[0].set_title(f"cycle, 256 clients at {r['target_rate']:,.0f} pairs/s for {r['seconds'] / 60:.0f} min")
     fig.tight_layout()
     fig.savefig(plots / "sustained.svg")
+    fig.savefig(plots / "sustained.png", dpi=80)  # for docs/, which keep PNGs
     plt.close(fig)
 
     md = ["# sustained cycle", "", "```", (out / "machine.txt").read_text().strip(), "```", "",
