@@ -10,7 +10,7 @@ use ratequeue_node::storage::{
     self, LogBackend, MemBackend, RecordKey, SledBackend, StoreError, RECORD_HEADER_LEN,
 };
 
-use super::support::{log_id, normal, Store, TestConfig};
+use super::support::{edit_tree, log_id, normal, Store, TestConfig};
 
 /// A healthy store: entries 0..=5, vote, committed, snapshot.
 async fn write_sample(dir: &Path) {
@@ -28,25 +28,6 @@ async fn write_sample(dir: &Path) {
     };
     store.save_snapshot(&meta, b"some snapshot bytes").unwrap();
     store.flush().await.unwrap();
-}
-
-/// Edit one sled tree directly, as a disk fault or a stray tool would.
-fn edit_tree(dir: &Path, tree: &str, edit: impl FnOnce(&sled::Tree)) {
-    // A just-dropped store's sled flusher may hold the file lock for a moment.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    let db = loop {
-        match sled::Config::new().path(dir).open() {
-            Ok(db) => break db,
-            Err(e) if std::time::Instant::now() < deadline => {
-                assert!(e.to_string().contains("lock"), "{e}");
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(e) => panic!("{e}"),
-        }
-    };
-    let tree = db.open_tree(tree).unwrap();
-    edit(&tree);
-    db.flush().unwrap();
 }
 
 /// Rewrite the snapshot file in place.

@@ -9,7 +9,7 @@ use openraft::{
 };
 use ratequeue_node::storage;
 
-use super::support::{log_id, normal, summarize, TestConfig};
+use super::support::{edit_tree, log_id, normal, summarize, TestConfig};
 
 fn snapshot_meta(index: u64) -> SnapshotMeta<u64, openraft::BasicNode> {
     SnapshotMeta {
@@ -206,7 +206,10 @@ async fn a_snapshot_in_the_old_sled_tree_is_read_until_the_file_replaces_it() {
         assert_eq!(backend.load_snapshot().unwrap(), None);
         drop(backend);
     }
-    edit_legacy_tree(dir.path(), meta, data);
+    edit_tree(dir.path(), SledBackend::SNAPSHOT_TREE, |t| {
+        t.insert(SledBackend::SNAPSHOT_META_KEY, meta).unwrap();
+        t.insert(SledBackend::SNAPSHOT_DATA_KEY, data).unwrap();
+    });
     std::fs::write(dir.path().join("raft-snapshot.tmp"), b"half a snapshot").unwrap();
 
     {
@@ -228,25 +231,4 @@ async fn a_snapshot_in_the_old_sled_tree_is_read_until_the_file_replaces_it() {
     std::fs::remove_file(&file).unwrap();
     let store = storage::open::<TestConfig>(dir.path()).unwrap();
     assert!(store.load_snapshot().unwrap().is_none());
-}
-
-/// Write `meta` and `data` into the `snapshot` tree, as an earlier build did.
-fn edit_legacy_tree(dir: &std::path::Path, meta: &[u8], data: &[u8]) {
-    use ratequeue_node::storage::SledBackend;
-    // A just-dropped store's sled flusher may hold the file lock for a moment.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    let db = loop {
-        match sled::Config::new().path(dir).open() {
-            Ok(db) => break db,
-            Err(e) if std::time::Instant::now() < deadline => {
-                assert!(e.to_string().contains("lock"), "{e}");
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(e) => panic!("{e}"),
-        }
-    };
-    let tree = db.open_tree(SledBackend::SNAPSHOT_TREE).unwrap();
-    tree.insert(SledBackend::SNAPSHOT_META_KEY, meta).unwrap();
-    tree.insert(SledBackend::SNAPSHOT_DATA_KEY, data).unwrap();
-    db.flush().unwrap();
 }

@@ -22,6 +22,26 @@ openraft::declare_raft_types!(
 
 pub type Store = LogStore<TestConfig>;
 
+/// Edit one sled tree of a closed store directly, as a disk fault, a stray tool or an
+/// earlier build would.
+pub fn edit_tree(dir: &std::path::Path, tree: &str, edit: impl FnOnce(&sled::Tree)) {
+    // A just-dropped store's sled flusher may hold the file lock for a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let db = loop {
+        match sled::Config::new().path(dir).open() {
+            Ok(db) => break db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(e.to_string().contains("lock"), "{e}");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let tree = db.open_tree(tree).unwrap();
+    edit(&tree);
+    db.flush().unwrap();
+}
+
 pub fn log_id(term: u64, node: u64, index: u64) -> LogId<u64> {
     LogId::new(CommittedLeaderId::new(term, node), index)
 }
