@@ -129,12 +129,12 @@ pub struct SnapshotBuilder {
 /// Serialises `state` on a thread of its own at the lowest CPU priority (nice 19).
 ///
 /// Serialising holds no lock (the state is a frozen copy), so only the CPU it takes
-/// can slow the request path, and at normal priority it did: every node serialises at
-/// the same log index, and on a busy machine the 60-110 ms of CPU each took showed as
-/// 50-80 ms of extra latency on every request in flight (docs/benchmarks.md). At nice 19
-/// it runs on whatever the request path leaves; it still gets a small share of a
-/// saturated CPU, so it always ends. Saving the bytes stays at normal priority: it
-/// takes storage locks that appends need.
+/// can slow the request path, and at normal priority it did: on a busy machine the
+/// 60-110 ms of CPU each took showed as extra latency on every request in flight
+/// (docs/benchmarks.md). At nice 19 it runs on whatever the request path leaves; it
+/// still gets a small share of a saturated CPU, so it always ends. The save (the
+/// snapshot file's write and fsync) stays at normal priority, so that a snapshot is
+/// never held half-written for long.
 async fn serialise_at_low_priority(state: State) -> Result<Vec<u8>, StorageError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
